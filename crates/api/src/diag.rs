@@ -1,0 +1,129 @@
+//! Diagnostics: what `weft analyze`, the loader and the validators report.
+//!
+//! Every diagnostic says where (file, line, column, document index, resource, field path) and
+//! why. Diagnostics are values; printing them is the caller's business (`Display` gives the
+//! one-line human form, serde gives the JSON form).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// How bad a finding is. Only `Error` changes `weft analyze`'s exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// A place in a source file. Line and column are 1-based, as editors count them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// Index of the YAML document within the file (0-based; `---` separates documents).
+    pub document: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// Names a resource the way `kubectl` does: `Kind namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ResourceRef {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ResourceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// Stable code, documented in docs/ANALYZE.md (`WA0101`, ...).
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<ResourceRef>,
+    /// Field path inside the resource, e.g. `spec.http[0].route[1].weight`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(loc) = &self.location {
+            write!(f, "{loc}: ")?;
+        }
+        write!(f, "{}[{}]", self.severity, self.code)?;
+        if let Some(res) = &self.resource {
+            write!(f, " {res}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, " {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Stable diagnostic codes. The numbers never change meaning; docs/ANALYZE.md explains each.
+pub mod code {
+    /// The file could not be read (missing, unreadable, not UTF-8).
+    pub const UNREADABLE: &str = "WA0001";
+    /// The file is not well-formed YAML or JSON.
+    pub const SYNTAX: &str = "WA0002";
+    /// A resource does not match its schema or breaks a field rule.
+    pub const SCHEMA: &str = "WA0003";
+    /// A field that Istio deprecated; accepted with Istio's meaning.
+    pub const DEPRECATED: &str = "WA0004";
+    /// A document whose kind weft does not read; skipped.
+    pub const SKIPPED: &str = "WA0005";
+    /// The same kind/namespace/name appears twice.
+    pub const DUPLICATE: &str = "WA0006";
+    /// A VirtualService names a Gateway that does not exist.
+    pub const GATEWAY_NOT_FOUND: &str = "WA0101";
+    /// A route destination host matches no Service or ServiceEntry.
+    pub const HOST_NOT_FOUND: &str = "WA0102";
+    /// A route destination subset is defined by no DestinationRule for its host.
+    pub const SUBSET_NOT_FOUND: &str = "WA0103";
+    /// Two VirtualServices claim the same host on the same gateway.
+    pub const CONFLICTING_VIRTUAL_SERVICES: &str = "WA0104";
+    /// Two DestinationRules apply to the same host.
+    pub const CONFLICTING_DESTINATION_RULES: &str = "WA0105";
+    /// A Gateway's selector matches no workload.
+    pub const GATEWAY_SELECTOR_NO_WORKLOAD: &str = "WA0106";
+    /// A Service port whose protocol cannot be told from its name or appProtocol.
+    pub const PORT_PROTOCOL_UNKNOWN: &str = "WA0107";
+    /// A Deployment or Workload without the `app` or `version` label.
+    pub const MISSING_APP_VERSION_LABELS: &str = "WA0108";
+    /// One workload port is selected by two Services.
+    pub const PORT_SELECTED_BY_TWO_SERVICES: &str = "WA0109";
+    /// A route destination port that the Service does not expose.
+    pub const DESTINATION_PORT_NOT_FOUND: &str = "WA0110";
+    /// A route destination to a multi-port Service without a port.
+    pub const DESTINATION_PORT_REQUIRED: &str = "WA0111";
+}
