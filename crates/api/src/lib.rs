@@ -21,6 +21,9 @@ pub mod suggest;
 pub mod validate;
 pub mod weft;
 
+pub use load::{Loaded, load_paths, load_str};
+pub use resource::{Resource, Spec};
+
 pub use diag::{Diagnostic, Location, ResourceRef, Severity};
 pub use duration::Duration;
 
