@@ -94,6 +94,9 @@ impl Validate for PolicyTargetReference {
 
 /// True when every `selector` label is present in `labels` with the same value
 /// (Kubernetes equality-based selection; an empty selector selects everything).
-pub fn selector_matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+pub fn selector_matches(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }

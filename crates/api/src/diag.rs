@@ -102,7 +102,7 @@ pub mod code {
     pub const DEPRECATED: &str = "WA0004";
     /// A document whose kind weft does not read; skipped.
     pub const SKIPPED: &str = "WA0005";
-    /// The same kind/namespace/name appears twice.
+    /// The same kind/namespace/name appears twice (error in one file; info across files).
     pub const DUPLICATE: &str = "WA0006";
     /// A VirtualService names a Gateway that does not exist.
     pub const GATEWAY_NOT_FOUND: &str = "WA0101";

@@ -49,7 +49,7 @@ impl Duration {
         Ok(())
     }
 
-    /// Like [`Duration::check`], but zero is allowed (it means "disabled" for route timeouts).
+    /// Like [`Duration::check`], but zero is allowed (fields where zero means "disabled").
     pub fn check_allow_zero(&self) -> Result<(), String> {
         match self.get()? {
             d if d.is_zero() => Ok(()),
@@ -77,10 +77,7 @@ impl From<StdDuration> for Duration {
         } else {
             format!("{}ms", d.as_millis())
         };
-        Duration {
-            raw,
-            parsed: Ok(d),
-        }
+        Duration { raw, parsed: Ok(d) }
     }
 }
 
@@ -140,13 +137,18 @@ pub fn parse(s: &str) -> Result<StdDuration, String> {
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
             "" => return bad("missing unit (use ns, us, ms, s, m or h)"),
-            _ => return bad(&format!("unknown unit {unit:?} (use ns, us, ms, s, m or h)")),
+            _ => {
+                return bad(&format!(
+                    "unknown unit {unit:?} (use ns, us, ms, s, m or h)"
+                ));
+            }
         };
         let (int, frac) = num.split_once('.').unwrap_or((num, ""));
         let int: u128 = if int.is_empty() {
             0
         } else {
-            int.parse().map_err(|_| format!("invalid duration {s:?}: number too large"))?
+            int.parse()
+                .map_err(|_| format!("invalid duration {s:?}: number too large"))?
         };
         let mut value = int.checked_mul(nanos_per);
         // Fractional part: scale digit by digit so that "1.5s" is exact.

@@ -26,5 +26,3 @@ pub use resource::{Resource, Spec};
 
 pub use diag::{Diagnostic, Location, ResourceRef, Severity};
 pub use duration::Duration;
-
-

@@ -19,7 +19,7 @@ pub enum Spec {
     VirtualService(networking::VirtualService),
     DestinationRule(Box<networking::DestinationRule>),
     ServiceEntry(networking::ServiceEntry),
-    Sidecar(networking::Sidecar),
+    Sidecar(Box<networking::Sidecar>),
     WorkloadEntry(networking::WorkloadEntry),
     PeerAuthentication(security::PeerAuthentication),
     AuthorizationPolicy(security::AuthorizationPolicy),
@@ -106,22 +106,29 @@ pub(crate) enum KindId {
 pub(crate) enum KindMatch {
     Known(KindId),
     /// The kind is known under another version.
-    WrongVersion { supported: Vec<String> },
-    /// A kind of an Istio API group that weft does not implement (EnvoyFilter, Telemetry, ...).
+    WrongVersion {
+        supported: Vec<String>,
+    },
+    /// A kind of Istio's that weft does not implement (EnvoyFilter, Telemetry, ...).
     UnsupportedIstio,
+    /// A kind no Istio API group has, under an Istio API group: most likely a typo.
+    UnknownIstio,
     /// Anything else (ConfigMap, a CRD of another project, ...).
     Unknown,
 }
 
-const NETWORKING: (&str, &[&str]) = ("networking.istio.io", &["v1alpha3", "v1beta1", "v1"]);
-const SECURITY: (&str, &[&str]) = ("security.istio.io", &["v1beta1", "v1"]);
-const CORE: (&str, &[&str]) = ("", &["v1"]);
-const APPS: (&str, &[&str]) = ("apps", &["v1"]);
-const DISCOVERY: (&str, &[&str]) = ("discovery.k8s.io", &["v1"]);
-const WEFT: (&str, &[&str]) = ("weft.dev", &["v1alpha1"]);
+/// An API group and the versions of it that weft serves.
+type ApiGroup = (&'static str, &'static [&'static str]);
+
+const NETWORKING: ApiGroup = ("networking.istio.io", &["v1alpha3", "v1beta1", "v1"]);
+const SECURITY: ApiGroup = ("security.istio.io", &["v1beta1", "v1"]);
+const CORE: ApiGroup = ("", &["v1"]);
+const APPS: ApiGroup = ("apps", &["v1"]);
+const DISCOVERY: ApiGroup = ("discovery.k8s.io", &["v1"]);
+const WEFT: ApiGroup = ("weft.dev", &["v1alpha1"]);
 
 /// Every kind weft reads, with its API group and the versions accepted.
-const KINDS: &[(&str, (&str, &[&str]), KindId)] = &[
+const KINDS: &[(&str, ApiGroup, KindId)] = &[
     ("Gateway", NETWORKING, KindId::Gateway),
     ("VirtualService", NETWORKING, KindId::VirtualService),
     ("DestinationRule", NETWORKING, KindId::DestinationRule),
@@ -130,7 +137,11 @@ const KINDS: &[(&str, (&str, &[&str]), KindId)] = &[
     ("WorkloadEntry", NETWORKING, KindId::WorkloadEntry),
     ("PeerAuthentication", SECURITY, KindId::PeerAuthentication),
     ("AuthorizationPolicy", SECURITY, KindId::AuthorizationPolicy),
-    ("RequestAuthentication", SECURITY, KindId::RequestAuthentication),
+    (
+        "RequestAuthentication",
+        SECURITY,
+        KindId::RequestAuthentication,
+    ),
     ("Namespace", CORE, KindId::Namespace),
     ("ServiceAccount", CORE, KindId::ServiceAccount),
     ("Service", CORE, KindId::Service),
@@ -165,16 +176,36 @@ pub(crate) fn match_kind(api_version: &str, kind: &str) -> KindMatch {
         if *g == group && versions.contains(&version) {
             return KindMatch::Known(*id);
         }
-        supported.extend(versions.iter().map(|v| if g.is_empty() { (*v).to_owned() } else { format!("{g}/{v}") }));
+        supported.extend(versions.iter().map(|v| {
+            if g.is_empty() {
+                (*v).to_owned()
+            } else {
+                format!("{g}/{v}")
+            }
+        }));
     }
     if !supported.is_empty() {
         return KindMatch::WrongVersion { supported };
     }
     if group.ends_with(".istio.io") {
-        return KindMatch::UnsupportedIstio;
+        return if UNSUPPORTED_ISTIO.contains(&kind) {
+            KindMatch::UnsupportedIstio
+        } else {
+            KindMatch::UnknownIstio
+        };
     }
     KindMatch::Unknown
 }
+
+/// Istio kinds weft does not implement; documents of these kinds are skipped with a warning.
+const UNSUPPORTED_ISTIO: &[&str] = &[
+    "EnvoyFilter",
+    "WorkloadGroup",
+    "ProxyConfig",
+    "Telemetry",
+    "WasmPlugin",
+    "IstioOperator",
+];
 
 /// The kinds weft knows, for "did you mean" on a misspelt `kind:`.
 pub(crate) fn known_kinds() -> impl Iterator<Item = &'static str> {
@@ -251,7 +282,9 @@ pub struct Resource {
 
 impl PartialEq for Resource {
     fn eq(&self, other: &Self) -> bool {
-        self.api_version == other.api_version && self.metadata == other.metadata && self.spec == other.spec
+        self.api_version == other.api_version
+            && self.metadata == other.metadata
+            && self.spec == other.spec
     }
 }
 

@@ -1,1 +1,99 @@
-//! (being written)
+//! Cross-resource analysis (`weft analyze`): findings that no single resource shows, in the
+//! spirit of `istioctl analyze`. Each finding has a stable code documented in
+//! docs/ANALYZE.md.
+//!
+//! The analyzers read a [`Mesh`]: an index of the loaded resources by host, gateway and
+//! workload, built once.
+
+mod mesh;
+mod routes;
+mod workloads;
+
+use std::path::Path;
+
+pub use mesh::Mesh;
+
+use crate::diag::{Diagnostic, Severity};
+use crate::resource::Resource;
+
+/// Labels of the gateways every weft mesh runs (`weft up` and the default install profile),
+/// as Istio's default profile does: a Gateway selecting them has a workload.
+pub const BUILTIN_GATEWAY_LABELS: &[(&str, &str)] =
+    &[("istio", "ingressgateway"), ("istio", "egressgateway")];
+
+/// The result of `weft analyze`.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Loader and analyzer findings, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Resources that loaded (and so were analyzed).
+    pub resources: usize,
+    pub files: usize,
+    /// Some input could not be read or parsed.
+    pub unreadable: bool,
+}
+
+impl Report {
+    pub fn count(&self, severity: Severity) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count()
+    }
+}
+
+/// Loads `paths` and analyzes what loaded.
+pub fn analyze_paths<P: AsRef<Path>>(paths: &[P]) -> Report {
+    let loaded = crate::load::load_paths(paths);
+    let mut diagnostics = loaded.diagnostics.clone();
+    diagnostics.extend(analyze(&loaded.resources));
+    sort(&mut diagnostics);
+    Report {
+        unreadable: loaded.unreadable(),
+        resources: loaded.resources.len(),
+        files: loaded.files,
+        diagnostics,
+    }
+}
+
+/// Cross-resource findings for a set of valid resources.
+pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
+    let mesh = Mesh::new(resources);
+    let mut out = Vec::new();
+    routes::check(&mesh, &mut out);
+    workloads::check(&mesh, &mut out);
+    sort(&mut out);
+    out
+}
+
+fn sort(diags: &mut [Diagnostic]) {
+    diags.sort_by(|a, b| {
+        let key = |d: &Diagnostic| {
+            d.location
+                .as_ref()
+                .map(|l| (l.file.clone(), l.document, l.line, l.column))
+        };
+        key(a).cmp(&key(b)).then_with(|| a.code.cmp(b.code))
+    });
+}
+
+/// A finding about `resource` at `field`.
+fn finding(
+    resource: &Resource,
+    field: &str,
+    severity: Severity,
+    code: &'static str,
+    message: String,
+) -> Diagnostic {
+    Diagnostic {
+        severity,
+        code,
+        message,
+        location: resource.locate(field),
+        resource: Some(resource.reference()),
+        field: Some(field.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -53,18 +53,27 @@ pub fn decode<T: DeserializeOwned>(mut value: Value) -> (Option<T>, Vec<DecodeEr
                 text.push_str(&format!(" (valid fields: {})", expected.join(", ")));
             }
             if !remove(&mut value, &at) {
-                errors.push(DecodeError { path: render(&at), message: text });
+                errors.push(DecodeError {
+                    path: render(&at),
+                    message: text,
+                });
                 return (None, errors);
             }
             removed.push(render(&at));
-            errors.push(DecodeError { path: render(&at), message: text });
+            errors.push(DecodeError {
+                path: render(&at),
+                message: text,
+            });
         } else if let Some(field) = quoted_after(message, "missing field `") {
             let mut at = segments.clone();
             at.push(Seg::Key(field.to_owned()));
             let path = render(&at);
             // A field we removed ourselves (because it was bad) is not also "missing".
             if !removed.contains(&path) {
-                errors.push(DecodeError { path, message: format!("missing required field `{field}`") });
+                errors.push(DecodeError {
+                    path,
+                    message: format!("missing required field `{field}`"),
+                });
             }
             return (None, errors);
         } else {
@@ -79,7 +88,10 @@ pub fn decode<T: DeserializeOwned>(mut value: Value) -> (Option<T>, Vec<DecodeEr
             }
             let path = render(&segments);
             let removable = !segments.is_empty() && remove(&mut value, &segments);
-            errors.push(DecodeError { path: path.clone(), message: text });
+            errors.push(DecodeError {
+                path: path.clone(),
+                message: text,
+            });
             if !removable {
                 return (None, errors);
             }
@@ -127,7 +139,9 @@ fn render(path: &[Seg]) -> String {
 
 /// Removes the node at `path`; false when there is none.
 fn remove(value: &mut Value, path: &[Seg]) -> bool {
-    let Some((last, parents)) = path.split_last() else { return false };
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
     let mut node = value;
     for seg in parents {
         let next = match (seg, node) {
@@ -161,8 +175,15 @@ fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// The names serde lists after "expected" in unknown field/variant errors.
 fn expected_names(message: &str) -> Vec<String> {
-    let Some(at) = message.find("expected") else { return Vec::new() };
-    message[at..].split('`').skip(1).step_by(2).map(str::to_owned).collect()
+    let Some(at) = message.find("expected") else {
+        return Vec::new();
+    };
+    message[at..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// yaml_serde appends " at line L column C" to some messages; positions come from the index.
@@ -232,7 +253,13 @@ mod tests {
         assert!(t.is_none());
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert_eq!(errs[0].0, "route[0].destination.subet");
-        assert!(errs[0].1.starts_with("unknown field `subet`; did you mean `subset`?"), "{}", errs[0].1);
+        assert!(
+            errs[0]
+                .1
+                .starts_with("unknown field `subet`; did you mean `subset`?"),
+            "{}",
+            errs[0].1
+        );
         assert_eq!(errs[1].0, "route[0].weigth");
         assert!(errs[1].1.contains("did you mean `weight`"), "{}", errs[1].1);
         assert_eq!(errs[2].0, "route[1].wieght");
@@ -240,9 +267,14 @@ mod tests {
 
     #[test]
     fn type_errors_and_bad_enum_values() {
-        let (_, errs) = run("route:\n- destination: {host: a, mode: ISTIO_MUTAL}\n  weight: fifty\n");
+        let (_, errs) =
+            run("route:\n- destination: {host: a, mode: ISTIO_MUTAL}\n  weight: fifty\n");
         assert_eq!(errs[0].0, "route[0].destination.mode");
-        assert!(errs[0].1.contains("did you mean `ISTIO_MUTUAL`"), "{}", errs[0].1);
+        assert!(
+            errs[0].1.contains("did you mean `ISTIO_MUTUAL`"),
+            "{}",
+            errs[0].1
+        );
         assert_eq!(errs[1].0, "route[0].weight");
         assert!(errs[1].1.contains("invalid type"), "{}", errs[1].1);
     }
@@ -250,7 +282,13 @@ mod tests {
     #[test]
     fn missing_required_field() {
         let (_, errs) = run("route: [{destination: {subset: v1}}]");
-        assert_eq!(errs, vec![("route[0].destination.host".to_owned(), "missing required field `host`".to_owned())]);
+        assert_eq!(
+            errs,
+            vec![(
+                "route[0].destination.host".to_owned(),
+                "missing required field `host`".to_owned()
+            )]
+        );
     }
 
     #[test]

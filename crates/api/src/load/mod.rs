@@ -28,6 +28,8 @@ use crate::validate::Validate;
 /// What a load produced: the resources that are valid, and every diagnostic.
 #[derive(Debug, Default)]
 pub struct Loaded {
+    /// Files read (whether or not they held resources).
+    pub files: usize,
     pub resources: Vec<Resource>,
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -35,7 +37,10 @@ pub struct Loaded {
 impl Loaded {
     /// Number of error-level diagnostics.
     pub fn error_count(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     /// True when some input could not be read or parsed at all.
@@ -55,11 +60,30 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
     for p in paths {
         collect_files(p.as_ref(), true, &mut files, &mut out);
     }
+    out.files = files.len();
     for file in files {
         match std::fs::read(&file) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => load_source(Arc::new(Source::new(file, text)), &mut out),
-                Err(e) => out.diagnostics.push(unreadable(&file, &format!("not UTF-8 text: {e}"))),
+                Err(e) => {
+                    let at = e.utf8_error().valid_up_to();
+                    let before = &e.as_bytes()[..at];
+                    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                    let column = at
+                        - before
+                            .iter()
+                            .rposition(|b| *b == b'\n')
+                            .map_or(0, |i| i + 1)
+                        + 1;
+                    let mut d = unreadable(&file, &format!("not UTF-8 text (byte {at})"));
+                    d.location = Some(crate::Location {
+                        file: file.clone(),
+                        line,
+                        column,
+                        document: 0,
+                    });
+                    out.diagnostics.push(d);
+                }
             },
             Err(e) => out.diagnostics.push(unreadable(&file, &e.to_string())),
         }
@@ -70,8 +94,14 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
 
 /// Loads one file's content; `path` is used in diagnostics.
 pub fn load_str(path: impl Into<PathBuf>, text: &str) -> Loaded {
-    let mut out = Loaded::default();
-    load_source(Arc::new(Source::new(path.into(), text.to_owned())), &mut out);
+    let mut out = Loaded {
+        files: 1,
+        ..Loaded::default()
+    };
+    load_source(
+        Arc::new(Source::new(path.into(), text.to_owned())),
+        &mut out,
+    );
     check_duplicates(&mut out);
     out
 }
@@ -106,7 +136,9 @@ fn collect_files(path: &Path, explicit: bool, files: &mut Vec<PathBuf>, out: &mu
         let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         children.sort();
         for child in children {
-            let hidden = child.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            let hidden = child
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
             if !hidden {
                 collect_files(&child, false, files, out);
             }
@@ -178,18 +210,40 @@ fn load_document(source: &Arc<Source>, document: usize, value: Value, out: &mut 
                         };
                         match item {
                             Value::Mapping(m) => load_object(origin, m.clone(), out),
-                            _ => out.diagnostics.push(located(&origin, "", Severity::Error, code::SCHEMA, None,
-                                "a list item must be an object with apiVersion, kind and metadata".into())),
+                            _ => out.diagnostics.push(located(
+                                &origin,
+                                "",
+                                Severity::Error,
+                                code::SCHEMA,
+                                None,
+                                "a list item must be an object with apiVersion, kind and metadata"
+                                    .into(),
+                            )),
                         }
                     }
                 }
                 Some(Value::Null) => {}
-                _ => out.diagnostics.push(located(&origin, "items", Severity::Error, code::SCHEMA, None,
-                    "`items` of a List must be a sequence of objects".into())),
+                _ => out.diagnostics.push(located(
+                    &origin,
+                    "items",
+                    Severity::Error,
+                    code::SCHEMA,
+                    None,
+                    "`items` of a List must be a sequence of objects".into(),
+                )),
             }
         }
-        other => out.diagnostics.push(located(&origin, "", Severity::Error, code::SCHEMA, None,
-            format!("a document must be an object with apiVersion, kind and metadata, not {}", describe(&other)))),
+        other => out.diagnostics.push(located(
+            &origin,
+            "",
+            Severity::Error,
+            code::SCHEMA,
+            None,
+            format!(
+                "a document must be an object with apiVersion, kind and metadata, not {}",
+                describe(&other)
+            ),
+        )),
     }
 }
 
@@ -205,7 +259,14 @@ fn describe(v: &Value) -> &'static str {
     }
 }
 
-fn located(origin: &Origin, path: &str, severity: Severity, code: &'static str, resource: Option<ResourceRef>, message: String) -> Diagnostic {
+fn located(
+    origin: &Origin,
+    path: &str,
+    severity: Severity,
+    code: &'static str,
+    resource: Option<ResourceRef>,
+    message: String,
+) -> Diagnostic {
     Diagnostic {
         severity,
         code,
@@ -223,7 +284,10 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
     let text_field = |name: &str| match map.get(name) {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         None | Some(Value::Null) => Ok(None),
-        Some(other) => Err(format!("`{name}` must be a string, not {}", describe(other))),
+        Some(other) => Err(format!(
+            "`{name}` must be a string, not {}",
+            describe(other)
+        )),
     };
     let mut missing = false;
     let mut fields = [("apiVersion", None::<String>), ("kind", None)];
@@ -232,16 +296,31 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
             Ok(Some(s)) => *slot = Some(s),
             Ok(None) => {
                 missing = true;
-                out.diagnostics.push(located(&origin, "", Severity::Error, code::SCHEMA, None,
-                    format!("missing required field `{name}`")));
+                out.diagnostics.push(located(
+                    &origin,
+                    "",
+                    Severity::Error,
+                    code::SCHEMA,
+                    None,
+                    format!("missing required field `{name}`"),
+                ));
             }
             Err(e) => {
                 missing = true;
-                out.diagnostics.push(located(&origin, name, Severity::Error, code::SCHEMA, None, e));
+                out.diagnostics.push(located(
+                    &origin,
+                    name,
+                    Severity::Error,
+                    code::SCHEMA,
+                    None,
+                    e,
+                ));
             }
         }
     }
-    let [(_, Some(api_version)), (_, Some(kind))] = fields else { return };
+    let [(_, Some(api_version)), (_, Some(kind))] = fields else {
+        return;
+    };
     if missing {
         return;
     }
@@ -262,32 +341,86 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
     let id = match match_kind(&api_version, &kind) {
         KindMatch::Known(id) => id,
         KindMatch::WrongVersion { supported } => {
-            out.diagnostics.push(located(&origin, "apiVersion", Severity::Error, code::SCHEMA, Some(reference),
-                format!("{kind} is not served at apiVersion `{api_version}`; use one of: {}", supported.join(", "))));
+            out.diagnostics.push(located(
+                &origin,
+                "apiVersion",
+                Severity::Error,
+                code::SCHEMA,
+                Some(reference),
+                format!(
+                    "{kind} is not served at apiVersion `{api_version}`; use one of: {}",
+                    supported.join(", ")
+                ),
+            ));
             return;
         }
         KindMatch::UnsupportedIstio => {
-            out.diagnostics.push(located(&origin, "kind", Severity::Warning, code::SKIPPED, Some(reference),
-                format!("weft does not implement Istio's {kind} ({api_version}); skipped")));
+            out.diagnostics.push(located(
+                &origin,
+                "kind",
+                Severity::Warning,
+                code::SKIPPED,
+                Some(reference),
+                format!("weft does not implement Istio's {kind} ({api_version}); skipped"),
+            ));
+            return;
+        }
+        KindMatch::UnknownIstio => {
+            let hint = did_you_mean(&kind, known_kinds())
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            out.diagnostics.push(located(
+                &origin,
+                "kind",
+                Severity::Error,
+                code::SCHEMA,
+                Some(reference),
+                format!("{api_version} has no kind {kind}{hint}"),
+            ));
             return;
         }
         KindMatch::Unknown => {
-            let hint = did_you_mean(&kind, known_kinds()).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
-            out.diagnostics.push(located(&origin, "kind", Severity::Info, code::SKIPPED, Some(reference),
-                format!("kind {kind} ({api_version}) is not read by weft; skipped{hint}")));
+            let hint = did_you_mean(&kind, known_kinds())
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            out.diagnostics.push(located(
+                &origin,
+                "kind",
+                Severity::Info,
+                code::SKIPPED,
+                Some(reference),
+                format!("kind {kind} ({api_version}) is not read by weft; skipped{hint}"),
+            ));
             return;
         }
     };
 
     let mut problems = 0;
-    let mut report = |path: String, severity: Severity, code: &'static str, message: String, out: &mut Loaded| {
+    let mut report = |path: String,
+                      severity: Severity,
+                      code: &'static str,
+                      message: String,
+                      out: &mut Loaded| {
         if severity == Severity::Error {
             problems += 1;
         }
-        out.diagnostics.push(located(&origin, &path, severity, code, Some(reference.clone()), message));
+        out.diagnostics.push(located(
+            &origin,
+            &path,
+            severity,
+            code,
+            Some(reference.clone()),
+            message,
+        ));
     };
     for e in meta_errors {
-        report(prefixed("metadata", &e.path), Severity::Error, code::SCHEMA, e.message, out);
+        report(
+            prefixed("metadata", &e.path),
+            Severity::Error,
+            code::SCHEMA,
+            e.message,
+            out,
+        );
     }
 
     let spec = if id.strict() {
@@ -297,18 +430,40 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
                 _ => "?",
             };
             if !ENVELOPE.contains(&key) {
-                let hint = did_you_mean(key, ENVELOPE.iter().copied()).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-                report(key.to_owned(), Severity::Error, code::SCHEMA,
-                    format!("unknown field `{key}`{hint} (valid fields: {})", ENVELOPE.join(", ")), out);
+                let hint = did_you_mean(key, ENVELOPE.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                report(
+                    key.to_owned(),
+                    Severity::Error,
+                    code::SCHEMA,
+                    format!(
+                        "unknown field `{key}`{hint} (valid fields: {})",
+                        ENVELOPE.join(", ")
+                    ),
+                    out,
+                );
             }
         }
         let spec_value = match map.get("spec") {
             None | Some(Value::Null) => Value::Mapping(Mapping::new()),
             Some(v) => v.clone(),
         };
-        decode_spec(id, spec_value, "spec", &mut |path, msg, out| report(path, Severity::Error, code::SCHEMA, msg, out), out)
+        decode_spec(
+            id,
+            spec_value,
+            "spec",
+            &mut |path, msg, out| report(path, Severity::Error, code::SCHEMA, msg, out),
+            out,
+        )
     } else {
-        decode_spec(id, Value::Mapping(map), "", &mut |path, msg, out| report(path, Severity::Error, code::SCHEMA, msg, out), out)
+        decode_spec(
+            id,
+            Value::Mapping(map),
+            "",
+            &mut |path, msg, out| report(path, Severity::Error, code::SCHEMA, msg, out),
+            out,
+        )
     };
 
     let Some(spec) = spec else { return };
@@ -339,8 +494,19 @@ fn prefixed(root: &str, path: &str) -> String {
 
 type Report<'a> = dyn FnMut(String, String, &mut Loaded) + 'a;
 
-fn decode_spec(id: KindId, value: Value, root: &str, report: &mut Report<'_>, out: &mut Loaded) -> Option<Spec> {
-    fn typed<T: DeserializeOwned>(value: Value, root: &str, report: &mut Report<'_>, out: &mut Loaded) -> Option<T> {
+fn decode_spec(
+    id: KindId,
+    value: Value,
+    root: &str,
+    report: &mut Report<'_>,
+    out: &mut Loaded,
+) -> Option<Spec> {
+    fn typed<T: DeserializeOwned>(
+        value: Value,
+        root: &str,
+        report: &mut Report<'_>,
+        out: &mut Loaded,
+    ) -> Option<T> {
         let (t, errors) = decode::decode::<T>(value);
         for e in errors {
             report(prefixed(root, &e.path), e.message, out);
@@ -350,13 +516,17 @@ fn decode_spec(id: KindId, value: Value, root: &str, report: &mut Report<'_>, ou
     Some(match id {
         KindId::Gateway => Spec::Gateway(typed(value, root, report, out)?),
         KindId::VirtualService => Spec::VirtualService(typed(value, root, report, out)?),
-        KindId::DestinationRule => Spec::DestinationRule(Box::new(typed(value, root, report, out)?)),
+        KindId::DestinationRule => {
+            Spec::DestinationRule(Box::new(typed(value, root, report, out)?))
+        }
         KindId::ServiceEntry => Spec::ServiceEntry(typed(value, root, report, out)?),
-        KindId::Sidecar => Spec::Sidecar(typed(value, root, report, out)?),
+        KindId::Sidecar => Spec::Sidecar(Box::new(typed(value, root, report, out)?)),
         KindId::WorkloadEntry => Spec::WorkloadEntry(typed(value, root, report, out)?),
         KindId::PeerAuthentication => Spec::PeerAuthentication(typed(value, root, report, out)?),
         KindId::AuthorizationPolicy => Spec::AuthorizationPolicy(typed(value, root, report, out)?),
-        KindId::RequestAuthentication => Spec::RequestAuthentication(typed(value, root, report, out)?),
+        KindId::RequestAuthentication => {
+            Spec::RequestAuthentication(typed(value, root, report, out)?)
+        }
         KindId::Namespace => Spec::Namespace(typed(value, root, report, out)?),
         KindId::ServiceAccount => Spec::ServiceAccount(typed(value, root, report, out)?),
         KindId::Service => Spec::Service(typed(value, root, report, out)?),
@@ -367,31 +537,65 @@ fn decode_spec(id: KindId, value: Value, root: &str, report: &mut Report<'_>, ou
     })
 }
 
-/// The same kind/namespace/name twice: the later one would silently replace the earlier.
+/// The same kind/namespace/name twice. In one file that is a mistake (error). Across files
+/// it is what applying the files in order (`kubectl apply -f DIR`) does: the later definition
+/// replaces the earlier (info). Bookinfo's task files rely on this: each defines
+/// `VirtualService reviews` differently. Both definitions stay in `resources` so each is
+/// validated and analyzed; [`Loaded::effective`] gives the set as applied.
 fn check_duplicates(out: &mut Loaded) {
     let mut seen: HashMap<(&'static str, String, String), usize> = HashMap::new();
     let mut dups = Vec::new();
     for (i, r) in out.resources.iter().enumerate() {
         let key = (r.kind(), r.namespace().to_owned(), r.name().to_owned());
-        if let Some(&first) = seen.get(&key) {
+        if let Some(first) = seen.insert(key, i) {
             dups.push((first, i));
-        } else {
-            seen.insert(key, i);
         }
     }
     for (first, dup) in dups {
-        let earlier = out.resources[first]
+        let (earlier, later) = (&out.resources[first], &out.resources[dup]);
+        let at = earlier
             .locate("metadata.name")
             .map_or_else(|| "elsewhere".to_owned(), |l| format!("at {l}"));
-        let r = &out.resources[dup];
+        let same_file = match (&earlier.origin, &later.origin) {
+            (Some(a), Some(b)) => a.source.path == b.source.path,
+            _ => true,
+        };
+        let (severity, message) = if same_file {
+            (
+                Severity::Error,
+                format!(
+                    "{} is defined twice in this file; the first definition is {at}",
+                    later.reference()
+                ),
+            )
+        } else {
+            (
+                Severity::Info,
+                format!("replaces the definition {at}, as applying the files in order would"),
+            )
+        };
         out.diagnostics.push(Diagnostic {
-            severity: Severity::Error,
+            severity,
             code: code::DUPLICATE,
-            message: format!("{} is defined twice; the first definition is {earlier}", r.reference()),
-            location: r.locate("metadata.name"),
-            resource: Some(r.reference()),
+            message,
+            location: later.locate("metadata.name"),
+            resource: Some(later.reference()),
             field: Some("metadata.name".into()),
         });
+    }
+}
+
+impl Loaded {
+    /// The resources as applied in order: of several definitions of one kind/namespace/name,
+    /// the last.
+    pub fn effective(&self) -> Vec<&Resource> {
+        let mut last: HashMap<(&str, &str, &str), usize> = HashMap::new();
+        for (i, r) in self.resources.iter().enumerate() {
+            last.insert((r.kind(), r.namespace(), r.name()), i);
+        }
+        let mut keep: Vec<usize> = last.into_values().collect();
+        keep.sort_unstable();
+        keep.into_iter().map(|i| &self.resources[i]).collect()
     }
 }
 

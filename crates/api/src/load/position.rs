@@ -50,7 +50,10 @@ pub fn index(text: &str) -> Vec<DocIndex> {
             Event::MappingStart(..) => walker.node(pos, None, true),
             Event::SequenceStart(..) => {
                 walker.node(pos, None, false);
-                walker.stack.push(Frame::Seq { path: walker.last_path.clone(), next: 0 });
+                walker.stack.push(Frame::Seq {
+                    path: walker.last_path.clone(),
+                    next: 0,
+                });
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 walker.stack.pop();
@@ -64,8 +67,14 @@ pub fn index(text: &str) -> Vec<DocIndex> {
 
 enum Frame {
     /// Inside a mapping; `key` is set while its value is being read.
-    Map { path: String, key: Option<String> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        key: Option<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]
@@ -96,7 +105,10 @@ impl Walker {
                 }
                 if is_map {
                     // A mapping used as a key: walk it under a throwaway path.
-                    self.stack.push(Frame::Map { path: "\u{0}".into(), key: None });
+                    self.stack.push(Frame::Map {
+                        path: "\u{0}".into(),
+                        key: None,
+                    });
                 }
                 return;
             }
@@ -108,7 +120,10 @@ impl Walker {
             }
         };
         if is_map {
-            self.stack.push(Frame::Map { path: path.clone(), key: None });
+            self.stack.push(Frame::Map {
+                path: path.clone(),
+                key: None,
+            });
         } else if scalar.is_some() {
             self.last_path = path;
             self.finish_value();
@@ -140,7 +155,9 @@ fn normalize(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     let mut rest = path;
     while let Some(open) = rest.find('[') {
-        let Some(close) = rest[open..].find(']').map(|c| open + c) else { break };
+        let Some(close) = rest[open..].find(']').map(|c| open + c) else {
+            break;
+        };
         let inner = &rest[open + 1..close];
         out.push_str(&rest[..open]);
         if inner.bytes().all(|b| b.is_ascii_digit()) && !inner.is_empty() {
@@ -203,7 +220,10 @@ spec: {ports: [{port: 9080}]}
         assert_eq!(d.locate("kind"), (2, 1));
         assert_eq!(d.locate("spec.hosts[0]"), (9, 5));
         assert_eq!(d.locate("spec.http[0].route[0].weight"), (15, 7));
-        assert_eq!(d.locate("spec.http[0].route[1].destination.subset"), (16, 36));
+        assert_eq!(
+            d.locate("spec.http[0].route[1].destination.subset"),
+            (16, 36)
+        );
         assert_eq!(d.locate("spec.http[0].route[1].weight"), (17, 7));
         // Unknown paths fall back to the nearest ancestor.
         assert_eq!(d.locate("spec.http[0].route[1].headers.x"), (16, 7));
@@ -216,14 +236,25 @@ spec: {ports: [{port: 9080}]}
 
     #[test]
     fn survives_garbage() {
-        for text in ["", ":", "a: [", "- - -", "{a: {b: }", "? [a]\n: b\n", "&x a: *x"] {
+        for text in [
+            "",
+            ":",
+            "a: [",
+            "- - -",
+            "{a: {b: }",
+            "? [a]\n: b\n",
+            "&x a: *x",
+        ] {
             let _ = index(text);
         }
     }
 
     #[test]
     fn paths() {
-        assert_eq!(normalize("metadata.labels[app.kubernetes.io/name]"), "metadata.labels.app.kubernetes.io/name");
+        assert_eq!(
+            normalize("metadata.labels[app.kubernetes.io/name]"),
+            "metadata.labels.app.kubernetes.io/name"
+        );
         assert_eq!(normalize("spec.http[0].route[1]"), "spec.http[0].route[1]");
         assert_eq!(parent("a.b[0].c"), Some("a.b[0]"));
         assert_eq!(parent("a.b[0]"), Some("a.b"));

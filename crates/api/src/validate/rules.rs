@@ -44,7 +44,8 @@ pub fn http_status(code: u32) -> Result<(), String> {
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -87,7 +88,8 @@ fn is_label_name(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// A label (or annotation) key: `[prefix/]name`, prefix a DNS subdomain.
@@ -125,10 +127,7 @@ pub fn label_value(value: &str) -> Result<(), String> {
 }
 
 /// Every key and value of a label map (labels, selectors).
-pub fn labels<'a>(
-    cx: &mut super::Cx,
-    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
-) {
+pub fn labels<'a>(cx: &mut super::Cx, labels: impl IntoIterator<Item = (&'a String, &'a String)>) {
     for (k, v) in labels {
         cx.key(k, |cx| {
             cx.check(label_key(k));
@@ -152,7 +151,9 @@ fn dns1123_labels(domain: &str) -> Result<(), String> {
             return Ok(());
         }
         if !is_dns1123_label(label) {
-            return Err(format!("domain name {domain:?} invalid (label {label:?} invalid)"));
+            return Err(format!(
+                "domain name {domain:?} invalid (label {label:?} invalid)"
+            ));
         }
     }
     Ok(())
@@ -175,25 +176,36 @@ pub fn fqdn(name: &str) -> Result<(), String> {
 }
 
 /// A host that may start with a wildcard label: `*`, `*.example.com`, `reviews`,
-/// `reviews.default.svc.cluster.local`. Partial wildcards (`*foo.com`, `foo.*.com`) are not.
+/// `reviews.default.svc.cluster.local`. As in Istio, the first label may also be a wildcard
+/// prefix (`*foo.com`, `*-foo.com`); wildcards anywhere else (`foo.*.com`) are not allowed.
+/// Gateway and Sidecar hosts are stricter: see [`namespaced_host`].
 pub fn wildcard_host(host: &str) -> Result<(), String> {
     dns_preconditions(host)?;
     let (first, rest) = match host.split_once('.') {
         Some((f, r)) => (f, Some(r)),
         None => (host, None),
     };
-    if first != "*" && !is_dns1123_label(first) {
-        if first.contains('*') {
-            return Err(format!(
-                "partial wildcard {host:?} not allowed: a wildcard must be the whole first label"
-            ));
-        }
-        return Err(format!("domain name {host:?} invalid (label {first:?} invalid)"));
+    if !is_wildcard_label(first) {
+        return Err(format!(
+            "domain name {host:?} invalid (label {first:?} invalid)"
+        ));
     }
     match rest {
         Some(r) => dns1123_labels(r),
         None => Ok(()),
     }
+}
+
+/// `*`, a DNS label, or a DNS label prefixed with `*` or `*-` (Istio's `IsWildcardDNS1123Label`).
+fn is_wildcard_label(label: &str) -> bool {
+    if label == "*" {
+        return true;
+    }
+    let rest = label
+        .strip_prefix("*-")
+        .or_else(|| label.strip_prefix('*'))
+        .unwrap_or(label);
+    label.len() <= 63 && is_dns1123_label(rest)
 }
 
 /// `namespace/dnsName` as in Sidecar egress hosts and Gateway server hosts. The namespace part
@@ -233,6 +245,11 @@ pub fn namespaced_host(host: &str, is_gateway: bool) -> Result<(), String> {
 fn gateway_or_sidecar_host_part(name: &str, is_gateway: bool) -> Result<(), String> {
     if is_gateway && name.parse::<IpAddr>().is_ok() {
         return Ok(());
+    }
+    if name.contains('*') && name != "*" && !name.starts_with("*.") {
+        return Err(format!(
+            "partial wildcard {name:?} not allowed: a wildcard must be the whole first label"
+        ));
     }
     if name != "*" && !name.contains('.') {
         return Err(format!(
@@ -274,8 +291,15 @@ pub fn regex(pattern: &str) -> Result<(), String> {
         .map_err(|e| {
             // The regex crate's message is multi-line with a caret diagram; keep the last line.
             let detail = e.to_string();
-            let last = detail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-            format!("invalid regex {pattern:?}: {}", last.trim().trim_start_matches("error: "))
+            let last = detail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            format!(
+                "invalid regex {pattern:?}: {}",
+                last.trim().trim_start_matches("error: ")
+            )
         })
 }
 
@@ -303,7 +327,9 @@ pub const RETRY_ON: &[&str] = &[
 pub fn retry_on(list: &str) -> Result<(), String> {
     for policy in list.split(',') {
         let policy = policy.trim();
-        let is_status = policy.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+        let is_status = policy
+            .parse::<u16>()
+            .is_ok_and(|c| (100..=599).contains(&c));
         if !is_status && !RETRY_ON.contains(&policy) {
             let hint = crate::suggest::did_you_mean(policy, RETRY_ON.iter().copied())
                 .map(|s| format!("; did you mean {s:?}?"))
@@ -331,9 +357,11 @@ mod tests {
         for h in ok {
             assert_eq!(wildcard_host(h), Ok(()), "{h}");
         }
+        assert_eq!(wildcard_host("*foo.com"), Ok(()));
+        assert_eq!(wildcard_host("*-foo.com"), Ok(()));
         let bad = [
             "",
-            "*foo.com",
+            "**.com",
             "foo.*.com",
             "Reviews",
             "-a.com",

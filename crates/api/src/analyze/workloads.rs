@@ -1,0 +1,202 @@
+//! Findings about services and workloads: port naming, labels, selectors.
+
+use std::collections::HashMap;
+
+use super::mesh::Mesh;
+use super::{BUILTIN_GATEWAY_LABELS, finding};
+use crate::diag::{Diagnostic, Severity, code};
+use crate::kube::service::{IntOrString, ServicePort};
+use crate::resource::{Resource, Spec};
+
+pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    gateway_selectors(mesh, out);
+    port_protocols(mesh, out);
+    app_version_labels(mesh, out);
+    ports_selected_twice(mesh, out);
+}
+
+/// Istio's protocols, as a Service port name prefix (`http-web`) or `appProtocol` names them.
+/// <https://istio.io/latest/docs/ops/configuration/traffic-management/protocol-selection/>
+const PROTOCOLS: &[&str] = &[
+    "http", "http2", "https", "grpc", "grpc-web", "tcp", "tls", "mongo", "mysql", "redis", "udp",
+];
+
+/// The protocol a Service port declares, from `appProtocol` or the name prefix.
+pub fn port_protocol(port: &ServicePort) -> Option<String> {
+    if let Some(app) = port.app_protocol.as_deref() {
+        let app = app.to_ascii_lowercase();
+        if app == "kubernetes.io/h2c" {
+            return Some("http2".into());
+        }
+        if PROTOCOLS.contains(&app.as_str()) {
+            return Some(app);
+        }
+    }
+    let name = port.name.as_deref()?.to_ascii_lowercase();
+    // `grpc-web` is a protocol of its own, not `grpc` with a suffix.
+    if name == "grpc-web" || name.starts_with("grpc-web-") {
+        return Some("grpc-web".into());
+    }
+    let prefix = name.split('-').next().unwrap_or("");
+    PROTOCOLS.contains(&prefix).then(|| prefix.to_owned())
+}
+
+fn gateway_selectors(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    for r in mesh.resources {
+        let Spec::Gateway(gw) = &r.spec else { continue };
+        if gw.selector.is_empty() {
+            continue;
+        }
+        let builtin = gw.selector.iter().all(|(k, v)| {
+            BUILTIN_GATEWAY_LABELS
+                .iter()
+                .any(|(bk, bv)| bk == k && bv == v)
+        });
+        // Istio matches gateway selectors against workloads in every namespace.
+        let found = builtin
+            || mesh
+                .workloads
+                .iter()
+                .any(|w| crate::common::selector_matches(&gw.selector, w.labels));
+        if !found {
+            let sel = gw
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            out.push(finding(
+                r,
+                "spec.selector",
+                Severity::Warning,
+                code::GATEWAY_SELECTOR_NO_WORKLOAD,
+                format!("selector {sel} matches no workload in this configuration (the gateway may run elsewhere)"),
+            ));
+        }
+    }
+}
+
+fn port_protocols(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    for r in mesh.resources {
+        let Spec::Service(svc) = &r.spec else {
+            continue;
+        };
+        for (i, port) in svc.spec.ports.iter().enumerate() {
+            if port
+                .protocol
+                .as_deref()
+                .is_some_and(|p| !p.eq_ignore_ascii_case("TCP"))
+            {
+                continue; // UDP/SCTP ports are not proxied.
+            }
+            if port_protocol(port).is_none() {
+                let name = port.name.as_deref().unwrap_or("");
+                out.push(finding(
+                    r,
+                    &format!("spec.ports[{i}]"),
+                    Severity::Warning,
+                    code::PORT_PROTOCOL_UNKNOWN,
+                    format!(
+                        "port {} ({}) does not name its protocol: name it `<protocol>[-<suffix>]` (http, http2, https, grpc, grpc-web, tcp, tls, mongo, mysql, redis) or set appProtocol; weft treats it as TCP",
+                        port.port,
+                        if name.is_empty() { "unnamed".to_owned() } else { format!("name {name:?}") }
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn app_version_labels(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    for w in &mesh.workloads {
+        if !matches!(w.resource.spec, Spec::Deployment(_) | Spec::Workload(_)) {
+            continue;
+        }
+        let missing: Vec<&str> = ["app", "version"]
+            .into_iter()
+            .filter(|l| !w.labels.contains_key(*l))
+            .collect();
+        if !missing.is_empty() {
+            out.push(finding(
+                w.resource,
+                w.labels_path,
+                Severity::Warning,
+                code::MISSING_APP_VERSION_LABELS,
+                format!(
+                    "missing label(s) {}: metrics, tracing and subsets identify workloads by `app` and `version`",
+                    missing.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(" and ")
+                ),
+            ));
+        }
+    }
+}
+
+/// A workload port that two Services route to: with different protocols the sidecar cannot
+/// serve both (error); with the same protocol it works but is usually a mistake (warning).
+fn ports_selected_twice(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    // (workload index, target port) -> first (service, port index, protocol).
+    let mut targets: HashMap<(usize, u32), (&Resource, usize, Option<String>)> = HashMap::new();
+    for r in mesh.resources {
+        let Spec::Service(svc) = &r.spec else {
+            continue;
+        };
+        for (wi, w) in mesh.workloads.iter().enumerate() {
+            let selected = mesh
+                .selected(r.namespace(), &svc.spec.selector)
+                .any(|s| std::ptr::eq(s, w));
+            if !selected {
+                continue;
+            }
+            for (pi, port) in svc.spec.ports.iter().enumerate() {
+                let target = match &port.target_port {
+                    None => port.port,
+                    Some(IntOrString::Int(n)) => *n,
+                    Some(IntOrString::String(name)) => {
+                        match w.ports.iter().find(|(n, _)| *n == Some(name.as_str())) {
+                            Some((_, p)) => *p,
+                            None => continue,
+                        }
+                    }
+                };
+                let proto = port_protocol(port);
+                match targets.get(&(wi, target)) {
+                    Some((first, first_port, first_proto))
+                        if first.reference() != r.reference() =>
+                    {
+                        let conflict = proto != *first_proto;
+                        let (severity, why) = if conflict {
+                            (
+                                Severity::Error,
+                                format!(
+                                    " with a different protocol ({} here, {} there); the sidecar cannot serve both",
+                                    proto.as_deref().unwrap_or("tcp"),
+                                    first_proto.as_deref().unwrap_or("tcp")
+                                ),
+                            )
+                        } else {
+                            (Severity::Warning, String::new())
+                        };
+                        out.push(finding(
+                            r,
+                            &format!("spec.ports[{pi}]"),
+                            severity,
+                            code::PORT_SELECTED_BY_TWO_SERVICES,
+                            format!(
+                                "port {target} of {} {}/{} is also selected by Service {}/{} (spec.ports[{first_port}]){why}",
+                                w.resource.kind(),
+                                w.resource.namespace(),
+                                w.resource.name(),
+                                first.namespace(),
+                                first.name()
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        targets.insert((wi, target), (r, pi, proto));
+                    }
+                }
+            }
+        }
+    }
+}
