@@ -9,7 +9,13 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 const SERVICES: usize = 2_500;
-const RUNS: usize = 7;
+/// Runs to take the median of; `WEFT_BENCH_RUNS` overrides (1 for a profiler).
+fn runs() -> usize {
+    std::env::var("WEFT_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7)
+}
 
 fn corpus() -> String {
     let mut y = String::new();
@@ -91,7 +97,8 @@ fn main() {
     let mut load_times = Vec::new();
     let mut analyze_times = Vec::new();
     let mut count = 0;
-    for _ in 0..RUNS {
+    let runs = runs();
+    for _ in 0..runs {
         let start = Instant::now();
         let loaded = weft_api::load_str("corpus.yaml", &text);
         load_times.push(start.elapsed());
@@ -109,7 +116,7 @@ fn main() {
     }
     let mb = text.len() as f64 / 1e6;
     let (load, analyze) = (median(load_times.clone()), median(analyze_times.clone()));
-    println!("resources: {count} ({mb:.1} MB of YAML), {RUNS} runs");
+    println!("resources: {count} ({mb:.1} MB of YAML), {runs} runs");
     println!(
         "load+validate: median {:.1} ms, best {:.1} ms ({:.0} resources/s)",
         load.as_secs_f64() * 1e3,

@@ -50,13 +50,48 @@ pub struct WorkloadView<'a> {
     pub ports: Vec<(Option<&'a str>, u32)>,
 }
 
-/// What the analyzers read.
+/// What the analyzers read. Lookups by host and namespace go through indexes built once, so
+/// analysis stays linear in the size of the configuration.
 pub struct Mesh<'a> {
     pub resources: &'a [Resource],
     pub services: Vec<ServiceHost<'a>>,
     /// `(namespace, name)` of every Gateway.
     pub gateways: HashMap<(&'a str, &'a str), &'a Resource>,
     pub workloads: Vec<WorkloadView<'a>>,
+    services_by_host: HostIndex,
+    rules: Vec<(&'a Resource, &'a DestinationRule)>,
+    rules_by_host: HostIndex,
+    workloads_by_namespace: HashMap<&'a str, Vec<usize>>,
+}
+
+/// Positions in a list by host: exact hosts in a map, wildcard hosts (few) in a list.
+#[derive(Default)]
+struct HostIndex {
+    exact: HashMap<String, Vec<usize>>,
+    wildcard: Vec<(String, usize)>,
+}
+
+impl HostIndex {
+    fn insert(&mut self, host: String, at: usize) {
+        if host.starts_with('*') {
+            self.wildcard.push((host, at));
+        } else {
+            self.exact.entry(host).or_default().push(at);
+        }
+    }
+
+    /// Positions whose host covers `host`, in insertion order.
+    fn lookup(&self, host: &str) -> Vec<usize> {
+        let mut found: Vec<usize> = self.exact.get(host).cloned().unwrap_or_default();
+        found.extend(
+            self.wildcard
+                .iter()
+                .filter(|(pattern, _)| host_matches(pattern, host))
+                .map(|(_, at)| *at),
+        );
+        found.sort_unstable();
+        found
+    }
 }
 
 impl<'a> Mesh<'a> {
@@ -118,20 +153,46 @@ impl<'a> Mesh<'a> {
                 _ => {}
             }
         }
+        let mut services_by_host = HostIndex::default();
+        for (i, s) in services.iter().enumerate() {
+            services_by_host.insert(s.host.clone(), i);
+        }
+        let rules: Vec<_> = resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::DestinationRule(dr) => Some((r, dr.as_ref())),
+                _ => None,
+            })
+            .collect();
+        let mut rules_by_host = HostIndex::default();
+        for (i, (r, dr)) in rules.iter().enumerate() {
+            rules_by_host.insert(resolve_host(&dr.host, r.namespace()), i);
+        }
+        let mut workloads_by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, w) in workloads.iter().enumerate() {
+            workloads_by_namespace
+                .entry(w.resource.namespace())
+                .or_default()
+                .push(i);
+        }
         Mesh {
             resources,
             services,
             gateways,
             workloads,
+            services_by_host,
+            rules,
+            rules_by_host,
+            workloads_by_namespace,
         }
     }
 
     /// Services whose host covers `host` (exact, or a wildcard ServiceEntry host).
     pub fn services_for(&self, host: &str) -> impl Iterator<Item = &ServiceHost<'a>> {
-        let host = host.to_owned();
-        self.services
-            .iter()
-            .filter(move |s| host_matches(&s.host, &host))
+        self.services_by_host
+            .lookup(host)
+            .into_iter()
+            .map(|i| &self.services[i])
     }
 
     pub fn virtual_services(&self) -> impl Iterator<Item = (&'a Resource, &'a VirtualService)> {
@@ -141,34 +202,38 @@ impl<'a> Mesh<'a> {
         })
     }
 
-    pub fn destination_rules(&self) -> impl Iterator<Item = (&'a Resource, &'a DestinationRule)> {
-        self.resources.iter().filter_map(|r| match &r.spec {
-            Spec::DestinationRule(dr) => Some((r, dr.as_ref())),
-            _ => None,
-        })
+    pub fn destination_rules(
+        &self,
+    ) -> impl Iterator<Item = (&'a Resource, &'a DestinationRule)> + '_ {
+        self.rules.iter().copied()
     }
 
     /// DestinationRules whose host covers `host` (resolved against each rule's namespace).
-    pub fn rules_for<'s>(
-        &'s self,
-        host: &'s str,
-    ) -> impl Iterator<Item = (&'a Resource, &'a DestinationRule)> + 's {
-        self.destination_rules()
-            .filter(move |(r, dr)| host_matches(&resolve_host(&dr.host, r.namespace()), host))
+    pub fn rules_for(
+        &self,
+        host: &str,
+    ) -> impl Iterator<Item = (&'a Resource, &'a DestinationRule)> + '_ {
+        self.rules_by_host
+            .lookup(host)
+            .into_iter()
+            .map(|i| self.rules[i])
     }
 
-    /// Workloads in `namespace` selected by a label selector (an empty selector selects none,
-    /// as a Service without selector has no endpoints).
-    pub fn selected<'s>(
-        &'s self,
-        namespace: &'s str,
-        selector: &'s BTreeMap<String, String>,
-    ) -> impl Iterator<Item = &'s WorkloadView<'a>> + 's {
-        self.workloads.iter().filter(move |w| {
-            !selector.is_empty()
-                && w.resource.namespace() == namespace
-                && selector_matches(selector, w.labels)
-        })
+    /// Indexes into `workloads` of those in `namespace` selected by a label selector (an empty
+    /// selector selects none, as a Service without selector has no endpoints).
+    pub fn selected(&self, namespace: &str, selector: &BTreeMap<String, String>) -> Vec<usize> {
+        if selector.is_empty() {
+            return Vec::new();
+        }
+        self.workloads_by_namespace
+            .get(namespace)
+            .map(|ids| {
+                ids.iter()
+                    .copied()
+                    .filter(|&i| selector_matches(selector, self.workloads[i].labels))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

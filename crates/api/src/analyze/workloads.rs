@@ -140,13 +140,8 @@ fn ports_selected_twice(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
         let Spec::Service(svc) = &r.spec else {
             continue;
         };
-        for (wi, w) in mesh.workloads.iter().enumerate() {
-            let selected = mesh
-                .selected(r.namespace(), &svc.spec.selector)
-                .any(|s| std::ptr::eq(s, w));
-            if !selected {
-                continue;
-            }
+        for wi in mesh.selected(r.namespace(), &svc.spec.selector) {
+            let w = &mesh.workloads[wi];
             for (pi, port) in svc.spec.ports.iter().enumerate() {
                 let target = match &port.target_port {
                     None => port.port,

@@ -23,6 +23,11 @@ const MAX_ERRORS: usize = 50;
 /// Decodes `value` as `T`. On success returns the value and the problems that were skipped
 /// past (unknown fields, bad values of optional fields); on failure, `None` and all problems.
 pub fn decode<T: DeserializeOwned>(mut value: Value) -> (Option<T>, Vec<DecodeError>) {
+    // Most resources are clean: decode without path tracking first, and pay for paths only
+    // when there is an error to locate.
+    if let Ok(t) = T::deserialize(&value) {
+        return (Some(t), Vec::new());
+    }
     let mut errors: Vec<DecodeError> = Vec::new();
     let mut removed: Vec<String> = Vec::new();
     loop {

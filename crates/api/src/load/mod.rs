@@ -201,15 +201,16 @@ fn load_document(source: &Arc<Source>, document: usize, value: Value, out: &mut 
                 load_object(origin, map, out);
                 return;
             }
-            match map.get("items") {
+            let mut map = map;
+            match map.remove("items") {
                 Some(Value::Sequence(items)) => {
-                    for (i, item) in items.iter().enumerate() {
+                    for (i, item) in items.into_iter().enumerate() {
                         let origin = Origin {
                             prefix: format!("items[{i}]"),
                             ..origin.clone()
                         };
                         match item {
-                            Value::Mapping(m) => load_object(origin, m.clone(), out),
+                            Value::Mapping(m) => load_object(origin, m, out),
                             _ => out.diagnostics.push(located(
                                 &origin,
                                 "",
@@ -326,7 +327,8 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
     }
 
     // Metadata first: every later diagnostic names the resource.
-    let meta_value = map.get("metadata").cloned().unwrap_or(Value::Null);
+    let mut map = map;
+    let meta_value = map.remove("metadata").unwrap_or(Value::Null);
     let (metadata, meta_errors) = if meta_value.is_null() {
         (Some(ObjectMeta::default()), Vec::new())
     } else {
@@ -445,9 +447,9 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
                 );
             }
         }
-        let spec_value = match map.get("spec") {
+        let spec_value = match map.remove("spec") {
             None | Some(Value::Null) => Value::Mapping(Mapping::new()),
-            Some(v) => v.clone(),
+            Some(v) => v,
         };
         decode_spec(
             id,
