@@ -57,10 +57,12 @@ impl Validate for WorkloadSelector {
         cx.field("matchLabels", |cx| {
             for (k, v) in &self.match_labels {
                 cx.key(k, |cx| {
-                    cx.check(rules::label_key(k));
-                    cx.check(rules::label_value(v));
+                    // One error for a wildcard, not also "invalid label".
                     if k.contains('*') || v.contains('*') {
                         cx.error("wildcard is not supported in selector");
+                    } else {
+                        cx.check(rules::label_key(k));
+                        cx.check(rules::label_value(v));
                     }
                 });
             }

@@ -208,10 +208,7 @@ mod tests {
     use crate::validate::test_support::errors;
 
     fn parse(yaml: &str) -> WorkloadSpec {
-        match yaml_serde::from_str(yaml) {
-            Ok(spec) => spec,
-            Err(e) => panic!("{yaml}\n{e}"),
-        }
+        crate::validate::test_support::parse(yaml)
     }
 
     #[test]

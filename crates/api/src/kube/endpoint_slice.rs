@@ -176,10 +176,7 @@ mod tests {
     use crate::validate::test_support::doc_errors;
 
     fn parse(yaml: &str) -> EndpointSlice {
-        match yaml_serde::from_str(yaml) {
-            Ok(s) => s,
-            Err(e) => panic!("{yaml}\n{e}"),
-        }
+        crate::validate::test_support::parse(yaml)
     }
 
     const REVIEWS: &str = r#"

@@ -287,10 +287,7 @@ mod tests {
     use crate::validate::test_support::doc_errors;
 
     fn parse(yaml: &str) -> Service {
-        match yaml_serde::from_str(yaml) {
-            Ok(svc) => svc,
-            Err(e) => panic!("{yaml}\n{e}"),
-        }
+        crate::validate::test_support::parse(yaml)
     }
 
     // Bookinfo's Services, as in Istio's samples/bookinfo/platform/kube/bookinfo.yaml.

@@ -321,18 +321,7 @@ impl Validate for Pod {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::Severity;
-    use crate::validate::test_support::doc_errors;
-
-    fn doc_warnings<T: Validate>(v: &T) -> Vec<(String, String)> {
-        let mut cx = Cx::new("");
-        v.validate(&mut cx);
-        cx.into_findings()
-            .into_iter()
-            .filter(|f| f.severity == Severity::Warning)
-            .map(|f| (f.path, f.message))
-            .collect()
-    }
+    use crate::validate::test_support::{doc_errors, doc_warnings};
 
     fn deployment(yaml: &str) -> Deployment {
         match yaml_serde::from_str(yaml) {

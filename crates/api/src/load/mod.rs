@@ -368,9 +368,7 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
             return;
         }
         KindMatch::UnknownIstio => {
-            let hint = did_you_mean(&kind, known_kinds())
-                .map(|k| format!("; did you mean `{k}`?"))
-                .unwrap_or_default();
+            let hint = kind_hint(&kind);
             out.diagnostics.push(located(
                 &origin,
                 "kind",
@@ -382,9 +380,7 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
             return;
         }
         KindMatch::Unknown => {
-            let hint = did_you_mean(&kind, known_kinds())
-                .map(|k| format!("; did you mean `{k}`?"))
-                .unwrap_or_default();
+            let hint = kind_hint(&kind);
             out.diagnostics.push(located(
                 &origin,
                 "kind",
@@ -483,6 +479,13 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
             origin: Some(origin),
         });
     }
+}
+
+/// "; did you mean `VirtualService`?" for a kind close to one weft reads.
+fn kind_hint(kind: &str) -> String {
+    did_you_mean(kind, known_kinds())
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
 }
 
 fn prefixed(root: &str, path: &str) -> String {

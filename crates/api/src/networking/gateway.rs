@@ -686,10 +686,7 @@ mod tests {
     use crate::validate::test_support::{errors, warnings};
 
     fn parse(yaml: &str) -> Gateway {
-        match yaml_serde::from_str(yaml) {
-            Ok(spec) => spec,
-            Err(e) => panic!("{yaml}\n{e}"),
-        }
+        crate::validate::test_support::parse(yaml)
     }
 
     fn check(cases: &[(&str, &[(&str, &str)])], findings: fn(&Gateway) -> Vec<(String, String)>) {

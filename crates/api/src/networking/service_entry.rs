@@ -333,23 +333,16 @@ mod tests {
     use crate::validate::test_support::{errors, warnings};
 
     fn parse(yaml: &str) -> ServiceEntry {
-        match yaml_serde::from_str(yaml) {
-            Ok(spec) => spec,
-            Err(e) => panic!("{yaml}\n{e}"),
-        }
+        crate::validate::test_support::parse(yaml)
     }
 
-    type Cases<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)])];
+    use crate::validate::test_support::Cases;
 
-    fn check(cases: Cases<'_>, findings: fn(&ServiceEntry) -> Vec<(String, String)>) {
-        for (yaml, want) in cases {
-            let got = findings(&parse(yaml));
-            assert_eq!(got.len(), want.len(), "{yaml}\n{got:#?}");
-            for ((path, msg), (want_path, want_msg)) in got.iter().zip(want.iter()) {
-                assert_eq!(path, want_path, "{yaml}\n{got:#?}");
-                assert!(msg.contains(want_msg), "{yaml}: {msg:?} lacks {want_msg:?}");
-            }
-        }
+    fn check(
+        cases: crate::validate::test_support::Cases<'_>,
+        findings: fn(&ServiceEntry) -> Vec<(String, String)>,
+    ) {
+        crate::validate::test_support::check_cases(cases, findings);
     }
 
     #[test]

@@ -767,10 +767,7 @@ mod tests {
     use crate::validate::test_support::{errors, warnings};
 
     fn parse(yaml: &str) -> AuthorizationPolicy {
-        match yaml_serde::from_str(yaml) {
-            Ok(spec) => spec,
-            Err(e) => panic!("{yaml}\n{e}"),
-        }
+        crate::validate::test_support::parse(yaml)
     }
 
     #[test]

@@ -191,6 +191,38 @@ pub(crate) mod test_support {
     pub fn doc_errors<T: Validate>(v: &T) -> Vec<(String, String)> {
         of("", v, Severity::Error)
     }
+
+    /// Like [`doc_errors`], but for warnings.
+    pub fn doc_warnings<T: Validate>(v: &T) -> Vec<(String, String)> {
+        of("", v, Severity::Warning)
+    }
+
+    /// Parses a YAML snippet of a test case, naming the snippet when it does not parse.
+    pub fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+        match yaml_serde::from_str(yaml) {
+            Ok(v) => v,
+            Err(e) => panic!("{yaml}\n{e}"),
+        }
+    }
+
+    /// A table of cases: a YAML snippet and the `(path, message fragment)` of each finding
+    /// expected, in order.
+    pub type Cases<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)])];
+
+    /// Checks every case of a table against `findings` (e.g. [`errors`] or [`warnings`]).
+    pub fn check_cases<T: serde::de::DeserializeOwned>(
+        cases: Cases<'_>,
+        findings: fn(&T) -> Vec<(String, String)>,
+    ) {
+        for (yaml, want) in cases {
+            let got = findings(&parse(yaml));
+            assert_eq!(got.len(), want.len(), "{yaml}\n{got:#?}");
+            for ((path, msg), (want_path, want_msg)) in got.iter().zip(want.iter()) {
+                assert_eq!(path, want_path, "{yaml}\n{got:#?}");
+                assert!(msg.contains(want_msg), "{yaml}: {msg:?} lacks {want_msg:?}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
