@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::validate::test_support::{errors, warnings};
 
