@@ -109,8 +109,11 @@ pub(crate) enum KindMatch {
     WrongVersion {
         supported: Vec<String>,
     },
-    /// A kind of Istio's that weft does not implement (EnvoyFilter, Telemetry, ...).
-    UnsupportedIstio,
+    /// A kind weft knows of but does not implement (Istio's EnvoyFilter, Telemetry, ...; the
+    /// Kubernetes Gateway API); `what` names it for the message.
+    Unsupported {
+        what: &'static str,
+    },
     /// A kind no Istio API group has, under an Istio API group: most likely a typo.
     UnknownIstio,
     /// Anything else (ConfigMap, a CRD of another project, ...).
@@ -184,18 +187,34 @@ pub(crate) fn match_kind(api_version: &str, kind: &str) -> KindMatch {
             }
         }));
     }
-    if !supported.is_empty() {
+    if group == GATEWAY_API {
+        return KindMatch::Unsupported {
+            what: "the Kubernetes Gateway API",
+        };
+    }
+    // Same group, other version: a version weft does not serve. Another group with a kind of
+    // the same name (a CRD of another project) is simply not weft's.
+    if !supported.is_empty()
+        && KINDS
+            .iter()
+            .any(|(name, (g, _), _)| *name == kind && *g == group)
+    {
         return KindMatch::WrongVersion { supported };
     }
     if group.ends_with(".istio.io") {
         return if UNSUPPORTED_ISTIO.contains(&kind) {
-            KindMatch::UnsupportedIstio
+            KindMatch::Unsupported {
+                what: "this Istio kind",
+            }
         } else {
             KindMatch::UnknownIstio
         };
     }
     KindMatch::Unknown
 }
+
+/// The Kubernetes Gateway API group (Gateway, HTTPRoute, ...), which weft does not implement yet.
+const GATEWAY_API: &str = "gateway.networking.k8s.io";
 
 /// Istio kinds weft does not implement; documents of these kinds are skipped with a warning.
 const UNSUPPORTED_ISTIO: &[&str] = &[

@@ -63,6 +63,9 @@ pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
     routes::check(&mesh, &mut out);
     workloads::check(&mesh, &mut out);
     sort(&mut out);
+    // Definitions replaced by a later file (WA0006) are analyzed too, and can repeat a finding
+    // word for word; say it once.
+    out.dedup();
     out
 }
 

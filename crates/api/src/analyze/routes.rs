@@ -244,6 +244,8 @@ fn conflicting_destination_rules(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
             format!("{}:{host}", r.namespace())
         };
         match seen.get(&(scope.clone(), selector.clone())) {
+            // The same rule in two files: the later replaces the earlier (WA0006), no conflict.
+            Some(first) if first.reference() == r.reference() => {}
             Some(first) => {
                 let at = first
                     .locate("spec.host")

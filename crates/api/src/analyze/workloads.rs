@@ -131,8 +131,9 @@ fn app_version_labels(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// A workload port that two Services route to: with different protocols the sidecar cannot
-/// serve both (error); with the same protocol it works but is usually a mistake (warning).
+/// A workload port that two Services route to. With different protocols the sidecar cannot
+/// serve both (error, as Istio's IST0116). With the same protocol it works, and per-version
+/// Services beside the main one are a common pattern (Istio's own samples use it): info.
 fn ports_selected_twice(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     // (workload index, target port) -> first (service, port index, protocol).
     let mut targets: HashMap<(usize, u32), (&Resource, usize, Option<String>)> = HashMap::new();
@@ -169,7 +170,7 @@ fn ports_selected_twice(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
                                 ),
                             )
                         } else {
-                            (Severity::Warning, String::new())
+                            (Severity::Info, String::new())
                         };
                         out.push(finding(
                             r,

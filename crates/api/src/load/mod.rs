@@ -356,14 +356,14 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
             ));
             return;
         }
-        KindMatch::UnsupportedIstio => {
+        KindMatch::Unsupported { what } => {
             out.diagnostics.push(located(
                 &origin,
                 "kind",
                 Severity::Warning,
                 code::SKIPPED,
                 Some(reference),
-                format!("weft does not implement Istio's {kind} ({api_version}); skipped"),
+                format!("weft does not implement {what} ({kind}, {api_version}); skipped"),
             ));
             return;
         }

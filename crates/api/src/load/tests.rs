@@ -301,3 +301,24 @@ fn json_files_load() {
     let l = load_str("x.json", text);
     assert_eq!(l.resources.len(), 1, "{:?}", l.diagnostics);
 }
+
+#[test]
+fn other_groups_with_known_kind_names_are_not_weft_kinds() {
+    let text = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec: {gatewayClassName: istio}
+---
+apiVersion: example.com/v1
+kind: Service
+metadata: {name: s}
+";
+    let l = load(text);
+    assert!(l.resources.is_empty());
+    assert_eq!(l.error_count(), 0, "{:?}", l.diagnostics);
+    let d = diags(&l);
+    assert_eq!(l.diagnostics[0].severity, Severity::Warning);
+    assert!(d[0].4.contains("Kubernetes Gateway API"), "{}", d[0].4);
+    assert_eq!(l.diagnostics[1].severity, Severity::Info);
+}

@@ -139,6 +139,9 @@ pub struct ServerTlsSettings {
     /// The only cipher suites offered (OpenSSL names); Envoy's defaults when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
+    /// The only ECDH curves offered (e.g. `X25519`, `P-256`); the proxy's defaults when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecdh_curves: Vec<String>,
     /// Verify client certificates but let a connection through even when verification fails
     /// (Gateway API's `AllowInsecureFallback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

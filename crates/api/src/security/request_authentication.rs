@@ -84,6 +84,19 @@ pub struct JwtRule {
     /// authorization policies. `scope` and `permission` always are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub space_delimited_claims: Vec<String>,
+    /// Whether a request must carry a token. `OPTIONAL` (default) lets requests without one
+    /// through (an AuthorizationPolicy can still require a principal); `REQUIRED` rejects them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<JwtPresence>,
+}
+
+/// Whether a JWT must be present (`jwtRules[].presence`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JwtPresence {
+    #[default]
+    Optional,
+    Required,
 }
 
 /// A header that carries a token, optionally after a prefix (`Bearer `).

@@ -10,7 +10,8 @@ use crate::Duration;
 use crate::networking::gateway::is_default;
 use crate::validate::{Cx, Validate, rules};
 
-/// How requests are spread over the endpoints. `simple` and `consistentHash` are alternatives.
+/// How requests are spread over the endpoints. `simple`, `consistentHash` and
+/// `backendUtilization` are alternatives.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
@@ -19,6 +20,9 @@ pub struct LoadBalancerSettings {
     /// Hash a request property for soft session affinity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_hash: Option<ConsistentHashLb>,
+    /// Weight endpoints by the load they report (ORCA utilization metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_utilization: Option<BackendUtilization>,
     /// Locality-weighted distribution and failover. Replaces the mesh-wide setting entirely.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Option<LocalityLoadBalancerSetting>,
@@ -32,6 +36,54 @@ pub struct LoadBalancerSettings {
     /// LEAST_REQUEST only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<WarmupConfiguration>,
+}
+
+/// Utilization-based balancing: endpoints report their load (ORCA metrics) and are weighted by
+/// it. Durations default to Envoy's (update 1s, expiration 3m, stabilization 0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendUtilization {
+    /// Extra weight penalty for endpoints that answer errors, as a percentage of utilization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_utilization_penalty_percent: Option<u32>,
+    /// Custom ORCA metric names to compute utilization from (default: CPU utilization).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metric_names_for_computing_utilization: Vec<String>,
+    /// A weight not refreshed for this long reverts to the default (equal) weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_expiration_period: Option<Duration>,
+    /// How long after an endpoint first reports before its weight is trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_stabilization_period: Option<Duration>,
+    /// How often weights are recomputed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_update_period: Option<Duration>,
+}
+
+impl Validate for BackendUtilization {
+    fn validate(&self, cx: &mut Cx) {
+        for (name, d) in [
+            ("weightExpirationPeriod", &self.weight_expiration_period),
+            (
+                "weightStabilizationPeriod",
+                &self.weight_stabilization_period,
+            ),
+            ("weightUpdatePeriod", &self.weight_update_period),
+        ] {
+            cx.opt(name, d, |cx, d| cx.check(d.check()));
+        }
+        cx.field("metricNamesForComputingUtilization", |cx| {
+            for (i, m) in self
+                .metric_names_for_computing_utilization
+                .iter()
+                .enumerate()
+            {
+                if m.is_empty() {
+                    cx.index(i, |cx| cx.error("metric name must not be empty"));
+                }
+            }
+        });
+    }
 }
 
 /// Load-balancing algorithms that need no tuning.
@@ -203,9 +255,17 @@ impl LoadBalancerSettings {
     /// Istio's `validateLoadBalancer`. Failover settings need outlier detection in the same
     /// policy to have any effect.
     pub fn check(&self, cx: &mut Cx, has_outlier_detection: bool) {
-        if self.simple.is_some() && self.consistent_hash.is_some() {
-            cx.error("only one of simple or consistentHash may be set");
+        let policies = [
+            self.simple.is_some(),
+            self.consistent_hash.is_some(),
+            self.backend_utilization.is_some(),
+        ];
+        if policies.iter().filter(|p| **p).count() > 1 {
+            cx.error("only one of simple, consistentHash or backendUtilization may be set");
         }
+        cx.opt("backendUtilization", &self.backend_utilization, |cx, b| {
+            b.validate(cx)
+        });
         if self.simple == Some(SimpleLb::LeastConn) {
             cx.field("simple", |cx| {
                 cx.warn("LEAST_CONN is deprecated; use LEAST_REQUEST (Istio treats them the same)")
@@ -595,7 +655,7 @@ mod tests {
         let cases: &[(String, Vec<(String, &str)>)] = &[
             (
                 "{simple: RANDOM, consistentHash: {useSourceIp: true}}".into(),
-                vec![(lb.into(), "only one of simple or consistentHash")],
+                vec![(lb.into(), "only one of simple, consistentHash or backendUtilization")],
             ),
             (
                 "{consistentHash: {useSourceIp: true, httpHeaderName: x-user}}".into(),
