@@ -34,7 +34,7 @@ pub struct Location {
     pub file: PathBuf,
     pub line: usize,
     pub column: usize,
-    /// Index of the YAML document within the file (0-based; `---` separates documents).
+    /// Which YAML document of the file, counting from 1 like lines (`---` separates documents).
     pub document: usize,
 }
 
@@ -82,6 +82,10 @@ impl fmt::Display for Diagnostic {
         write!(f, "{}[{}]", self.severity, self.code)?;
         if let Some(res) = &self.resource {
             write!(f, " {res}")?;
+        }
+        // After the resource, so that the `file:line:col:` prefix editors parse stays intact.
+        if let Some(loc) = &self.location {
+            write!(f, " (document {})", loc.document)?;
         }
         if let Some(field) = &self.field {
             write!(f, " {field}")?;

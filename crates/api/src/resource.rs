@@ -260,7 +260,7 @@ impl Source {
             file: self.path.clone(),
             line,
             column,
-            document,
+            document: document + 1,
         }
     }
 }

@@ -80,7 +80,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
                         file: file.clone(),
                         line,
                         column,
-                        document: 0,
+                        document: 1,
                     });
                     out.diagnostics.push(d);
                 }
@@ -173,7 +173,7 @@ fn load_source(source: Arc<Source>, out: &mut Loaded) {
                         file: source.path.clone(),
                         line,
                         column,
-                        document,
+                        document: document + 1,
                     }),
                     resource: None,
                     field: None,

@@ -68,6 +68,8 @@ fn multi_document_with_leading_comment_and_trailing_separator() {
     // Positions of the second resource point into its own document.
     let loc = l.resources[1].locate("metadata.name").unwrap();
     assert_eq!(loc.line, 16);
+    // The comment-only part before the first `---` is document 1.
+    assert_eq!(loc.document, 3);
 }
 
 #[test]
@@ -81,7 +83,7 @@ fn unknown_field_is_located_with_suggestion() {
     assert_eq!(d[0].3, "spec.http[0].route[0].weigth");
     assert!(d[0].4.contains("did you mean `weight`?"), "{}", d[0].4);
     let text = l.diagnostics[0].to_string();
-    assert!(text.starts_with("test.yaml:10:7: error[WA0003] VirtualService default/reviews spec.http[0].route[0].weigth: unknown field"), "{text}");
+    assert!(text.starts_with("test.yaml:10:7: error[WA0003] VirtualService default/reviews (document 1) spec.http[0].route[0].weigth: unknown field"), "{text}");
 }
 
 #[test]
