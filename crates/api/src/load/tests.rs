@@ -68,8 +68,8 @@ fn multi_document_with_leading_comment_and_trailing_separator() {
     // Positions of the second resource point into its own document.
     let loc = l.resources[1].locate("metadata.name").unwrap();
     assert_eq!(loc.line, 16);
-    // The comment-only part before the first `---` is document 1.
-    assert_eq!(loc.document, 3);
+    // Comments before the first `---` are not a document of their own.
+    assert_eq!(loc.document, 2);
 }
 
 #[test]
