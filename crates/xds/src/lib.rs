@@ -15,6 +15,9 @@ pub mod config {
 
 pub use config::v1 as proto;
 
+/// Well-known protobuf types (Duration, ...) with their JSON mapping.
+pub use pbjson_types as proto_types;
+
 #[cfg(test)]
 mod tests {
     use super::proto::*;

@@ -1,0 +1,132 @@
+//! The admin endpoint (Istio's 15000, loopback only) and the health endpoint (15021).
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::body::ProxyBody;
+use crate::reply;
+use crate::server::Shared;
+
+/// Serves `listener` with `page` until shutdown.
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener, health_only: bool) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(page(&shared, req, health_only)) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut r = reply::fixed(status, body.into());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+fn page(shared: &Shared, req: Request<Incoming>, health_only: bool) -> Response<ProxyBody> {
+    let path = req.uri().path();
+    let ready = shared.ready.load(Relaxed) && !*shared.shutdown.borrow();
+    if health_only {
+        return match path {
+            "/healthz/ready" if ready => text(StatusCode::OK, ""),
+            "/healthz/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+    }
+    match (req.method(), path) {
+        (_, "/ready") if ready => text(StatusCode::OK, "LIVE\n"),
+        (_, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n"),
+        (&Method::GET, "/config_dump") => {
+            let snapshot = shared.snapshot.load();
+            match serde_json::to_string_pretty(&snapshot.bootstrap) {
+                Ok(json) => {
+                    let mut r = text(StatusCode::OK, json + "\n");
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            }
+        }
+        (&Method::GET, "/clusters") => {
+            let snapshot = shared.snapshot.load();
+            let mut names: Vec<_> = snapshot.clusters.keys().collect();
+            names.sort();
+            let mut out = String::new();
+            for name in names {
+                let state = &snapshot.clusters[name];
+                for ep in state.cluster.endpoints() {
+                    let a = ep.address;
+                    let _ = writeln!(out, "{name}::{a}::weight::{}", ep.weight);
+                    let _ = writeln!(out, "{name}::{a}::rq_active::{}", ep.active_requests());
+                    let _ = writeln!(out, "{name}::{a}::health_flags::healthy");
+                    let zone = &ep.locality;
+                    let _ = writeln!(out, "{name}::{a}::region::{}", zone.region);
+                    let _ = writeln!(out, "{name}::{a}::zone::{}", zone.zone);
+                }
+            }
+            text(StatusCode::OK, out)
+        }
+        (&Method::GET, "/stats") => {
+            let mut out = shared.stats.render();
+            let _ = writeln!(
+                out,
+                "access_log.dropped: {}",
+                shared.access_log.dropped.load(Relaxed)
+            );
+            text(StatusCode::OK, out)
+        }
+        (&Method::POST, "/logging") => {
+            let level = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("level=")))
+                .unwrap_or("");
+            match (shared.set_log_level)(level) {
+                Ok(()) => text(StatusCode::OK, format!("log level: {level}\n")),
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            }
+        }
+        (&Method::POST, "/quitquitquit") => {
+            let _ = shared.shutdown.send(true);
+            text(StatusCode::OK, "OK\n")
+        }
+        (_, "/config_dump" | "/clusters" | "/stats") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
+        }
+        (_, "/logging" | "/quitquitquit") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "admin: /config_dump /clusters /stats /ready (GET), /logging?level=L /quitquitquit (POST)\n",
+        ),
+    }
+}

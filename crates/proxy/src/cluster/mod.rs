@@ -1,0 +1,311 @@
+//! Clusters: the endpoints a route sends to, and how each request picks one.
+//!
+//! A [`Cluster`] is converted from its `proto::Cluster` once, when config arrives: addresses
+//! parsed, defaults filled in, the load balancer (round robin schedule, hash ring, Maglev table)
+//! built. After that it is immutable and shared in an `Arc`; the only state a request changes is
+//! atomic (round robin's cursor, each endpoint's count of requests in flight).
+//!
+//! Load balancing follows Envoy as Istio configures it from a DestinationRule's
+//! `trafficPolicy.loadBalancer`; each algorithm's module says where weft departs from Envoy.
+
+mod endpoint;
+mod hash_key;
+mod lb;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use weft_xds::proto;
+
+pub use endpoint::{Endpoint, Locality};
+use hash_key::{HashKey, Hashed};
+use lb::maglev::{self, DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE};
+use lb::ring_hash::{DEFAULT_MINIMUM_RING_SIZE, MAX_RING_SIZE};
+use lb::{Algorithm, Balancer};
+
+use crate::config::{ConfigError, duration};
+
+/// `connectTimeout` when unset, as Istio.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `idleTimeout` when unset, as Istio.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// An upstream cluster, ready to pick endpoints: immutable after [`Cluster::build`], `Send +
+/// Sync`, shared in an `Arc` by the config snapshot and the requests using it.
+pub struct Cluster {
+    name: Arc<str>,
+    config: proto::Cluster,
+    endpoints: Box<[Arc<Endpoint>]>,
+    lb_policy: proto::LbPolicy,
+    protocol: proto::UpstreamProtocol,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    hash_key: Option<HashKey>,
+    /// `None` when there are no endpoints.
+    balancer: Option<Balancer>,
+}
+
+/// What of a request a consistent hash key may be taken from.
+pub struct HashInput<'a> {
+    pub headers: &'a HeaderMap,
+    /// The downstream peer's address.
+    pub source_ip: IpAddr,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+}
+
+/// An endpoint chosen for one request.
+///
+/// Counts as a request in flight on the endpoint (for LEAST_REQUEST and the admin `/clusters`
+/// page) until dropped: keep it until the response (or the TCP connection) ends. Its fields can
+/// be read and `set_cookie` taken, but not moved out, which would end the count early.
+#[derive(Debug)]
+pub struct Pick {
+    pub endpoint: Arc<Endpoint>,
+    /// Set when hashing by a cookie with a ttl and the request had no such cookie: the
+    /// `Set-Cookie` the proxy adds to the response (`name=value; Path=/; Max-Age=N; HttpOnly`)
+    /// so the client's next requests hash to the same endpoint.
+    pub set_cookie: Option<HeaderValue>,
+}
+
+impl Pick {
+    fn new(endpoint: &Arc<Endpoint>, set_cookie: Option<HeaderValue>) -> Pick {
+        endpoint.request_started();
+        Pick {
+            endpoint: Arc::clone(endpoint),
+            set_cookie,
+        }
+    }
+}
+
+impl Drop for Pick {
+    fn drop(&mut self) {
+        self.endpoint.request_finished();
+    }
+}
+
+impl Cluster {
+    /// Converts and validates a cluster once: endpoint addresses parsed (`ip:port`, IPv6 as
+    /// `[::1]:80`), weights (0 -> 1), defaults filled in, and the load balancer built (a hash
+    /// ring or Maglev table here, never per request). Errors name the resource
+    /// (`cluster "<name>"`) and the field path in proto JSON names (`endpoints[2].address`).
+    pub fn build(cfg: &proto::Cluster) -> Result<Cluster, ConfigError> {
+        let resource = format!("cluster \"{}\"", cfg.name);
+        let err = |field: &str, reason: String| ConfigError::new(resource.as_str(), field, reason);
+        if cfg.name.is_empty() {
+            return Err(err("name", "required".into()));
+        }
+        let lb_policy = proto::LbPolicy::try_from(cfg.lb_policy)
+            .map_err(|_| err("lbPolicy", format!("unknown value {}", cfg.lb_policy)))?;
+        let protocol = proto::UpstreamProtocol::try_from(cfg.protocol)
+            .map_err(|_| err("protocol", format!("unknown value {}", cfg.protocol)))?;
+        let connect_timeout = match &cfg.connect_timeout {
+            None => DEFAULT_CONNECT_TIMEOUT,
+            Some(d) => {
+                let d = duration(d, &resource, "connectTimeout")?;
+                if d.is_zero() {
+                    return Err(err("connectTimeout", "must be greater than 0".into()));
+                }
+                d
+            }
+        };
+        let idle_timeout = match &cfg.idle_timeout {
+            None => DEFAULT_IDLE_TIMEOUT,
+            Some(d) => duration(d, &resource, "idleTimeout")?,
+        };
+        if let Some(tls) = &cfg.tls {
+            check_tls(tls, &resource)?;
+        }
+        let endpoints = cfg
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, ep)| Endpoint::from_proto(ep, &resource, i).map(Arc::new))
+            .collect::<Result<Box<[_]>, _>>()?;
+        let (algorithm, hash_key) = algorithm(lb_policy, cfg.consistent_hash.as_ref(), &resource)?;
+        let balancer = Balancer::new(algorithm, &endpoints);
+        Ok(Cluster {
+            name: Arc::from(cfg.name.as_str()),
+            config: cfg.clone(),
+            endpoints,
+            lb_policy,
+            protocol,
+            connect_timeout,
+            idle_timeout,
+            hash_key,
+            balancer,
+        })
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The config this was built from, for `/config_dump` and to tell an unchanged cluster on
+    /// reload.
+    pub fn config(&self) -> &proto::Cluster {
+        &self.config
+    }
+
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    pub fn lb_policy(&self) -> proto::LbPolicy {
+        self.lb_policy
+    }
+
+    /// How long to wait for an upstream connection. Default 10s.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// How long a pooled upstream connection may sit idle before it is closed. Default 1h;
+    /// zero (configured `0s`) means never, as Envoy.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    pub fn protocol(&self) -> proto::UpstreamProtocol {
+        self.protocol
+    }
+
+    /// Chooses an endpoint for a request. `None` when the cluster has no endpoints (the caller
+    /// answers 503 with response flag UH, as Envoy).
+    pub fn pick(&self, input: &HashInput<'_>) -> Option<Pick> {
+        let balancer = self.balancer.as_ref()?;
+        let Hashed { hash, set_cookie } = match &self.hash_key {
+            Some(key) => key.hash(input),
+            None => Hashed {
+                hash: None,
+                set_cookie: None,
+            },
+        };
+        let index = balancer.pick(&self.endpoints, hash);
+        let endpoint = self.endpoints.get(index)?;
+        Some(Pick::new(endpoint, set_cookie))
+    }
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not derived: a hash ring or Maglev table would print millions of entries.
+        f.debug_struct("Cluster")
+            .field("name", &self.name)
+            .field("lb_policy", &self.lb_policy)
+            .field("protocol", &self.protocol)
+            .field("endpoints", &self.endpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The load balancing algorithm and hash key for `lbPolicy` and `consistentHash`: a hash key
+/// is required with RING_HASH and MAGLEV and refused with the others, as in Istio's
+/// DestinationRule where `consistentHash` and `simple` are alternatives.
+fn algorithm(
+    policy: proto::LbPolicy,
+    consistent_hash: Option<&proto::ConsistentHash>,
+    resource: &str,
+) -> Result<(Algorithm, Option<HashKey>), ConfigError> {
+    use proto::LbPolicy;
+
+    let err = |field: &str, reason: String| ConfigError::new(resource, field, reason);
+    let hashing = matches!(policy, LbPolicy::RingHash | LbPolicy::Maglev);
+    let ch = match (consistent_hash, hashing) {
+        (None, false) => {
+            let algorithm = match policy {
+                LbPolicy::LeastRequest => Algorithm::LeastRequest,
+                LbPolicy::Random => Algorithm::Random,
+                _ => Algorithm::RoundRobin,
+            };
+            return Ok((algorithm, None));
+        }
+        (Some(_), false) => {
+            return Err(err(
+                "consistentHash",
+                format!(
+                    "applies only to lbPolicy RING_HASH or MAGLEV, not {}",
+                    policy.as_str_name()
+                ),
+            ));
+        }
+        (None, true) => {
+            return Err(err(
+                "consistentHash",
+                format!("required with lbPolicy {}", policy.as_str_name()),
+            ));
+        }
+        (Some(ch), true) => ch,
+    };
+    let key = HashKey::from_proto(ch.key.as_ref(), resource)?;
+    let algorithm = if policy == LbPolicy::RingHash {
+        if ch.table_size != 0 {
+            return Err(err(
+                "consistentHash.tableSize",
+                "applies only to lbPolicy MAGLEV".into(),
+            ));
+        }
+        let minimum_ring_size = match ch.minimum_ring_size {
+            0 => DEFAULT_MINIMUM_RING_SIZE,
+            n if n > MAX_RING_SIZE => {
+                return Err(err(
+                    "consistentHash.minimumRingSize",
+                    format!("{n} is more than the maximum {MAX_RING_SIZE}"),
+                ));
+            }
+            n => n,
+        };
+        Algorithm::RingHash { minimum_ring_size }
+    } else {
+        if ch.minimum_ring_size != 0 {
+            return Err(err(
+                "consistentHash.minimumRingSize",
+                "applies only to lbPolicy RING_HASH".into(),
+            ));
+        }
+        let table_size = match ch.table_size {
+            0 => DEFAULT_TABLE_SIZE,
+            n if n > MAX_TABLE_SIZE => {
+                return Err(err(
+                    "consistentHash.tableSize",
+                    format!("{n} is more than the maximum {MAX_TABLE_SIZE}"),
+                ));
+            }
+            n if !maglev::is_prime(n) => {
+                return Err(err("consistentHash.tableSize", format!("{n} is not prime")));
+            }
+            n => n,
+        };
+        Algorithm::Maglev { table_size }
+    };
+    Ok((algorithm, Some(key)))
+}
+
+/// Checks what can be checked of upstream TLS without reading files; the connector loads them.
+fn check_tls(tls: &proto::UpstreamTls, resource: &str) -> Result<(), ConfigError> {
+    if tls.ca_file.is_empty() && !tls.insecure_skip_verify {
+        return Err(ConfigError::new(
+            resource,
+            "tls.caFile",
+            "required unless insecureSkipVerify",
+        ));
+    }
+    if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+        let missing = if tls.cert_file.is_empty() {
+            "tls.certFile"
+        } else {
+            "tls.keyFile"
+        };
+        return Err(ConfigError::new(
+            resource,
+            missing,
+            "certFile and keyFile go together",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! The HTTP request path: one function from request to response. Route by the snapshot's
+//! route table, pick a destination and an endpoint, forward, and answer; every response the
+//! proxy makes itself names its cause (see `reply`).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::access_log::Entry;
+use crate::body::{Observed, ProxyBody};
+use crate::cluster::HashInput;
+use crate::reply::{self, Flag};
+use crate::route::{Action, RequestView};
+use crate::server::Shared;
+use crate::stats::class_index;
+
+/// What a request's connection contributes: where it came from, which listener.
+pub struct ConnContext {
+    pub shared: Arc<Shared>,
+    pub listener: String,
+    pub route_config: String,
+    pub explicit_proxy: bool,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub access_log: bool,
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+
+/// Handles one request. Never fails: every error becomes a response.
+pub async fn handle(
+    req: Request<Incoming>,
+    cx: Arc<ConnContext>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let shared = &cx.shared;
+    shared.stats.downstream_rq_total.fetch_add(1, Relaxed);
+    shared.stats.downstream_rq_active.fetch_add(1, Relaxed);
+    let snapshot = shared.snapshot.load_full();
+
+    let (mut parts, body) = req.into_parts();
+    let downstream_h2 = parts.version == Version::HTTP_2;
+    if !parts.headers.contains_key(&REQUEST_ID) {
+        parts.headers.insert(REQUEST_ID.clone(), new_request_id());
+    }
+    // Built only when this listener logs: it costs a dozen allocations.
+    let mut log = cx
+        .access_log
+        .then(|| Box::new(Entry::begin(&parts, cx.peer)));
+    let grpc = reply::is_grpc(&parts.headers);
+
+    // Authority and scheme: absolute-form (explicit proxy, HTTP/2 :authority) or Host.
+    let authority = match request_authority(&parts.uri, &parts.headers, cx.explicit_proxy) {
+        Some(a) => a,
+        None => {
+            let resp = reply::local(
+                Flag::DownstreamProtocolError,
+                "request has no Host or :authority",
+                grpc,
+            );
+            return Ok(finish(
+                &cx,
+                resp,
+                Some(Flag::DownstreamProtocolError),
+                log,
+                None,
+            ));
+        }
+    };
+    if let Some(l) = log.as_mut() {
+        l.authority.clone_from(&authority);
+    }
+    let scheme = parts.uri.scheme_str().unwrap_or("http").to_owned();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", PathAndQuery::as_str)
+        .to_owned();
+    let empty_labels = BTreeMap::new();
+
+    let Some(table) = snapshot.routes.get(&cx.route_config) else {
+        let resp = reply::local(
+            Flag::NoRoute,
+            &format!("route configuration {:?} is not loaded", cx.route_config),
+            grpc,
+        );
+        return Ok(finish(&cx, resp, Some(Flag::NoRoute), log, None));
+    };
+    let view = RequestView {
+        method: &parts.method,
+        scheme: &scheme,
+        authority: &authority,
+        path_and_query: &path_and_query,
+        headers: &parts.headers,
+        port: cx.local.port(),
+        source_labels: &empty_labels,
+    };
+    let Some(matched) = table.route(&view) else {
+        let detail = format!("no route for {authority}{path_and_query}");
+        let resp = reply::local(Flag::NoRoute, &detail, grpc);
+        return Ok(finish(&cx, resp, Some(Flag::NoRoute), log, None));
+    };
+    if let Some(l) = log.as_mut() {
+        matched.route_name().clone_into(&mut l.route);
+    }
+
+    let forward = match matched.action() {
+        Action::Direct(d) => {
+            let mut resp = reply::fixed(d.status, d.body.clone());
+            matched.response_headers().apply(resp.headers_mut());
+            return Ok(finish(&cx, resp, None, log, None));
+        }
+        Action::Redirect(_) => {
+            let mut resp = match matched.redirect(&view) {
+                Some((status, location)) => redirect(status, &location),
+                None => reply::fixed(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Bytes::from_static(b"bad redirect\n"),
+                ),
+            };
+            matched.response_headers().apply(resp.headers_mut());
+            return Ok(finish(&cx, resp, None, log, None));
+        }
+        Action::Forward(f) => f,
+    };
+
+    let destination = forward.pick(fastrand::u32(..));
+    if let Some(l) = log.as_mut() {
+        l.cluster = destination.cluster.to_string();
+    }
+    let Some(state) = snapshot.clusters.get(&destination.cluster) else {
+        let detail = format!("cluster {:?} is not defined", destination.cluster);
+        let resp = reply::local(Flag::NoCluster, &detail, grpc);
+        return Ok(finish(&cx, resp, Some(Flag::NoCluster), log, None));
+    };
+    let query = path_and_query.split_once('?').map(|(_, q)| q);
+    let pick = state.cluster.pick(&HashInput {
+        headers: &parts.headers,
+        source_ip: cx.peer.ip(),
+        query,
+    });
+    let Some(pick) = pick else {
+        let detail = format!("cluster {:?} has no healthy endpoint", destination.cluster);
+        let resp = reply::local(Flag::NoHealthyUpstream, &detail, grpc);
+        return Ok(finish(&cx, resp, Some(Flag::NoHealthyUpstream), log, None));
+    };
+    let endpoint = pick.endpoint.address;
+    if let Some(l) = log.as_mut() {
+        l.upstream_host = endpoint.to_string();
+    }
+
+    // The upstream request: same method and body, new URI, headers per the route.
+    let path = matched.rewritten_path(&view).unwrap_or(path_and_query);
+    let upstream_authority = forward
+        .authority_rewrite()
+        .cloned()
+        .or_else(|| HeaderValue::from_str(&authority).ok());
+    let uri = match upstream_uri(endpoint, &path) {
+        Ok(u) => u,
+        Err(detail) => {
+            let resp = reply::local(Flag::DownstreamProtocolError, &detail, grpc);
+            return Ok(finish(
+                &cx,
+                resp,
+                Some(Flag::DownstreamProtocolError),
+                log,
+                None,
+            ));
+        }
+    };
+    remove_hop_by_hop(&mut parts.headers);
+    if let Some(host) = upstream_authority {
+        parts.headers.insert(header::HOST, host);
+    }
+    append_forwarded_for(&mut parts.headers, cx.peer);
+    if !parts.headers.contains_key(&FORWARDED_PROTO) {
+        parts.headers.insert(
+            FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+        );
+    }
+    matched.request_headers().apply(&mut parts.headers);
+    destination.request_headers.apply(&mut parts.headers);
+
+    let client = state.upstream.client(downstream_h2);
+    let h2_upstream = std::ptr::eq(client, &state.upstream.http2);
+    parts.uri = uri;
+    parts.version = if h2_upstream {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    if h2_upstream {
+        // HTTP/2 carries the authority in :authority, not Host.
+        parts.headers.remove(header::HOST);
+    }
+    let upstream_req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+
+    state.stats.upstream_rq_total.fetch_add(1, Relaxed);
+    state.stats.upstream_rq_active.fetch_add(1, Relaxed);
+    let sent = Instant::now();
+    let result = client.request(upstream_req).await;
+    state.stats.upstream_rq_active.fetch_sub(1, Relaxed);
+    let mut resp = match result {
+        Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
+        Err(e) => {
+            let (flag, detail) = if e.is_connect() {
+                state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
+                (
+                    Flag::UpstreamConnectFailure,
+                    format!("connecting to {endpoint}: {}", error_chain(&e)),
+                )
+            } else {
+                (
+                    Flag::UpstreamConnectionTermination,
+                    format!("{endpoint}: {}", error_chain(&e)),
+                )
+            };
+            let resp = reply::local(flag, &detail, grpc);
+            return Ok(finish(&cx, resp, Some(flag), log, None));
+        }
+    };
+    state.stats.upstream_rq_xx[class_index(resp.status().as_u16())].fetch_add(1, Relaxed);
+    let upstream_ms = sent.elapsed().as_millis();
+    remove_hop_by_hop(resp.headers_mut());
+    resp.headers_mut()
+        .insert(UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms as u64));
+    if let Some(cookie) = &pick.set_cookie {
+        resp.headers_mut()
+            .append(header::SET_COOKIE, cookie.clone());
+    }
+    matched.response_headers().apply(resp.headers_mut());
+    destination.response_headers.apply(resp.headers_mut());
+    if let Some(l) = log.as_mut() {
+        l.upstream_ms = Some(upstream_ms);
+        l.started = start;
+    }
+    Ok(finish(&cx, resp, None, log, Some(pick)))
+}
+
+/// Counts the response, and wraps its body so that the access log line is written (and the
+/// endpoint's active-request count released) when the body ends.
+fn finish(
+    cx: &Arc<ConnContext>,
+    resp: Response<ProxyBody>,
+    flag: Option<Flag>,
+    log: Option<Box<Entry>>,
+    pick: Option<crate::cluster::Pick>,
+) -> Response<ProxyBody> {
+    let shared = cx.shared.clone();
+    shared.stats.downstream_rq_xx[class_index(resp.status().as_u16())].fetch_add(1, Relaxed);
+    if let Some(f) = flag {
+        shared.stats.local_reply(f.code());
+    }
+    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = Observed::new(body, move |bytes, _complete| {
+        drop(pick);
+        shared.stats.downstream_rq_active.fetch_sub(1, Relaxed);
+        if let Some(mut log) = log {
+            log.status = status;
+            log.flags = flag.map_or("-", Flag::code);
+            log.bytes_sent = bytes;
+            shared.access_log.write(&log);
+        }
+    });
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    let mut r = reply::fixed(status, Bytes::new());
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// The authority a request is for: the absolute-form URI's (explicit proxy), HTTP/2's
+/// :authority, or the Host header.
+fn request_authority(uri: &Uri, headers: &HeaderMap, explicit_proxy: bool) -> Option<String> {
+    if let Some(a) = uri.authority()
+        && (explicit_proxy
+            || uri.scheme().is_none()
+            || uri.scheme() == Some(&Scheme::HTTP)
+            || uri.scheme() == Some(&Scheme::HTTPS))
+    {
+        return Some(a.as_str().to_ascii_lowercase());
+    }
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase)
+}
+
+fn upstream_uri(endpoint: SocketAddr, path: &str) -> Result<Uri, String> {
+    let authority = Authority::try_from(endpoint.to_string()).map_err(|e| e.to_string())?;
+    let pq = PathAndQuery::try_from(path).map_err(|e| format!("bad path {path:?}: {e}"))?;
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// RFC 9110 §7.6.1: connection-specific headers are not forwarded (and HTTP/2 forbids them).
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    // `te: trailers` is how gRPC asks for trailers; anything else is hop-by-hop.
+    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
+        headers.remove(header::TE);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(FORWARDED_FOR.clone(), v);
+    }
+}
+
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

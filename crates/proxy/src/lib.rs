@@ -1,0 +1,22 @@
+//! weft-proxy: the sidecar and gateway proxy of the weft mesh.
+//!
+//! ```text
+//! proto::Bootstrap (file or xDS) --build--> Snapshot (ArcSwap, swapped whole)
+//! accept -> listener -> HTTP/1.1 | HTTP/2 -> route table -> cluster -> endpoint -> upstream
+//! ```
+//!
+//! Wire types (`weft_xds::proto`) are converted into the runtime types of this crate once, when
+//! config arrives; the per-request path never touches protobuf.
+
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod reply;
+pub mod route;
+pub mod server;
+pub mod snapshot;
+pub mod stats;
+pub mod upstream;

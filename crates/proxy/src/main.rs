@@ -1,0 +1,188 @@
+//! `weft-proxy`: the sidecar and gateway proxy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use weft_proxy::access_log::AccessLog;
+use weft_proxy::server::{self, Shared};
+use weft_proxy::stats::Stats;
+
+/// weft's sidecar and gateway proxy.
+#[derive(Debug, Parser)]
+#[command(name = "weft-proxy", version, about)]
+struct Args {
+    /// Static configuration: a Bootstrap in YAML or JSON (proto3 JSON mapping). Reloaded on
+    /// SIGHUP and when the file changes.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Worker threads (default: the number of CPUs).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Log filter (`info`, `debug`, `weft_proxy=trace`, ...). Also RUST_LOG.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.concurrency {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft-proxy: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let filter = std::env::var("RUST_LOG").unwrap_or(args.log_level.clone());
+    let (filter_layer, reload) = tracing_subscriber::reload::Layer::new(
+        EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")),
+    );
+    tracing_subscriber::registry()
+        .with(filter_layer)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+
+    let bootstrap = match server::read_bootstrap(&args.config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("weft-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stats = Stats::default();
+    let snapshot = match server::first_snapshot(bootstrap, &stats) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "weft-proxy: {}: config rejected:\n{e}",
+                args.config.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin = snapshot.bootstrap.admin.clone().unwrap_or_default();
+    let drain_timeout = admin
+        .drain_timeout
+        .as_ref()
+        .and_then(|d| weft_proxy::config::duration(d, "admin", "drainTimeout").ok())
+        .unwrap_or(Duration::from_secs(5));
+    let access_log = match snapshot.listeners.iter().find_map(|l| l.access_log.clone()) {
+        Some(cfg) => match AccessLog::start(
+            cfg.format() == weft_xds::proto::access_log::Format::Json,
+            &cfg.path,
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("weft-proxy: access log {:?}: {e}", cfg.path);
+                return ExitCode::FAILURE;
+            }
+        },
+        None => AccessLog::disabled(),
+    };
+    let listeners = match server::bind(&snapshot).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("weft-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin_addr = if admin.address.is_empty() {
+        "127.0.0.1:15000"
+    } else {
+        &admin.address
+    };
+    let health_addr = if admin.health_address.is_empty() {
+        "0.0.0.0:15021"
+    } else {
+        &admin.health_address
+    };
+    let (admin_l, health_l) = match (
+        TcpListener::bind(admin_addr).await,
+        TcpListener::bind(health_addr).await,
+    ) {
+        (Ok(a), Ok(h)) => (a, h),
+        (Err(e), _) => {
+            eprintln!("weft-proxy: admin {admin_addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+        (_, Err(e)) => {
+            eprintln!("weft-proxy: health {health_addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snapshot),
+        stats,
+        access_log,
+        ready: AtomicBool::new(false),
+        shutdown,
+        set_log_level: Box::new(move |level: &str| {
+            let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
+            reload.reload(f).map_err(|e| e.to_string())
+        }),
+    });
+
+    // Stable lines on stderr so that scripts and tests learn the bound ports.
+    let mut tasks = Vec::new();
+    for (spec, listener) in listeners {
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| spec.address.to_string(), |a| a.to_string());
+        eprintln!("weft-proxy: listener {} on {addr}", spec.name);
+        tasks.push(tokio::spawn(server::serve_listener(
+            shared.clone(),
+            spec,
+            listener,
+            drain_timeout,
+        )));
+    }
+    for (name, l) in [("admin", &admin_l), ("health", &health_l)] {
+        if let Ok(a) = l.local_addr() {
+            eprintln!("weft-proxy: {name} on {a}");
+        }
+    }
+    tokio::spawn(weft_proxy::admin::serve(shared.clone(), admin_l, false));
+    tokio::spawn(weft_proxy::admin::serve(shared.clone(), health_l, true));
+    tokio::spawn(server::watch_config(shared.clone(), args.config.clone()));
+    shared.ready.store(true, Relaxed);
+    eprintln!("weft-proxy: ready");
+
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("weft-proxy: SIGTERM handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut quit = shared.shutdown.subscribe();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = quit.wait_for(|s| *s) => {}
+    }
+    eprintln!("weft-proxy: draining (up to {drain_timeout:?})");
+    let _ = shared.shutdown.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    eprintln!("weft-proxy: stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,162 @@
+//! Responses the proxy makes itself. Each carries a named cause from Envoy's response-flag
+//! vocabulary, in the body, in the `x-weft-response-flags` header and in the access log, so a
+//! 503 is never a mystery.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::body::ProxyBody;
+
+/// The response header naming the cause of a local reply.
+pub const FLAGS_HEADER: &str = "x-weft-response-flags";
+
+/// Why the proxy answered itself (Envoy's response flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flag {
+    /// NR: no route matched the request.
+    NoRoute,
+    /// NC: the route names a cluster that does not exist.
+    NoCluster,
+    /// UH: the cluster has no (healthy) endpoint.
+    NoHealthyUpstream,
+    /// UF: connecting to the upstream failed.
+    UpstreamConnectFailure,
+    /// UC: the upstream closed or reset the connection before a response.
+    UpstreamConnectionTermination,
+    /// DPE: the downstream request was malformed.
+    DownstreamProtocolError,
+}
+
+impl Flag {
+    /// The short name, as in Envoy's access logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            Flag::NoRoute => "NR",
+            Flag::NoCluster => "NC",
+            Flag::NoHealthyUpstream => "UH",
+            Flag::UpstreamConnectFailure => "UF",
+            Flag::UpstreamConnectionTermination => "UC",
+            Flag::DownstreamProtocolError => "DPE",
+        }
+    }
+
+    /// The status a local reply for this cause has.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Flag::NoRoute => StatusCode::NOT_FOUND,
+            Flag::DownstreamProtocolError => StatusCode::BAD_REQUEST,
+            Flag::NoCluster
+            | Flag::NoHealthyUpstream
+            | Flag::UpstreamConnectFailure
+            | Flag::UpstreamConnectionTermination => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A local reply: `status`, the flag in a header, and a one-line body saying what happened.
+/// A gRPC request gets a Trailers-Only response with the matching `grpc-status` (as Envoy
+/// maps HTTP statuses to gRPC codes) so that gRPC clients see a proper status.
+/// `grpc`: the request was gRPC ([`is_grpc`] of its headers).
+pub fn local(flag: Flag, detail: &str, grpc: bool) -> Response<ProxyBody> {
+    let status = flag.status();
+    let message = format!("{} ({}): {detail}\n", reason(flag), flag.code());
+    let mut resp = if grpc {
+        let mut r = Response::new(empty());
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from_static(grpc_status(status)));
+        if let Ok(v) = HeaderValue::from_str(message.trim_end()) {
+            h.insert("grpc-message", v);
+        }
+        r
+    } else {
+        let mut r = Response::new(full(Bytes::from(message)));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r
+    };
+    resp.headers_mut()
+        .insert(FLAGS_HEADER, HeaderValue::from_static(flag.code()));
+    resp
+}
+
+/// A response with a fixed body (direct response, redirect).
+pub fn fixed(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let len = body.len();
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+fn reason(flag: Flag) -> &'static str {
+    match flag {
+        Flag::NoRoute => "no route",
+        Flag::NoCluster => "no cluster",
+        Flag::NoHealthyUpstream => "no healthy upstream",
+        Flag::UpstreamConnectFailure => "upstream connect error",
+        Flag::UpstreamConnectionTermination => "upstream connection terminated",
+        Flag::DownstreamProtocolError => "bad request",
+    }
+}
+
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Envoy's HTTP status -> gRPC status mapping for local replies.
+fn grpc_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "13",                   // INTERNAL
+        401 => "16",                   // UNAUTHENTICATED
+        403 => "7",                    // PERMISSION_DENIED
+        404 => "12",                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => "14", // UNAVAILABLE
+        _ => "2",                      // UNKNOWN
+    }
+}
+
+pub fn empty() -> ProxyBody {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn full(b: Bytes) -> ProxyBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_reply_names_the_cause() {
+        let r = local(Flag::NoRoute, "no route for reviews:9080/x", false);
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()[FLAGS_HEADER], "NR");
+    }
+
+    #[test]
+    fn grpc_requests_get_grpc_status() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        let r = local(
+            Flag::NoHealthyUpstream,
+            "cluster x has no endpoints",
+            is_grpc(&h),
+        );
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(r.headers()[FLAGS_HEADER], "UH");
+    }
+}

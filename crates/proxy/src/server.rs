@@ -1,0 +1,258 @@
+//! Running the proxy: bind listeners, serve connections, reload config, drain on shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use weft_xds::proto;
+
+use crate::access_log::AccessLog;
+use crate::cluster::HashInput;
+use crate::http::{ConnContext, handle};
+use crate::snapshot::{ListenerKind, ListenerSpec, Snapshot};
+use crate::stats::Stats;
+
+/// Sets the log filter from a directive string (`debug`, `weft_proxy=trace`).
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// State every connection and request shares.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub stats: Stats,
+    pub access_log: AccessLog,
+    /// True once a complete config is serving (`/healthz/ready`).
+    pub ready: AtomicBool,
+    /// Flips to true to start draining.
+    pub shutdown: watch::Sender<bool>,
+    /// Changes the log filter (`/logging`).
+    pub set_log_level: SetLogLevel,
+}
+
+/// Reads a bootstrap file: YAML or JSON in the proto3 JSON mapping.
+pub fn read_bootstrap(path: &std::path::Path) -> Result<proto::Bootstrap, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    yaml_serde::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Builds the first snapshot, or every reason it cannot be built.
+pub fn first_snapshot(bootstrap: proto::Bootstrap, stats: &Stats) -> Result<Snapshot, String> {
+    Snapshot::build(bootstrap, None, stats).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| format!("  {e}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// Binds every listener of the snapshot; port 0 gets a free port. Returns the bound addresses.
+pub async fn bind(snapshot: &Snapshot) -> std::io::Result<Vec<(ListenerSpec, TcpListener)>> {
+    let mut out = Vec::new();
+    for spec in &snapshot.listeners {
+        let l = TcpListener::bind(spec.address).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("listener {:?} on {}: {e}", spec.name, spec.address),
+            )
+        })?;
+        out.push((spec.clone(), l));
+    }
+    Ok(out)
+}
+
+/// Accepts connections until shutdown, then lets in-flight requests finish up to
+/// `drain_timeout`.
+pub async fn serve_listener(
+    shared: Arc<Shared>,
+    spec: ListenerSpec,
+    listener: TcpListener,
+    drain_timeout: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = shared.shutdown.subscribe();
+    let local = listener.local_addr().unwrap_or(spec.address);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(listener = %spec.name, "accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        shared.stats.downstream_cx_total.fetch_add(1, Relaxed);
+        match &spec.kind {
+            ListenerKind::Http {
+                route_config,
+                explicit_proxy,
+                max_header_bytes,
+            } => {
+                let cx = Arc::new(ConnContext {
+                    shared: shared.clone(),
+                    listener: spec.name.clone(),
+                    route_config: route_config.clone(),
+                    explicit_proxy: *explicit_proxy,
+                    peer,
+                    local,
+                    access_log: spec.access_log.is_some(),
+                });
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .max_buf_size((*max_header_bytes).max(8192))
+                    .header_read_timeout(Duration::from_secs(60));
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .max_header_list_size(*max_header_bytes as u32);
+                let service = service_fn(move |req| handle(req, cx.clone()));
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    shared.stats.downstream_cx_active.fetch_add(1, Relaxed);
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, "connection: {e}");
+                    }
+                    shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
+                });
+            }
+            ListenerKind::Tcp { cluster } => {
+                let shared = shared.clone();
+                let cluster = cluster.clone();
+                tokio::spawn(async move { proxy_tcp(shared, &cluster, stream, peer).await });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = %spec.name, "drain timeout: closing remaining connections");
+    }
+}
+
+/// A TCP listener: pick an endpoint of the cluster and copy bytes both ways.
+async fn proxy_tcp(
+    shared: Arc<Shared>,
+    cluster: &str,
+    mut downstream: TcpStream,
+    peer: SocketAddr,
+) {
+    let snapshot = shared.snapshot.load_full();
+    let Some(state) = snapshot.clusters.get(cluster) else {
+        tracing::warn!(cluster, "tcp: cluster not defined (NC)");
+        return;
+    };
+    let headers = http::HeaderMap::new();
+    let Some(pick) = state.cluster.pick(&HashInput {
+        headers: &headers,
+        source_ip: peer.ip(),
+        query: None,
+    }) else {
+        tracing::warn!(cluster, "tcp: no healthy upstream (UH)");
+        return;
+    };
+    let connect = tokio::time::timeout(
+        state.cluster.connect_timeout(),
+        TcpStream::connect(pick.endpoint.address),
+    )
+    .await;
+    let mut upstream = match connect {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
+            tracing::warn!(cluster, endpoint = %pick.endpoint.address, "tcp: connect failed (UF): {e}");
+            return;
+        }
+        Err(_) => {
+            state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
+            tracing::warn!(cluster, endpoint = %pick.endpoint.address, "tcp: connect timeout (UF)");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    shared.stats.downstream_cx_active.fetch_add(1, Relaxed);
+    let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
+    drop(pick);
+}
+
+/// Rebuilds the snapshot from `path` and swaps it in; on any error the current one stays.
+pub fn reload(shared: &Shared, path: &std::path::Path) {
+    let result = read_bootstrap(path).and_then(|b| {
+        let current = shared.snapshot.load();
+        if b.listeners != current.bootstrap.listeners {
+            tracing::warn!("listener changes take effect at the next restart; routes and clusters are applied now");
+        }
+        Snapshot::build(b, Some(&current), &shared.stats).map_err(|errors| {
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        })
+    });
+    match result {
+        Ok(mut next) => {
+            // Listeners are bound once; keep serving the ones that are bound.
+            next.listeners = shared.snapshot.load().listeners.clone();
+            shared.snapshot.store(Arc::new(next));
+            shared.stats.config_reloads.fetch_add(1, Relaxed);
+            tracing::info!(path = %path.display(), "config reloaded");
+        }
+        Err(e) => {
+            shared.stats.config_rejections.fetch_add(1, Relaxed);
+            tracing::error!(path = %path.display(), "config rejected, the previous config keeps serving: {e}");
+        }
+    }
+}
+
+/// Reloads on SIGHUP and when the file's modification time changes (checked every second).
+pub async fn watch_config(shared: Arc<Shared>, path: PathBuf) {
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last: Option<SystemTime> = mtime(&path);
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("SIGHUP reload unavailable: {e}");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let hup_fired = async {
+            match hup.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = hup_fired => reload(&shared, &path),
+            _ = tick.tick() => {
+                let now = mtime(&path);
+                if now != last {
+                    last = now;
+                    reload(&shared, &path);
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The proxy's configuration as one value: listeners, route tables and clusters, built from
+//! a `proto::Bootstrap` once and swapped whole (ArcSwap). A request loads the snapshot once
+//! and uses it to the end.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use weft_xds::proto;
+
+use crate::cluster::Cluster;
+use crate::config::{ConfigError, NodeInfo};
+use crate::route::RouteTable;
+use crate::stats::{ClusterStats, Stats};
+use crate::upstream::Upstream;
+
+pub struct Snapshot {
+    pub node: NodeInfo,
+    /// The configuration as received, for `/config_dump`.
+    pub bootstrap: proto::Bootstrap,
+    pub listeners: Vec<ListenerSpec>,
+    pub routes: HashMap<String, Arc<RouteTable>>,
+    pub clusters: HashMap<Arc<str>, Arc<ClusterState>>,
+}
+
+/// A cluster with what serves it: its connection pools and counters.
+pub struct ClusterState {
+    pub cluster: Cluster,
+    pub upstream: Upstream,
+    pub stats: Arc<ClusterStats>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub address: SocketAddr,
+    pub kind: ListenerKind,
+    /// None: no access log (Istio's default, `meshConfig.accessLogFile` unset).
+    pub access_log: Option<proto::AccessLog>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListenerKind {
+    Http {
+        route_config: String,
+        explicit_proxy: bool,
+        max_header_bytes: usize,
+    },
+    Tcp {
+        cluster: String,
+    },
+}
+
+/// Envoy's default limit on request headers.
+const DEFAULT_MAX_HEADERS_KB: u32 = 60;
+
+impl Snapshot {
+    /// Builds a snapshot, collecting every error. Clusters whose config equals the one in
+    /// `previous` keep their state (pools stay warm across a reload).
+    pub fn build(
+        bootstrap: proto::Bootstrap,
+        previous: Option<&Snapshot>,
+        stats: &Stats,
+    ) -> Result<Snapshot, Vec<ConfigError>> {
+        let node = NodeInfo::from(bootstrap.node.as_ref());
+        let mut errors = Vec::new();
+
+        let mut listeners = Vec::new();
+        for (i, l) in bootstrap.listeners.iter().enumerate() {
+            match listener(l, i) {
+                Ok(spec) => listeners.push(spec),
+                Err(e) => errors.push(e),
+            }
+        }
+
+        let mut routes = HashMap::new();
+        for rc in &bootstrap.route_configs {
+            match RouteTable::build(rc, &node) {
+                Ok(t) => {
+                    if routes.insert(rc.name.clone(), Arc::new(t)).is_some() {
+                        errors.push(ConfigError::new(
+                            format!("route_config {:?}", rc.name),
+                            "name",
+                            "defined twice",
+                        ));
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+
+        let mut clusters = HashMap::new();
+        for c in &bootstrap.clusters {
+            let reused = previous
+                .and_then(|p| p.clusters.get(c.name.as_str()))
+                .filter(|s| s.cluster.config() == c)
+                .cloned();
+            let state = match reused {
+                Some(s) => s,
+                None => match Cluster::build(c) {
+                    Ok(cluster) => {
+                        let upstream = Upstream::new(&cluster);
+                        let stats = stats.cluster(cluster.name());
+                        Arc::new(ClusterState {
+                            cluster,
+                            upstream,
+                            stats,
+                        })
+                    }
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                },
+            };
+            if clusters
+                .insert(state.cluster.name().clone(), state)
+                .is_some()
+            {
+                errors.push(ConfigError::new(
+                    format!("cluster {:?}", c.name),
+                    "name",
+                    "defined twice",
+                ));
+            }
+        }
+
+        for l in &listeners {
+            match &l.kind {
+                ListenerKind::Http { route_config, .. } if !routes.contains_key(route_config) => {
+                    errors.push(ConfigError::new(
+                        format!("listener {:?}", l.name),
+                        "http.routeConfig",
+                        format!("route configuration {route_config:?} is not defined"),
+                    ));
+                }
+                ListenerKind::Tcp { cluster } if !clusters.contains_key(cluster.as_str()) => {
+                    errors.push(ConfigError::new(
+                        format!("listener {:?}", l.name),
+                        "tcp.cluster",
+                        format!("cluster {cluster:?} is not defined"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Snapshot {
+            node,
+            bootstrap,
+            listeners,
+            routes,
+            clusters,
+        })
+    }
+}
+
+fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigError> {
+    let resource = if l.name.is_empty() {
+        format!("listeners[{index}]")
+    } else {
+        format!("listener {:?}", l.name)
+    };
+    let address: SocketAddr = l.address.parse().map_err(|_| {
+        ConfigError::new(
+            &resource,
+            "address",
+            format!("{:?} is not ip:port", l.address),
+        )
+    })?;
+    let kind = match &l.protocol {
+        Some(proto::listener::Protocol::Http(h)) => {
+            if h.tls.is_some() {
+                return Err(ConfigError::new(
+                    &resource,
+                    "http.tls",
+                    "TLS termination is not supported yet",
+                ));
+            }
+            let kb = if h.max_request_headers_kb == 0 {
+                DEFAULT_MAX_HEADERS_KB
+            } else {
+                h.max_request_headers_kb
+            };
+            ListenerKind::Http {
+                route_config: h.route_config.clone(),
+                explicit_proxy: h.explicit_proxy,
+                max_header_bytes: kb as usize * 1024,
+            }
+        }
+        Some(proto::listener::Protocol::Tcp(t)) => ListenerKind::Tcp {
+            cluster: t.cluster.clone(),
+        },
+        Some(proto::listener::Protocol::TlsPassthrough(_)) => {
+            return Err(ConfigError::new(
+                &resource,
+                "tlsPassthrough",
+                "TLS passthrough is not supported yet",
+            ));
+        }
+        None => {
+            return Err(ConfigError::new(
+                &resource,
+                "",
+                "one of http, tcp or tlsPassthrough is required",
+            ));
+        }
+    };
+    Ok(ListenerSpec {
+        name: l.name.clone(),
+        address,
+        kind,
+        access_log: l.access_log.clone().filter(|a| !a.disabled),
+    })
+}

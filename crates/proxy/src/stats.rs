@@ -1,0 +1,118 @@
+//! Counters for the admin `/stats` page. Plain atomics, looked up when config is built, never
+//! by name per request. A cluster's counters outlive config reloads (keyed by name).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// Proxy-wide counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub downstream_cx_total: AtomicU64,
+    pub downstream_cx_active: AtomicU64,
+    pub downstream_rq_total: AtomicU64,
+    pub downstream_rq_active: AtomicU64,
+    /// Responses by class: index 0 = 1xx ... 4 = 5xx.
+    pub downstream_rq_xx: [AtomicU64; 5],
+    /// Local replies by response flag code.
+    local_replies: Mutex<BTreeMap<&'static str, u64>>,
+    clusters: Mutex<BTreeMap<Arc<str>, Arc<ClusterStats>>>,
+    pub config_reloads: AtomicU64,
+    pub config_rejections: AtomicU64,
+}
+
+/// Per-cluster counters.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub upstream_rq_total: AtomicU64,
+    pub upstream_rq_active: AtomicU64,
+    pub upstream_rq_xx: [AtomicU64; 5],
+    pub upstream_cx_connect_fail: AtomicU64,
+}
+
+pub fn class_index(status: u16) -> usize {
+    usize::from((status / 100).clamp(1, 5) - 1)
+}
+
+impl Stats {
+    /// The counters of cluster `name`, created on first use (at config build time).
+    pub fn cluster(&self, name: &Arc<str>) -> Arc<ClusterStats> {
+        let mut map = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.clone()).or_default().clone()
+    }
+
+    pub fn local_reply(&self, flag: &'static str) {
+        let mut map = self.local_replies.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(flag).or_default() += 1;
+    }
+
+    /// Envoy-style `name: value` lines, sorted.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "http.downstream_cx_total: {}",
+            g(&self.downstream_cx_total)
+        );
+        let _ = writeln!(
+            out,
+            "http.downstream_cx_active: {}",
+            g(&self.downstream_cx_active)
+        );
+        let _ = writeln!(
+            out,
+            "http.downstream_rq_total: {}",
+            g(&self.downstream_rq_total)
+        );
+        let _ = writeln!(
+            out,
+            "http.downstream_rq_active: {}",
+            g(&self.downstream_rq_active)
+        );
+        for (i, c) in self.downstream_rq_xx.iter().enumerate() {
+            let _ = writeln!(out, "http.downstream_rq_{}xx: {}", i + 1, g(c));
+        }
+        for (flag, n) in self
+            .local_replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(out, "http.local_reply.{flag}: {n}");
+        }
+        for (name, c) in self
+            .clusters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "cluster.{name}.upstream_rq_total: {}",
+                g(&c.upstream_rq_total)
+            );
+            let _ = writeln!(
+                out,
+                "cluster.{name}.upstream_rq_active: {}",
+                g(&c.upstream_rq_active)
+            );
+            for (i, x) in c.upstream_rq_xx.iter().enumerate() {
+                let _ = writeln!(out, "cluster.{name}.upstream_rq_{}xx: {}", i + 1, g(x));
+            }
+            let _ = writeln!(
+                out,
+                "cluster.{name}.upstream_cx_connect_fail: {}",
+                g(&c.upstream_cx_connect_fail)
+            );
+        }
+        let _ = writeln!(out, "server.config_reloads: {}", g(&self.config_reloads));
+        let _ = writeln!(
+            out,
+            "server.config_rejections: {}",
+            g(&self.config_rejections)
+        );
+        out
+    }
+}

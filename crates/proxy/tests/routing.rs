@@ -1,0 +1,295 @@
+//! weft-proxy end to end: the real binary between a client and real backends on 127.0.0.1.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Proxy, backend, client, get};
+
+/// Two reviews versions, a details service, and routes exercising matches and actions.
+async fn mesh() -> (Proxy, std::net::SocketAddr) {
+    let v1 = backend("reviews-v1").await;
+    let v2 = backend("reviews-v2").await;
+    let details = backend("details").await;
+    // A port nothing listens on: bind, learn the port, close.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = format!(
+        r#"
+node: {{id: test, namespace: default}}
+listeners:
+- name: http
+  address: 127.0.0.1:0
+  http: {{routeConfig: main, explicitProxy: true}}
+  accessLog: {{format: JSON}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - name: reviews
+    domains: ["reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local:9080"]
+    routes:
+    - name: jason
+      matches: [{{headers: {{end-user: {{exact: jason}}}}}}]
+      route: {{clusters: [{{cluster: reviews-v2}}]}}
+    - name: split
+      matches: [{{uri: {{prefix: /split}}}}]
+      route: {{clusters: [{{cluster: reviews-v1, weight: 50}}, {{cluster: reviews-v2, weight: 50}}]}}
+    - name: default
+      route: {{clusters: [{{cluster: reviews-v1}}]}}
+  - name: details
+    domains: ["details.example.com"]
+    routes:
+    - name: teapot
+      matches: [{{uri: {{exact: /teapot}}}}]
+      directResponse: {{status: 418, body: "short and stout"}}
+    - name: moved
+      matches: [{{uri: {{prefix: /old}}}}]
+      redirect: {{uri: /new, code: 308}}
+    - name: missing-cluster
+      matches: [{{uri: {{exact: /nc}}}}]
+      route: {{clusters: [{{cluster: nowhere}}]}}
+    - name: empty
+      matches: [{{uri: {{exact: /uh}}}}]
+      route: {{clusters: [{{cluster: empty}}]}}
+    - name: dead
+      matches: [{{uri: {{exact: /uf}}}}]
+      route: {{clusters: [{{cluster: dead}}]}}
+    - name: rewrite
+      matches: [{{uri: {{prefix: /api/v1/}}}}]
+      route: {{clusters: [{{cluster: details}}], rewrite: {{uri: /v2/}}}}
+      requestHeaders: {{set: {{x-route: rewrite}}}}
+      responseHeaders: {{set: {{x-served-by: weft}}}}
+clusters:
+- {{name: reviews-v1, endpoints: [{{address: "{v1}"}}]}}
+- {{name: reviews-v2, endpoints: [{{address: "{v2}"}}]}}
+- {{name: details, endpoints: [{{address: "{details}"}}]}}
+- {{name: empty}}
+- {{name: dead, connectTimeout: 2s, endpoints: [{{address: "{closed}"}}]}}
+"#
+    );
+    let proxy = Proxy::start(&config);
+    let addr = proxy.addr("http");
+    (proxy, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_header_then_default() {
+    let (_proxy, addr) = mesh().await;
+    let c = client();
+    let host = "reviews.default.svc.cluster.local:9080";
+    let jason = get(&c, addr, host, "/reviews/1", &[("end-user", "jason")]).await;
+    assert_eq!(jason.status, 200);
+    assert!(
+        jason.body.starts_with("reviews-v2 /reviews/1"),
+        "{}",
+        jason.body
+    );
+    let other = get(&c, addr, host, "/reviews/1", &[("end-user", "alice")]).await;
+    assert!(other.body.starts_with("reviews-v1 "), "{}", other.body);
+    // The proxy adds what Envoy adds.
+    assert!(other.headers.contains_key("x-envoy-upstream-service-time"));
+    assert!(
+        other.headers.contains_key("x-echo-x-request-id"),
+        "x-request-id generated"
+    );
+    assert_eq!(other.headers["x-echo-x-forwarded-for"], "127.0.0.1");
+    assert_eq!(other.headers["x-echo-x-forwarded-proto"], "http");
+    assert_eq!(other.headers["x-echo-host"], host);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_split_is_about_even() {
+    let (_proxy, addr) = mesh().await;
+    let c = client();
+    let mut v1 = 0;
+    for _ in 0..400 {
+        let r = get(&c, addr, "reviews.default.svc.cluster.local", "/split", &[]).await;
+        assert_eq!(r.status, 200);
+        if r.body.starts_with("reviews-v1") {
+            v1 += 1;
+        }
+    }
+    // 50/50 over 400: mean 200, sd 10; 6 sd either side.
+    assert!((140..=260).contains(&v1), "v1 got {v1} of 400");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_replies_name_their_cause() {
+    let (_proxy, addr) = mesh().await;
+    let c = client();
+    let nr = get(&c, addr, "unknown.example.com", "/", &[]).await;
+    assert_eq!(
+        (nr.status, &nr.headers["x-weft-response-flags"]),
+        (404, &"NR".parse().unwrap())
+    );
+    assert!(nr.body.contains("(NR)"), "{}", nr.body);
+    let nc = get(&c, addr, "details.example.com", "/nc", &[]).await;
+    assert_eq!(
+        (
+            nc.status,
+            nc.headers["x-weft-response-flags"].to_str().unwrap()
+        ),
+        (503, "NC")
+    );
+    let uh = get(&c, addr, "details.example.com", "/uh", &[]).await;
+    assert_eq!(
+        (
+            uh.status,
+            uh.headers["x-weft-response-flags"].to_str().unwrap()
+        ),
+        (503, "UH")
+    );
+    let uf = get(&c, addr, "details.example.com", "/uf", &[]).await;
+    assert_eq!(
+        (
+            uf.status,
+            uf.headers["x-weft-response-flags"].to_str().unwrap()
+        ),
+        (503, "UF")
+    );
+    assert!(
+        uf.body.to_lowercase().contains("refused"),
+        "socket error in body: {}",
+        uf.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_response_redirect_and_rewrite() {
+    let (_proxy, addr) = mesh().await;
+    let c = client();
+    let t = get(&c, addr, "details.example.com", "/teapot", &[]).await;
+    assert_eq!((t.status, t.body.as_str()), (418, "short and stout"));
+    let r = get(&c, addr, "details.example.com", "/old/page?x=1", &[]).await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], "http://details.example.com/new?x=1");
+    let w = get(&c, addr, "details.example.com", "/api/v1/items?id=7", &[]).await;
+    assert_eq!(w.status, 200);
+    assert!(w.body.starts_with("details /v2/items?id=7"), "{}", w.body);
+    assert_eq!(w.headers["x-echo-x-route"], "rewrite");
+    assert_eq!(w.headers["x-served-by"], "weft");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_proxy_routes_short_names_by_authority() {
+    let (_proxy, addr) = mesh().await;
+    // What an HTTP_PROXY client sends: absolute-form, short name.
+    let c = client();
+    let req = hyper::Request::builder()
+        .uri("http://reviews:9080/reviews/2")
+        .header("host", "reviews:9080")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    // Connect to the proxy, not to `reviews`: write the request by hand over TCP.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET http://reviews:9080/reviews/2 HTTP/1.1\r\nHost: reviews:9080\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("reviews-v1 /reviews/2"), "{out}");
+    drop((c, req));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_downstream_to_http1_upstream() {
+    let (_proxy, addr) = mesh().await;
+    // Prior-knowledge HTTP/2 to the proxy, with the service in :authority.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for path in ["/h2", "/h2-again"] {
+        let req = hyper::Request::builder()
+            .uri(format!("http://reviews.default.svc.cluster.local{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        // The backend saw HTTP/1.1, with the authority as Host.
+        assert!(
+            body.starts_with(&format!("reviews-v1 {path} HTTP/1.1")),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_and_the_proxy_survives() {
+    let (_proxy, addr) = mesh().await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"GARBAGE\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: a\r\nx-big: {}\r\n\r\n",
+                "a".repeat(100 * 1024)
+            )
+            .into_bytes(),
+            "HTTP/1.1 431",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(&bytes).await;
+        let mut out = vec![0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&out[..n]);
+        assert!(text.starts_with(want), "{want}: got {text:?}");
+    }
+    // Still serving.
+    let ok = get(
+        &client(),
+        addr,
+        "reviews.default.svc.cluster.local",
+        "/",
+        &[],
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_shows_config_clusters_and_stats() {
+    let (proxy, addr) = mesh().await;
+    let c = client();
+    let _ = get(&c, addr, "nowhere", "/", &[]).await;
+    let dump = get(&c, proxy.admin, "admin", "/config_dump", &[]).await;
+    let json: serde_json::Value = serde_json::from_str(&dump.body).expect("config_dump is JSON");
+    assert_eq!(json["clusters"].as_array().map(Vec::len), Some(5));
+    let clusters = get(&c, proxy.admin, "admin", "/clusters", &[]).await;
+    assert!(
+        clusters.body.contains("reviews-v1::127.0.0.1:"),
+        "{}",
+        clusters.body
+    );
+    let stats = get(&c, proxy.admin, "admin", "/stats", &[]).await;
+    assert!(
+        stats.body.contains("http.local_reply.NR: 1"),
+        "{}",
+        stats.body
+    );
+    let ready = get(&c, proxy.health, "health", "/healthz/ready", &[]).await;
+    assert_eq!(ready.status, 200);
+}

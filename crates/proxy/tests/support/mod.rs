@@ -1,0 +1,232 @@
+//! Test harness: real backends on 127.0.0.1 and the real `weft-proxy` binary.
+
+#![allow(dead_code)] // each test binary uses part of the harness
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// A backend that answers `name path` and echoes request headers as `x-echo-<name>`;
+/// `/slow?ms=N` waits N ms first; `/status/N` answers status N.
+pub async fn backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default();
+                    if let Some(ms) = path.strip_prefix("/slow?ms=").and_then(|v| v.parse().ok()) {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    let status = path
+                        .strip_prefix("/status/")
+                        .and_then(|s| s.parse::<u16>().ok())
+                        .unwrap_or(200);
+                    let mut resp = Response::builder().status(status);
+                    for (k, v) in req.headers() {
+                        resp = resp.header(format!("x-echo-{k}"), v);
+                    }
+                    let version = format!("{:?}", req.version());
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let text =
+                        format!("{name} {path} {version} {}", String::from_utf8_lossy(&body));
+                    Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(text))).expect("response"))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A running weft-proxy; killed on drop.
+pub struct Proxy {
+    pub child: Child,
+    pub listeners: std::collections::HashMap<String, SocketAddr>,
+    pub admin: SocketAddr,
+    pub health: SocketAddr,
+    pub config: PathBuf,
+    pub stderr: mpsc::Receiver<String>,
+    _dir: TempDir,
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Proxy {
+    /// Starts weft-proxy with `config` (YAML; admin and health on port 0 are added).
+    pub fn start(config: &str) -> Proxy {
+        let dir = std::env::temp_dir().join(format!(
+            "weft-proxy-test-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("bootstrap.yaml");
+        let full = format!(
+            "admin: {{address: \"127.0.0.1:0\", healthAddress: \"127.0.0.1:0\", drainTimeout: 5s}}\n{config}"
+        );
+        std::fs::write(&path, full).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--concurrency")
+            .arg("2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weft-proxy");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut listeners = std::collections::HashMap::new();
+        let (mut admin, mut health) = (None, None);
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("weft-proxy did not become ready");
+            if line == "weft-proxy: ready" {
+                break;
+            }
+            let addr = |s: &str| {
+                s.rsplit(' ')
+                    .next()
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            };
+            if let Some(rest) = line.strip_prefix("weft-proxy: listener ") {
+                let name = rest.split(' ').next().unwrap_or_default().to_owned();
+                listeners.insert(name, addr(rest).expect("listener address"));
+            } else if let Some(rest) = line.strip_prefix("weft-proxy: admin on ") {
+                admin = addr(rest);
+            } else if let Some(rest) = line.strip_prefix("weft-proxy: health on ") {
+                health = addr(rest);
+            }
+        }
+        Proxy {
+            child,
+            listeners,
+            admin: admin.expect("admin address"),
+            health: health.expect("health address"),
+            config: path,
+            stderr: rx,
+            _dir: TempDir(dir),
+        }
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.listeners[listener]
+    }
+
+    /// Replaces the config file (the proxy reloads it within a second or so).
+    pub fn rewrite_config(&self, config: &str) {
+        let full = format!(
+            "admin: {{address: \"127.0.0.1:0\", healthAddress: \"127.0.0.1:0\", drainTimeout: 5s}}\n{config}"
+        );
+        std::fs::write(&self.config, full).expect("rewrite config");
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+pub fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A response as a test sees it.
+pub struct Got {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// Sends `GET http://{addr}{path}` with `Host: host` and extra headers.
+pub async fn get(
+    client: &Client,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Got {
+    let mut req = Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(client, req.body(Full::new(Bytes::new())).expect("request")).await
+}
+
+pub async fn send(client: &Client, req: Request<Full<Bytes>>) -> Got {
+    let resp = client.request(req).await.expect("request through proxy");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Got {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
