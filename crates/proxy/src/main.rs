@@ -34,10 +34,17 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.concurrency {
-        rt.worker_threads(n.max(1));
-    }
+    // One worker: a current-thread runtime, without the work-stealing machinery that only pays
+    // with several workers (Envoy's --concurrency 1 is likewise one event loop).
+    let mut rt = match args.concurrency {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
