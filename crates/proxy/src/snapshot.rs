@@ -216,3 +216,49 @@ fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigErr
         access_log: l.access_log.clone().filter(|a| !a.disabled),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_builds() {
+        let text = include_str!("../config/example.yaml");
+        let bootstrap: proto::Bootstrap = yaml_serde::from_str(text).expect("example parses");
+        let snapshot = Snapshot::build(bootstrap, None, &Stats::default()).expect("example builds");
+        assert_eq!(snapshot.listeners.len(), 2);
+        assert_eq!(snapshot.clusters.len(), 5);
+        assert_eq!(snapshot.node.namespace, "default");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_resource() {
+        let yaml = r#"
+listeners:
+- {name: a, address: "nope", http: {routeConfig: r}}
+- {name: b, address: "127.0.0.1:1", http: {routeConfig: missing}}
+routeConfigs:
+- {name: r, virtualHosts: [{name: v, domains: ["*"], routes: [{matches: [{uri: {regex: "("}}], route: {clusters: [{cluster: c}]}}]}]}
+clusters:
+- {name: c, endpoints: [{address: "127.0.0.1:0"}]}
+"#;
+        let bootstrap: proto::Bootstrap = yaml_serde::from_str(yaml).expect("parses");
+        let Err(errors) = Snapshot::build(bootstrap, None, &Stats::default()) else {
+            panic!("bad config accepted");
+        };
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 4, "{text:#?}");
+        assert!(text[0].starts_with("listener \"a\": address:"), "{text:#?}");
+        assert!(text.iter().any(|e| e.contains("uri.regex")), "{text:#?}");
+        assert!(
+            text.iter()
+                .any(|e| e.starts_with("cluster \"c\": endpoints[0].address")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("\"missing\" is not defined")),
+            "{text:#?}"
+        );
+    }
+}
