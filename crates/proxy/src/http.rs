@@ -66,17 +66,12 @@ pub async fn handle(
     let authority = match request_authority(&parts.uri, &parts.headers, cx.explicit_proxy) {
         Some(a) => a,
         None => {
-            let resp = reply::local(
+            return Ok(local_reply(
+                &cx,
                 Flag::DownstreamProtocolError,
                 "request has no Host or :authority",
                 grpc,
-            );
-            return Ok(finish(
-                &cx,
-                resp,
-                Some(Flag::DownstreamProtocolError),
                 log,
-                None,
             ));
         }
     };
@@ -92,12 +87,13 @@ pub async fn handle(
     let empty_labels = BTreeMap::new();
 
     let Some(table) = snapshot.routes.get(&cx.route_config) else {
-        let resp = reply::local(
+        return Ok(local_reply(
+            &cx,
             Flag::NoRoute,
             &format!("route configuration {:?} is not loaded", cx.route_config),
             grpc,
-        );
-        return Ok(finish(&cx, resp, Some(Flag::NoRoute), log, None));
+            log,
+        ));
     };
     let view = RequestView {
         method: &parts.method,
@@ -110,8 +106,7 @@ pub async fn handle(
     };
     let Some(matched) = table.route(&view) else {
         let detail = format!("no route for {authority}{path_and_query}");
-        let resp = reply::local(Flag::NoRoute, &detail, grpc);
-        return Ok(finish(&cx, resp, Some(Flag::NoRoute), log, None));
+        return Ok(local_reply(&cx, Flag::NoRoute, &detail, grpc, log));
     };
     if let Some(l) = log.as_mut() {
         matched.route_name().clone_into(&mut l.route);
@@ -143,8 +138,7 @@ pub async fn handle(
     }
     let Some(state) = snapshot.clusters.get(&destination.cluster) else {
         let detail = format!("cluster {:?} is not defined", destination.cluster);
-        let resp = reply::local(Flag::NoCluster, &detail, grpc);
-        return Ok(finish(&cx, resp, Some(Flag::NoCluster), log, None));
+        return Ok(local_reply(&cx, Flag::NoCluster, &detail, grpc, log));
     };
     let query = path_and_query.split_once('?').map(|(_, q)| q);
     let pick = state.cluster.pick(&HashInput {
@@ -154,8 +148,13 @@ pub async fn handle(
     });
     let Some(pick) = pick else {
         let detail = format!("cluster {:?} has no healthy endpoint", destination.cluster);
-        let resp = reply::local(Flag::NoHealthyUpstream, &detail, grpc);
-        return Ok(finish(&cx, resp, Some(Flag::NoHealthyUpstream), log, None));
+        return Ok(local_reply(
+            &cx,
+            Flag::NoHealthyUpstream,
+            &detail,
+            grpc,
+            log,
+        ));
     };
     let endpoint = pick.endpoint.address;
     if let Some(l) = log.as_mut() {
@@ -171,13 +170,12 @@ pub async fn handle(
     let uri = match upstream_uri(endpoint, &path) {
         Ok(u) => u,
         Err(detail) => {
-            let resp = reply::local(Flag::DownstreamProtocolError, &detail, grpc);
-            return Ok(finish(
+            return Ok(local_reply(
                 &cx,
-                resp,
-                Some(Flag::DownstreamProtocolError),
+                Flag::DownstreamProtocolError,
+                &detail,
+                grpc,
                 log,
-                None,
             ));
         }
     };
@@ -229,8 +227,7 @@ pub async fn handle(
                     format!("{endpoint}: {}", error_chain(&e)),
                 )
             };
-            let resp = reply::local(flag, &detail, grpc);
-            return Ok(finish(&cx, resp, Some(flag), log, None));
+            return Ok(local_reply(&cx, flag, &detail, grpc, log));
         }
     };
     state.stats.upstream_rq_xx[class_index(resp.status().as_u16())].fetch_add(1, Relaxed);
@@ -249,6 +246,17 @@ pub async fn handle(
         l.started = start;
     }
     Ok(finish(&cx, resp, None, log, Some(pick)))
+}
+
+/// A local reply for `flag`, counted and logged like any response.
+fn local_reply(
+    cx: &Arc<ConnContext>,
+    flag: Flag,
+    detail: &str,
+    grpc: bool,
+    log: Option<Box<Entry>>,
+) -> Response<ProxyBody> {
+    finish(cx, reply::local(flag, detail, grpc), Some(flag), log, None)
 }
 
 /// Counts the response, and wraps its body so that the access log line is written (and the

@@ -106,4 +106,18 @@ impl Endpoint {
             Err(e) => panic!("test endpoint {address}: {e}"),
         }
     }
+
+    /// One endpoint per weight, at `{subnet}.{1..}:{port}`, for load balancer tests.
+    #[cfg(test)]
+    pub(crate) fn for_test_weights(
+        subnet: &str,
+        port: u16,
+        weights: &[u32],
+    ) -> Vec<std::sync::Arc<Endpoint>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| Endpoint::for_test(&format!("{subnet}.{}:{port}", i + 1), w))
+            .collect()
+    }
 }

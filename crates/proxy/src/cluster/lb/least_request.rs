@@ -55,11 +55,7 @@ mod tests {
     use super::*;
 
     fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Endpoint::for_test(&format!("10.0.0.{}:80", i + 1), w))
-            .collect()
+        Endpoint::for_test_weights("10.0.0", 80, weights)
     }
 
     fn counts(lb: &LeastRequest, eps: &[Arc<Endpoint>], picks: usize) -> Vec<usize> {

@@ -99,11 +99,7 @@ mod tests {
     use super::*;
 
     fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Endpoint::for_test(&format!("10.1.0.{}:9080", i + 1), w))
-            .collect()
+        Endpoint::for_test_weights("10.1.0", 9080, weights)
     }
 
     fn slots(maglev: &Maglev, n: usize) -> Vec<usize> {

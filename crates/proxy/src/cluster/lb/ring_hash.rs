@@ -109,11 +109,7 @@ mod tests {
     use super::*;
 
     fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Endpoint::for_test(&format!("10.0.0.{}:8080", i + 1), w))
-            .collect()
+        Endpoint::for_test_weights("10.0.0", 8080, weights)
     }
 
     fn owned_points(ring: &RingHash, n: usize) -> Vec<usize> {
