@@ -179,7 +179,24 @@ pub async fn handle(
             ));
         }
     };
+    // HTTP/1.1 Upgrade (WebSocket and others): the upgrade headers travel on, and on a 101
+    // both connections are handed over and joined byte for byte.
+    let upgrade = if parts.version <= Version::HTTP_11 && wants_upgrade(&parts.headers) {
+        let protocol = parts.headers.get(header::UPGRADE).cloned();
+        parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .zip(protocol)
+    } else {
+        None
+    };
     remove_hop_by_hop(&mut parts.headers);
+    if let Some((_, protocol)) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
     if let Some(host) = upstream_authority {
         parts.headers.insert(header::HOST, host);
     }
@@ -232,7 +249,16 @@ pub async fn handle(
     };
     state.stats.upstream_rq_xx[class_index(resp.status().as_u16())].fetch_add(1, Relaxed);
     let upstream_ms = sent.elapsed().as_millis();
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upstream_protocol = resp.headers().get(header::UPGRADE).cloned();
     remove_hop_by_hop(resp.headers_mut());
+    if let (true, Some((downstream, _)), Some(protocol)) = (switching, upgrade, upstream_protocol) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        resp.headers_mut().insert(header::UPGRADE, protocol);
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(join_upgraded(downstream, upstream));
+    }
     resp.headers_mut()
         .insert(UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms as u64));
     if let Some(cookie) = &pick.set_cookie {
@@ -286,6 +312,33 @@ fn finish(
         }
     });
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// True for `Connection: upgrade` with an `Upgrade` header.
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// After a 101: copy bytes both ways until either side closes.
+async fn join_upgraded(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!("upgraded connection: {e}");
+    }
 }
 
 fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {

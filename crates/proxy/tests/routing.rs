@@ -293,3 +293,62 @@ async fn admin_shows_config_clusters_and_stats() {
     let ready = get(&c, proxy.health, "health", "/healthz/ready", &[]).await;
     assert_eq!(ready.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_passes_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ws = support::upgrade_backend().await;
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", http: {{routeConfig: main}}}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - {{name: ws, domains: ["*"], routes: [{{route: {{clusters: [{{cluster: ws}}]}}}}]}}
+clusters:
+- {{name: ws, endpoints: [{{address: "{ws}"}}]}}
+"#
+    ));
+    let mut s = tokio::net::TcpStream::connect(proxy.addr("http"))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: chat.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Read the response head.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed in the head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    // Now the connection is the backend's: bytes echo both ways.
+    for msg in [
+        &b"ping"[..],
+        b"and a longer message over the upgraded connection",
+    ] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+}

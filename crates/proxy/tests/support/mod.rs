@@ -230,3 +230,53 @@ pub async fn send(client: &Client, req: Request<Full<Bytes>>) -> Got {
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
+
+/// A backend that accepts `Upgrade` requests (101) and then echoes raw bytes.
+pub async fn upgrade_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upgrade backend");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|mut req: Request<Incoming>| async move {
+                    let protocol = req.headers().get("upgrade").cloned();
+                    let Some(protocol) = protocol else {
+                        let r = Response::builder()
+                            .status(400)
+                            .body(Full::new(Bytes::from("expected an upgrade")));
+                        return Ok::<_, Infallible>(r.expect("response"));
+                    };
+                    let on_upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(upgraded) = on_upgrade.await {
+                            let mut io = TokioIo::new(upgraded);
+                            let mut buf = [0u8; 1024];
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    let r = Response::builder()
+                        .status(101)
+                        .header("connection", "upgrade")
+                        .header("upgrade", protocol)
+                        .body(Full::new(Bytes::new()));
+                    Ok::<_, Infallible>(r.expect("response"))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
