@@ -33,6 +33,8 @@ pub struct ConnContext {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub access_log: bool,
+    /// The connection is TLS (scheme `https`).
+    pub tls: bool,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -78,7 +80,11 @@ pub async fn handle(
     if let Some(l) = log.as_mut() {
         l.authority.clone_from(&authority);
     }
-    let scheme = parts.uri.scheme_str().unwrap_or("http").to_owned();
+    let scheme = parts
+        .uri
+        .scheme_str()
+        .unwrap_or(if cx.tls { "https" } else { "http" })
+        .to_owned();
     let path_and_query = parts
         .uri
         .path_and_query()

@@ -19,4 +19,5 @@ pub mod route;
 pub mod server;
 pub mod snapshot;
 pub mod stats;
+pub mod tls;
 pub mod upstream;

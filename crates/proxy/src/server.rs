@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use weft_xds::proto;
@@ -101,6 +101,7 @@ pub async fn serve_listener(
                 route_config,
                 explicit_proxy,
                 max_header_bytes,
+                tls,
             } => {
                 let cx = Arc::new(ConnContext {
                     shared: shared.clone(),
@@ -110,30 +111,35 @@ pub async fn serve_listener(
                     peer,
                     local,
                     access_log: spec.access_log.is_some(),
+                    tls: tls.is_some(),
                 });
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .max_buf_size((*max_header_bytes).max(8192))
-                    .header_read_timeout(Duration::from_secs(60));
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .max_header_list_size(*max_header_bytes as u32);
-                let service = service_fn(move |req| handle(req, cx.clone()));
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    shared.stats.downstream_cx_active.fetch_add(1, Relaxed);
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "connection: {e}");
+                let max_header_bytes = *max_header_bytes;
+                match tls {
+                    None => serve_http(cx, TokioIo::new(stream), max_header_bytes, &graceful),
+                    Some(config) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let handshake = tokio::time::timeout(
+                                TLS_HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            )
+                            .await;
+                            match handshake {
+                                Ok(Ok(tls_stream)) => {
+                                    let conn = http_conn(
+                                        cx.clone(),
+                                        TokioIo::new(tls_stream),
+                                        max_header_bytes,
+                                    );
+                                    run_conn(cx, watcher.watch(conn)).await;
+                                }
+                                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake: {e}"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
                     }
-                    shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
-                });
+                }
             }
             ListenerKind::Tcp { cluster } => {
                 let shared = shared.clone();
@@ -149,6 +155,56 @@ pub async fn serve_listener(
     {
         tracing::warn!(listener = %spec.name, "drain timeout: closing remaining connections");
     }
+}
+
+/// A client has this long to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An HTTP/1.1-or-HTTP/2 connection serving `handle`, with upgrades.
+fn http_conn<I>(
+    cx: Arc<ConnContext>,
+    io: I,
+    max_header_bytes: usize,
+) -> impl GracefulConnection<Error = BoxError> + Send + 'static
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(max_header_bytes.max(8192))
+        .header_read_timeout(Duration::from_secs(60));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header_bytes as u32);
+    let service = service_fn(move |req| handle(req, cx.clone()));
+    builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned()
+}
+
+/// Serves a plaintext connection under the listener's graceful shutdown.
+fn serve_http<I>(cx: Arc<ConnContext>, io: I, max_header_bytes: usize, graceful: &GracefulShutdown)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = graceful.watch(http_conn(cx.clone(), io, max_header_bytes));
+    tokio::spawn(run_conn(cx, conn));
+}
+
+async fn run_conn(
+    cx: Arc<ConnContext>,
+    conn: impl std::future::Future<Output = Result<(), BoxError>>,
+) {
+    cx.shared.stats.downstream_cx_active.fetch_add(1, Relaxed);
+    if let Err(e) = conn.await {
+        tracing::debug!(peer = %cx.peer, "connection: {e}");
+    }
+    cx.shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
 }
 
 /// A TCP listener: pick an endpoint of the cluster and copy bytes both ways.

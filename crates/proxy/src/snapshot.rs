@@ -30,7 +30,7 @@ pub struct ClusterState {
     pub stats: Arc<ClusterStats>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ListenerSpec {
     pub name: String,
     pub address: SocketAddr,
@@ -39,12 +39,14 @@ pub struct ListenerSpec {
     pub access_log: Option<proto::AccessLog>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum ListenerKind {
     Http {
         route_config: String,
         explicit_proxy: bool,
         max_header_bytes: usize,
+        /// TLS termination; plaintext when None.
+        tls: Option<Arc<rustls::ServerConfig>>,
     },
     Tcp {
         cluster: String,
@@ -173,13 +175,10 @@ fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigErr
     })?;
     let kind = match &l.protocol {
         Some(proto::listener::Protocol::Http(h)) => {
-            if h.tls.is_some() {
-                return Err(ConfigError::new(
-                    &resource,
-                    "http.tls",
-                    "TLS termination is not supported yet",
-                ));
-            }
+            let tls = match &h.tls {
+                Some(t) => Some(crate::tls::server_config(t, &resource, "http.tls")?),
+                None => None,
+            };
             let kb = if h.max_request_headers_kb == 0 {
                 DEFAULT_MAX_HEADERS_KB
             } else {
@@ -189,6 +188,7 @@ fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigErr
                 route_config: h.route_config.clone(),
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,
+                tls,
             }
         }
         Some(proto::listener::Protocol::Tcp(t)) => ListenerKind::Tcp {
