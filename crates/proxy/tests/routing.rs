@@ -352,3 +352,67 @@ clusters:
         assert_eq!(back, msg);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_http2_keeps_streaming_and_trailers() {
+    use http_body_util::BodyExt;
+    use hyper::body::Frame;
+    let grpc = support::grpc_like_backend().await;
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", http: {{routeConfig: main}}}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - {{name: grpc, domains: ["*"], routes: [{{route: {{clusters: [{{cluster: grpc}}]}}}}]}}
+clusters:
+- {{name: grpc, protocol: HTTP2, endpoints: [{{address: "{grpc}"}}]}}
+"#
+    ));
+    let stream = tokio::net::TcpStream::connect(proxy.addr("http"))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+
+    // Unary: one message, trailers carry the status.
+    // Streaming: three messages sent over time, echoed back as they arrive.
+    for messages in [1usize, 3] {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Frame<bytes::Bytes>>(4);
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri("http://echo.example.com/echo.Echo/Say")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(support::ChannelBody(rx))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        for i in 0..messages {
+            let msg = bytes::Bytes::from(format!("message {i}"));
+            tx.send(Frame::data(msg.clone())).await.unwrap();
+            // Each message comes back before the next is sent: the proxy streams, not buffers.
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(frame.into_data().unwrap(), msg);
+        }
+        drop(tx);
+        let rest = body.collect().await.unwrap();
+        let trailers = rest.trailers().expect("trailers").clone();
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(
+            trailers["grpc-message"],
+            format!("echoed-{messages}").as_str()
+        );
+    }
+}

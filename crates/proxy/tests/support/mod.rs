@@ -280,3 +280,69 @@ pub async fn upgrade_backend() -> SocketAddr {
     });
     addr
 }
+
+/// An HTTP/2 (prior knowledge) backend that answers like a gRPC server: the request body's
+/// frames are echoed back as separate data frames, then trailers `grpc-status: 0` and
+/// `grpc-message: echoed-<n>` (n = frames seen).
+pub async fn grpc_like_backend() -> SocketAddr {
+    use hyper::body::Frame;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind grpc backend");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Frame<Bytes>>(16);
+                    let mut body = req.into_body();
+                    tokio::spawn(async move {
+                        let mut frames = 0;
+                        while let Some(Ok(frame)) = body.frame().await {
+                            // END_STREAM may come as an empty DATA frame: not a message.
+                            if let Ok(data) = frame.into_data()
+                                && !data.is_empty()
+                            {
+                                frames += 1;
+                                let _ = tx.send(Frame::data(data)).await;
+                            }
+                        }
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        if let Ok(v) = http::HeaderValue::from_str(&format!("echoed-{frames}")) {
+                            trailers.insert("grpc-message", v);
+                        }
+                        let _ = tx.send(Frame::trailers(trailers)).await;
+                    });
+                    let resp = Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(ChannelBody(rx))
+                        .expect("response");
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A response body fed frame by frame from a channel.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<hyper::body::Frame<Bytes>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
