@@ -97,6 +97,16 @@ impl Snapshot {
                 .and_then(|p| p.clusters.get(c.name.as_str()))
                 .filter(|s| s.cluster.config() == c)
                 .cloned();
+            // Validated by Cluster::build, but not implemented: refusing beats sending
+            // plaintext to an upstream that was configured for TLS.
+            if c.tls.is_some() {
+                errors.push(ConfigError::new(
+                    format!("cluster {:?}", c.name),
+                    "tls",
+                    "TLS origination is not supported yet",
+                ));
+                continue;
+            }
             let state = match reused {
                 Some(s) => s,
                 None => match Cluster::build(c) {
@@ -229,6 +239,19 @@ mod tests {
         assert_eq!(snapshot.listeners.len(), 2);
         assert_eq!(snapshot.clusters.len(), 5);
         assert_eq!(snapshot.node.namespace, "default");
+    }
+
+    #[test]
+    fn upstream_tls_is_refused_not_ignored() {
+        let yaml = "clusters:\n- {name: c, tls: {insecureSkipVerify: true}, endpoints: [{address: \"127.0.0.1:1\"}]}\n";
+        let bootstrap: proto::Bootstrap = yaml_serde::from_str(yaml).expect("parses");
+        let Err(errors) = Snapshot::build(bootstrap, None, &Stats::default()) else {
+            panic!("a TLS cluster must not be served in plaintext");
+        };
+        assert_eq!(
+            errors[0].to_string(),
+            "cluster \"c\": tls: TLS origination is not supported yet"
+        );
     }
 
     #[test]
