@@ -18,54 +18,60 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-/// A backend that answers `name path` and echoes request headers as `x-echo-<name>`;
-/// `/slow?ms=N` waits N ms first; `/status/N` answers status N.
-pub async fn backend(name: &'static str) -> SocketAddr {
+/// Binds 127.0.0.1:0 and serves every accepted connection with `serve` on its own task.
+async fn spawn_server<F, Fut>(what: &str, serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
-        .expect("bind backend");
+        .unwrap_or_else(|e| panic!("bind {what}: {e}"));
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| async move {
-                    let path = req
-                        .uri()
-                        .path_and_query()
-                        .map(|p| p.to_string())
-                        .unwrap_or_default();
-                    if let Some(ms) = path.strip_prefix("/slow?ms=").and_then(|v| v.parse().ok()) {
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                    }
-                    let status = path
-                        .strip_prefix("/status/")
-                        .and_then(|s| s.parse::<u16>().ok())
-                        .unwrap_or(200);
-                    let mut resp = Response::builder().status(status);
-                    for (k, v) in req.headers() {
-                        resp = resp.header(format!("x-echo-{k}"), v);
-                    }
-                    let version = format!("{:?}", req.version());
-                    let body = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    let text =
-                        format!("{name} {path} {version} {}", String::from_utf8_lossy(&body));
-                    Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(text))).expect("response"))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
         }
     });
     addr
+}
+
+/// A backend that answers `name path` and echoes request headers as `x-echo-<name>`;
+/// `/slow?ms=N` waits N ms first; `/status/N` answers status N.
+pub async fn backend(name: &'static str) -> SocketAddr {
+    spawn_server("backend", move |stream| async move {
+        let svc = service_fn(move |req: Request<Incoming>| async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            if let Some(ms) = path.strip_prefix("/slow?ms=").and_then(|v| v.parse().ok()) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let status = path
+                .strip_prefix("/status/")
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or(200);
+            let mut resp = Response::builder().status(status);
+            for (k, v) in req.headers() {
+                resp = resp.header(format!("x-echo-{k}"), v);
+            }
+            let version = format!("{:?}", req.version());
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let text = format!("{name} {path} {version} {}", String::from_utf8_lossy(&body));
+            Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(text))).expect("response"))
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await
 }
 
 /// A running weft-proxy; killed on drop.
@@ -233,52 +239,41 @@ pub async fn send(client: &Client, req: Request<Full<Bytes>>) -> Got {
 
 /// A backend that accepts `Upgrade` requests (101) and then echoes raw bytes.
 pub async fn upgrade_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upgrade backend");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
+    spawn_server("upgrade backend", move |stream| async move {
+        let svc = service_fn(|mut req: Request<Incoming>| async move {
+            let protocol = req.headers().get("upgrade").cloned();
+            let Some(protocol) = protocol else {
+                let r = Response::builder()
+                    .status(400)
+                    .body(Full::new(Bytes::from("expected an upgrade")));
+                return Ok::<_, Infallible>(r.expect("response"));
             };
+            let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
-                let svc = service_fn(|mut req: Request<Incoming>| async move {
-                    let protocol = req.headers().get("upgrade").cloned();
-                    let Some(protocol) = protocol else {
-                        let r = Response::builder()
-                            .status(400)
-                            .body(Full::new(Bytes::from("expected an upgrade")));
-                        return Ok::<_, Infallible>(r.expect("response"));
-                    };
-                    let on_upgrade = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        if let Ok(upgraded) = on_upgrade.await {
-                            let mut io = TokioIo::new(upgraded);
-                            let mut buf = [0u8; 1024];
-                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                            while let Ok(n) = io.read(&mut buf).await {
-                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                    break;
-                                }
-                            }
+                if let Ok(upgraded) = on_upgrade.await {
+                    let mut io = TokioIo::new(upgraded);
+                    let mut buf = [0u8; 1024];
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
                         }
-                    });
-                    let r = Response::builder()
-                        .status(101)
-                        .header("connection", "upgrade")
-                        .header("upgrade", protocol)
-                        .body(Full::new(Bytes::new()));
-                    Ok::<_, Infallible>(r.expect("response"))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
+                    }
+                }
             });
-        }
-    });
-    addr
+            let r = Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", protocol)
+                .body(Full::new(Bytes::new()));
+            Ok::<_, Infallible>(r.expect("response"))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await;
+    })
+    .await
 }
 
 /// An HTTP/2 (prior knowledge) backend that answers like a gRPC server: the request body's
@@ -286,50 +281,39 @@ pub async fn upgrade_backend() -> SocketAddr {
 /// `grpc-message: echoed-<n>` (n = frames seen).
 pub async fn grpc_like_backend() -> SocketAddr {
     use hyper::body::Frame;
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind grpc backend");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
+    spawn_server("grpc backend", move |stream| async move {
+        let svc = service_fn(|req: Request<Incoming>| async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Frame<Bytes>>(16);
+            let mut body = req.into_body();
             tokio::spawn(async move {
-                let svc = service_fn(|req: Request<Incoming>| async move {
-                    let (tx, rx) = tokio::sync::mpsc::channel::<Frame<Bytes>>(16);
-                    let mut body = req.into_body();
-                    tokio::spawn(async move {
-                        let mut frames = 0;
-                        while let Some(Ok(frame)) = body.frame().await {
-                            // END_STREAM may come as an empty DATA frame: not a message.
-                            if let Ok(data) = frame.into_data()
-                                && !data.is_empty()
-                            {
-                                frames += 1;
-                                let _ = tx.send(Frame::data(data)).await;
-                            }
-                        }
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                        if let Ok(v) = http::HeaderValue::from_str(&format!("echoed-{frames}")) {
-                            trailers.insert("grpc-message", v);
-                        }
-                        let _ = tx.send(Frame::trailers(trailers)).await;
-                    });
-                    let resp = Response::builder()
-                        .header("content-type", "application/grpc")
-                        .body(ChannelBody(rx))
-                        .expect("response");
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let mut frames = 0;
+                while let Some(Ok(frame)) = body.frame().await {
+                    // END_STREAM may come as an empty DATA frame: not a message.
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        frames += 1;
+                        let _ = tx.send(Frame::data(data)).await;
+                    }
+                }
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                if let Ok(v) = http::HeaderValue::from_str(&format!("echoed-{frames}")) {
+                    trailers.insert("grpc-message", v);
+                }
+                let _ = tx.send(Frame::trailers(trailers)).await;
             });
-        }
-    });
-    addr
+            let resp = Response::builder()
+                .header("content-type", "application/grpc")
+                .body(ChannelBody(rx))
+                .expect("response");
+            Ok::<_, Infallible>(resp)
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await
 }
 
 /// A response body fed frame by frame from a channel.
