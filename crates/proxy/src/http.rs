@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -173,7 +173,12 @@ pub async fn handle(
         .authority_rewrite()
         .cloned()
         .or_else(|| HeaderValue::from_str(&authority).ok());
-    let uri = match upstream_uri(endpoint, &path) {
+    let uri = match upstream_uri(
+        state.upstream.scheme(),
+        upstream_authority.as_ref(),
+        endpoint,
+        &path,
+    ) {
         Ok(u) => u,
         Err(detail) => {
             return Ok(local_reply(
@@ -206,6 +211,9 @@ pub async fn handle(
     if let Some(host) = upstream_authority {
         parts.headers.insert(header::HOST, host);
     }
+    if parts.method == Method::CONNECT {
+        return Ok(tunnel(&cx, state, pick, &mut parts, grpc, log).await);
+    }
     append_forwarded_for(&mut parts.headers, cx.peer);
     if !parts.headers.contains_key(&FORWARDED_PROTO) {
         parts.headers.insert(
@@ -216,8 +224,16 @@ pub async fn handle(
     matched.request_headers().apply(&mut parts.headers);
     destination.request_headers.apply(&mut parts.headers);
 
-    let client = state.upstream.client(downstream_h2);
-    let h2_upstream = std::ptr::eq(client, &state.upstream.http2);
+    let Some((client, h2_upstream)) = state.upstream.client(endpoint, downstream_h2) else {
+        let detail = format!("{endpoint} has no connection pool");
+        return Ok(local_reply(
+            &cx,
+            Flag::NoHealthyUpstream,
+            &detail,
+            grpc,
+            log,
+        ));
+    };
     parts.uri = uri;
     parts.version = if h2_upstream {
         Version::HTTP_2
@@ -342,9 +358,47 @@ async fn join_upgraded(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::u
     };
     let mut down = hyper_util::rt::TokioIo::new(down);
     let mut up = hyper_util::rt::TokioIo::new(up);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        tracing::debug!("upgraded connection: {e}");
-    }
+    crate::tunnel::splice(&mut down, &mut up).await;
+}
+
+/// CONNECT (HTTP/1.1, or HTTP/2's stream form): open a connection to the picked endpoint,
+/// answer 200, and splice the downstream's tunnel to it. A failed connect answers 503 UF.
+async fn tunnel(
+    cx: &Arc<ConnContext>,
+    state: &crate::snapshot::ClusterState,
+    pick: crate::cluster::Pick,
+    parts: &mut http::request::Parts,
+    grpc: bool,
+    log: Option<Box<Entry>>,
+) -> Response<ProxyBody> {
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        let detail = "CONNECT without a tunnel to hand over";
+        return local_reply(cx, Flag::DownstreamProtocolError, detail, grpc, log);
+    };
+    let upstream = match crate::tunnel::connect(state, &pick).await {
+        Ok(s) => s,
+        Err(detail) => {
+            return local_reply(cx, Flag::UpstreamConnectFailure, &detail, grpc, log);
+        }
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(down) => {
+                let mut down = hyper_util::rt::TokioIo::new(down);
+                let mut up = hyper_util::rt::TokioIo::new(upstream);
+                crate::tunnel::splice(&mut down, &mut up).await;
+            }
+            Err(e) => tracing::debug!("CONNECT tunnel: {e}"),
+        }
+        drop(pick);
+    });
+    // A 2xx to CONNECT has no body and no Content-Length (RFC 9110 §9.3.6).
+    let resp = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    finish(cx, resp, None, log, None)
 }
 
 fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
@@ -372,11 +426,23 @@ fn request_authority(uri: &Uri, headers: &HeaderMap, explicit_proxy: bool) -> Op
         .map(str::to_ascii_lowercase)
 }
 
-fn upstream_uri(endpoint: SocketAddr, path: &str) -> Result<Uri, String> {
-    let authority = Authority::try_from(endpoint.to_string()).map_err(|e| e.to_string())?;
+/// The upstream request's URI: the request's (or rewritten) authority, so that HTTP/2 sends
+/// it as `:authority`; the connection goes to `endpoint` whatever the URI says.
+fn upstream_uri(
+    scheme: Scheme,
+    authority: Option<&HeaderValue>,
+    endpoint: SocketAddr,
+    path: &str,
+) -> Result<Uri, String> {
+    let authority = authority
+        .and_then(|a| Authority::try_from(a.as_bytes()).ok())
+        .map_or_else(
+            || Authority::try_from(endpoint.to_string()).map_err(|e| e.to_string()),
+            Ok,
+        )?;
     let pq = PathAndQuery::try_from(path).map_err(|e| format!("bad path {path:?}: {e}"))?;
     Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(pq)
         .build()
@@ -431,7 +497,7 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

@@ -20,4 +20,5 @@ pub mod server;
 pub mod snapshot;
 pub mod stats;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;

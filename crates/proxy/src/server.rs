@@ -1,6 +1,5 @@
 //! Running the proxy: bind listeners, serve connections, reload config, drain on shutdown.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -11,15 +10,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weft_xds::proto;
 
 use crate::access_log::AccessLog;
-use crate::cluster::HashInput;
 use crate::http::{ConnContext, handle};
 use crate::snapshot::{ListenerKind, ListenerSpec, Snapshot};
 use crate::stats::Stats;
+use crate::tunnel::{proxy_tcp, proxy_tls_passthrough};
 
 /// Sets the log filter from a directive string (`debug`, `weft_proxy=trace`).
 pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -146,6 +145,13 @@ pub async fn serve_listener(
                 let cluster = cluster.clone();
                 tokio::spawn(async move { proxy_tcp(shared, &cluster, stream, peer).await });
             }
+            ListenerKind::TlsPassthrough { routes } => {
+                let shared = shared.clone();
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    proxy_tls_passthrough(shared, &routes, stream, peer).await;
+                });
+            }
         }
     }
     drop(listener);
@@ -205,52 +211,6 @@ async fn run_conn(
         tracing::debug!(peer = %cx.peer, "connection: {e}");
     }
     cx.shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
-}
-
-/// A TCP listener: pick an endpoint of the cluster and copy bytes both ways.
-async fn proxy_tcp(
-    shared: Arc<Shared>,
-    cluster: &str,
-    mut downstream: TcpStream,
-    peer: SocketAddr,
-) {
-    let snapshot = shared.snapshot.load_full();
-    let Some(state) = snapshot.clusters.get(cluster) else {
-        tracing::warn!(cluster, "tcp: cluster not defined (NC)");
-        return;
-    };
-    let headers = http::HeaderMap::new();
-    let Some(pick) = state.cluster.pick(&HashInput {
-        headers: &headers,
-        source_ip: peer.ip(),
-        query: None,
-    }) else {
-        tracing::warn!(cluster, "tcp: no healthy upstream (UH)");
-        return;
-    };
-    let connect = tokio::time::timeout(
-        state.cluster.connect_timeout(),
-        TcpStream::connect(pick.endpoint.address),
-    )
-    .await;
-    let mut upstream = match connect {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
-            tracing::warn!(cluster, endpoint = %pick.endpoint.address, "tcp: connect failed (UF): {e}");
-            return;
-        }
-        Err(_) => {
-            state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
-            tracing::warn!(cluster, endpoint = %pick.endpoint.address, "tcp: connect timeout (UF)");
-            return;
-        }
-    };
-    let _ = upstream.set_nodelay(true);
-    shared.stats.downstream_cx_active.fetch_add(1, Relaxed);
-    let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-    shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
-    drop(pick);
 }
 
 /// Rebuilds the snapshot from `path` and swaps it in; on any error the current one stays.

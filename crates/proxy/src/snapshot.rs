@@ -2,7 +2,7 @@
 //! a `proto::Bootstrap` once and swapped whole (ArcSwap). A request loads the snapshot once
 //! and uses it to the end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use crate::cluster::Cluster;
 use crate::config::{ConfigError, NodeInfo};
 use crate::route::RouteTable;
 use crate::stats::{ClusterStats, Stats};
+use crate::tls::SniTable;
 use crate::upstream::Upstream;
 
 pub struct Snapshot {
@@ -50,6 +51,10 @@ pub enum ListenerKind {
     },
     Tcp {
         cluster: String,
+    },
+    /// Routes connections by their ClientHello's SNI to a cluster, without terminating TLS.
+    TlsPassthrough {
+        routes: Arc<SniTable<String>>,
     },
 }
 
@@ -97,21 +102,13 @@ impl Snapshot {
                 .and_then(|p| p.clusters.get(c.name.as_str()))
                 .filter(|s| s.cluster.config() == c)
                 .cloned();
-            // Validated by Cluster::build, but not implemented: refusing beats sending
-            // plaintext to an upstream that was configured for TLS.
-            if c.tls.is_some() {
-                errors.push(ConfigError::new(
-                    format!("cluster {:?}", c.name),
-                    "tls",
-                    "TLS origination is not supported yet",
-                ));
-                continue;
-            }
             let state = match reused {
                 Some(s) => s,
-                None => match Cluster::build(c) {
-                    Ok(cluster) => {
-                        let upstream = Upstream::new(&cluster);
+                None => match Cluster::build(c).and_then(|cluster| {
+                    let upstream = Upstream::new(&cluster)?;
+                    Ok((cluster, upstream))
+                }) {
+                    Ok((cluster, upstream)) => {
                         let stats = stats.cluster(cluster.name());
                         Arc::new(ClusterState {
                             cluster,
@@ -137,21 +134,45 @@ impl Snapshot {
             }
         }
 
-        for l in &listeners {
-            match &l.kind {
-                ListenerKind::Http { route_config, .. } if !routes.contains_key(route_config) => {
+        // References from listeners, checked against the names the config defines (a
+        // definition that failed to build has its own error already).
+        let route_names: HashSet<&str> = bootstrap
+            .route_configs
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        let cluster_names: HashSet<&str> =
+            bootstrap.clusters.iter().map(|c| c.name.as_str()).collect();
+        for l in &bootstrap.listeners {
+            let resource = || format!("listener {:?}", l.name);
+            let missing_cluster = |name: &str| !cluster_names.contains(name);
+            match &l.protocol {
+                Some(proto::listener::Protocol::Http(h))
+                    if !route_names.contains(h.route_config.as_str()) =>
+                {
                     errors.push(ConfigError::new(
-                        format!("listener {:?}", l.name),
+                        resource(),
                         "http.routeConfig",
-                        format!("route configuration {route_config:?} is not defined"),
+                        format!("route configuration {:?} is not defined", h.route_config),
                     ));
                 }
-                ListenerKind::Tcp { cluster } if !clusters.contains_key(cluster.as_str()) => {
+                Some(proto::listener::Protocol::Tcp(t)) if missing_cluster(&t.cluster) => {
                     errors.push(ConfigError::new(
-                        format!("listener {:?}", l.name),
+                        resource(),
                         "tcp.cluster",
-                        format!("cluster {cluster:?} is not defined"),
+                        format!("cluster {:?} is not defined", t.cluster),
                     ));
+                }
+                Some(proto::listener::Protocol::TlsPassthrough(p)) => {
+                    for (i, r) in p.routes.iter().enumerate() {
+                        if missing_cluster(&r.cluster) {
+                            errors.push(ConfigError::new(
+                                resource(),
+                                format!("tlsPassthrough.routes[{i}].cluster"),
+                                format!("cluster {:?} is not defined", r.cluster),
+                            ));
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -168,6 +189,47 @@ impl Snapshot {
             clusters,
         })
     }
+}
+
+/// A passthrough listener's SNI routes; a name claimed twice is an error.
+fn sni_routes(
+    p: &proto::TlsPassthroughListener,
+    resource: &str,
+) -> Result<SniTable<String>, ConfigError> {
+    let mut table = SniTable::default();
+    for (i, r) in p.routes.iter().enumerate() {
+        if r.server_names.is_empty() {
+            return Err(ConfigError::new(
+                resource,
+                format!("tlsPassthrough.routes[{i}].serverNames"),
+                "at least one name (or \"*\") is required",
+            ));
+        }
+        for (j, name) in r.server_names.iter().enumerate() {
+            let valid = name == "*"
+                || name
+                    .strip_prefix("*.")
+                    .unwrap_or(name)
+                    .split('.')
+                    .all(|label| !label.is_empty() && !label.contains('*'));
+            let field = || format!("tlsPassthrough.routes[{i}].serverNames[{j}]");
+            if !valid {
+                return Err(ConfigError::new(
+                    resource,
+                    field(),
+                    format!("{name:?} is not a host name, `*.suffix` or `*`"),
+                ));
+            }
+            if !table.insert(name, r.cluster.clone()) {
+                return Err(ConfigError::new(
+                    resource,
+                    field(),
+                    format!("{name:?} is routed by an earlier route"),
+                ));
+            }
+        }
+    }
+    Ok(table)
 }
 
 fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigError> {
@@ -204,13 +266,9 @@ fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigErr
         Some(proto::listener::Protocol::Tcp(t)) => ListenerKind::Tcp {
             cluster: t.cluster.clone(),
         },
-        Some(proto::listener::Protocol::TlsPassthrough(_)) => {
-            return Err(ConfigError::new(
-                &resource,
-                "tlsPassthrough",
-                "TLS passthrough is not supported yet",
-            ));
-        }
+        Some(proto::listener::Protocol::TlsPassthrough(p)) => ListenerKind::TlsPassthrough {
+            routes: Arc::new(sni_routes(p, &resource)?),
+        },
         None => {
             return Err(ConfigError::new(
                 &resource,
@@ -242,15 +300,46 @@ mod tests {
     }
 
     #[test]
-    fn upstream_tls_is_refused_not_ignored() {
-        let yaml = "clusters:\n- {name: c, tls: {insecureSkipVerify: true}, endpoints: [{address: \"127.0.0.1:1\"}]}\n";
+    fn upstream_tls_files_are_read_when_config_arrives() {
+        let yaml = "clusters:\n- {name: c, tls: {caFile: /nonexistent/ca.pem}, endpoints: [{address: \"127.0.0.1:1\"}]}\n";
         let bootstrap: proto::Bootstrap = yaml_serde::from_str(yaml).expect("parses");
         let Err(errors) = Snapshot::build(bootstrap, None, &Stats::default()) else {
-            panic!("a TLS cluster must not be served in plaintext");
+            panic!("a CA file that cannot be read must be refused");
         };
+        let text = errors[0].to_string();
+        assert!(
+            text.starts_with("cluster \"c\": tls.caFile: /nonexistent/ca.pem:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn passthrough_routes_are_checked() {
+        let yaml = r#"
+listeners:
+- name: tls
+  address: "127.0.0.1:0"
+  tlsPassthrough:
+    routes:
+    - {serverNames: ["a.example.com", "*.example.com"], cluster: a}
+    - {serverNames: ["a.example.com"], cluster: a}
+- name: tls2
+  address: "127.0.0.1:0"
+  tlsPassthrough: {routes: [{serverNames: ["*"], cluster: missing}]}
+clusters:
+- {name: a, endpoints: [{address: "127.0.0.1:1"}]}
+"#;
+        let bootstrap: proto::Bootstrap = yaml_serde::from_str(yaml).expect("parses");
+        let Err(errors) = Snapshot::build(bootstrap, None, &Stats::default()) else {
+            panic!("bad passthrough routes accepted");
+        };
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(
-            errors[0].to_string(),
-            "cluster \"c\": tls: TLS origination is not supported yet"
+            text,
+            [
+                "listener \"tls\": tlsPassthrough.routes[1].serverNames[0]: \"a.example.com\" is routed by an earlier route",
+                "listener \"tls2\": tlsPassthrough.routes[0].cluster: cluster \"missing\" is not defined",
+            ]
         );
     }
 

@@ -1,15 +1,22 @@
-//! Downstream TLS: certificates loaded and checked when config arrives, chosen per connection
-//! by SNI, with ALPN offering h2 and http/1.1. rustls with aws-lc-rs as the one crypto
-//! provider.
+//! TLS, with rustls and aws-lc-rs as the one crypto provider. Downstream: certificates loaded
+//! and checked when config arrives, chosen per connection by SNI, ALPN offering h2 and
+//! http/1.1. Upstream (origination): CA roots, client certificate, SNI and subject alternative
+//! name checks, per cluster. Passthrough: the ClientHello's SNI read without terminating.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use weft_xds::proto;
 
 use crate::config::ConfigError;
@@ -31,21 +38,7 @@ pub fn server_config(
     }
     for (i, c) in tls.certificates.iter().enumerate() {
         let at = |f: &str| format!("{field}.certificates[{i}].{f}");
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert_file)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| {
-                ConfigError::new(resource, at("certFile"), format!("{}: {e}", c.cert_file))
-            })?;
-        if chain.is_empty() {
-            return Err(ConfigError::new(
-                resource,
-                at("certFile"),
-                format!("{}: no certificate in the file", c.cert_file),
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_file(&c.key_file).map_err(|e| {
-            ConfigError::new(resource, at("keyFile"), format!("{}: {e}", c.key_file))
-        })?;
+        let (chain, key) = load_pair(&c.cert_file, &c.key_file, resource, &at)?;
         let signing = provider.key_provider.load_private_key(key).map_err(|e| {
             ConfigError::new(resource, at("keyFile"), format!("{}: {e}", c.key_file))
         })?;
@@ -67,6 +60,28 @@ pub fn server_config(
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Reads a PEM certificate chain and its private key. `at` names a field for errors.
+fn load_pair(
+    cert_file: &str,
+    key_file: &str,
+    resource: &str,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ConfigError::new(resource, at("certFile"), format!("{cert_file}: {e}")))?;
+    if chain.is_empty() {
+        return Err(ConfigError::new(
+            resource,
+            at("certFile"),
+            format!("{cert_file}: no certificate in the file"),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| ConfigError::new(resource, at("keyFile"), format!("{key_file}: {e}")))?;
+    Ok((chain, key))
 }
 
 /// Certificates by SNI: exact names, then `*.suffix` (one more label), then the first one.
@@ -117,5 +132,291 @@ impl SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.lookup(hello.server_name())
+    }
+}
+
+/// Upstream TLS of a cluster (TLS origination): what the connector needs per connection.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// Offers `h2` when the cluster speaks HTTP/2, `http/1.1` otherwise; none for TCP.
+    pub http1: Arc<ClientConfig>,
+    pub http2: Arc<ClientConfig>,
+    pub raw: Arc<ClientConfig>,
+    /// Sent as SNI and verified against the certificate unless `subjectAltNames` is set.
+    pub server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a cluster's upstream TLS. Istio's DestinationRule `tls` maps onto it: SIMPLE is a CA
+/// (or the system's roots when `caFile` is empty), MUTUAL adds the client certificate,
+/// `subjectAltNames` replaces the host name check, `insecureSkipVerify` skips verification.
+///
+/// Without `sni` no SNI is sent and the certificate is checked against the endpoint's IP
+/// address (the control plane sets `sni` to the service's host, as Istio does).
+pub fn client_tls(
+    tls: &proto::UpstreamTls,
+    endpoint_ip: Option<std::net::IpAddr>,
+    resource: &str,
+) -> Result<ClientTls, ConfigError> {
+    let at = |f: &str| format!("tls.{f}");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = if tls.insecure_skip_verify {
+        None
+    } else {
+        Some(Arc::new(load_roots(&tls.ca_file, resource)?))
+    };
+    let server_name = if tls.sni.is_empty() {
+        let ip = endpoint_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        ServerName::IpAddress(ip.into())
+    } else {
+        ServerName::try_from(tls.sni.clone())
+            .map_err(|e| ConfigError::new(resource, at("sni"), format!("{:?}: {e}", tls.sni)))?
+    };
+    let verifier = Arc::new(Verifier {
+        roots,
+        subject_alt_names: tls.subject_alt_names.clone(),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::new(resource, "tls", e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = if tls.cert_file.is_empty() && tls.key_file.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let (chain, key) = load_pair(&tls.cert_file, &tls.key_file, resource, &at)?;
+        builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| ConfigError::new(resource, at("keyFile"), e.to_string()))?
+    };
+    let with_alpn = |alpn: &[&[u8]]| {
+        let mut c = config.clone();
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(c)
+    };
+    Ok(ClientTls {
+        http1: with_alpn(&[b"http/1.1"]),
+        http2: with_alpn(&[b"h2"]),
+        raw: with_alpn(&[]),
+        server_name,
+    })
+}
+
+/// The CA certificates of `ca_file`, or the system's when it is empty.
+fn load_roots(ca_file: &str, resource: &str) -> Result<RootCertStore, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    if ca_file.is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(ConfigError::new(
+                resource,
+                "tls.caFile",
+                "empty, and no system CA certificates were found; name a CA file",
+            ));
+        }
+        return Ok(roots);
+    }
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ConfigError::new(resource, "tls.caFile", format!("{ca_file}: {e}")))?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| ConfigError::new(resource, "tls.caFile", format!("{ca_file}: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ConfigError::new(
+            resource,
+            "tls.caFile",
+            format!("{ca_file}: no certificate in the file"),
+        ));
+    }
+    Ok(roots)
+}
+
+/// Verifies an upstream's certificate: chain to the configured roots, then either one of the
+/// expected subject alternative names (DNS, IP, or URI such as a SPIFFE identity) or the
+/// server name. With no roots (`insecureSkipVerify`) only the handshake signature is checked.
+#[derive(Debug)]
+struct Verifier {
+    roots: Option<Arc<RootCertStore>>,
+    subject_alt_names: Vec<String>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl Verifier {
+    fn has_expected_name(&self, cert: &ParsedCertificate<'_>, der: &CertificateDer<'_>) -> bool {
+        let mut uris = None;
+        self.subject_alt_names.iter().any(|want| {
+            if let Ok(name) = ServerName::try_from(want.as_str()) {
+                return verify_server_name(cert, &name).is_ok();
+            }
+            uris.get_or_insert_with(|| uri_sans(der))
+                .iter()
+                .any(|have| have == want)
+        })
+    }
+}
+
+/// The URI subject alternative names of a certificate (SPIFFE identities live there).
+fn uri_sans(der: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some((*u).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        if self.subject_alt_names.is_empty() {
+            verify_server_name(&cert, server_name)?;
+        } else if !self.has_expected_name(&cert, end_entity) {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// TLS passthrough routing: SNI → a value, with Envoy's `server_names` semantics: an exact
+/// name first, then the longest `*.suffix` wildcard (any number of labels), then `*` (which
+/// also takes connections without SNI).
+#[derive(Debug, Clone)]
+pub struct SniTable<T> {
+    exact: HashMap<String, T>,
+    /// Suffix including the dot (`.example.com`).
+    wildcard: HashMap<String, T>,
+    any: Option<T>,
+}
+
+impl<T> Default for SniTable<T> {
+    fn default() -> Self {
+        SniTable {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            any: None,
+        }
+    }
+}
+
+impl<T: Clone> SniTable<T> {
+    /// Adds `name` (exact, `*.suffix` or `*`); false when it is already taken.
+    pub fn insert(&mut self, name: &str, value: T) -> bool {
+        let name = name.to_ascii_lowercase();
+        let slot = if name == "*" {
+            return self.any.replace(value).is_none();
+        } else if let Some(suffix) = name.strip_prefix('*') {
+            self.wildcard.insert(suffix.to_owned(), value)
+        } else {
+            self.exact.insert(name, value)
+        };
+        slot.is_none()
+    }
+
+    pub fn lookup(&self, sni: Option<&str>) -> Option<&T> {
+        if let Some(sni) = sni.map(str::to_ascii_lowercase) {
+            if let Some(v) = self.exact.get(&sni) {
+                return Some(v);
+            }
+            let mut rest = sni.as_str();
+            while let Some(dot) = rest.find('.') {
+                if let Some(v) = self.wildcard.get(&rest[dot..]) {
+                    return Some(v);
+                }
+                rest = &rest[dot + 1..];
+            }
+        }
+        self.any.as_ref()
+    }
+}
+
+/// Reads a connection's TLS ClientHello without terminating it: returns the bytes read (to
+/// forward upstream unchanged) and the SNI, if any. Fails on anything that is not TLS.
+pub async fn peek_client_hello<S>(stream: &mut S) -> std::io::Result<(Vec<u8>, Option<String>)>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut seen = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        seen.extend_from_slice(&buf[..n]);
+        acceptor.read_tls(&mut &buf[..n])?;
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let sni = accepted.client_hello().server_name().map(str::to_owned);
+                return Ok((seen, sni));
+            }
+            Ok(None) => {}
+            Err((e, _alert)) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+            }
+        }
     }
 }

@@ -1,31 +1,122 @@
-//! Connections to upstream endpoints: one pool per cluster and protocol, keyed by endpoint
-//! address (hyper-util's pooled client), with the cluster's connect and idle timeouts.
+//! Connections to upstream endpoints. Each endpoint has its own pools (HTTP/1.1 with idle
+//! timeout, HTTP/2 multiplexed), so requests carry their real authority (`:authority` on
+//! HTTP/2) while connections go to the endpoint the load balancer picked. TLS origination,
+//! when the cluster has `tls`, happens in the connector, below both protocols and TCP.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 use weft_xds::proto::UpstreamProtocol;
 
 use crate::body::ProxyBody;
 use crate::cluster::Cluster;
+use crate::config::ConfigError;
+use crate::tls::{ClientTls, client_tls};
 
-pub type HttpClient = Client<HttpConnector, ProxyBody>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A cluster's upstream clients; the HTTP/2 one is used for HTTP2 clusters, and for
-/// USE_DOWNSTREAM clusters when the downstream request is HTTP/2.
+/// A connection to an endpoint, plaintext or TLS.
+pub type UpstreamStream = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+pub type HttpClient = Client<EndpointConnector, ProxyBody>;
+
+/// A cluster's connections: pools per endpoint address.
 pub struct Upstream {
-    pub protocol: UpstreamProtocol,
-    pub http1: HttpClient,
-    pub http2: HttpClient,
+    protocol: UpstreamProtocol,
+    tls: bool,
+    endpoints: HashMap<SocketAddr, EndpointPools>,
+}
+
+/// One endpoint's pools. The HTTP/2 one serves HTTP2 clusters, and USE_DOWNSTREAM clusters
+/// when the downstream request is HTTP/2.
+struct EndpointPools {
+    http1: HttpClient,
+    http2: HttpClient,
+    /// For TCP proxying and CONNECT: a connection of its own, TLS without ALPN.
+    raw: EndpointConnector,
 }
 
 impl Upstream {
-    pub fn new(cluster: &Cluster) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cluster.connect_timeout()));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let build = |h2: bool| {
+    /// Fails when the cluster's TLS files cannot be read or do not make a valid config.
+    pub fn new(cluster: &Cluster) -> Result<Self, ConfigError> {
+        let resource = format!("cluster {:?}", cluster.name());
+        let mut endpoints = HashMap::new();
+        for e in cluster.endpoints() {
+            let tls = match &cluster.config().tls {
+                Some(t) => Some(client_tls(t, Some(e.address.ip()), &resource)?),
+                None => None,
+            };
+            endpoints
+                .entry(e.address)
+                .or_insert_with(|| EndpointPools::new(cluster, e.address, tls));
+        }
+        Ok(Upstream {
+            protocol: cluster.protocol(),
+            tls: cluster.config().tls.is_some(),
+            endpoints,
+        })
+    }
+
+    /// The client for `endpoint` and a request that arrived as HTTP/2 (`downstream_h2`) or
+    /// not, and whether it speaks HTTP/2.
+    pub fn client(&self, endpoint: SocketAddr, downstream_h2: bool) -> Option<(&HttpClient, bool)> {
+        let pools = self.endpoints.get(&endpoint)?;
+        Some(match self.protocol {
+            UpstreamProtocol::Http2 => (&pools.http2, true),
+            UpstreamProtocol::UseDownstream if downstream_h2 => (&pools.http2, true),
+            _ => (&pools.http1, false),
+        })
+    }
+
+    /// The URI scheme upstream requests carry (`:scheme` on HTTP/2).
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
+    }
+
+    /// A fresh byte stream to `endpoint` (TLS when the cluster originates it).
+    pub async fn connect(&self, endpoint: SocketAddr) -> Result<UpstreamStream, BoxError> {
+        let mut connector = match self.endpoints.get(&endpoint) {
+            Some(p) => p.raw.clone(),
+            None => return Err(format!("{endpoint} is not an endpoint of the cluster").into()),
+        };
+        tower_service::Service::call(&mut connector, Uri::default()).await
+    }
+}
+
+impl EndpointPools {
+    fn new(cluster: &Cluster, address: SocketAddr, tls: Option<ClientTls>) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(cluster.connect_timeout()));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        // Checked by Cluster::build: an ip:port is always a valid authority.
+        let target = Uri::try_from(format!("http://{address}")).unwrap_or_default();
+        let connector =
+            |config: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>| EndpointConnector {
+                http: http.clone(),
+                target: target.clone(),
+                tls: config.map(|(c, name)| (tokio_rustls::TlsConnector::from(c), name)),
+            };
+        let with = |pick: fn(&ClientTls) -> &Arc<rustls::ClientConfig>| {
+            tls.as_ref()
+                .map(|t| (pick(t).clone(), t.server_name.clone()))
+        };
+        let build = |h2: bool, connector: EndpointConnector| {
             let mut b = Client::builder(TokioExecutor::new());
             b.timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
@@ -36,21 +127,47 @@ impl Upstream {
                 // The proxy sets Host itself (the original authority, or a rewrite).
                 .set_host(false)
                 .http2_only(h2);
-            b.build(connector.clone())
+            b.build(connector)
         };
-        Upstream {
-            protocol: cluster.protocol(),
-            http1: build(false),
-            http2: build(true),
+        EndpointPools {
+            http1: build(false, connector(with(|t| &t.http1))),
+            http2: build(true, connector(with(|t| &t.http2))),
+            raw: connector(with(|t| &t.raw)),
         }
     }
+}
 
-    /// The client for a request that arrived as HTTP/2 (`downstream_h2`) or not.
-    pub fn client(&self, downstream_h2: bool) -> &HttpClient {
-        match self.protocol {
-            UpstreamProtocol::Http2 => &self.http2,
-            UpstreamProtocol::UseDownstream if downstream_h2 => &self.http2,
-            _ => &self.http1,
-        }
+/// Connects to one endpoint whatever the request URI says (the URI carries the request's
+/// authority), then does the TLS handshake when the cluster originates TLS.
+#[derive(Clone)]
+pub struct EndpointConnector {
+    http: HttpConnector,
+    target: Uri,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+}
+
+impl tower_service::Service<Uri> for EndpointConnector {
+    type Response = UpstreamStream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamStream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, _request_uri: Uri) -> Self::Future {
+        let connecting = self.http.call(self.target.clone());
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tcp = connecting.await?;
+            let Some((connector, name)) = tls else {
+                return Ok(MaybeHttpsStream::Http(tcp));
+            };
+            let stream = connector
+                .connect(name, TokioIo::new(tcp))
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            Ok(MaybeHttpsStream::Https(TokioIo::new(stream)))
+        })
     }
 }

@@ -286,15 +286,9 @@ fn algorithm(
     Ok((algorithm, Some(key)))
 }
 
-/// Checks what can be checked of upstream TLS without reading files; the connector loads them.
+/// Checks what can be checked of upstream TLS without reading files (`Upstream::new` loads
+/// them; an empty `caFile` means the system's roots).
 fn check_tls(tls: &proto::UpstreamTls, resource: &str) -> Result<(), ConfigError> {
-    if tls.ca_file.is_empty() && !tls.insecure_skip_verify {
-        return Err(ConfigError::new(
-            resource,
-            "tls.caFile",
-            "required unless insecureSkipVerify",
-        ));
-    }
     if tls.cert_file.is_empty() != tls.key_file.is_empty() {
         let missing = if tls.cert_file.is_empty() {
             "tls.certFile"

@@ -262,11 +262,6 @@ fn build_errors_name_the_field() {
             "only to lbPolicy RING_HASH",
         ),
         (
-            "{name: c, tls: {sni: reviews}}",
-            "tls.caFile",
-            "required unless insecureSkipVerify",
-        ),
-        (
             "{name: c, tls: {insecureSkipVerify: true, certFile: c.pem}}",
             "tls.keyFile",
             "go together",
