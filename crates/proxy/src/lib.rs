@@ -14,6 +14,7 @@ pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod listeners;
 pub mod reply;
 pub mod route;
 pub mod server;

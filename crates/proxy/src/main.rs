@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use weft_proxy::access_log::AccessLog;
+use weft_proxy::listeners::Listeners;
 use weft_proxy::server::{self, Shared};
 use weft_proxy::stats::Stats;
 
@@ -102,13 +103,6 @@ async fn run(args: Args) -> ExitCode {
         },
         None => AccessLog::disabled(),
     };
-    let listeners = match server::bind(&snapshot).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("weft-proxy: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let admin_addr = if admin.address.is_empty() {
         "127.0.0.1:15000"
     } else {
@@ -145,21 +139,23 @@ async fn run(args: Args) -> ExitCode {
             let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
             reload.reload(f).map_err(|e| e.to_string())
         }),
+        listeners: Listeners::new(drain_timeout),
     });
 
-    // Stable lines on stderr so that scripts and tests learn the bound ports.
-    let mut tasks = Vec::new();
-    for (spec, listener) in listeners {
-        let addr = listener
-            .local_addr()
-            .map_or_else(|_| spec.address.to_string(), |a| a.to_string());
-        eprintln!("weft-proxy: listener {} on {addr}", spec.name);
-        tasks.push(tokio::spawn(server::serve_listener(
-            shared.clone(),
-            spec,
-            listener,
-            drain_timeout,
-        )));
+    let specs = shared.snapshot.load().listeners.clone();
+    match shared.listeners.apply(&shared, &specs, || ()).await {
+        // Stable lines on stderr so that scripts and tests learn the bound ports.
+        Ok(bound) => {
+            for b in bound {
+                eprintln!("weft-proxy: listener {} on {}", b.name, b.address);
+            }
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("weft-proxy: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
     }
     for (name, l) in [("admin", &admin_l), ("health", &health_l)] {
         if let Ok(a) = l.local_addr() {
@@ -187,9 +183,7 @@ async fn run(args: Args) -> ExitCode {
     }
     eprintln!("weft-proxy: draining (up to {drain_timeout:?})");
     let _ = shared.shutdown.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    shared.listeners.shutdown().await;
     eprintln!("weft-proxy: stopped");
     ExitCode::SUCCESS
 }

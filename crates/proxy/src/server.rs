@@ -16,6 +16,7 @@ use weft_xds::proto;
 
 use crate::access_log::AccessLog;
 use crate::http::{ConnContext, handle};
+use crate::listeners::Listeners;
 use crate::snapshot::{ListenerKind, ListenerSpec, Snapshot};
 use crate::stats::Stats;
 use crate::tunnel::{proxy_tcp, proxy_tls_passthrough};
@@ -34,6 +35,8 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// Changes the log filter (`/logging`).
     pub set_log_level: SetLogLevel,
+    /// The listeners serving now, kept in line with the snapshot.
+    pub listeners: Listeners,
 }
 
 /// Reads a bootstrap file: YAML or JSON in the proto3 JSON mapping.
@@ -53,48 +56,35 @@ pub fn first_snapshot(bootstrap: proto::Bootstrap, stats: &Stats) -> Result<Snap
     })
 }
 
-/// Binds every listener of the snapshot; port 0 gets a free port. Returns the bound addresses.
-pub async fn bind(snapshot: &Snapshot) -> std::io::Result<Vec<(ListenerSpec, TcpListener)>> {
-    let mut out = Vec::new();
-    for spec in &snapshot.listeners {
-        let l = TcpListener::bind(spec.address).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("listener {:?} on {}: {e}", spec.name, spec.address),
-            )
-        })?;
-        out.push((spec.clone(), l));
-    }
-    Ok(out)
-}
-
-/// Accepts connections until shutdown, then lets in-flight requests finish up to
-/// `drain_timeout`.
+/// Accepts connections until `stop`, then lets in-flight requests finish up to
+/// `drain_timeout`. Each connection is served with the spec current when it was accepted.
 pub async fn serve_listener(
     shared: Arc<Shared>,
-    spec: ListenerSpec,
+    spec: watch::Receiver<Arc<ListenerSpec>>,
+    mut stop: watch::Receiver<bool>,
     listener: TcpListener,
     drain_timeout: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut shutdown = shared.shutdown.subscribe();
-    let local = listener.local_addr().unwrap_or(spec.address);
+    let name = spec.borrow().name.clone();
+    let local = listener.local_addr().unwrap_or(spec.borrow().address);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = stop.wait_for(|s| *s) => break,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(listener = %spec.name, "accept: {e}");
+                tracing::warn!(listener = %name, "accept: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         shared.stats.downstream_cx_total.fetch_add(1, Relaxed);
+        let spec = spec.borrow().clone();
         match &spec.kind {
             ListenerKind::Http {
                 route_config,
@@ -159,7 +149,7 @@ pub async fn serve_listener(
         .await
         .is_err()
     {
-        tracing::warn!(listener = %spec.name, "drain timeout: closing remaining connections");
+        tracing::warn!(listener = %name, "drain timeout: closing remaining connections");
     }
 }
 
@@ -213,22 +203,25 @@ async fn run_conn(
     cx.shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
 }
 
-/// Rebuilds the snapshot from `path` and swaps it in; on any error the current one stays.
-pub fn reload(shared: &Shared, path: &std::path::Path) {
+/// Rebuilds the snapshot from `path` and swaps it in, binding new listeners first; on any
+/// error the current config stays whole.
+pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) {
     let result = read_bootstrap(path).and_then(|b| {
         let current = shared.snapshot.load();
-        if b.listeners != current.bootstrap.listeners {
-            tracing::warn!("listener changes take effect at the next restart; routes and clusters are applied now");
-        }
         Snapshot::build(b, Some(&current), &shared.stats).map_err(|errors| {
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         })
     });
-    match result {
-        Ok(mut next) => {
-            // Listeners are bound once; keep serving the ones that are bound.
-            next.listeners = shared.snapshot.load().listeners.clone();
-            shared.snapshot.store(Arc::new(next));
+    let applied = match result {
+        Ok(next) => apply(shared, next).await,
+        Err(e) => Err(e),
+    };
+    match applied {
+        Ok(()) => {
             shared.stats.config_reloads.fetch_add(1, Relaxed);
             tracing::info!(path = %path.display(), "config reloaded");
         }
@@ -237,6 +230,28 @@ pub fn reload(shared: &Shared, path: &std::path::Path) {
             tracing::error!(path = %path.display(), "config rejected, the previous config keeps serving: {e}");
         }
     }
+}
+
+/// Puts a built snapshot in force: listeners first (a bind failure refuses it), then the
+/// routes and clusters, atomically. Prints each newly bound listener's address.
+pub async fn apply(shared: &Arc<Shared>, next: Snapshot) -> Result<(), String> {
+    let specs = next.listeners.clone();
+    let bound = shared
+        .listeners
+        .apply(shared, &specs, || shared.snapshot.store(Arc::new(next)))
+        .await
+        .map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+    for b in bound {
+        // A stable line on stderr, so that scripts and tests learn the bound ports.
+        eprintln!("weft-proxy: listener {} on {}", b.name, b.address);
+    }
+    Ok(())
 }
 
 /// Reloads on SIGHUP and when the file's modification time changes (checked every second).
@@ -259,16 +274,18 @@ pub async fn watch_config(shared: Arc<Shared>, path: PathBuf) {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = hup_fired => reload(&shared, &path),
+        let changed = tokio::select! {
+            _ = hup_fired => true,
             _ = tick.tick() => {
                 let now = mtime(&path);
-                if now != last {
-                    last = now;
-                    reload(&shared, &path);
-                }
+                let changed = now != last;
+                last = now;
+                changed
             }
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.changed() => return,
+        };
+        if changed {
+            reload(&shared, &path).await;
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct ListenerSpec {
     pub kind: ListenerKind,
     /// None: no access log (Istio's default, `meshConfig.accessLogFile` unset).
     pub access_log: Option<proto::AccessLog>,
+    /// As received: a listener whose config is unchanged is left alone on reload.
+    pub config: proto::Listener,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +284,7 @@ fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigErr
         address,
         kind,
         access_log: l.access_log.clone().filter(|a| !a.disabled),
+        config: l.clone(),
     })
 }
 

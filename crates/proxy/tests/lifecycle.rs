@@ -91,6 +91,82 @@ async fn reload_under_load_fails_no_request_and_bad_config_keeps_old() {
     assert_eq!(failures.load(Relaxed), 0, "requests failed during reload");
 }
 
+/// A free port on 127.0.0.1 (bound, learnt, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_updates_and_removes_listeners() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let proxy = Proxy::start(&config("a", a, b));
+    let addr = proxy.addr("http");
+    let c = client();
+
+    // Add a listener on a new port; the existing one keeps its socket and takes new routes.
+    let port = free_port();
+    let extra = format!(
+        "- {{name: extra, address: \"127.0.0.1:{port}\", http: {{routeConfig: teapot}}}}\n"
+    );
+    let teapot = "- {name: teapot, virtualHosts: [{name: t, domains: [\"*\"], routes: [{directResponse: {status: 418, body: tea}}]}]}\n";
+    let with_extra = config("b", a, b).replace(
+        "routeConfigs:\n",
+        &format!("{extra}routeConfigs:\n{teapot}"),
+    );
+    proxy.rewrite_config(&with_extra);
+    let line = proxy
+        .wait_log("weft-proxy: listener extra on", Duration::from_secs(10))
+        .expect("new listener bound");
+    assert!(line.ends_with(&format!("127.0.0.1:{port}")), "{line}");
+    let extra_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let r = get(&c, extra_addr, "any", "/", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (418, "tea"));
+    assert!(get(&c, addr, "svc", "/", &[]).await.body.starts_with("b "));
+
+    // A listener that cannot bind (the port is taken) refuses the whole config.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let clash = with_extra.replace(
+        "routeConfigs:\n",
+        &format!(
+            "- {{name: clash, address: \"127.0.0.1:{taken_port}\", http: {{routeConfig: teapot}}}}\nrouteConfigs:\n"
+        ),
+    );
+    proxy.rewrite_config(&clash.replace("cluster: b}", "cluster: a}"));
+    let rejected = proxy
+        .wait_log("config rejected", Duration::from_secs(10))
+        .expect("clash rejected");
+    assert!(
+        rejected.contains("listener \"clash\": address: cannot bind"),
+        "{rejected}"
+    );
+    assert!(get(&c, addr, "svc", "/", &[]).await.body.starts_with("b "));
+    drop(taken);
+
+    // Removing the listener closes its port.
+    proxy.rewrite_config(&config("b", a, b));
+    assert!(
+        proxy
+            .wait_log("config reloaded", Duration::from_secs(10))
+            .is_some()
+    );
+    let mut closed = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(extra_addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "removed listener still accepts");
+    assert!(get(&c, addr, "svc", "/", &[]).await.body.starts_with("b "));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let a = backend("a").await;

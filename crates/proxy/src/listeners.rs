@@ -1,0 +1,161 @@
+//! The running listeners, kept in line with the config: a new config binds the listeners it
+//! adds, updates changed ones in place (same socket, new settings for new connections), and
+//! drains the ones it removes. Binding happens before anything else changes, so a config whose
+//! listener cannot bind is refused whole and the running ones stay as they were.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::ConfigError;
+use crate::server::{Shared, serve_listener};
+use crate::snapshot::ListenerSpec;
+
+/// The listeners serving now, by name.
+pub struct Listeners {
+    running: Mutex<HashMap<String, Running>>,
+    drain_timeout: Duration,
+}
+
+struct Running {
+    /// As configured (port 0 stays 0, so an unchanged config keeps the same socket).
+    address: SocketAddr,
+    bound: SocketAddr,
+    spec: watch::Sender<Arc<ListenerSpec>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// A listener that a new config bound.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+impl Listeners {
+    pub fn new(drain_timeout: Duration) -> Self {
+        Listeners {
+            running: Mutex::new(HashMap::new()),
+            drain_timeout,
+        }
+    }
+
+    /// Brings the running listeners in line with `specs`, calling `commit` (which puts the
+    /// matching routes and clusters in force) once every new listener is bound and before
+    /// any of them accepts. Returns the listeners it bound; on a bind failure nothing
+    /// changes, `commit` is not called, and every failure is returned.
+    pub async fn apply(
+        &self,
+        shared: &Arc<Shared>,
+        specs: &[ListenerSpec],
+        commit: impl FnOnce(),
+    ) -> Result<Vec<Bound>, Vec<ConfigError>> {
+        let mut running = self.running.lock().await;
+        // 1. Bind what is new (or moved to another address), before touching anything.
+        let mut fresh = Vec::new();
+        let mut errors = Vec::new();
+        for spec in specs {
+            let keep = running
+                .get(&spec.name)
+                .is_some_and(|r| r.address == spec.address);
+            if keep {
+                continue;
+            }
+            match TcpListener::bind(spec.address).await {
+                Ok(l) => fresh.push((spec.clone(), l)),
+                Err(e) => errors.push(ConfigError::new(
+                    format!("listener {:?}", spec.name),
+                    "address",
+                    format!("cannot bind {}: {e}", spec.address),
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        commit();
+        // 2. Update listeners that stay on their socket; new connections see the new spec.
+        for spec in specs {
+            if let Some(r) = running.get(&spec.name)
+                && r.address == spec.address
+                && r.spec.borrow().config != spec.config
+            {
+                r.spec.send_replace(Arc::new(spec.clone()));
+            }
+        }
+        // 3. Drain what is gone or moved (their connections finish in the background).
+        let wanted: HashMap<&str, SocketAddr> =
+            specs.iter().map(|s| (s.name.as_str(), s.address)).collect();
+        let gone: Vec<String> = running
+            .iter()
+            .filter(|(name, r)| wanted.get(name.as_str()) != Some(&r.address))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(r) = running.remove(&name) {
+                tracing::info!(listener = %name, address = %r.bound, "listener removed: draining");
+                r.stop.send_replace(true);
+            }
+        }
+        // 4. Start the new ones.
+        let mut bound = Vec::new();
+        for (spec, listener) in fresh {
+            let address = listener.local_addr().unwrap_or(spec.address);
+            let (spec_tx, spec_rx) = watch::channel(Arc::new(spec.clone()));
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(serve_listener(
+                shared.clone(),
+                spec_rx,
+                stop_rx,
+                listener,
+                self.drain_timeout,
+            ));
+            bound.push(Bound {
+                name: spec.name.clone(),
+                address,
+            });
+            running.insert(
+                spec.name.clone(),
+                Running {
+                    address: spec.address,
+                    bound: address,
+                    spec: spec_tx,
+                    stop: stop_tx,
+                    task,
+                },
+            );
+        }
+        Ok(bound)
+    }
+
+    /// Stops every listener and waits for their drains (each bounded by the drain timeout).
+    pub async fn shutdown(&self) {
+        let running: Vec<Running> = self.running.lock().await.drain().map(|(_, r)| r).collect();
+        for r in &running {
+            r.stop.send_replace(true);
+        }
+        for r in running {
+            let _ = r.task.await;
+        }
+    }
+
+    /// Name and bound address of every listener.
+    pub async fn addresses(&self) -> Vec<Bound> {
+        let running = self.running.lock().await;
+        let mut out: Vec<Bound> = running
+            .iter()
+            .map(|(name, r)| Bound {
+                name: name.clone(),
+                address: r.bound,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
