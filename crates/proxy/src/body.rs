@@ -1,11 +1,16 @@
-//! The body type of everything the proxy sends, and the wrapper that observes a response
-//! body to its end (bytes counted, access log written, active-request guard released).
+//! The body type of everything the proxy sends; the wrapper that observes a response body to
+//! its end (bytes counted, access log written, active-request guard released); the
+//! replayable request body retries need; the route timeout on response bodies.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
 /// Upstream bodies, local replies, all boxed to one type. Not `Sync`: hyper does not need it.
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
@@ -79,5 +84,174 @@ impl<F: FnOnce(u64, bool)> Drop for Observed<F> {
         // hyper need not poll a body that says it has ended; that is a complete response.
         let complete = self.inner.is_end_stream();
         self.finish(complete);
+    }
+}
+
+/// A request body that can be sent more than once (for retries): every attempt replays what
+/// earlier attempts read from the downstream, then goes on reading it, recording as it goes.
+/// Past `limit` bytes recording stops and no further attempt can be made. Only the newest
+/// attempt may read: an older one (a request being abandoned) sees its body end in an error.
+#[derive(Clone)]
+pub struct Replayable {
+    shared: Arc<Mutex<Recording>>,
+}
+
+struct Recording {
+    source: Incoming,
+    kept: Vec<Kept>,
+    kept_bytes: usize,
+    limit: usize,
+    overflowed: bool,
+    done: bool,
+    generation: u64,
+}
+
+enum Kept {
+    Data(Bytes),
+    Trailers(http::HeaderMap),
+}
+
+impl Replayable {
+    pub fn new(source: Incoming, limit: usize) -> Self {
+        Replayable {
+            shared: Arc::new(Mutex::new(Recording {
+                source,
+                kept: Vec::new(),
+                kept_bytes: 0,
+                limit,
+                overflowed: false,
+                done: false,
+                generation: 0,
+            })),
+        }
+    }
+
+    /// The body for a new attempt, or None when the request cannot be replayed any more.
+    pub fn attempt(&self) -> Option<ProxyBody> {
+        let mut rec = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if rec.overflowed {
+            return None;
+        }
+        rec.generation += 1;
+        let body = AttemptBody {
+            shared: self.shared.clone(),
+            generation: rec.generation,
+            next: 0,
+        };
+        Some(body.boxed_unsync())
+    }
+
+    /// False once the body outgrew the limit (an attempt that fails now is final).
+    pub fn can_replay(&self) -> bool {
+        !self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .overflowed
+    }
+}
+
+struct AttemptBody {
+    shared: Arc<Mutex<Recording>>,
+    generation: u64,
+    /// Index of the next recorded frame to replay.
+    next: usize,
+}
+
+impl Body for AttemptBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let mut rec = this.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if rec.generation != this.generation {
+            return Poll::Ready(Some(Err("request body taken over by a retry".into())));
+        }
+        if let Some(kept) = rec.kept.get(this.next) {
+            this.next += 1;
+            let frame = match kept {
+                Kept::Data(b) => Frame::data(b.clone()),
+                Kept::Trailers(t) => Frame::trailers(t.clone()),
+            };
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if rec.done {
+            return Poll::Ready(None);
+        }
+        let frame = match Pin::new(&mut rec.source).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                rec.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        if !rec.overflowed {
+            let kept = if let Some(data) = frame.data_ref() {
+                rec.kept_bytes += data.len();
+                Kept::Data(data.clone())
+            } else if let Some(trailers) = frame.trailers_ref() {
+                Kept::Trailers(trailers.clone())
+            } else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            if rec.kept_bytes > rec.limit {
+                rec.overflowed = true;
+                rec.kept = Vec::new();
+            } else {
+                rec.kept.push(kept);
+                this.next = rec.kept.len();
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+/// A response body that fails when the route's timeout passes before it ends (the stream is
+/// then reset: the status line has already gone).
+pub struct Deadline {
+    inner: ProxyBody,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    pub fn new(inner: ProxyBody, at: tokio::time::Instant) -> Self {
+        Deadline {
+            inner,
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+}
+
+impl Body for Deadline {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Some(Err("route timeout during the response body".into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -7,19 +7,21 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access_log::Entry;
-use crate::body::{Observed, ProxyBody};
+use crate::body::{Deadline, Observed, ProxyBody, Replayable};
 use crate::cluster::HashInput;
 use crate::reply::{self, Flag};
+use crate::route::policy::{Outcome, chance};
 use crate::route::{Action, RequestView};
 use crate::server::Shared;
 use crate::stats::class_index;
@@ -146,39 +148,35 @@ pub async fn handle(
         let detail = format!("cluster {:?} is not defined", destination.cluster);
         return Ok(local_reply(&cx, Flag::NoCluster, &detail, grpc, log));
     };
-    let query = path_and_query.split_once('?').map(|(_, q)| q);
-    let pick = state.cluster.pick(&HashInput {
-        headers: &parts.headers,
-        source_ip: cx.peer.ip(),
-        query,
-    });
-    let Some(pick) = pick else {
-        let detail = format!("cluster {:?} has no healthy endpoint", destination.cluster);
-        return Ok(local_reply(
-            &cx,
-            Flag::NoHealthyUpstream,
-            &detail,
-            grpc,
-            log,
-        ));
-    };
-    let endpoint = pick.endpoint.address;
-    if let Some(l) = log.as_mut() {
-        l.upstream_host = endpoint.to_string();
+    let policy = forward.policy();
+
+    // Faults come first, as Envoy's fault filter runs before the router.
+    if let Some(fault) = &policy.fault {
+        if let Some((delay, percent)) = fault.delay
+            && chance(percent, fastrand::f64())
+        {
+            tokio::time::sleep(delay).await;
+            if let Some(l) = log.as_mut() {
+                l.flags = Flag::DelayInjected.code();
+            }
+        }
+        if let Some((abort, percent)) = fault.abort
+            && chance(percent, fastrand::f64())
+        {
+            let resp = reply::fault_abort(abort, grpc);
+            return Ok(finish(&cx, resp, Some(Flag::FaultInjected), log, None));
+        }
     }
 
     // The upstream request: same method and body, new URI, headers per the route.
-    let path = matched.rewritten_path(&view).unwrap_or(path_and_query);
+    let path = matched
+        .rewritten_path(&view)
+        .unwrap_or_else(|| path_and_query.clone());
     let upstream_authority = forward
         .authority_rewrite()
         .cloned()
         .or_else(|| HeaderValue::from_str(&authority).ok());
-    let uri = match upstream_uri(
-        state.upstream.scheme(),
-        upstream_authority.as_ref(),
-        endpoint,
-        &path,
-    ) {
+    let uri = match upstream_uri(state.upstream.scheme(), upstream_authority.as_ref(), &path) {
         Ok(u) => u,
         Err(detail) => {
             return Ok(local_reply(
@@ -211,7 +209,25 @@ pub async fn handle(
     if let Some(host) = upstream_authority {
         parts.headers.insert(header::HOST, host);
     }
+    let hash = |headers: &HeaderMap| {
+        let query = path_and_query.split_once('?').map(|(_, q)| q);
+        state.cluster.pick(&HashInput {
+            headers,
+            source_ip: cx.peer.ip(),
+            query,
+        })
+    };
     if parts.method == Method::CONNECT {
+        let Some(pick) = hash(&parts.headers) else {
+            let detail = format!("cluster {:?} has no healthy endpoint", destination.cluster);
+            return Ok(local_reply(
+                &cx,
+                Flag::NoHealthyUpstream,
+                &detail,
+                grpc,
+                log,
+            ));
+        };
         return Ok(tunnel(&cx, state, pick, &mut parts, grpc, log).await);
     }
     append_forwarded_for(&mut parts.headers, cx.peer);
@@ -224,51 +240,183 @@ pub async fn handle(
     matched.request_headers().apply(&mut parts.headers);
     destination.request_headers.apply(&mut parts.headers);
 
-    let Some((client, h2_upstream)) = state.upstream.client(endpoint, downstream_h2) else {
-        let detail = format!("{endpoint} has no connection pool");
-        return Ok(local_reply(
-            &cx,
-            Flag::NoHealthyUpstream,
-            &detail,
-            grpc,
-            log,
-        ));
-    };
-    parts.uri = uri;
-    parts.version = if h2_upstream {
-        Version::HTTP_2
+    // Attempts: one, or more under a retry policy (never for upgrades: the downstream
+    // connection is handed over). The route timeout bounds them all, backoff included.
+    let retry = policy.retry.as_ref().filter(|_| upgrade.is_none());
+    let deadline = policy.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut body = if body.is_end_stream() {
+        RequestBody::Empty
+    } else if let Some(r) = retry {
+        RequestBody::Replay(Replayable::new(body, r.buffer_limit))
     } else {
-        Version::HTTP_11
+        RequestBody::Once(Some(body))
     };
-    if h2_upstream {
-        // HTTP/2 carries the authority in :authority, not Host.
-        parts.headers.remove(header::HOST);
-    }
-    let upstream_req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retries_done = 0u32;
+    let (mut resp, pick, sent) = loop {
+        let last_chance = retry.is_none_or(|r| retries_done >= r.num_retries);
+        let Some(pick) = pick_avoiding(&hash, &parts.headers, &tried) else {
+            let detail = format!("cluster {:?} has no healthy endpoint", destination.cluster);
+            return Ok(local_reply(
+                &cx,
+                Flag::NoHealthyUpstream,
+                &detail,
+                grpc,
+                log,
+            ));
+        };
+        let endpoint = pick.endpoint.address;
+        if let Some(l) = log.as_mut() {
+            l.upstream_host = endpoint.to_string();
+        }
+        let Some((client, h2_upstream)) = state.upstream.client(endpoint, downstream_h2) else {
+            let detail = format!("{endpoint} has no connection pool");
+            return Ok(local_reply(
+                &cx,
+                Flag::NoHealthyUpstream,
+                &detail,
+                grpc,
+                log,
+            ));
+        };
+        let Some(attempt_body) = body.attempt() else {
+            // Only reachable on a retry: the body outgrew what could be kept for replay.
+            let detail = "the request body is too large to replay for a retry";
+            return Ok(local_reply(
+                &cx,
+                Flag::UpstreamRetryLimitExceeded,
+                detail,
+                grpc,
+                log,
+            ));
+        };
+        let mut req = Request::new(attempt_body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri.clone();
+        *req.version_mut() = if h2_upstream {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        *req.headers_mut() = if last_chance {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+        if h2_upstream {
+            // HTTP/2 carries the authority in :authority, not Host.
+            req.headers_mut().remove(header::HOST);
+        }
 
-    state.stats.upstream_rq_total.fetch_add(1, Relaxed);
-    state.stats.upstream_rq_active.fetch_add(1, Relaxed);
-    let sent = Instant::now();
-    let result = client.request(upstream_req).await;
-    state.stats.upstream_rq_active.fetch_sub(1, Relaxed);
-    let mut resp = match result {
-        Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
-        Err(e) => {
-            let (flag, detail) = if e.is_connect() {
+        state.stats.upstream_rq_total.fetch_add(1, Relaxed);
+        state.stats.upstream_rq_active.fetch_add(1, Relaxed);
+        let sent = Instant::now();
+        let per_try = retry
+            .and_then(|r| r.per_try_timeout)
+            .map(|t| tokio::time::Instant::now() + t);
+        let limit = match (deadline, per_try) {
+            (Some(d), Some(p)) => Some(d.min(p)),
+            (d, p) => d.or(p),
+        };
+        let result = match limit {
+            Some(at) => tokio::time::timeout_at(at, client.request(req)).await,
+            None => Ok(client.request(req).await),
+        };
+        state.stats.upstream_rq_active.fetch_sub(1, Relaxed);
+
+        // What happened, and what the downstream gets if this is the end.
+        let (outcome, failure) = match result {
+            Ok(Ok(resp)) => {
+                let outcome = Outcome::Response {
+                    status: resp.status(),
+                    grpc_status: grpc_status_of(resp.headers()),
+                };
+                let retriable = retry.is_some_and(|r| r.on.retries(outcome));
+                if last_chance || !retriable || !body.can_replay() {
+                    let resp = resp.map(|b| b.map_err(Into::into).boxed_unsync());
+                    break (resp, pick, sent);
+                }
+                state.stats.upstream_rq_xx[class_index(resp.status().as_u16())]
+                    .fetch_add(1, Relaxed);
+                let detail = format!("{endpoint} answered {}", resp.status());
+                (outcome, (Flag::UpstreamRetryLimitExceeded, detail))
+            }
+            Ok(Err(e)) if e.is_connect() => {
                 state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
+                let detail = format!("connecting to {endpoint}: {}", error_chain(&e));
                 (
-                    Flag::UpstreamConnectFailure,
-                    format!("connecting to {endpoint}: {}", error_chain(&e)),
+                    Outcome::ConnectFailure,
+                    (Flag::UpstreamConnectFailure, detail),
                 )
-            } else {
+            }
+            Ok(Err(e)) => {
+                let refused_stream = is_refused_stream(&e);
+                let detail = format!("{endpoint}: {}", error_chain(&e));
                 (
-                    Flag::UpstreamConnectionTermination,
-                    format!("{endpoint}: {}", error_chain(&e)),
+                    Outcome::Reset { refused_stream },
+                    (Flag::UpstreamConnectionTermination, detail),
                 )
-            };
+            }
+            Err(_) => {
+                state.stats.upstream_rq_timeout.fetch_add(1, Relaxed);
+                let whole = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+                if whole {
+                    let detail = format!(
+                        "route timeout of {:?} passed",
+                        policy.timeout.unwrap_or_default()
+                    );
+                    return Ok(local_reply(
+                        &cx,
+                        Flag::UpstreamRequestTimeout,
+                        &detail,
+                        grpc,
+                        log,
+                    ));
+                }
+                let detail = format!("{endpoint}: per-try timeout passed");
+                (
+                    Outcome::PerTryTimeout,
+                    (Flag::UpstreamRequestTimeout, detail),
+                )
+            }
+        };
+        let (flag, detail) = failure;
+        let retriable = retry.is_some_and(|r| r.on.retries(outcome)) && body.can_replay();
+        if !retriable {
             return Ok(local_reply(&cx, flag, &detail, grpc, log));
         }
+        if last_chance {
+            // Envoy answers a last per-try timeout as a timeout, anything else as URX.
+            let flag = match outcome {
+                Outcome::PerTryTimeout => Flag::UpstreamRequestTimeout,
+                _ => Flag::UpstreamRetryLimitExceeded,
+            };
+            let detail = format!("{} attempts, the last: {detail}", retries_done + 1);
+            return Ok(local_reply(&cx, flag, &detail, grpc, log));
+        }
+        // Retry, after a jittered backoff, on another endpoint when there is one.
+        retries_done += 1;
+        state.stats.upstream_rq_retry.fetch_add(1, Relaxed);
+        tried.push(endpoint);
+        drop(pick);
+        let pause = retry.map_or(Duration::ZERO, |r| r.backoff(retries_done, fastrand::f64()));
+        let wake = tokio::time::Instant::now() + pause;
+        if deadline.is_some_and(|d| d <= wake) {
+            let detail = format!(
+                "route timeout of {:?} passed",
+                policy.timeout.unwrap_or_default()
+            );
+            return Ok(local_reply(
+                &cx,
+                Flag::UpstreamRequestTimeout,
+                &detail,
+                grpc,
+                log,
+            ));
+        }
+        tokio::time::sleep_until(wake).await;
     };
+
     state.stats.upstream_rq_xx[class_index(resp.status().as_u16())].fetch_add(1, Relaxed);
     let upstream_ms = sent.elapsed().as_millis();
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -293,7 +441,78 @@ pub async fn handle(
         l.upstream_ms = Some(upstream_ms);
         l.started = start;
     }
+    if let Some(at) = deadline {
+        resp = resp.map(|b| Deadline::new(b, at).boxed_unsync());
+    }
     Ok(finish(&cx, resp, None, log, Some(pick)))
+}
+
+/// The request body for each attempt.
+enum RequestBody {
+    /// No body: every attempt sends none.
+    Empty,
+    /// Streamed to the one attempt there is.
+    Once(Option<Incoming>),
+    /// Recorded, so that a retry can send it again.
+    Replay(Replayable),
+}
+
+impl RequestBody {
+    fn attempt(&mut self) -> Option<ProxyBody> {
+        match self {
+            RequestBody::Empty => Some(crate::reply::empty()),
+            RequestBody::Once(b) => b.take().map(|b| b.map_err(Into::into).boxed_unsync()),
+            RequestBody::Replay(r) => r.attempt(),
+        }
+    }
+
+    fn can_replay(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Once(_) => false,
+            RequestBody::Replay(r) => r.can_replay(),
+        }
+    }
+}
+
+/// Picks an endpoint, avoiding the ones already tried when another can be had (Envoy's
+/// previous_hosts retry predicate, with Istio's 5 attempts at selection).
+fn pick_avoiding<F>(
+    pick: &F,
+    headers: &HeaderMap,
+    tried: &[SocketAddr],
+) -> Option<crate::cluster::Pick>
+where
+    F: Fn(&HeaderMap) -> Option<crate::cluster::Pick>,
+{
+    let mut choice = pick(headers)?;
+    for _ in 0..5 {
+        if !tried.contains(&choice.endpoint.address) {
+            break;
+        }
+        choice = pick(headers)?;
+    }
+    Some(choice)
+}
+
+/// `grpc-status` of a Trailers-Only response (in the headers), if any.
+fn grpc_status_of(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// An HTTP/2 upstream refused the stream (REFUSED_STREAM: safe to retry anywhere).
+fn is_refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// A local reply for `flag`, counted and logged like any response.
@@ -328,7 +547,10 @@ fn finish(
         shared.stats.downstream_rq_active.fetch_sub(1, Relaxed);
         if let Some(mut log) = log {
             log.status = status;
-            log.flags = flag.map_or("-", Flag::code);
+            if let Some(f) = flag {
+                // A local reply's cause; otherwise whatever was noted on the way (DI).
+                log.flags = f.code();
+            }
             log.bytes_sent = bytes;
             shared.access_log.write(&log);
         }
@@ -427,19 +649,17 @@ fn request_authority(uri: &Uri, headers: &HeaderMap, explicit_proxy: bool) -> Op
 }
 
 /// The upstream request's URI: the request's (or rewritten) authority, so that HTTP/2 sends
-/// it as `:authority`; the connection goes to `endpoint` whatever the URI says.
+/// it as `:authority`.
 fn upstream_uri(
     scheme: Scheme,
     authority: Option<&HeaderValue>,
-    endpoint: SocketAddr,
     path: &str,
 ) -> Result<Uri, String> {
+    // The connection goes to the picked endpoint whatever the URI says; a request whose
+    // authority is not a valid URI authority goes with a placeholder (Host is still sent).
     let authority = authority
         .and_then(|a| Authority::try_from(a.as_bytes()).ok())
-        .map_or_else(
-            || Authority::try_from(endpoint.to_string()).map_err(|e| e.to_string()),
-            Ok,
-        )?;
+        .unwrap_or_else(|| Authority::from_static("upstream"));
     let pq = PathAndQuery::try_from(path).map_err(|e| format!("bad path {path:?}: {e}"))?;
     Uri::builder()
         .scheme(scheme)

@@ -27,6 +27,14 @@ pub enum Flag {
     UpstreamConnectionTermination,
     /// DPE: the downstream request was malformed.
     DownstreamProtocolError,
+    /// UT: the route's timeout (or the last attempt's per-try timeout) passed.
+    UpstreamRequestTimeout,
+    /// URX: retries were exhausted (or the request could no longer be replayed).
+    UpstreamRetryLimitExceeded,
+    /// FI: a fault injection aborted the request.
+    FaultInjected,
+    /// DI: a fault injection delayed the request (logged; the response is the upstream's).
+    DelayInjected,
 }
 
 impl Flag {
@@ -39,6 +47,10 @@ impl Flag {
             Flag::UpstreamConnectFailure => "UF",
             Flag::UpstreamConnectionTermination => "UC",
             Flag::DownstreamProtocolError => "DPE",
+            Flag::UpstreamRequestTimeout => "UT",
+            Flag::UpstreamRetryLimitExceeded => "URX",
+            Flag::FaultInjected => "FI",
+            Flag::DelayInjected => "DI",
         }
     }
 
@@ -47,10 +59,15 @@ impl Flag {
         match self {
             Flag::NoRoute => StatusCode::NOT_FOUND,
             Flag::DownstreamProtocolError => StatusCode::BAD_REQUEST,
+            Flag::UpstreamRequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            // An HTTP abort's status is its own (`fault_abort`); this is the fallback.
+            Flag::FaultInjected => StatusCode::INTERNAL_SERVER_ERROR,
             Flag::NoCluster
             | Flag::NoHealthyUpstream
             | Flag::UpstreamConnectFailure
-            | Flag::UpstreamConnectionTermination => StatusCode::SERVICE_UNAVAILABLE,
+            | Flag::UpstreamConnectionTermination
+            | Flag::UpstreamRetryLimitExceeded
+            | Flag::DelayInjected => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -66,7 +83,12 @@ pub fn local(flag: Flag, detail: &str, grpc: bool) -> Response<ProxyBody> {
         let mut r = Response::new(empty());
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert("grpc-status", HeaderValue::from_static(grpc_status(status)));
+        let code = if flag == Flag::UpstreamRequestTimeout {
+            "4" // DEADLINE_EXCEEDED
+        } else {
+            grpc_status(status)
+        };
+        h.insert("grpc-status", HeaderValue::from_static(code));
         if let Ok(v) = HeaderValue::from_str(message.trim_end()) {
             h.insert("grpc-message", v);
         }
@@ -101,7 +123,47 @@ fn reason(flag: Flag) -> &'static str {
         Flag::UpstreamConnectFailure => "upstream connect error",
         Flag::UpstreamConnectionTermination => "upstream connection terminated",
         Flag::DownstreamProtocolError => "bad request",
+        Flag::UpstreamRequestTimeout => "upstream request timeout",
+        Flag::UpstreamRetryLimitExceeded => "upstream retry limit exceeded",
+        Flag::FaultInjected => "fault filter abort",
+        Flag::DelayInjected => "fault filter delay",
     }
+}
+
+/// A fault injection's abort: the configured HTTP status with Envoy's body, or a Trailers-Only
+/// gRPC response with the configured (or mapped) `grpc-status`; flag FI either way.
+pub fn fault_abort(abort: crate::route::policy::Abort, grpc: bool) -> Response<ProxyBody> {
+    use crate::route::policy::Abort;
+    let grpc_code = match abort {
+        Abort::Grpc(code) => Some(HeaderValue::from(code)),
+        Abort::Http(status) if grpc => Some(HeaderValue::from_static(grpc_status(status))),
+        Abort::Http(_) => None,
+    };
+    let mut resp = match (grpc_code, abort) {
+        (Some(code), _) => {
+            let mut r = Response::new(empty());
+            let h = r.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", code);
+            h.insert(
+                "grpc-message",
+                HeaderValue::from_static("fault filter abort"),
+            );
+            r
+        }
+        (None, Abort::Http(status)) => {
+            let mut r = fixed(status, Bytes::from_static(b"fault filter abort"));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r
+        }
+        (None, Abort::Grpc(_)) => fixed(StatusCode::OK, Bytes::new()),
+    };
+    resp.headers_mut().insert(
+        FLAGS_HEADER,
+        HeaderValue::from_static(Flag::FaultInjected.code()),
+    );
+    resp
 }
 
 pub fn is_grpc(headers: &HeaderMap) -> bool {

@@ -29,6 +29,8 @@ pub struct ClusterStats {
     pub upstream_rq_active: AtomicU64,
     pub upstream_rq_xx: [AtomicU64; 5],
     pub upstream_cx_connect_fail: AtomicU64,
+    pub upstream_rq_retry: AtomicU64,
+    pub upstream_rq_timeout: AtomicU64,
 }
 
 pub fn class_index(status: u16) -> usize {
@@ -105,6 +107,16 @@ impl Stats {
                 out,
                 "cluster.{name}.upstream_cx_connect_fail: {}",
                 g(&c.upstream_cx_connect_fail)
+            );
+            let _ = writeln!(
+                out,
+                "cluster.{name}.upstream_rq_retry: {}",
+                g(&c.upstream_rq_retry)
+            );
+            let _ = writeln!(
+                out,
+                "cluster.{name}.upstream_rq_timeout: {}",
+                g(&c.upstream_rq_timeout)
             );
         }
         let _ = writeln!(out, "server.config_reloads: {}", g(&self.config_reloads));

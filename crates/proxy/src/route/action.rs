@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use weft_xds::proto;
 
+use super::policy::Policy;
 use super::rewrite::{PathRewrite, is_path};
 use super::{Cx, HeaderOps, RequestView, host};
 use crate::config::ConfigError;
@@ -31,6 +32,8 @@ pub struct Forward {
     total: u64,
     path_rewrite: Option<PathRewrite>,
     authority: Option<HeaderValue>,
+    /// Boxed: most routes have none, and it would make every `Action` large.
+    policy: Box<Policy>,
 }
 
 /// One weighted destination: a cluster and the header operations for requests sent to it.
@@ -141,12 +144,14 @@ impl Forward {
                 (PathRewrite::build(rw, cx, &at)?, authority)
             }
         };
+        let policy = Box::new(Policy::build(action, &cx.resource, at)?);
         Ok(Forward {
             destinations: destinations.into(),
             ends,
             total,
             path_rewrite,
             authority,
+            policy,
         })
     }
 
@@ -167,6 +172,11 @@ impl Forward {
     }
 
     /// The new authority (Host) for the upstream request, from `rewrite.authority`.
+    /// Timeout, retries and faults.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     pub fn authority_rewrite(&self) -> Option<&HeaderValue> {
         self.authority.as_ref()
     }

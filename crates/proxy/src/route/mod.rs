@@ -16,6 +16,7 @@ mod action;
 mod headers;
 mod host;
 mod matcher;
+pub mod policy;
 mod rewrite;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,302 @@
+//! Timeouts, retries and fault injection through the real proxy, with Envoy's semantics.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::{Proxy, backend, client, get, send};
+
+/// A backend whose first `fail` requests get a 503 (after reading the body); later ones get
+/// 200 with `name body-as-received`. Returns its address and the count of requests seen.
+async fn flaky(name: &'static str, fail: u32) -> (SocketAddr, Arc<AtomicU32>) {
+    let seen = Arc::new(AtomicU32::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let counter = counter.clone();
+                    async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                        let n = counter.fetch_add(1, Relaxed);
+                        let body = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
+                        let (status, text) = if n < fail {
+                            (503, format!("{name} failing ({n})"))
+                        } else {
+                            (200, format!("{name} {body}"))
+                        };
+                        let resp = http::Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from(text)))
+                            .unwrap();
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn closed_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// One listener, one virtual host; `routes` is the YAML list of routes, `clusters` of clusters.
+fn config(routes: &str, clusters: &str) -> String {
+    format!(
+        r#"
+listeners:
+- {{name: http, address: 127.0.0.1:0, http: {{routeConfig: main}}}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - name: all
+    domains: ["*"]
+    routes:
+{routes}
+clusters:
+{clusters}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_hide_a_backend_that_fails_then_recovers() {
+    let (hides, hides_seen) = flaky("hides", 2).await;
+    let (shows, shows_seen) = flaky("shows", 3).await;
+    let proxy = Proxy::start(&config(
+        r#"    - matches: [{uri: {prefix: /hides}}]
+      route: {clusters: [{cluster: hides}], retryPolicy: {numRetries: 2, retryOn: "5xx"}}
+    - matches: [{uri: {prefix: /shows}}]
+      route: {clusters: [{cluster: shows}], retryPolicy: {numRetries: 2, retryOn: "gateway-error"}}"#,
+        &format!(
+            "- {{name: hides, endpoints: [{{address: \"{hides}\"}}]}}\n- {{name: shows, endpoints: [{{address: \"{shows}\"}}]}}"
+        ),
+    ));
+    let addr = proxy.addr("http");
+    let c = client();
+
+    // Two failures, two retries: the client sees the third attempt, and the body went each time.
+    let req = http::Request::post(format!("http://{addr}/hides"))
+        .header("host", "svc")
+        .body(Full::new(Bytes::from("order #7")))
+        .unwrap();
+    let r = send(&c, req).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "hides order #7"));
+    assert_eq!(hides_seen.load(Relaxed), 3);
+
+    // Three failures, two retries: the last upstream answer (503) is what the client gets.
+    let r = get(&c, addr, "svc", "/shows", &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body, "shows failing (2)");
+    assert_eq!(shows_seen.load(Relaxed), 3);
+
+    let stats = get(&c, proxy.admin, "admin", "/stats", &[]).await.body;
+    assert!(
+        stats.contains("cluster.hides.upstream_rq_retry: 2"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("cluster.shows.upstream_rq_retry: 2"),
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_retry_on_another_endpoint() {
+    let live = backend("live").await;
+    let dead = closed_port();
+    let endpoints = format!("[{{address: \"{dead}\"}}, {{address: \"{live}\"}}]");
+    let proxy = Proxy::start(&config(
+        r#"    - matches: [{uri: {prefix: /retry}}]
+      route: {clusters: [{cluster: pair}], retryPolicy: {numRetries: 2, retryOn: "connect-failure"}}
+    - route: {clusters: [{cluster: pair}]}"#,
+        &format!(
+            "- {{name: pair, endpoints: {endpoints}}}\n- {{name: nothing, endpoints: [{{address: \"{dead}\"}}]}}"
+        ),
+    ));
+    let addr = proxy.addr("http");
+    let c = client();
+    // Round robin over a dead and a live endpoint: without retries half fail, with none do.
+    let mut failed_plain = 0;
+    for _ in 0..20 {
+        let r = get(&c, addr, "svc", "/plain", &[]).await;
+        if r.status != 200 {
+            assert_eq!(r.headers["x-weft-response-flags"], "UF");
+            failed_plain += 1;
+        }
+    }
+    assert_eq!(
+        failed_plain, 10,
+        "round robin sends every other request to the dead one"
+    );
+    for i in 0..20 {
+        let r = get(&c, addr, "svc", "/retry", &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        assert!(r.body.starts_with("live "), "{}", r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_answer_urx() {
+    let dead = closed_port();
+    let proxy = Proxy::start(&config(
+        r#"    - route: {clusters: [{cluster: dead}], retryPolicy: {numRetries: 2, retryOn: "connect-failure,5xx"}}"#,
+        &format!("- {{name: dead, endpoints: [{{address: \"{dead}\"}}]}}"),
+    ));
+    let c = client();
+    let r = get(&c, proxy.addr("http"), "svc", "/", &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-weft-response-flags"], "URX");
+    assert!(
+        r.body.contains("3 attempts, the last: connecting to"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_answer_504_ut() {
+    let slow = backend("slow").await;
+    let proxy = Proxy::start(&config(
+        r#"    - matches: [{headers: {x-case: {exact: route}}}]
+      route: {clusters: [{cluster: slow}], timeout: 0.2s}
+    - matches: [{headers: {x-case: {exact: per-try}}}]
+      route: {clusters: [{cluster: slow}], retryPolicy: {numRetries: 1, perTryTimeout: 0.1s, retryOn: "5xx"}}
+    - route: {clusters: [{cluster: slow}], timeout: 5s}"#,
+        &format!("- {{name: slow, endpoints: [{{address: \"{slow}\"}}]}}"),
+    ));
+    let addr = proxy.addr("http");
+    let c = client();
+
+    let r = get(&c, addr, "svc", "/slow?ms=3000", &[("x-case", "route")]).await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.headers["x-weft-response-flags"], "UT");
+    assert!(r.body.contains("route timeout of 200ms"), "{}", r.body);
+
+    // Every attempt times out: the last per-try timeout is a timeout too.
+    let r = get(&c, addr, "svc", "/slow?ms=3000", &[("x-case", "per-try")]).await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.headers["x-weft-response-flags"], "UT");
+    assert!(r.body.contains("2 attempts"), "{}", r.body);
+
+    // A gRPC caller learns DEADLINE_EXCEEDED.
+    let r = get(
+        &c,
+        addr,
+        "svc",
+        "/slow?ms=3000",
+        &[("content-type", "application/grpc"), ("x-case", "route")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["grpc-status"], "4");
+
+    // Fast enough: the upstream's answer.
+    let r = get(&c, addr, "svc", "/slow?ms=10", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_abort_and_delay() {
+    let app = backend("app").await;
+    let proxy = Proxy::start(&config(
+        r#"    - matches: [{uri: {prefix: /abort}}]
+      route: {clusters: [{cluster: app}], fault: {abort: {httpStatus: 500, percentage: 100}}}
+    - matches: [{uri: {prefix: /half}}]
+      route: {clusters: [{cluster: app}], fault: {abort: {httpStatus: 503, percentage: 50}}}
+    - matches: [{uri: {prefix: /grpc-abort}}]
+      route: {clusters: [{cluster: app}], fault: {abort: {grpcStatus: 14, percentage: 100}}}
+    - matches: [{uri: {prefix: /delay}}]
+      route: {clusters: [{cluster: app}], fault: {delay: {fixedDelay: 0.3s, percentage: 100}}}
+    - matches: [{uri: {prefix: /delay-timeout}}]
+      route: {clusters: [{cluster: app}], timeout: 0.1s, fault: {delay: {fixedDelay: 0.3s, percentage: 100}}}"#,
+        &format!("- {{name: app, endpoints: [{{address: \"{app}\"}}]}}"),
+    ));
+    let addr = proxy.addr("http");
+    let c = client();
+
+    let r = get(&c, addr, "svc", "/abort", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (500, "fault filter abort"));
+    assert_eq!(r.headers["x-weft-response-flags"], "FI");
+
+    let r = get(
+        &c,
+        addr,
+        "svc",
+        "/grpc-abort",
+        &[("content-type", "application/grpc")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["grpc-status"], "14");
+
+    // 50% over 400 requests: mean 200, sd 10; 6 sd either side.
+    let mut aborted = 0;
+    for _ in 0..400 {
+        let r = get(&c, addr, "svc", "/half", &[]).await;
+        match r.status {
+            503 => aborted += 1,
+            200 => {}
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!((140..=260).contains(&aborted), "aborted {aborted} of 400");
+
+    // The delay holds the request, then it goes upstream.
+    let started = Instant::now();
+    let r = get(&c, addr, "svc", "/delay", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Istio: the fault delay is not counted in the route timeout (it runs before the router).
+    let r = get(&c, addr, "svc", "/delay-timeout", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn bad_policies_are_refused_with_the_field() {
+    let dir = support::TempDir(std::env::temp_dir().join(format!(
+        "weft-policy-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    )));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join("bad.yaml");
+    std::fs::write(
+        &path,
+        config(
+            r#"    - route: {clusters: [{cluster: c}], retryPolicy: {numRetries: 2, retryOn: "5xx,gateway-eror"}}"#,
+            "- {name: c, endpoints: [{address: \"127.0.0.1:1\"}]}",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("virtualHosts[0].routes[0].route.retryPolicy.retryOn: \"gateway-eror\" is not a retry condition"),
+        "{err}"
+    );
+}
