@@ -2,7 +2,6 @@
 //! route table, pick a destination and an endpoint, forward, and answer; every response the
 //! proxy makes itself names its cause (see `reply`).
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,7 +91,6 @@ pub async fn handle(
         .path_and_query()
         .map_or("/", PathAndQuery::as_str)
         .to_owned();
-    let empty_labels = BTreeMap::new();
 
     let Some(table) = snapshot.routes.get(&cx.route_config) else {
         return Ok(local_reply(
@@ -110,7 +108,9 @@ pub async fn handle(
         path_and_query: &path_and_query,
         headers: &parts.headers,
         port: cx.local.port(),
-        source_labels: &empty_labels,
+        // Istio's sourceLabels name the workload sending the request: on a sidecar's outbound
+        // side and on a gateway, that is this proxy's own workload.
+        source_labels: &snapshot.node.labels,
     };
     let Some(matched) = table.route(&view) else {
         let detail = format!("no route for {authority}{path_and_query}");
@@ -124,7 +124,7 @@ pub async fn handle(
         Action::Direct(d) => {
             let mut resp = reply::fixed(d.status, d.body.clone());
             matched.response_headers().apply(resp.headers_mut());
-            return Ok(finish(&cx, resp, None, log, None));
+            return Ok(finish(&cx, resp, None, log, ()));
         }
         Action::Redirect(_) => {
             let mut resp = match matched.redirect(&view) {
@@ -135,7 +135,7 @@ pub async fn handle(
                 ),
             };
             matched.response_headers().apply(resp.headers_mut());
-            return Ok(finish(&cx, resp, None, log, None));
+            return Ok(finish(&cx, resp, None, log, ()));
         }
         Action::Forward(f) => f,
     };
@@ -164,7 +164,7 @@ pub async fn handle(
             && chance(percent, fastrand::f64())
         {
             let resp = reply::fault_abort(abort, grpc);
-            return Ok(finish(&cx, resp, Some(Flag::FaultInjected), log, None));
+            return Ok(finish(&cx, resp, Some(Flag::FaultInjected), log, ()));
         }
     }
 
@@ -237,8 +237,9 @@ pub async fn handle(
             HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
         );
     }
-    matched.request_headers().apply(&mut parts.headers);
+    // Envoy's order: the destination's operations, then the route's (which win a conflict).
     destination.request_headers.apply(&mut parts.headers);
+    matched.request_headers().apply(&mut parts.headers);
 
     // Attempts: one, or more under a retry policy (never for upgrades: the downstream
     // connection is handed over). The route timeout bounds them all, backoff included.
@@ -253,7 +254,9 @@ pub async fn handle(
     };
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retries_done = 0u32;
-    let (mut resp, pick, sent) = loop {
+    // The place of the retry in flight under the cluster's maxRetries.
+    let mut retry_place = None;
+    let (mut resp, pick, sent, admission) = loop {
         let last_chance = retry.is_none_or(|r| retries_done >= r.num_retries);
         let Some(pick) = pick_avoiding(&hash, &parts.headers, &tried) else {
             let detail = format!("cluster {:?} has no healthy endpoint", destination.cluster);
@@ -308,9 +311,19 @@ pub async fn handle(
             req.headers_mut().remove(header::HOST);
         }
 
-        state.stats.upstream_rq_total.fetch_add(1, Relaxed);
-        state.stats.upstream_rq_active.fetch_add(1, Relaxed);
-        let sent = Instant::now();
+        // Admission under the circuit breaker (maybe waiting for a connection), then the
+        // exchange; the route and per-try timeouts bound both.
+        let attempt = async {
+            let admission = state
+                .breaker
+                .admit(h2_upstream)
+                .await
+                .map_err(AttemptError::Overflow)?;
+            state.stats.upstream_rq_total.fetch_add(1, Relaxed);
+            let sent = Instant::now();
+            let resp = client.request(req).await.map_err(AttemptError::Upstream)?;
+            Ok::<_, AttemptError>((resp, admission, sent))
+        };
         let per_try = retry
             .and_then(|r| r.per_try_timeout)
             .map(|t| tokio::time::Instant::now() + t);
@@ -318,43 +331,59 @@ pub async fn handle(
             (Some(d), Some(p)) => Some(d.min(p)),
             (d, p) => d.or(p),
         };
+        state.stats.upstream_rq_active.fetch_add(1, Relaxed);
         let result = match limit {
-            Some(at) => tokio::time::timeout_at(at, client.request(req)).await,
-            None => Ok(client.request(req).await),
+            Some(at) => tokio::time::timeout_at(at, attempt).await,
+            None => Ok(attempt.await),
         };
         state.stats.upstream_rq_active.fetch_sub(1, Relaxed);
 
         // What happened, and what the downstream gets if this is the end.
-        let (outcome, failure) = match result {
-            Ok(Ok(resp)) => {
+        let (outcome, flag, detail) = match result {
+            Ok(Ok((resp, admission, sent))) => {
                 let outcome = Outcome::Response {
                     status: resp.status(),
                     grpc_status: grpc_status_of(resp.headers()),
                 };
                 let retriable = retry.is_some_and(|r| r.on.retries(outcome));
-                if last_chance || !retriable || !body.can_replay() {
+                let place = (retriable && !last_chance && body.can_replay())
+                    .then(|| state.breaker.retry())
+                    .flatten();
+                let Some(place) = place else {
                     let resp = resp.map(|b| b.map_err(Into::into).boxed_unsync());
-                    break (resp, pick, sent);
-                }
+                    break (resp, pick, sent, admission);
+                };
+                retry_place = Some(place);
                 state.stats.upstream_rq_xx[class_index(resp.status().as_u16())]
                     .fetch_add(1, Relaxed);
                 let detail = format!("{endpoint} answered {}", resp.status());
-                (outcome, (Flag::UpstreamRetryLimitExceeded, detail))
+                (outcome, Flag::UpstreamRetryLimitExceeded, detail)
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(AttemptError::Overflow(overflow))) => {
+                // Envoy does not retry an overflow: the cluster is saturated.
+                state
+                    .stats
+                    .upstream_rq_pending_overflow
+                    .fetch_add(1, Relaxed);
+                let detail = format!("cluster {:?}: {overflow}", destination.cluster);
+                return Ok(local_reply(&cx, Flag::UpstreamOverflow, &detail, grpc, log));
+            }
+            Ok(Err(AttemptError::Upstream(e))) if e.is_connect() => {
                 state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
                 let detail = format!("connecting to {endpoint}: {}", error_chain(&e));
                 (
                     Outcome::ConnectFailure,
-                    (Flag::UpstreamConnectFailure, detail),
+                    Flag::UpstreamConnectFailure,
+                    detail,
                 )
             }
-            Ok(Err(e)) => {
+            Ok(Err(AttemptError::Upstream(e))) => {
                 let refused_stream = is_refused_stream(&e);
                 let detail = format!("{endpoint}: {}", error_chain(&e));
                 (
                     Outcome::Reset { refused_stream },
-                    (Flag::UpstreamConnectionTermination, detail),
+                    Flag::UpstreamConnectionTermination,
+                    detail,
                 )
             }
             Err(_) => {
@@ -374,25 +403,31 @@ pub async fn handle(
                     ));
                 }
                 let detail = format!("{endpoint}: per-try timeout passed");
-                (
-                    Outcome::PerTryTimeout,
-                    (Flag::UpstreamRequestTimeout, detail),
-                )
+                (Outcome::PerTryTimeout, Flag::UpstreamRequestTimeout, detail)
             }
         };
-        let (flag, detail) = failure;
-        let retriable = retry.is_some_and(|r| r.on.retries(outcome)) && body.can_replay();
-        if !retriable {
-            return Ok(local_reply(&cx, flag, &detail, grpc, log));
-        }
-        if last_chance {
-            // Envoy answers a last per-try timeout as a timeout, anything else as URX.
-            let flag = match outcome {
-                Outcome::PerTryTimeout => Flag::UpstreamRequestTimeout,
-                _ => Flag::UpstreamRetryLimitExceeded,
-            };
-            let detail = format!("{} attempts, the last: {detail}", retries_done + 1);
-            return Ok(local_reply(&cx, flag, &detail, grpc, log));
+        if !matches!(outcome, Outcome::Response { .. }) {
+            let retriable = retry.is_some_and(|r| r.on.retries(outcome)) && body.can_replay();
+            if !retriable {
+                return Ok(local_reply(&cx, flag, &detail, grpc, log));
+            }
+            if last_chance {
+                // Envoy answers a last per-try timeout as a timeout, anything else as URX.
+                let flag = match outcome {
+                    Outcome::PerTryTimeout => Flag::UpstreamRequestTimeout,
+                    _ => Flag::UpstreamRetryLimitExceeded,
+                };
+                let detail = format!("{} attempts, the last: {detail}", retries_done + 1);
+                return Ok(local_reply(&cx, flag, &detail, grpc, log));
+            }
+            match state.breaker.retry() {
+                Some(place) => retry_place = Some(place),
+                None => {
+                    // maxRetries in flight: this failure is final.
+                    state.stats.upstream_rq_retry_overflow.fetch_add(1, Relaxed);
+                    return Ok(local_reply(&cx, flag, &detail, grpc, log));
+                }
+            }
         }
         // Retry, after a jittered backoff, on another endpoint when there is one.
         retries_done += 1;
@@ -435,8 +470,8 @@ pub async fn handle(
         resp.headers_mut()
             .append(header::SET_COOKIE, cookie.clone());
     }
-    matched.response_headers().apply(resp.headers_mut());
     destination.response_headers.apply(resp.headers_mut());
+    matched.response_headers().apply(resp.headers_mut());
     if let Some(l) = log.as_mut() {
         l.upstream_ms = Some(upstream_ms);
         l.started = start;
@@ -444,7 +479,16 @@ pub async fn handle(
     if let Some(at) = deadline {
         resp = resp.map(|b| Deadline::new(b, at).boxed_unsync());
     }
-    Ok(finish(&cx, resp, None, log, Some(pick)))
+    // Held until the response body ends: the endpoint's active count, the circuit
+    // breaker's places.
+    let hold = (pick, admission, retry_place);
+    Ok(finish(&cx, resp, None, log, hold))
+}
+
+/// Why an attempt produced no response.
+enum AttemptError {
+    Overflow(crate::breaker::Overflow),
+    Upstream(hyper_util::client::legacy::Error),
 }
 
 /// The request body for each attempt.
@@ -523,17 +567,17 @@ fn local_reply(
     grpc: bool,
     log: Option<Box<Entry>>,
 ) -> Response<ProxyBody> {
-    finish(cx, reply::local(flag, detail, grpc), Some(flag), log, None)
+    finish(cx, reply::local(flag, detail, grpc), Some(flag), log, ())
 }
 
 /// Counts the response, and wraps its body so that the access log line is written (and the
 /// endpoint's active-request count released) when the body ends.
-fn finish(
+fn finish<H: Send + Unpin + 'static>(
     cx: &Arc<ConnContext>,
     resp: Response<ProxyBody>,
     flag: Option<Flag>,
     log: Option<Box<Entry>>,
-    pick: Option<crate::cluster::Pick>,
+    hold: H,
 ) -> Response<ProxyBody> {
     let shared = cx.shared.clone();
     shared.stats.downstream_rq_xx[class_index(resp.status().as_u16())].fetch_add(1, Relaxed);
@@ -543,7 +587,7 @@ fn finish(
     let status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
     let body = Observed::new(body, move |bytes, _complete| {
-        drop(pick);
+        drop(hold);
         shared.stats.downstream_rq_active.fetch_sub(1, Relaxed);
         if let Some(mut log) = log {
             log.status = status;
@@ -620,7 +664,7 @@ async fn tunnel(
             .map_err(|e| match e {})
             .boxed_unsync(),
     );
-    finish(cx, resp, None, log, None)
+    finish(cx, resp, None, log, ())
 }
 
 fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {

@@ -35,6 +35,8 @@ pub enum Flag {
     FaultInjected,
     /// DI: a fault injection delayed the request (logged; the response is the upstream's).
     DelayInjected,
+    /// UO: the cluster's circuit breaker refused the request (overflow).
+    UpstreamOverflow,
 }
 
 impl Flag {
@@ -51,6 +53,7 @@ impl Flag {
             Flag::UpstreamRetryLimitExceeded => "URX",
             Flag::FaultInjected => "FI",
             Flag::DelayInjected => "DI",
+            Flag::UpstreamOverflow => "UO",
         }
     }
 
@@ -67,7 +70,8 @@ impl Flag {
             | Flag::UpstreamConnectFailure
             | Flag::UpstreamConnectionTermination
             | Flag::UpstreamRetryLimitExceeded
-            | Flag::DelayInjected => StatusCode::SERVICE_UNAVAILABLE,
+            | Flag::DelayInjected
+            | Flag::UpstreamOverflow => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -102,6 +106,11 @@ pub fn local(flag: Flag, detail: &str, grpc: bool) -> Response<ProxyBody> {
     };
     resp.headers_mut()
         .insert(FLAGS_HEADER, HeaderValue::from_static(flag.code()));
+    if flag == Flag::UpstreamOverflow {
+        // What Envoy adds when a circuit breaker trips.
+        resp.headers_mut()
+            .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    }
     resp
 }
 
@@ -127,6 +136,7 @@ fn reason(flag: Flag) -> &'static str {
         Flag::UpstreamRetryLimitExceeded => "upstream retry limit exceeded",
         Flag::FaultInjected => "fault filter abort",
         Flag::DelayInjected => "fault filter delay",
+        Flag::UpstreamOverflow => "upstream overflow",
     }
 }
 

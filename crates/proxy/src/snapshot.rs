@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use weft_xds::proto;
 
+use crate::breaker::Breaker;
 use crate::cluster::Cluster;
 use crate::config::{ConfigError, NodeInfo};
 use crate::route::RouteTable;
@@ -29,6 +30,7 @@ pub struct ClusterState {
     pub cluster: Cluster,
     pub upstream: Upstream,
     pub stats: Arc<ClusterStats>,
+    pub breaker: Breaker,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +115,7 @@ impl Snapshot {
                     Ok((cluster, upstream)) => {
                         let stats = stats.cluster(cluster.name());
                         Arc::new(ClusterState {
+                            breaker: Breaker::new(c.circuit_breakers.as_ref()),
                             cluster,
                             upstream,
                             stats,

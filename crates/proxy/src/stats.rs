@@ -31,6 +31,9 @@ pub struct ClusterStats {
     pub upstream_cx_connect_fail: AtomicU64,
     pub upstream_rq_retry: AtomicU64,
     pub upstream_rq_timeout: AtomicU64,
+    /// Refused by the circuit breaker (Envoy counts pending and request overflows apart).
+    pub upstream_rq_pending_overflow: AtomicU64,
+    pub upstream_rq_retry_overflow: AtomicU64,
 }
 
 pub fn class_index(status: u16) -> usize {
@@ -117,6 +120,16 @@ impl Stats {
                 out,
                 "cluster.{name}.upstream_rq_timeout: {}",
                 g(&c.upstream_rq_timeout)
+            );
+            let _ = writeln!(
+                out,
+                "cluster.{name}.upstream_rq_pending_overflow: {}",
+                g(&c.upstream_rq_pending_overflow)
+            );
+            let _ = writeln!(
+                out,
+                "cluster.{name}.upstream_rq_retry_overflow: {}",
+                g(&c.upstream_rq_retry_overflow)
             );
         }
         let _ = writeln!(out, "server.config_reloads: {}", g(&self.config_reloads));

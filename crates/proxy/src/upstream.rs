@@ -127,6 +127,15 @@ impl EndpointPools {
                 // The proxy sets Host itself (the original authority, or a rewrite).
                 .set_host(false)
                 .http2_only(h2);
+            if cluster
+                .config()
+                .circuit_breakers
+                .as_ref()
+                .is_some_and(|c| c.max_requests_per_connection == 1)
+            {
+                // maxRequestsPerConnection 1: a connection per request, no keep-alive.
+                b.pool_max_idle_per_host(0);
+            }
             b.build(connector)
         };
         EndpointPools {

@@ -300,3 +300,71 @@ fn bad_policies_are_refused_with_the_field() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_overflows_with_503_uo() {
+    let app = backend("app").await;
+    let proxy = Proxy::start(&config(
+        "    - route: {clusters: [{cluster: app}]}",
+        &format!(
+            "- name: app\n  circuitBreakers: {{maxConnections: 1, maxPendingRequests: 1}}\n  endpoints: [{{address: \"{app}\"}}]"
+        ),
+    ));
+    let addr = proxy.addr("http");
+
+    // Three at once, each on its own connection: one is served, one waits, one overflows.
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(async move {
+                let c = client();
+                get(&c, addr, "svc", "/slow?ms=500", &[]).await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        let r = call.await.unwrap();
+        if r.status == 503 {
+            assert_eq!(r.headers["x-weft-response-flags"], "UO");
+            assert_eq!(r.headers["x-envoy-overloaded"], "true");
+            assert!(r.body.contains("maxConnections 1"), "{}", r.body);
+        }
+        statuses.push(r.status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 503]);
+
+    // Istio's circuit-breaking task: one client never trips it, three concurrent ones do.
+    let c = client();
+    for _ in 0..30 {
+        assert_eq!(get(&c, addr, "svc", "/slow?ms=5", &[]).await.status, 200);
+    }
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(async move {
+                let c = client();
+                let mut overflowed = 0;
+                for _ in 0..10 {
+                    if get(&c, addr, "svc", "/slow?ms=20", &[]).await.status == 503 {
+                        overflowed += 1;
+                    }
+                }
+                overflowed
+            })
+        })
+        .collect();
+    let mut overflowed = 0;
+    for w in workers {
+        overflowed += w.await.unwrap();
+    }
+    eprintln!("circuit breaker: 3 connections x 10 requests: {overflowed} of 30 got 503 UO");
+    assert!(overflowed > 0, "three concurrent clients never overflowed");
+    let stats = get(&c, proxy.admin, "admin", "/stats", &[]).await.body;
+    assert!(
+        stats.contains(&format!(
+            "cluster.app.upstream_rq_pending_overflow: {}",
+            overflowed + 1
+        )),
+        "{stats}"
+    );
+}

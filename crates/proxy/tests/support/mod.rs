@@ -330,3 +330,89 @@ impl hyper::body::Body for ChannelBody {
         self.0.poll_recv(cx).map(|f| f.map(Ok))
     }
 }
+
+/// An HTTP/2-only (prior knowledge) backend: an HTTP/1 request fails the handshake. Answers
+/// `name path version authority` (the request's `:authority`, `-` when absent) and echoes
+/// request headers as `x-echo-<name>`, like [`backend`].
+pub async fn h2_backend(name: &'static str) -> SocketAddr {
+    spawn_server("h2 backend", move |stream| async move {
+        let svc = service_fn(move |req: Request<Incoming>| async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let authority = req
+                .uri()
+                .authority()
+                .map_or_else(|| "-".to_owned(), |a| a.to_string());
+            let mut resp = Response::builder();
+            for (k, v) in req.headers() {
+                resp = resp.header(format!("x-echo-{k}"), v);
+            }
+            let text = format!("{name} {path} {:?} {authority}", req.version());
+            Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(text))).expect("response"))
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await
+}
+
+/// Holds a [`gated_backend`]'s `/hold` requests until opened.
+pub struct Gate {
+    /// `/hold` requests that have arrived (answered or not).
+    held: tokio::sync::watch::Sender<usize>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    /// `/hold` requests that have arrived (answered or not).
+    pub fn held(&self) -> usize {
+        *self.held.borrow()
+    }
+
+    /// Resolves once more than `n` `/hold` requests have arrived.
+    pub async fn held_more_than(&self, n: usize) {
+        let _ = self.held.subscribe().wait_for(|&h| h > n).await;
+    }
+
+    /// Answers every held request, and every later one at once.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// A backend that answers `name path` at once, except `/hold`, which waits until
+/// [`Gate::open`]: a request kept in flight without depending on time.
+pub async fn gated_backend(name: &'static str) -> (SocketAddr, std::sync::Arc<Gate>) {
+    let gate = std::sync::Arc::new(Gate {
+        held: tokio::sync::watch::channel(0).0,
+        open: tokio::sync::watch::channel(false).0,
+    });
+    let shared = gate.clone();
+    let addr = spawn_server("gated backend", move |stream| {
+        let gate = shared.clone();
+        async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let gate = gate.clone();
+                async move {
+                    let path = req.uri().path().to_owned();
+                    if path == "/hold" {
+                        let mut open = gate.open.subscribe();
+                        gate.held.send_modify(|h| *h += 1);
+                        let _ = open.wait_for(|&o| o).await;
+                    }
+                    let body = Full::new(Bytes::from(format!("{name} {path}")));
+                    Ok::<_, Infallible>(Response::new(body))
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        }
+    })
+    .await;
+    (addr, gate)
+}
