@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 /// Upstream bodies, local replies, all boxed to one type. Not `Sync`: hyper does not need it.
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
@@ -97,7 +96,7 @@ pub struct Replayable {
 }
 
 struct Recording {
-    source: Incoming,
+    source: ProxyBody,
     kept: Vec<Kept>,
     kept_bytes: usize,
     limit: usize,
@@ -112,7 +111,7 @@ enum Kept {
 }
 
 impl Replayable {
-    pub fn new(source: Incoming, limit: usize) -> Self {
+    pub fn new(source: ProxyBody, limit: usize) -> Self {
         Replayable {
             shared: Arc::new(Mutex::new(Recording {
                 source,
@@ -188,7 +187,7 @@ impl Body for AttemptBody {
                 rec.done = true;
                 return Poll::Ready(None);
             }
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         if !rec.overflowed {

@@ -245,7 +245,21 @@ pub async fn handle(
     // connection is handed over). The route timeout bounds them all, backoff included.
     let retry = policy.retry.as_ref().filter(|_| upgrade.is_none());
     let deadline = policy.timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut body = if body.is_end_stream() {
+    let empty_body = body.is_end_stream();
+    let mut body: ProxyBody = body.map_err(Into::into).boxed_unsync();
+    if !policy.mirrors.is_empty() && upgrade.is_none() {
+        let original = crate::mirror::Original {
+            method: &parts.method,
+            uri: &uri,
+            headers: &parts.headers,
+            downstream_h2,
+            source_ip: cx.peer.ip(),
+            empty: empty_body,
+            timeout: policy.timeout,
+        };
+        body = crate::mirror::start(&snapshot, &policy.mirrors, &original, body);
+    }
+    let mut body = if empty_body {
         RequestBody::Empty
     } else if let Some(r) = retry {
         RequestBody::Replay(Replayable::new(body, r.buffer_limit))
@@ -496,7 +510,7 @@ enum RequestBody {
     /// No body: every attempt sends none.
     Empty,
     /// Streamed to the one attempt there is.
-    Once(Option<Incoming>),
+    Once(Option<ProxyBody>),
     /// Recorded, so that a retry can send it again.
     Replay(Replayable),
 }
@@ -505,7 +519,7 @@ impl RequestBody {
     fn attempt(&mut self) -> Option<ProxyBody> {
         match self {
             RequestBody::Empty => Some(crate::reply::empty()),
-            RequestBody::Once(b) => b.take().map(|b| b.map_err(Into::into).boxed_unsync()),
+            RequestBody::Once(b) => b.take(),
             RequestBody::Replay(r) => r.attempt(),
         }
     }

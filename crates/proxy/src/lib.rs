@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod listeners;
+pub mod mirror;
 pub mod reply;
 pub mod route;
 pub mod server;

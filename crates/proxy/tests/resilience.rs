@@ -368,3 +368,126 @@ async fn circuit_breaker_overflows_with_503_uo() {
         "{stats}"
     );
 }
+
+/// A backend that records what it receives (host and body per request) and answers 200.
+async fn recorder() -> (SocketAddr, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or("-")
+                            .to_owned();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                        let body = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
+                        log.lock().unwrap().push((host, body));
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("seen"))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A backend that reads requests and never answers.
+async fn black_hole() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_get_copies_and_never_slow_the_original() {
+    let (app, _) = flaky("app", 0).await;
+    let (shadow, copies) = recorder().await;
+    let hole = black_hole().await;
+    let proxy = Proxy::start(&config(
+        r#"    - matches: [{uri: {prefix: /all}}]
+      route: {clusters: [{cluster: app}], mirrors: [{cluster: shadow, percentage: 100}]}
+    - matches: [{uri: {prefix: /quarter}}]
+      route: {clusters: [{cluster: app}], mirrors: [{cluster: shadow, percentage: 25}]}
+    - matches: [{uri: {prefix: /hole}}]
+      route: {clusters: [{cluster: app}], mirrors: [{cluster: hole, percentage: 100}]}"#,
+        &format!(
+            "- {{name: app, endpoints: [{{address: \"{app}\"}}]}}\n- {{name: shadow, endpoints: [{{address: \"{shadow}\"}}]}}\n- {{name: hole, endpoints: [{{address: \"{hole}\"}}]}}"
+        ),
+    ));
+    let addr = proxy.addr("http");
+    let c = client();
+
+    // Every request copied, body included, to the `-shadow` authority.
+    for i in 0..20 {
+        let req = http::Request::post(format!("http://{addr}/all"))
+            .header("host", "httpbin:8000")
+            .body(Full::new(Bytes::from(format!("body {i}"))))
+            .unwrap();
+        let r = send(&c, req).await;
+        assert_eq!((r.status, r.body.clone()), (200, format!("app body {i}")));
+    }
+    let mut waited = 0;
+    while copies.lock().unwrap().len() < 20 && waited < 500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    {
+        let got = copies.lock().unwrap();
+        assert_eq!(got.len(), 20, "copies arrived");
+        assert!(
+            got.iter().all(|(host, _)| host == "httpbin-shadow:8000"),
+            "{got:?}"
+        );
+        let mut bodies: Vec<&str> = got.iter().map(|(_, b)| b.as_str()).collect();
+        bodies.sort_unstable();
+        let mut want: Vec<String> = (0..20).map(|i| format!("body {i}")).collect();
+        want.sort_unstable();
+        assert_eq!(bodies, want);
+    }
+
+    // A quarter of 400: mean 100, sd 8.7; 6 sd either side.
+    copies.lock().unwrap().clear();
+    for _ in 0..400 {
+        assert_eq!(
+            get(&c, addr, "httpbin:8000", "/quarter", &[]).await.status,
+            200
+        );
+    }
+    let mut previous = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = copies.lock().unwrap().len();
+        if now == previous {
+            break;
+        }
+        previous = now;
+    }
+    assert!((48..=152).contains(&previous), "mirrored {previous} of 400");
+
+    // A mirror that never answers: the originals are answered all the same.
+    for i in 0..20 {
+        let req = http::Request::post(format!("http://{addr}/hole"))
+            .header("host", "httpbin:8000")
+            .body(Full::new(Bytes::from(format!("body {i}"))))
+            .unwrap();
+        assert_eq!(send(&c, req).await.status, 200);
+    }
+}

@@ -19,6 +19,8 @@ pub struct Policy {
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub fault: Option<Fault>,
+    /// Clusters that get a copy, each with the share of requests mirrored (0-100].
+    pub mirrors: Vec<(std::sync::Arc<str>, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,16 +175,30 @@ impl Policy {
             Some(f) => fault(f, resource, &format!("{at}.fault"))?,
             None => None,
         };
+        let mut mirrors = Vec::with_capacity(action.mirrors.len());
+        for (i, m) in action.mirrors.iter().enumerate() {
+            if m.cluster.is_empty() {
+                return Err(ConfigError::new(
+                    resource,
+                    format!("{at}.mirrors[{i}].cluster"),
+                    "cluster is required",
+                ));
+            }
+            let p = percentage(
+                m.percentage,
+                resource,
+                format!("{at}.mirrors[{i}].percentage"),
+            )?;
+            if p > 0.0 {
+                mirrors.push((m.cluster.as_str().into(), p));
+            }
+        }
         Ok(Policy {
             timeout,
             retry,
             fault,
+            mirrors,
         })
-    }
-
-    /// Nothing to do beyond forwarding once.
-    pub fn is_plain(&self) -> bool {
-        self.timeout.is_none() && self.retry.is_none() && self.fault.is_none()
     }
 }
 
