@@ -1,8 +1,23 @@
-//! weft-xds: the proxy configuration API and (later) its xDS transport.
+//! weft-xds: the proxy configuration API and its xDS transport.
 //!
 //! `config::v1` holds the generated types of `proto/weft/config/v1/config.proto`, with serde
 //! in the proto3 JSON mapping: field names in camelCase (snake_case also accepted), enums by
 //! name, durations as `"1.5s"`. A static bootstrap file is that JSON, or the same as YAML.
+//!
+//! The transport is Envoy's delta (incremental) Aggregated Discovery Service, on Envoy's own
+//! wire types (`envoy.service.discovery.v3`), carrying weft's resources as
+//! `google.protobuf.Any`:
+//!
+//! - [`resource`]: type URLs, packing, content-hash versions and [`resource::ProxyResources`],
+//!   the set of resources one proxy should have.
+//! - [`server`]: the gRPC service; a control plane implements [`server::ResourceSource`]
+//!   (one `watch` channel of `ProxyResources` per proxy) and reads
+//!   [`server::XdsServer::status`] for `weft proxy-status`.
+//! - [`client`]: the proxy's side; the proxy implements [`client::ConfigHandler`] and gets
+//!   ACK/NACK, reconnects with backoff and a readiness signal.
+//!
+//! The transport does not know what a Listener or a Cluster means: it moves named, versioned
+//! `Any`s and reports what was accepted.
 
 pub mod config {
     pub mod v1 {
@@ -14,6 +29,21 @@ pub mod config {
 }
 
 pub use config::v1 as proto;
+
+pub mod client;
+pub mod resource;
+pub mod server;
+
+/// Envoy's xDS wire types this transport speaks (`DeltaDiscoveryRequest`, `Node`, `Any`, ...).
+pub mod envoy {
+    pub use envoy_types::pb::envoy::config::core::v3::Node;
+    pub use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+        aggregated_discovery_service_client, aggregated_discovery_service_server,
+    };
+    pub use envoy_types::pb::google::protobuf::{Any, Struct, Value};
+    pub use envoy_types::pb::google::rpc::Status as RpcStatus;
+}
 
 /// Well-known protobuf types (Duration, ...) with their JSON mapping.
 pub use pbjson_types as proto_types;

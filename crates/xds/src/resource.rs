@@ -1,0 +1,387 @@
+//! What the xDS transport carries: weft's proxy config messages packed as
+//! `google.protobuf.Any`, with their type URLs and content-hash versions.
+//!
+//! The transport itself is generic over type URLs; this module names the three that weft
+//! serves and is the one place a typed message becomes an `Any` and back.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+
+use crate::proto;
+
+/// Type URL of a [`proto::Listener`].
+pub const LISTENER_TYPE_URL: &str = "type.googleapis.com/weft.config.v1.Listener";
+/// Type URL of a [`proto::RouteConfiguration`].
+pub const ROUTE_CONFIGURATION_TYPE_URL: &str =
+    "type.googleapis.com/weft.config.v1.RouteConfiguration";
+/// Type URL of a [`proto::Cluster`].
+pub const CLUSTER_TYPE_URL: &str = "type.googleapis.com/weft.config.v1.Cluster";
+
+/// The type URLs a weft proxy subscribes to, in the order a server sends them: what a
+/// resource refers to comes before what refers to it (clusters, then route
+/// configurations, then listeners), so a proxy never sees a dangling name it could have
+/// been given first.
+pub const WEFT_TYPE_URLS: [&str; 3] = [
+    CLUSTER_TYPE_URL,
+    ROUTE_CONFIGURATION_TYPE_URL,
+    LISTENER_TYPE_URL,
+];
+
+/// A message that travels over xDS as a named resource. `Serialize` (the proto3 JSON
+/// mapping) gives it a canonical form to version by content.
+pub trait XdsResource: Message + Default + serde::Serialize + Sized {
+    /// The `Any` type URL (`type.googleapis.com/<full message name>`).
+    const TYPE_URL: &'static str;
+    /// The resource name, unique within its type URL.
+    fn resource_name(&self) -> &str;
+}
+
+impl XdsResource for proto::Listener {
+    const TYPE_URL: &'static str = LISTENER_TYPE_URL;
+    fn resource_name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl XdsResource for proto::RouteConfiguration {
+    const TYPE_URL: &'static str = ROUTE_CONFIGURATION_TYPE_URL;
+    fn resource_name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl XdsResource for proto::Cluster {
+    const TYPE_URL: &'static str = CLUSTER_TYPE_URL;
+    fn resource_name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Why an `Any` could not be turned back into a typed message.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("expected a resource of type {expected}, got {got:?}")]
+    WrongType { expected: &'static str, got: String },
+    #[error("resource of type {type_url} does not decode: {source}")]
+    Decode {
+        type_url: &'static str,
+        #[source]
+        source: prost::DecodeError,
+    },
+}
+
+/// Packs a typed message as an `Any` with its weft type URL.
+pub fn pack<R: XdsResource>(resource: &R) -> Any {
+    Any {
+        type_url: R::TYPE_URL.to_owned(),
+        value: resource.encode_to_vec(),
+    }
+}
+
+/// Unpacks an `Any` into `R`, checking the type URL first.
+pub fn unpack<R: XdsResource>(any: &Any) -> Result<R, UnpackError> {
+    if any.type_url != R::TYPE_URL {
+        return Err(UnpackError::WrongType {
+            expected: R::TYPE_URL,
+            got: any.type_url.clone(),
+        });
+    }
+    R::decode(any.value.as_slice()).map_err(|source| UnpackError::Decode {
+        type_url: R::TYPE_URL,
+        source,
+    })
+}
+
+/// The version of a typed resource: a hash of its content, as 16 hex digits.
+///
+/// Equal messages get equal versions, in every control plane replica and across restarts,
+/// so a proxy that reconnects with `initial_resource_versions` is sent only what changed.
+/// The hash is taken over the message's JSON form with object keys sorted, not over its
+/// protobuf bytes: prost encodes map fields (labels, header matches) in `HashMap` order,
+/// so two equal messages built separately may encode differently.
+pub fn resource_version<R: XdsResource>(resource: &R) -> String {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    h.update(R::TYPE_URL.as_bytes());
+    h.update(&[0]);
+    match serde_json::to_value(resource) {
+        Ok(json) => hash_json(&mut h, &json),
+        // Not expected from generated code; the bytes are still a sound (if
+        // order-sensitive) version.
+        Err(_) => h.update(&resource.encode_to_vec()),
+    }
+    hex(h.digest())
+}
+
+/// The version of a packed resource of a type this crate does not know: a hash of its
+/// type URL and bytes (sound, but see [`resource_version`] about map order).
+pub fn content_version(any: &Any) -> String {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    h.update(any.type_url.as_bytes());
+    h.update(&[0]);
+    h.update(&any.value);
+    hex(h.digest())
+}
+
+/// Hashes JSON with a tag per kind and length-prefixed strings, objects in key order
+/// whatever order the map iterates in.
+fn hash_json(h: &mut xxhash_rust::xxh64::Xxh64, v: &serde_json::Value) {
+    use serde_json::Value;
+    fn bytes(h: &mut xxhash_rust::xxh64::Xxh64, b: &[u8]) {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    }
+    match v {
+        Value::Null => h.update(b"n"),
+        Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+        Value::Number(n) => {
+            h.update(b"#");
+            bytes(h, n.to_string().as_bytes());
+        }
+        Value::String(s) => {
+            h.update(b"s");
+            bytes(h, s.as_bytes());
+        }
+        Value::Array(items) => {
+            h.update(b"[");
+            h.update(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                hash_json(h, item);
+            }
+        }
+        Value::Object(fields) => {
+            let mut keys: Vec<&String> = fields.keys().collect();
+            keys.sort();
+            h.update(b"{");
+            h.update(&(keys.len() as u64).to_le_bytes());
+            for k in keys {
+                bytes(h, k.as_bytes());
+                if let Some(v) = fields.get(k) {
+                    hash_json(h, v);
+                }
+            }
+        }
+    }
+}
+
+fn hex(n: u64) -> String {
+    let mut s = String::with_capacity(16);
+    // Writing to a String cannot fail.
+    let _ = write!(s, "{n:016x}");
+    s
+}
+
+/// One resource as the server holds it: its content version and the packed message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionedResource {
+    pub version: String,
+    pub resource: Any,
+}
+
+/// Everything one proxy should have: type URL -> resource name -> resource.
+///
+/// The control plane builds one per proxy and publishes it in a `watch` channel; each xDS
+/// stream diffs successive values against what its client has and sends only the
+/// difference. Type URLs with no resources may be left out: a subscriber to them sees an
+/// empty set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxyResources {
+    types: BTreeMap<String, BTreeMap<String, VersionedResource>>,
+}
+
+impl ProxyResources {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a typed resource under its own name, versioned by
+    /// [`resource_version`].
+    pub fn insert<R: XdsResource>(&mut self, resource: &R) {
+        let version = resource_version(resource);
+        self.insert_versioned(
+            resource.resource_name().to_owned(),
+            VersionedResource {
+                version,
+                resource: pack(resource),
+            },
+        );
+    }
+
+    /// Adds (or replaces) an already packed resource under `name`; the version is its
+    /// [`content_version`].
+    pub fn insert_any(&mut self, name: String, resource: Any) {
+        let version = content_version(&resource);
+        self.insert_versioned(name, VersionedResource { version, resource });
+    }
+
+    /// Adds (or replaces) a resource with a version the caller computed (a control plane
+    /// that caches versions of resources shared by many proxies, say).
+    pub fn insert_versioned(&mut self, name: String, resource: VersionedResource) {
+        self.types
+            .entry(resource.resource.type_url.clone())
+            .or_default()
+            .insert(name, resource);
+    }
+
+    /// Removes a resource; returns it if it was there.
+    pub fn remove(&mut self, type_url: &str, name: &str) -> Option<VersionedResource> {
+        let of_type = self.types.get_mut(type_url)?;
+        let removed = of_type.remove(name);
+        if of_type.is_empty() {
+            self.types.remove(type_url);
+        }
+        removed
+    }
+
+    /// The resources of one type URL, by name (empty when there are none).
+    pub fn of_type(&self, type_url: &str) -> Option<&BTreeMap<String, VersionedResource>> {
+        self.types.get(type_url)
+    }
+
+    /// One resource.
+    pub fn get(&self, type_url: &str, name: &str) -> Option<&VersionedResource> {
+        self.types.get(type_url)?.get(name)
+    }
+
+    /// The type URLs that have at least one resource.
+    pub fn type_urls(&self) -> impl Iterator<Item = &str> {
+        self.types.keys().map(String::as_str)
+    }
+
+    /// The version of a whole type: a hash over the sorted (name, version) pairs. This is
+    /// the `system_version_info` of responses and what `proxy-status` compares: a proxy is
+    /// in sync for a type when it has ACKed this version.
+    pub fn type_version(&self, type_url: &str) -> String {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        for (name, r) in self.types.get(type_url).into_iter().flatten() {
+            h.update(name.as_bytes());
+            h.update(&[0]);
+            h.update(r.version.as_bytes());
+            h.update(&[0]);
+        }
+        hex(h.digest())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_and_unpack_round_trip() {
+        let c = proto::Cluster {
+            name: "outbound|9080|v1|reviews.default.svc.cluster.local".into(),
+            ..Default::default()
+        };
+        let any = pack(&c);
+        assert_eq!(any.type_url, CLUSTER_TYPE_URL);
+        let back: proto::Cluster = unpack(&any).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn unpack_checks_type_and_bytes() {
+        let any = pack(&proto::Listener::default());
+        let err = unpack::<proto::Cluster>(&any).unwrap_err();
+        assert!(err.to_string().contains("weft.config.v1.Listener"), "{err}");
+
+        let garbage = Any {
+            type_url: CLUSTER_TYPE_URL.into(),
+            value: vec![0xff, 0xff, 0xff],
+        };
+        let err = unpack::<proto::Cluster>(&garbage).unwrap_err();
+        assert!(matches!(err, UnpackError::Decode { .. }), "{err}");
+    }
+
+    #[test]
+    fn type_urls_name_the_generated_messages() {
+        // The type URL must be the message's full protobuf name, or a generic client
+        // (grpcurl, a config dump) cannot decode it. Check against the compiled protos.
+        let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+        let set = pbjson_types::FileDescriptorSet::decode(bytes.as_slice()).unwrap();
+        let mut names = Vec::new();
+        for file in &set.file {
+            for m in &file.message_type {
+                names.push(format!(
+                    "type.googleapis.com/{}.{}",
+                    file.package(),
+                    m.name()
+                ));
+            }
+        }
+        for url in WEFT_TYPE_URLS {
+            assert!(names.iter().any(|n| n == url), "{url} not in {names:?}");
+        }
+    }
+
+    #[test]
+    fn equal_messages_have_equal_versions_whatever_their_map_order() {
+        // Two HashMaps with the same entries, inserted in opposite orders, with different
+        // random seeds: their iteration (and prost encoding) order differs with high odds.
+        let labels = |rev: bool| {
+            let mut keys: Vec<usize> = (0..64).collect();
+            if rev {
+                keys.reverse();
+            }
+            keys.into_iter()
+                .map(|i| (format!("k{i}"), format!("v{i}")))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let cluster = |rev: bool| proto::Cluster {
+            name: "c".into(),
+            endpoints: vec![proto::Endpoint {
+                address: "127.0.0.1:80".into(),
+                labels: labels(rev),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (a, b) = (cluster(false), cluster(true));
+        assert_eq!(a, b);
+        assert_eq!(resource_version(&a), resource_version(&b));
+        let mut c = cluster(false);
+        if let Some(v) = c.endpoints[0].labels.get_mut("k3") {
+            v.push('x');
+        }
+        assert_ne!(resource_version(&a), resource_version(&c));
+        // The same content under another type is another version.
+        let l = proto::Listener {
+            name: "c".into(),
+            ..Default::default()
+        };
+        let r = proto::RouteConfiguration {
+            name: "c".into(),
+            ..Default::default()
+        };
+        assert_ne!(resource_version(&l), resource_version(&r));
+    }
+
+    #[test]
+    fn versions_follow_content() {
+        let mut a = ProxyResources::new();
+        a.insert(&proto::Cluster {
+            name: "a".into(),
+            ..Default::default()
+        });
+        let v1 = a.get(CLUSTER_TYPE_URL, "a").unwrap().version.clone();
+        let t1 = a.type_version(CLUSTER_TYPE_URL);
+        a.insert(&proto::Cluster {
+            name: "a".into(),
+            ..Default::default()
+        });
+        assert_eq!(a.get(CLUSTER_TYPE_URL, "a").unwrap().version, v1);
+        assert_eq!(a.type_version(CLUSTER_TYPE_URL), t1);
+        a.insert(&proto::Cluster {
+            name: "a".into(),
+            lb_policy: proto::LbPolicy::Random as i32,
+            ..Default::default()
+        });
+        assert_ne!(a.get(CLUSTER_TYPE_URL, "a").unwrap().version, v1);
+        assert_ne!(a.type_version(CLUSTER_TYPE_URL), t1);
+        assert_eq!(v1.len(), 16);
+        assert!(a.remove(CLUSTER_TYPE_URL, "a").is_some());
+        assert!(a.of_type(CLUSTER_TYPE_URL).is_none());
+    }
+}

@@ -1,0 +1,788 @@
+//! The state of one delta xDS stream, without any I/O: what the client subscribed to,
+//! what we believe it has, which responses await an ACK. The stream task feeds it requests
+//! and snapshots and sends what it returns, which keeps every protocol rule unit-testable.
+//!
+//! Semantics follow Envoy's incremental xDS protocol
+//! (<https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol#incremental-xds>):
+//! a first request for a type with no names is a wildcard subscription, `*` subscribes or
+//! unsubscribes the wildcard explicitly, `initial_resource_versions` tells what a
+//! reconnecting client already has, and a request carrying a `response_nonce` ACKs that
+//! response, or NACKs it when `error_detail` is set.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::SystemTime;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use tonic::Status;
+
+use super::status::{Nack, ProxyStatus, TypeStatus};
+use crate::resource::ProxyResources;
+
+/// Responses sent and not yet ACKed or NACKed, per type. A client that never answers
+/// cannot grow this: past the bound the oldest is forgotten, and a late answer to it is
+/// treated as stale (ignored), as any answer to an unknown nonce is.
+const MAX_PENDING: usize = 16;
+
+/// The longest NACK reason kept for status; a proxy's error text is input, and status is
+/// shown to people.
+const MAX_REASON_LEN: usize = 4096;
+
+/// What one request did, for the stream task to act on.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Outcome {
+    /// The subscription changed (or is new): compute and send a response for this type.
+    pub resend: bool,
+    /// The request ACKed a response that carried this type version.
+    pub acked: Option<String>,
+    /// The request NACKed a response.
+    pub nacked: Option<Nack>,
+}
+
+struct Pending {
+    nonce: String,
+    type_version: String,
+    /// Every name the response touched, to undo on NACK.
+    touched: Vec<Touched>,
+}
+
+struct Touched {
+    name: String,
+    /// What `client_has` held before: the client keeps it when it rejects the response.
+    before: Option<String>,
+    /// The version sent, or `REMOVAL` for a removal.
+    sent: String,
+}
+
+/// Stands for "removed" where a version is expected; a real version is 16 hex digits.
+const REMOVAL: &str = "";
+
+#[derive(Default)]
+struct TypeState {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// name -> version the client has, as far as this stream knows.
+    client_has: HashMap<String, String>,
+    pending: VecDeque<Pending>,
+    /// A response is owed even if nothing changed (a new subscription must be answered,
+    /// or the client would wait for it forever).
+    owe_response: bool,
+    /// Names subscribed explicitly that do not exist: reported once in
+    /// `removed_resources`, so the client does not wait for them.
+    absent: BTreeSet<String>,
+    /// name -> version (or `REMOVAL`) the client NACKed. Not sent again until the
+    /// resource changes, so a bad resource is not pushed in a loop; while any remains the
+    /// type is not in sync, whatever else the client ACKs.
+    rejected: HashMap<String, String>,
+}
+
+impl TypeState {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+pub(crate) struct StreamState {
+    stream_id: u64,
+    nonces: u64,
+    /// Type URLs this server serves, in the order responses are sent.
+    served: std::sync::Arc<[String]>,
+    types: HashMap<String, TypeState>,
+    pub status: ProxyStatus,
+}
+
+impl StreamState {
+    pub fn new(stream_id: u64, node_id: String, served: std::sync::Arc<[String]>) -> Self {
+        Self {
+            stream_id,
+            nonces: 0,
+            served,
+            types: HashMap::new(),
+            status: ProxyStatus {
+                node_id,
+                stream_id,
+                connected_since: SystemTime::now(),
+                types: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// Applies one request: ACK or NACK of an earlier response, subscription changes and,
+    /// on the first request of a type, what the client already has.
+    pub fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Result<Outcome, Status> {
+        let type_url = req.type_url.as_str();
+        if !self.served.iter().any(|t| t == type_url) {
+            return Err(Status::invalid_argument(format!(
+                "unknown type URL {type_url:?}: this server serves {}",
+                self.served.join(", ")
+            )));
+        }
+        let first = !self.types.contains_key(type_url);
+        let ts = self.types.entry(type_url.to_owned()).or_default();
+        let status = self.status.types.entry(type_url.to_owned()).or_default();
+        let mut outcome = Outcome::default();
+
+        if !req.response_nonce.is_empty() {
+            if let Some(at) = ts
+                .pending
+                .iter()
+                .position(|p| p.nonce == req.response_nonce)
+            {
+                // Answers come in order; anything older than the answered response will
+                // never be answered now.
+                let answered = ts.pending.drain(..=at).next_back();
+                if let Some(p) = answered {
+                    match &req.error_detail {
+                        Some(detail) => {
+                            for t in p.touched {
+                                match t.before {
+                                    Some(v) => ts.client_has.insert(t.name.clone(), v),
+                                    None => ts.client_has.remove(&t.name),
+                                };
+                                ts.rejected.insert(t.name, t.sent);
+                            }
+                            let nack = Nack {
+                                version: p.type_version,
+                                nonce: p.nonce,
+                                reason: bounded_reason(&detail.message),
+                                at: SystemTime::now(),
+                            };
+                            status.last_nack = Some(nack.clone());
+                            outcome.nacked = Some(nack);
+                        }
+                        // An ACK that leaves NACKed resources behind is partial: the client
+                        // does not hold this type version, so the last full ACK stands.
+                        None if ts.rejected.is_empty() => {
+                            status.acked_version = Some(p.type_version.clone());
+                            status.last_nack = None;
+                            outcome.acked = Some(p.type_version);
+                        }
+                        None => {}
+                    }
+                }
+            } else {
+                tracing::debug!(
+                    stream = self.stream_id,
+                    type_url,
+                    nonce = req.response_nonce,
+                    "answer to an unknown or superseded nonce, ignored"
+                );
+            }
+        }
+
+        if first {
+            ts.client_has.extend(
+                req.initial_resource_versions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            ts.owe_response = true;
+            outcome.resend = true;
+            if req.resource_names_subscribe.is_empty() {
+                ts.wildcard = true;
+            }
+        }
+        for name in &req.resource_names_subscribe {
+            if name == "*" {
+                outcome.resend |= !ts.wildcard;
+                ts.wildcard = true;
+            } else if ts.names.insert(name.clone()) {
+                ts.absent.insert(name.clone());
+                outcome.resend = true;
+            }
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == "*" {
+                ts.wildcard = false;
+            } else {
+                ts.names.remove(name);
+                ts.absent.remove(name);
+            }
+        }
+        if !req.resource_names_unsubscribe.is_empty() {
+            // The client forgets what it unsubscribed from; no removal is sent for it.
+            let TypeState {
+                client_has,
+                wildcard,
+                names,
+                ..
+            } = ts;
+            client_has.retain(|n, _| *wildcard || names.contains(n));
+        }
+        Ok(outcome)
+    }
+
+    /// The responses that bring the client from what it has to `snapshot`, in the served
+    /// order, for every subscribed type (`only` = None) or one type.
+    pub fn responses(
+        &mut self,
+        snapshot: &ProxyResources,
+        only: Option<&str>,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        let served = self.served.clone();
+        let mut out = Vec::new();
+        for type_url in served.iter() {
+            if only.is_some_and(|o| o != type_url) {
+                continue;
+            }
+            if let Some(r) = self.response_for(snapshot, type_url) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    fn response_for(
+        &mut self,
+        snapshot: &ProxyResources,
+        type_url: &str,
+    ) -> Option<DeltaDiscoveryResponse> {
+        let ts = self.types.get_mut(type_url)?;
+        let empty = BTreeMap::new();
+        let current = snapshot.of_type(type_url).unwrap_or(&empty);
+        let type_version = snapshot.type_version(type_url);
+        let status = self.status.types.entry(type_url.to_owned()).or_default();
+        status.latest_version = Some(type_version.clone());
+
+        // A rejection stands only while the snapshot still holds what was rejected.
+        ts.rejected.retain(|name, v| match current.get(name) {
+            Some(r) => r.version == *v,
+            None => v == REMOVAL,
+        });
+        let mut resources = Vec::new();
+        let mut removed = Vec::new();
+        let mut touched = Vec::new();
+        for (name, r) in current {
+            if !ts.wants(name)
+                || ts.client_has.get(name) == Some(&r.version)
+                || ts.rejected.get(name) == Some(&r.version)
+            {
+                continue;
+            }
+            let before = ts.client_has.insert(name.clone(), r.version.clone());
+            touched.push(Touched {
+                name: name.clone(),
+                before,
+                sent: r.version.clone(),
+            });
+            resources.push(Resource {
+                name: name.clone(),
+                version: r.version.clone(),
+                resource: Some(r.resource.clone()),
+                ..Default::default()
+            });
+        }
+        let gone: Vec<String> = ts
+            .client_has
+            .keys()
+            .filter(|n| !current.contains_key(*n) || !ts.wants(n))
+            .filter(|n| ts.rejected.get(*n).is_none_or(|v| v != REMOVAL))
+            .cloned()
+            .collect();
+        for name in gone {
+            let before = ts.client_has.remove(&name);
+            touched.push(Touched {
+                name: name.clone(),
+                before,
+                sent: REMOVAL.to_owned(),
+            });
+            removed.push(name);
+        }
+        for name in std::mem::take(&mut ts.absent) {
+            if !current.contains_key(&name) && !removed.contains(&name) {
+                removed.push(name);
+            }
+        }
+        if resources.is_empty() && removed.is_empty() && !ts.owe_response {
+            if ts.pending.is_empty() && ts.rejected.is_empty() {
+                // Everything answered, nothing rejected, nothing to send: the client
+                // holds this version (a change that was undone, a rejected resource that
+                // was deleted).
+                status.acked_version = Some(type_version);
+                status.last_nack = None;
+            }
+            return None;
+        }
+        ts.owe_response = false;
+        removed.sort();
+
+        self.nonces += 1;
+        let nonce = format!("{}-{}", self.stream_id, self.nonces);
+        if ts.pending.len() == MAX_PENDING {
+            ts.pending.pop_front();
+        }
+        ts.pending.push_back(Pending {
+            nonce: nonce.clone(),
+            type_version: type_version.clone(),
+            touched,
+        });
+        status.sent_version = Some(type_version.clone());
+        status.sent_nonce = Some(nonce.clone());
+        Some(DeltaDiscoveryResponse {
+            system_version_info: type_version,
+            resources,
+            type_url: type_url.to_owned(),
+            removed_resources: removed,
+            nonce,
+            ..Default::default()
+        })
+    }
+
+    /// Status of this stream's proxy as `proxy-status` shows it.
+    pub fn status(&self) -> &ProxyStatus {
+        &self.status
+    }
+
+    #[cfg(test)]
+    fn client_has(&self, type_url: &str) -> BTreeMap<String, String> {
+        self.types
+            .get(type_url)
+            .map(|t| t.client_has.clone().into_iter().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl TypeStatus {
+    /// Sent, and the client has ACKed the latest version with no NACK since.
+    pub fn in_sync(&self) -> bool {
+        self.last_nack.is_none()
+            && self.latest_version.is_some()
+            && self.acked_version == self.latest_version
+    }
+}
+
+fn bounded_reason(reason: &str) -> String {
+    if reason.len() <= MAX_REASON_LEN {
+        return reason.to_owned();
+    }
+    let mut end = MAX_REASON_LEN;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &reason[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use envoy_types::pb::google::rpc::Status as RpcStatus;
+
+    use super::*;
+    use crate::proto;
+    use crate::resource::{CLUSTER_TYPE_URL, LISTENER_TYPE_URL, WEFT_TYPE_URLS};
+
+    fn state() -> StreamState {
+        let served: Arc<[String]> = WEFT_TYPE_URLS.iter().map(|s| s.to_string()).collect();
+        StreamState::new(
+            7,
+            "sidecar~127.0.0.2~a.default~default.svc.cluster.local".into(),
+            served,
+        )
+    }
+
+    fn cluster(name: &str, policy: proto::LbPolicy) -> proto::Cluster {
+        proto::Cluster {
+            name: name.into(),
+            lb_policy: policy as i32,
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(clusters: &[proto::Cluster]) -> ProxyResources {
+        let mut s = ProxyResources::new();
+        for c in clusters {
+            s.insert(c);
+        }
+        s
+    }
+
+    fn subscribe(type_url: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: type_url.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ack(type_url: &str, nonce: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: type_url.into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn nack(type_url: &str, nonce: &str, reason: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            error_detail: Some(RpcStatus {
+                code: 3,
+                message: reason.into(),
+                details: vec![],
+            }),
+            ..ack(type_url, nonce)
+        }
+    }
+
+    fn names(r: &DeltaDiscoveryResponse) -> Vec<&str> {
+        r.resources.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn wildcard_subscription_gets_everything_then_only_changes() {
+        let mut s = state();
+        let snap = snapshot(&[
+            cluster("a", proto::LbPolicy::RoundRobin),
+            cluster("b", proto::LbPolicy::RoundRobin),
+        ]);
+        let o = s.on_request(&subscribe(CLUSTER_TYPE_URL)).unwrap();
+        assert!(o.resend);
+        let r = s.responses(&snap, Some(CLUSTER_TYPE_URL));
+        assert_eq!(r.len(), 1);
+        assert_eq!(names(&r[0]), ["a", "b"]);
+        assert_eq!(
+            r[0].system_version_info,
+            snap.type_version(CLUSTER_TYPE_URL)
+        );
+
+        // Nothing changed: nothing to send.
+        assert!(s.responses(&snap, None).is_empty());
+
+        // b changes, c appears, a is removed.
+        let snap2 = snapshot(&[
+            cluster("b", proto::LbPolicy::Random),
+            cluster("c", proto::LbPolicy::RoundRobin),
+        ]);
+        let r = s.responses(&snap2, None);
+        assert_eq!(r.len(), 1);
+        assert_eq!(names(&r[0]), ["b", "c"]);
+        assert_eq!(r[0].removed_resources, ["a"]);
+    }
+
+    #[test]
+    fn new_subscription_is_answered_even_when_empty() {
+        let mut s = state();
+        s.on_request(&subscribe(LISTENER_TYPE_URL)).unwrap();
+        let r = s.responses(&ProxyResources::new(), None);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].resources.is_empty() && r[0].removed_resources.is_empty());
+        assert_eq!(r[0].type_url, LISTENER_TYPE_URL);
+        // Once answered, an empty type stays quiet.
+        assert!(s.responses(&ProxyResources::new(), None).is_empty());
+    }
+
+    #[test]
+    fn ack_and_nack_bookkeeping() {
+        let mut s = state();
+        s.on_request(&subscribe(CLUSTER_TYPE_URL)).unwrap();
+        let good = snapshot(&[cluster("a", proto::LbPolicy::RoundRobin)]);
+        let r1 = s.responses(&good, None).remove(0);
+        let o = s.on_request(&ack(CLUSTER_TYPE_URL, &r1.nonce)).unwrap();
+        assert_eq!(o.acked.as_deref(), Some(r1.system_version_info.as_str()));
+        assert!(!o.resend);
+        let st = &s.status().types[CLUSTER_TYPE_URL];
+        assert!(st.in_sync());
+
+        let bad = snapshot(&[
+            cluster("a", proto::LbPolicy::RoundRobin),
+            cluster("b", proto::LbPolicy::Maglev),
+        ]);
+        let r2 = s.responses(&bad, None).remove(0);
+        assert_eq!(names(&r2), ["b"]);
+        let o = s
+            .on_request(&nack(
+                CLUSTER_TYPE_URL,
+                &r2.nonce,
+                "cluster b: no endpoints",
+            ))
+            .unwrap();
+        assert_eq!(o.nacked.as_ref().unwrap().reason, "cluster b: no endpoints");
+        let st = &s.status().types[CLUSTER_TYPE_URL];
+        assert_eq!(
+            st.acked_version.as_deref(),
+            Some(r1.system_version_info.as_str())
+        );
+        assert_eq!(
+            st.sent_version.as_deref(),
+            Some(r2.system_version_info.as_str())
+        );
+        assert_eq!(
+            st.last_nack.as_ref().unwrap().version,
+            r2.system_version_info
+        );
+        assert!(!st.in_sync());
+        // The rejected resource is not taken as held, and not sent again while it is
+        // what the snapshot holds (no NACK loop).
+        assert_eq!(s.client_has(CLUSTER_TYPE_URL).len(), 1);
+        assert!(s.responses(&bad, None).is_empty());
+
+        // Another cluster changes: only it is sent, and its ACK is partial: b is still
+        // rejected, so the type is not in sync and the last full ACK stands.
+        let more = snapshot(&[
+            cluster("a", proto::LbPolicy::Random),
+            cluster("b", proto::LbPolicy::Maglev),
+        ]);
+        let r3 = s.responses(&more, None).remove(0);
+        assert_eq!(names(&r3), ["a"]);
+        let o = s.on_request(&ack(CLUSTER_TYPE_URL, &r3.nonce)).unwrap();
+        assert_eq!(o.acked, None);
+        let st = &s.status().types[CLUSTER_TYPE_URL];
+        assert_eq!(
+            st.acked_version.as_deref(),
+            Some(r1.system_version_info.as_str())
+        );
+        assert!(st.last_nack.is_some() && !st.in_sync());
+
+        // b is fixed: sent, ACKed, in sync.
+        let fixed = snapshot(&[
+            cluster("a", proto::LbPolicy::Random),
+            cluster("b", proto::LbPolicy::Random),
+        ]);
+        let r4 = s.responses(&fixed, None).remove(0);
+        assert_eq!(names(&r4), ["b"]);
+        let o = s.on_request(&ack(CLUSTER_TYPE_URL, &r4.nonce)).unwrap();
+        assert_eq!(o.acked.as_deref(), Some(r4.system_version_info.as_str()));
+        assert!(s.status().types[CLUSTER_TYPE_URL].in_sync());
+    }
+
+    #[test]
+    fn nacked_removal_is_restored() {
+        let mut s = state();
+        s.on_request(&subscribe(CLUSTER_TYPE_URL)).unwrap();
+        let r1 = s
+            .responses(
+                &snapshot(&[cluster("a", proto::LbPolicy::RoundRobin)]),
+                None,
+            )
+            .remove(0);
+        s.on_request(&ack(CLUSTER_TYPE_URL, &r1.nonce)).unwrap();
+        let r2 = s.responses(&ProxyResources::new(), None).remove(0);
+        assert_eq!(r2.removed_resources, ["a"]);
+        s.on_request(&nack(CLUSTER_TYPE_URL, &r2.nonce, "no"))
+            .unwrap();
+        assert_eq!(s.client_has(CLUSTER_TYPE_URL).len(), 1);
+        // Not retried for the same snapshot; a is back: nothing to send either.
+        assert!(s.responses(&ProxyResources::new(), None).is_empty());
+        let back = snapshot(&[cluster("a", proto::LbPolicy::RoundRobin)]);
+        assert!(s.responses(&back, None).is_empty());
+    }
+
+    #[test]
+    fn stale_and_unknown_nonces_are_ignored() {
+        let mut s = state();
+        s.on_request(&subscribe(CLUSTER_TYPE_URL)).unwrap();
+        let o = s.on_request(&ack(CLUSTER_TYPE_URL, "nope")).unwrap();
+        assert_eq!(o, Outcome::default());
+        let o = s.on_request(&nack(CLUSTER_TYPE_URL, "nope", "x")).unwrap();
+        assert_eq!(o, Outcome::default());
+        assert!(s.status().types[CLUSTER_TYPE_URL].last_nack.is_none());
+    }
+
+    #[test]
+    fn initial_resource_versions_skip_what_the_client_has() {
+        let snap = snapshot(&[
+            cluster("a", proto::LbPolicy::RoundRobin),
+            cluster("b", proto::LbPolicy::RoundRobin),
+        ]);
+        let a_version = snap.get(CLUSTER_TYPE_URL, "a").unwrap().version.clone();
+        let mut s = state();
+        let mut req = subscribe(CLUSTER_TYPE_URL);
+        req.initial_resource_versions = [
+            ("a".to_string(), a_version),
+            ("b".to_string(), "old".to_string()),
+            ("gone".to_string(), "old".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        s.on_request(&req).unwrap();
+        let r = s.responses(&snap, None).remove(0);
+        assert_eq!(names(&r), ["b"]);
+        assert_eq!(r.removed_resources, ["gone"]);
+    }
+
+    #[test]
+    fn named_subscriptions() {
+        let snap = snapshot(&[
+            cluster("a", proto::LbPolicy::RoundRobin),
+            cluster("b", proto::LbPolicy::RoundRobin),
+        ]);
+        let mut s = state();
+        let mut req = subscribe(CLUSTER_TYPE_URL);
+        req.resource_names_subscribe = vec!["a".into(), "missing".into()];
+        assert!(s.on_request(&req).unwrap().resend);
+        let r = s.responses(&snap, None).remove(0);
+        assert_eq!(names(&r), ["a"]);
+        // A name that does not exist is reported removed, so the client stops waiting.
+        assert_eq!(r.removed_resources, ["missing"]);
+
+        // Unsubscribing needs no removal; subscribing to b sends b.
+        let mut req = ack(CLUSTER_TYPE_URL, &r.nonce);
+        req.resource_names_unsubscribe = vec!["a".into()];
+        req.resource_names_subscribe = vec!["b".into()];
+        assert!(s.on_request(&req).unwrap().resend);
+        let r = s.responses(&snap, Some(CLUSTER_TYPE_URL)).remove(0);
+        assert_eq!(names(&r), ["b"]);
+        assert!(r.removed_resources.is_empty());
+
+        // "*" switches to wildcard.
+        let mut req = subscribe(CLUSTER_TYPE_URL);
+        req.resource_names_subscribe = vec!["*".into()];
+        assert!(s.on_request(&req).unwrap().resend);
+        let r = s.responses(&snap, None).remove(0);
+        assert_eq!(names(&r), ["a"]);
+    }
+
+    #[test]
+    fn unknown_type_url_is_an_error() {
+        let mut s = state();
+        let err = s
+            .on_request(&subscribe(
+                "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            ))
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("unknown type URL"), "{err}");
+        assert!(err.message().contains(CLUSTER_TYPE_URL), "{err}");
+        assert!(s.on_request(&subscribe("")).is_err());
+    }
+
+    #[test]
+    fn pending_responses_are_bounded() {
+        let mut s = state();
+        s.on_request(&subscribe(CLUSTER_TYPE_URL)).unwrap();
+        let mut first_nonce = None;
+        for i in 0..(MAX_PENDING as u32 + 4) {
+            let snap = snapshot(&[proto::Cluster {
+                name: "a".into(),
+                connect_timeout: Some(pbjson_types::Duration {
+                    seconds: i64::from(i),
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }]);
+            let r = s.responses(&snap, None).remove(0);
+            first_nonce.get_or_insert(r.nonce);
+        }
+        assert_eq!(s.types[CLUSTER_TYPE_URL].pending.len(), MAX_PENDING);
+        let o = s
+            .on_request(&ack(CLUSTER_TYPE_URL, &first_nonce.unwrap()))
+            .unwrap();
+        assert!(o.acked.is_none());
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary() {
+        let reason = "é".repeat(MAX_REASON_LEN);
+        let cut = bounded_reason(&reason);
+        assert!(cut.len() <= MAX_REASON_LEN + 3);
+        assert!(cut.ends_with("..."));
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One step of a client, or of the control plane.
+        #[derive(Debug, Clone)]
+        enum Step {
+            Request {
+                type_url: usize,
+                subscribe: Vec<usize>,
+                unsubscribe: Vec<usize>,
+                initial: Vec<(usize, u8)>,
+                /// Answer the n-th response sent so far (or a made-up nonce past the end).
+                answer: Option<usize>,
+                nack: bool,
+            },
+            Publish(Vec<(usize, u8)>),
+        }
+
+        const TYPES: [&str; 4] = [CLUSTER_TYPE_URL, LISTENER_TYPE_URL, "", "garbage"];
+        const NAMES: [&str; 5] = ["a", "b", "c", "*", ""];
+
+        fn step() -> impl Strategy<Value = Step> {
+            let names = || proptest::collection::vec(0..NAMES.len(), 0..3);
+            prop_oneof![
+                (
+                    0..TYPES.len(),
+                    names(),
+                    names(),
+                    proptest::collection::vec((0..NAMES.len(), 0u8..3), 0..3),
+                    proptest::option::of(0usize..40),
+                    any::<bool>()
+                )
+                    .prop_map(
+                        |(type_url, subscribe, unsubscribe, initial, answer, nack)| {
+                            Step::Request {
+                                type_url,
+                                subscribe,
+                                unsubscribe,
+                                initial,
+                                answer,
+                                nack,
+                            }
+                        }
+                    ),
+                proptest::collection::vec((0usize..3, 0u8..3), 0..4).prop_map(Step::Publish),
+            ]
+        }
+
+        proptest! {
+            /// Whatever a client sends, the state machine neither panics nor sends a
+            /// resource the snapshot does not hold, nor lets its unanswered responses pile up.
+            #[test]
+            fn any_request_sequence_is_handled(steps in proptest::collection::vec(step(), 0..40)) {
+                let mut s = state();
+                let mut snap = ProxyResources::new();
+                let mut sent: Vec<DeltaDiscoveryResponse> = Vec::new();
+                for st in steps {
+                    let responses = match st {
+                        Step::Publish(items) => {
+                            snap = ProxyResources::new();
+                            for (n, generation) in items {
+                                snap.insert(&proto::Cluster {
+                                    name: NAMES[n].into(),
+                                    lb_policy: i32::from(generation),
+                                    ..Default::default()
+                                });
+                            }
+                            s.responses(&snap, None)
+                        }
+                        Step::Request { type_url, subscribe, unsubscribe, initial, answer, nack } => {
+                            let req = DeltaDiscoveryRequest {
+                                type_url: TYPES[type_url].into(),
+                                resource_names_subscribe: subscribe.iter().map(|&i| NAMES[i].into()).collect(),
+                                resource_names_unsubscribe: unsubscribe.iter().map(|&i| NAMES[i].into()).collect(),
+                                initial_resource_versions: initial.iter().map(|&(i, v)| (NAMES[i].into(), v.to_string())).collect(),
+                                response_nonce: answer
+                                    .map(|n| sent.get(n).map_or_else(|| format!("x{n}"), |r| r.nonce.clone()))
+                                    .unwrap_or_default(),
+                                error_detail: nack.then(|| RpcStatus { code: 3, message: "no".into(), details: vec![] }),
+                                ..Default::default()
+                            };
+                            match s.on_request(&req) {
+                                Ok(o) if o.resend => s.responses(&snap, Some(TYPES[type_url])),
+                                Ok(_) => Vec::new(),
+                                Err(e) => {
+                                    prop_assert_eq!(e.code(), tonic::Code::InvalidArgument);
+                                    Vec::new()
+                                }
+                            }
+                        }
+                    };
+                    for r in &responses {
+                        for res in &r.resources {
+                            let held = snap.get(&r.type_url, &res.name);
+                            prop_assert_eq!(held.map(|h| &h.version), Some(&res.version));
+                        }
+                    }
+                    sent.extend(responses);
+                    for t in s.types.values() {
+                        prop_assert!(t.pending.len() <= MAX_PENDING);
+                    }
+                }
+            }
+        }
+    }
+}
