@@ -25,3 +25,4 @@ pub mod stats;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
+pub mod xds;

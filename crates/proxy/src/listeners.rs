@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::ConfigError;
@@ -50,13 +50,13 @@ impl Listeners {
     /// matching routes and clusters in force) once every new listener is bound and before
     /// any of them accepts. Returns the listeners it bound; on a bind failure nothing
     /// changes, `commit` is not called, and every failure is returned.
-    pub async fn apply(
+    pub fn apply(
         &self,
         shared: &Arc<Shared>,
         specs: &[ListenerSpec],
         commit: impl FnOnce(),
     ) -> Result<Vec<Bound>, Vec<ConfigError>> {
-        let mut running = self.running.lock().await;
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         // 1. Bind what is new (or moved to another address), before touching anything.
         let mut fresh = Vec::new();
         let mut errors = Vec::new();
@@ -67,7 +67,7 @@ impl Listeners {
             if keep {
                 continue;
             }
-            match TcpListener::bind(spec.address).await {
+            match bind(spec.address) {
                 Ok(l) => fresh.push((spec.clone(), l)),
                 Err(e) => errors.push(ConfigError::new(
                     format!("listener {:?}", spec.name),
@@ -136,7 +136,13 @@ impl Listeners {
 
     /// Stops every listener and waits for their drains (each bounded by the drain timeout).
     pub async fn shutdown(&self) {
-        let running: Vec<Running> = self.running.lock().await.drain().map(|(_, r)| r).collect();
+        let running: Vec<Running> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
         for r in &running {
             r.stop.send_replace(true);
         }
@@ -144,18 +150,17 @@ impl Listeners {
             let _ = r.task.await;
         }
     }
+}
 
-    /// Name and bound address of every listener.
-    pub async fn addresses(&self) -> Vec<Bound> {
-        let running = self.running.lock().await;
-        let mut out: Vec<Bound> = running
-            .iter()
-            .map(|(name, r)| Bound {
-                name: name.clone(),
-                address: r.bound,
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
-    }
+/// Binds without waiting (a bind does not block), so that config can be applied from
+/// synchronous code such as the xDS handler. Must run inside the runtime.
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std and tokio do on Unix: restarting on a port in TIME_WAIT must work.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
 }

@@ -90,6 +90,7 @@ async fn run(args: Args) -> ExitCode {
         .as_ref()
         .and_then(|d| weft_proxy::config::duration(d, "admin", "drainTimeout").ok())
         .unwrap_or(Duration::from_secs(5));
+    let bootstrap = snapshot.bootstrap.clone();
     let access_log = match snapshot.listeners.iter().find_map(|l| l.access_log.clone()) {
         Some(cfg) => match AccessLog::start(
             cfg.format() == weft_xds::proto::access_log::Format::Json,
@@ -143,7 +144,7 @@ async fn run(args: Args) -> ExitCode {
     });
 
     let specs = shared.snapshot.load().listeners.clone();
-    match shared.listeners.apply(&shared, &specs, || ()).await {
+    match shared.listeners.apply(&shared, &specs, || ()) {
         // Stable lines on stderr so that scripts and tests learn the bound ports.
         Ok(bound) => {
             for b in bound {
@@ -164,9 +165,29 @@ async fn run(args: Args) -> ExitCode {
     }
     tokio::spawn(weft_proxy::admin::serve(shared.clone(), admin_l, false));
     tokio::spawn(weft_proxy::admin::serve(shared.clone(), health_l, true));
-    tokio::spawn(server::watch_config(shared.clone(), args.config.clone()));
-    shared.ready.store(true, Relaxed);
-    eprintln!("weft-proxy: ready");
+    match weft_proxy::xds::client(shared.clone(), &bootstrap) {
+        // Dynamic config: ready once the first full config from the control plane is in. The
+        // file is not watched (reloading it would drop what xDS sent).
+        Some(client) => {
+            let mut ready = client.ready();
+            let mut stop = shared.shutdown.subscribe();
+            tokio::spawn(client.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if ready.wait_for(|r| *r).await.is_ok() {
+                    shared.ready.store(true, Relaxed);
+                    eprintln!("weft-proxy: ready");
+                }
+            });
+        }
+        None => {
+            tokio::spawn(server::watch_config(shared.clone(), args.config.clone()));
+            shared.ready.store(true, Relaxed);
+            eprintln!("weft-proxy: ready");
+        }
+    }
 
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

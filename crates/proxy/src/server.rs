@@ -216,10 +216,7 @@ pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) {
                 .join("; ")
         })
     });
-    let applied = match result {
-        Ok(next) => apply(shared, next).await,
-        Err(e) => Err(e),
-    };
+    let applied = result.and_then(|next| apply(shared, next));
     match applied {
         Ok(()) => {
             shared.stats.config_reloads.fetch_add(1, Relaxed);
@@ -234,12 +231,11 @@ pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) {
 
 /// Puts a built snapshot in force: listeners first (a bind failure refuses it), then the
 /// routes and clusters, atomically. Prints each newly bound listener's address.
-pub async fn apply(shared: &Arc<Shared>, next: Snapshot) -> Result<(), String> {
+pub fn apply(shared: &Arc<Shared>, next: Snapshot) -> Result<(), String> {
     let specs = next.listeners.clone();
     let bound = shared
         .listeners
         .apply(shared, &specs, || shared.snapshot.store(Arc::new(next)))
-        .await
         .map_err(|errors| {
             errors
                 .iter()

@@ -1,0 +1,173 @@
+//! The proxy's side of xDS: resources from the control plane go through the same conversion
+//! as a static file (`Snapshot::build`), joined with the bootstrap's static resources, and are
+//! put in force the same way (`server::apply`). Whatever fails is NACKed with every reason;
+//! the proxy keeps serving what it had.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use weft_xds::client::{ClientConfig, ConfigHandler, Update, XdsClient};
+use weft_xds::envoy::Node;
+use weft_xds::proto;
+use weft_xds::resource::{
+    CLUSTER_TYPE_URL, LISTENER_TYPE_URL, ROUTE_CONFIGURATION_TYPE_URL, XdsResource, unpack,
+};
+
+use crate::server::{Shared, apply};
+use crate::snapshot::Snapshot;
+
+/// Applies xDS updates to the running proxy.
+pub struct Handler {
+    shared: Arc<Shared>,
+    /// The bootstrap file's own resources (and node, admin): the base every update joins.
+    base: proto::Bootstrap,
+    listeners: BTreeMap<String, proto::Listener>,
+    route_configs: BTreeMap<String, proto::RouteConfiguration>,
+    clusters: BTreeMap<String, proto::Cluster>,
+}
+
+/// Builds the client for `bootstrap.xds`; its `ready()` says when the first full config is in.
+pub fn client(shared: Arc<Shared>, bootstrap: &proto::Bootstrap) -> Option<XdsClient<Handler>> {
+    let xds = bootstrap.xds.as_ref()?;
+    let node = Node {
+        id: bootstrap
+            .node
+            .as_ref()
+            .map(|n| n.id.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let handler = Handler {
+        shared,
+        base: bootstrap.clone(),
+        listeners: BTreeMap::new(),
+        route_configs: BTreeMap::new(),
+        clusters: BTreeMap::new(),
+    };
+    Some(XdsClient::new(
+        ClientConfig::new(&xds.address, node),
+        handler,
+    ))
+}
+
+/// Decodes every resource of one type, naming each that fails.
+fn decode<R: XdsResource>(update: &Update<'_>) -> Result<BTreeMap<String, R>, String> {
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (name, r) in update.resources {
+        match unpack::<R>(&r.resource) {
+            Ok(v) => {
+                out.insert(name.clone(), v);
+            }
+            Err(e) => errors.push(format!("{name}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// Static resources first, then dynamic ones, which replace static ones of the same name.
+fn join<T: Clone>(
+    static_: &[T],
+    dynamic: &BTreeMap<String, T>,
+    name: impl Fn(&T) -> &str,
+) -> Vec<T> {
+    let mut out: Vec<T> = static_
+        .iter()
+        .filter(|s| !dynamic.contains_key(name(s)))
+        .cloned()
+        .collect();
+    out.extend(dynamic.values().cloned());
+    out
+}
+
+impl Handler {
+    fn bootstrap(&self) -> proto::Bootstrap {
+        let mut b = self.base.clone();
+        b.listeners = join(&self.base.listeners, &self.listeners, |l| &l.name);
+        b.route_configs = join(&self.base.route_configs, &self.route_configs, |r| &r.name);
+        b.clusters = join(&self.base.clusters, &self.clusters, |c| &c.name);
+        b
+    }
+
+    /// Builds and applies the config with this type's new set; on failure nothing changes.
+    fn try_apply(&mut self, update: &Update<'_>) -> Result<(), String> {
+        let mut next = Handler {
+            shared: self.shared.clone(),
+            base: self.base.clone(),
+            listeners: self.listeners.clone(),
+            route_configs: self.route_configs.clone(),
+            clusters: self.clusters.clone(),
+        };
+        match update.type_url {
+            LISTENER_TYPE_URL => next.listeners = decode(update)?,
+            ROUTE_CONFIGURATION_TYPE_URL => next.route_configs = decode(update)?,
+            CLUSTER_TYPE_URL => next.clusters = decode(update)?,
+            other => return Err(format!("type {other} is not one weft-proxy takes")),
+        }
+        let current = self.shared.snapshot.load_full();
+        let snapshot = Snapshot::build(next.bootstrap(), Some(&current), &self.shared.stats)
+            .map_err(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+        apply(&self.shared, snapshot)?;
+        *self = next;
+        Ok(())
+    }
+}
+
+impl ConfigHandler for Handler {
+    fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
+        let result = self.try_apply(update);
+        match &result {
+            Ok(()) => {
+                self.shared.stats.config_reloads.fetch_add(1, Relaxed);
+                tracing::info!(
+                    type_url = update.type_url,
+                    version = update.system_version,
+                    resources = update.resources.len(),
+                    "xds: config applied"
+                );
+            }
+            Err(reason) => {
+                self.shared.stats.config_rejections.fetch_add(1, Relaxed);
+                tracing::error!(
+                    type_url = update.type_url,
+                    "xds: config rejected (NACK), the previous config keeps serving: {reason}"
+                );
+            }
+        }
+        result
+    }
+
+    fn connection_changed(&mut self, connected: bool) {
+        if connected {
+            tracing::info!("xds: connected");
+        } else {
+            tracing::warn!("xds: disconnected; serving the last config while reconnecting");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_resources_replace_static_ones_of_the_same_name() {
+        let static_ = vec![("a", 1), ("b", 2)];
+        let mut dynamic = BTreeMap::new();
+        dynamic.insert("b".to_owned(), ("b", 20));
+        dynamic.insert("c".to_owned(), ("c", 30));
+        let joined = join(&static_, &dynamic, |t| t.0);
+        assert_eq!(joined, [("a", 1), ("b", 20), ("c", 30)]);
+    }
+}
