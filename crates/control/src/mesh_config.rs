@@ -1,0 +1,89 @@
+//! Mesh-wide settings: the part of Istio's `MeshConfig` that translation reads.
+//!
+//! Read from the same YAML Istio's `meshConfig` is written in (camelCase). Fields weft does not
+//! read are accepted and ignored, so an existing Istio mesh config loads unchanged.
+
+use serde::{Deserialize, Serialize};
+use weft_api::Duration;
+use weft_api::networking::destination_rule::H2UpgradePolicy;
+use weft_api::networking::sidecar::OutboundTrafficPolicyMode;
+
+/// Istio's `MeshConfig`, reduced to what weft's translation uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MeshConfig {
+    /// What sidecars do with traffic to hosts outside the registry. Istio's default: ALLOW_ANY.
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Where mesh-wide Sidecar and DestinationRule defaults live. Default `istio-system`.
+    pub root_namespace: String,
+    /// Upstream connect timeout for clusters without a DestinationRule setting one. Unset: the
+    /// proxy's default (10s, as Istio).
+    pub connect_timeout: Option<Duration>,
+    /// Whether HTTP/1.1 upstream connections are upgraded to HTTP/2 by default.
+    pub h2_upgrade_policy: H2UpgradePolicy,
+    /// Visibility of Services, VirtualServices and DestinationRules without `exportTo`
+    /// (`*` when empty).
+    pub default_service_export_to: Vec<String>,
+    pub default_virtual_service_export_to: Vec<String>,
+    pub default_destination_rule_export_to: Vec<String>,
+    /// weft: where a gateway's `credentialName` is looked up until secrets are served by the
+    /// control plane: `<credentialDir>/<credentialName>/{tls.crt,tls.key,ca.crt}`, the file
+    /// names of a Kubernetes TLS secret.
+    pub credential_dir: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OutboundTrafficPolicy {
+    pub mode: Mode,
+}
+
+/// `outboundTrafficPolicy.mode`. Istio's mesh default is ALLOW_ANY (the Sidecar resource's
+/// own field defaults the other way, which is why this is a separate type).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Mode {
+    RegistryOnly,
+    #[default]
+    AllowAny,
+}
+
+impl From<OutboundTrafficPolicyMode> for Mode {
+    fn from(m: OutboundTrafficPolicyMode) -> Self {
+        match m {
+            OutboundTrafficPolicyMode::RegistryOnly => Mode::RegistryOnly,
+            OutboundTrafficPolicyMode::AllowAny => Mode::AllowAny,
+        }
+    }
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            root_namespace: "istio-system".to_owned(),
+            connect_timeout: None,
+            h2_upgrade_policy: H2UpgradePolicy::DoNotUpgrade,
+            default_service_export_to: Vec::new(),
+            default_virtual_service_export_to: Vec::new(),
+            default_destination_rule_export_to: Vec::new(),
+            credential_dir: "/etc/weft/credentials".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_istio_mesh_config_and_ignores_the_rest() {
+        let yaml = "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\naccessLogFile: /dev/stdout\n";
+        let m: MeshConfig = yaml_serde::from_str(yaml).expect("parses");
+        assert_eq!(m.outbound_traffic_policy.mode, Mode::RegistryOnly);
+        assert_eq!(m.root_namespace, "istio-system");
+        let d: MeshConfig = yaml_serde::from_str("{}").expect("parses");
+        assert_eq!(d, MeshConfig::default());
+        assert_eq!(d.outbound_traffic_policy.mode, Mode::AllowAny);
+    }
+}

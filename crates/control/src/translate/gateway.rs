@@ -1,0 +1,571 @@
+//! A gateway's resources: Istio's `buildGatewayListeners` and `buildGatewayHTTPRouteConfig`
+//! (pilot/pkg/networking/core/gateway.go).
+//!
+//! Every Gateway whose selector matches the proxy's labels (in any namespace, Istio's default)
+//! contributes its servers; servers are grouped by port into one listener each, on the proxy's
+//! address:
+//!
+//! - HTTP, and HTTPS with `tls.mode: SIMPLE` (terminated with the server's certificate): an HTTP
+//!   listener with route configuration `http.PORT`. A virtual host per host in the
+//!   intersection of the server's hosts (`ns/host` only for that namespace's VirtualServices)
+//!   and the hosts of each VirtualService bound to the Gateway; routes of several
+//!   VirtualServices for one host are concatenated, catch-all routes last. With no
+//!   VirtualService bound, a `*` virtual host without routes: requests get 404 NR.
+//! - HTTPS/TLS with `PASSTHROUGH`: a TLS passthrough listener routing SNI names by the bound
+//!   VirtualServices' `tls` routes.
+//! - TCP: a TCP listener to the first applicable `tcp` route's destination.
+//!
+//! A `credentialName` is read as a directory of files (`<credentialDir>/<name>/tls.crt` and
+//! `tls.key`, the keys of a Kubernetes TLS secret) until the control plane serves secrets.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+
+use weft_api::Resource;
+use weft_api::common::selector_matches;
+use weft_api::networking::VirtualService;
+use weft_api::networking::gateway::{Protocol, Server, ServerTlsMode, ServerTlsSettings};
+use weft_xds::proto;
+
+use super::cluster::outbound_clusters;
+use super::http::{RouteCx, http_routes, qualify_gateway, source_applies, weighted};
+use super::names::{gateway_routes, virtual_host};
+use super::scope::Scope;
+use super::{Notes, ProxyResources};
+use crate::host::{
+    exported_to, intersection, more_specific_first, names_for_namespace, resolve_host,
+};
+use crate::mesh_config::MeshConfig;
+use crate::node::ProxyNode;
+use crate::view::ConfigView;
+
+/// One server of a Gateway that selects the proxy.
+struct GatewayServer<'v> {
+    resource: &'v Resource,
+    /// `namespace/name` of the Gateway.
+    gateway: String,
+    index: usize,
+    server: &'v Server,
+    port: u32,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http,
+    /// HTTP over TLS the gateway terminates.
+    Https,
+    Passthrough,
+    Tcp,
+}
+
+impl GatewayServer<'_> {
+    fn at(&self) -> String {
+        format!("spec.servers[{}]", self.index)
+    }
+
+    fn tls(&self) -> Option<&ServerTlsSettings> {
+        self.server.tls.as_ref()
+    }
+}
+
+/// The resources of the gateway `node`.
+pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyResources {
+    let mut notes = Notes::default();
+    let scope = Scope::for_gateway(node, mesh, view);
+    let mut out = ProxyResources::default();
+
+    let mut by_port: BTreeMap<u32, Vec<GatewayServer<'_>>> = BTreeMap::new();
+    for (r, g) in view.gateways() {
+        if !selector_matches(&g.selector, &node.labels) {
+            continue;
+        }
+        for (index, server) in g.servers.iter().enumerate() {
+            let Some(port) = &server.port else { continue };
+            let at = format!("spec.servers[{index}]");
+            let Some(kind) = server_kind(r, server, &at, &mut notes) else {
+                continue;
+            };
+            if !server.bind.is_empty() {
+                notes.add(
+                    Some(r),
+                    format!("{at}.bind"),
+                    "gateways listen on the proxy's address; bind is ignored",
+                );
+            }
+            by_port.entry(port.number).or_default().push(GatewayServer {
+                resource: r,
+                gateway: format!("{}/{}", r.namespace(), r.name()),
+                index,
+                server,
+                port: port.number,
+                kind,
+            });
+        }
+    }
+
+    for (port, servers) in by_port {
+        let Ok(listen) = u16::try_from(port) else {
+            continue;
+        };
+        // One listener per port: the first server decides what it is; HTTP and terminated
+        // HTTPS cannot share a port (the listener either terminates TLS or not).
+        let kind = servers[0].kind;
+        let (servers, others): (Vec<_>, Vec<_>) = servers.into_iter().partition(|s| s.kind == kind);
+        for s in others {
+            notes.add(
+                Some(s.resource),
+                s.at(),
+                format!("port {port} is already served as {kind:?} by another server; this {:?} server is left out", s.kind),
+            );
+        }
+        let base = Base {
+            node,
+            scope: &scope,
+            view,
+            mesh,
+            port,
+        };
+        let protocol = match kind {
+            Kind::Http | Kind::Https => {
+                out.route_configs
+                    .push(http_route_config(&servers, &base, &mut notes));
+                let tls = (kind == Kind::Https).then(|| downstream_tls(&servers, mesh, &mut notes));
+                Some(proto::listener::Protocol::Http(proto::HttpListener {
+                    route_config: gateway_routes(port),
+                    tls,
+                    ..Default::default()
+                }))
+            }
+            Kind::Passthrough => passthrough(&servers, &base, &mut notes)
+                .map(proto::listener::Protocol::TlsPassthrough),
+            Kind::Tcp => tcp(&servers, &base, &mut notes).map(proto::listener::Protocol::Tcp),
+        };
+        if let Some(protocol) = protocol {
+            out.listeners.push(proto::Listener {
+                name: format!("{}_{port}", node.ip),
+                address: SocketAddr::new(node.ip, listen).to_string(),
+                protocol: Some(protocol),
+                ..Default::default()
+            });
+        }
+    }
+
+    out.clusters = outbound_clusters(&scope, node, mesh, view, &mut notes);
+    out.unsupported = notes.finish();
+    out
+}
+
+/// What every server on one port shares.
+struct Base<'a> {
+    node: &'a ProxyNode,
+    scope: &'a Scope<'a>,
+    view: &'a ConfigView,
+    mesh: &'a MeshConfig,
+    port: u32,
+}
+
+impl<'a> Base<'a> {
+    fn server(&self, s: &GatewayServer<'_>) -> GatewayCx<'_> {
+        GatewayCx {
+            base: self,
+            gateway: s.gateway.clone(),
+        }
+    }
+}
+
+/// Building for one server: the port's [`Base`] and the server's Gateway.
+struct GatewayCx<'a> {
+    base: &'a Base<'a>,
+    /// `namespace/name`.
+    gateway: String,
+}
+
+impl<'a> GatewayCx<'a> {
+    fn route_cx(&self, tls: bool) -> RouteCx<'_> {
+        RouteCx {
+            node: self.base.node,
+            port: self.base.port,
+            gateway: &self.gateway,
+            tls,
+            scope: self.base.scope,
+        }
+    }
+
+    /// VirtualServices bound to this Gateway and exported to the proxy's namespace: private
+    /// ones first, then exported by name, then public (Istio's `VirtualServicesForGateway`).
+    fn virtual_services(&self) -> Vec<(&'a Resource, &'a VirtualService)> {
+        let mut ranked = Vec::new();
+        for (r, vs) in self.base.view.virtual_services() {
+            let bound = vs
+                .gateways
+                .iter()
+                .any(|g| qualify_gateway(g, r.namespace()) == self.gateway);
+            if !bound || vs.is_delegate() {
+                continue;
+            }
+            let export = if vs.export_to.is_empty() {
+                &self.base.mesh.default_virtual_service_export_to
+            } else {
+                &vs.export_to
+            };
+            if !exported_to(export, r.namespace(), self.base.scope.namespace) {
+                continue;
+            }
+            let public = export.is_empty() || export.iter().any(|e| e == "*");
+            let rank = match (public, r.namespace() == self.base.scope.namespace) {
+                (true, _) => 2,
+                (false, true) => 0,
+                (false, false) => 1,
+            };
+            ranked.push((rank, r, vs));
+        }
+        ranked.sort_by_key(|(rank, ..)| *rank);
+        ranked.into_iter().map(|(_, r, vs)| (r, vs)).collect()
+    }
+}
+
+/// What a server is, or `None` (noted) when weft cannot serve it.
+fn server_kind(r: &Resource, server: &Server, at: &str, notes: &mut Notes) -> Option<Kind> {
+    let protocol = Protocol::parse(&server.port.as_ref()?.protocol)?;
+    if protocol.is_http() {
+        return Some(Kind::Http);
+    }
+    if !protocol.is_tls() {
+        return if protocol.is_tcp() {
+            Some(Kind::Tcp)
+        } else {
+            notes.add(
+                Some(r),
+                format!("{at}.port.protocol"),
+                format!("{protocol:?} servers are not supported"),
+            );
+            None
+        };
+    }
+    let mode = server.tls.as_ref().map(|t| t.mode).unwrap_or_default();
+    match (mode, protocol) {
+        (ServerTlsMode::Passthrough, _) => Some(Kind::Passthrough),
+        (ServerTlsMode::Simple, Protocol::Https) => Some(Kind::Https),
+        (ServerTlsMode::Simple, _) => {
+            notes.add(
+                Some(r),
+                format!("{at}.tls.mode"),
+                "terminating TLS in front of TCP routes is not supported; use PASSTHROUGH or an HTTPS server",
+            );
+            None
+        }
+        (mode, _) => {
+            notes.add(
+                Some(r),
+                format!("{at}.tls.mode"),
+                format!(
+                    "TLS mode {mode:?} is not supported yet (client certificates and mesh mTLS \
+                     are later work); the server is left out"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The route configuration `http.PORT` of the HTTP (or terminated HTTPS) servers on a port.
+fn http_route_config(
+    servers: &[GatewayServer<'_>],
+    base: &Base<'_>,
+    notes: &mut Notes,
+) -> proto::RouteConfiguration {
+    let port = servers[0].port;
+    // host -> (routes, redirect to https)
+    let mut hosts: BTreeMap<String, (Vec<proto::Route>, bool)> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for s in servers {
+        let gcx = base.server(s);
+        let redirect = s.tls().is_some_and(|t| t.https_redirect);
+        let gateway_ns = s.resource.namespace();
+        for (r, vs) in gcx.virtual_services() {
+            let server_hosts = names_for_namespace(&s.server.hosts, r.namespace(), gateway_ns);
+            let vs_hosts: Vec<String> = vs
+                .hosts
+                .iter()
+                .map(|h| resolve_host(h, r.namespace()))
+                .collect();
+            let common = intersection(&server_hosts, &vs_hosts);
+            if common.is_empty() {
+                continue;
+            }
+            let routes = http_routes(&gcx.route_cx(s.kind == Kind::Https), r, vs, notes);
+            if routes.is_empty() {
+                continue;
+            }
+            for host in common {
+                let host = host.to_ascii_lowercase();
+                let entry = hosts.entry(host.clone()).or_insert_with(|| {
+                    order.push(host.clone());
+                    (Vec::new(), false)
+                });
+                entry.0.extend(routes.iter().cloned());
+                entry.1 |= redirect;
+            }
+        }
+        if redirect {
+            for h in &s.server.hosts {
+                let host = h
+                    .split_once('/')
+                    .map_or(h.as_str(), |(_, h)| h)
+                    .to_ascii_lowercase();
+                hosts
+                    .entry(host.clone())
+                    .or_insert_with(|| {
+                        order.push(host);
+                        (Vec::new(), false)
+                    })
+                    .1 = true;
+            }
+        }
+    }
+
+    let mut virtual_hosts: Vec<proto::VirtualHost> = hosts
+        .into_iter()
+        .map(|(host, (routes, redirect))| {
+            let routes = if redirect {
+                // Istio's `httpsRedirect` (Envoy's require_tls): every request is redirected.
+                vec![proto::Route {
+                    name: "https_redirect".into(),
+                    action: Some(proto::route::Action::Redirect(proto::Redirect {
+                        scheme: "https".into(),
+                        port: 443,
+                        code: 301,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }]
+            } else {
+                sort_catch_all_last(routes)
+            };
+            proto::VirtualHost {
+                name: virtual_host(&host, port),
+                domains: vec![host],
+                routes,
+            }
+        })
+        .collect();
+    virtual_hosts.sort_by(|a, b| more_specific_first(&a.domains[0], &b.domains[0]));
+    if virtual_hosts.is_empty() {
+        // No VirtualService binds: a virtual host without routes, so requests get 404 NR.
+        virtual_hosts.push(proto::VirtualHost {
+            name: virtual_host("blackhole", port),
+            domains: vec!["*".into()],
+            routes: Vec::new(),
+        });
+    }
+    proto::RouteConfiguration {
+        name: gateway_routes(port),
+        virtual_hosts,
+    }
+}
+
+/// Routes that match everything move after the others (Istio's `SortVHostRoutes`), so that
+/// one VirtualService's catch-all does not hide another's specific routes.
+fn sort_catch_all_last(routes: Vec<proto::Route>) -> Vec<proto::Route> {
+    let (all, specific): (Vec<_>, Vec<_>) = routes.into_iter().partition(|r| r.matches.is_empty());
+    specific.into_iter().chain(all).collect()
+}
+
+/// Certificates of the terminating servers on a port, chosen by SNI.
+fn downstream_tls(
+    servers: &[GatewayServer<'_>],
+    mesh: &MeshConfig,
+    notes: &mut Notes,
+) -> proto::DownstreamTls {
+    let mut certificates = Vec::new();
+    for s in servers {
+        let Some(tls) = s.tls() else { continue };
+        let (r, at) = (s.resource, format!("{}.tls", s.at()));
+        let names: Vec<String> = s
+            .server
+            .hosts
+            .iter()
+            .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_owned())
+            .filter(|h| h != "*")
+            .collect();
+        let from_credential = |name: &str| {
+            let dir = format!("{}/{name}", mesh.credential_dir);
+            (format!("{dir}/tls.crt"), format!("{dir}/tls.key"))
+        };
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        if !tls.server_certificate.is_empty() {
+            pairs.push((tls.server_certificate.clone(), tls.private_key.clone()));
+        }
+        if !tls.credential_name.is_empty() {
+            pairs.push(from_credential(&tls.credential_name));
+        }
+        pairs.extend(tls.credential_names.iter().map(|n| from_credential(n)));
+        pairs.extend(
+            tls.tls_certificates
+                .iter()
+                .map(|c| (c.server_certificate.clone(), c.private_key.clone())),
+        );
+        if pairs.is_empty() {
+            notes.add(
+                Some(r),
+                at.clone(),
+                "no certificate: set credentialName or serverCertificate",
+            );
+        }
+        let unsupported: [(bool, &str, &str); 6] = [
+            (
+                tls.min_protocol_version != Default::default(),
+                "minProtocolVersion",
+                "TLS versions are the proxy's defaults (1.2, 1.3)",
+            ),
+            (
+                tls.max_protocol_version != Default::default(),
+                "maxProtocolVersion",
+                "TLS versions are the proxy's defaults (1.2, 1.3)",
+            ),
+            (
+                !tls.cipher_suites.is_empty(),
+                "cipherSuites",
+                "cipher suites are the proxy's defaults",
+            ),
+            (
+                !tls.ecdh_curves.is_empty(),
+                "ecdhCurves",
+                "curves are the proxy's defaults",
+            ),
+            (
+                !tls.ca_crl.is_empty(),
+                "caCrl",
+                "certificate revocation lists are not supported",
+            ),
+            (
+                !tls.subject_alt_names.is_empty(),
+                "subjectAltNames",
+                "client certificates are not verified in SIMPLE mode",
+            ),
+        ];
+        for (set, field, reason) in unsupported {
+            if set {
+                notes.add(Some(r), format!("{at}.{field}"), reason);
+            }
+        }
+        certificates.extend(
+            pairs
+                .into_iter()
+                .map(|(cert_file, key_file)| proto::Certificate {
+                    cert_file,
+                    key_file,
+                    server_names: names.clone(),
+                }),
+        );
+    }
+    proto::DownstreamTls { certificates }
+}
+
+/// SNI routes of the passthrough servers on a port, from the bound VirtualServices' `tls`
+/// routes. `None` when nothing routes (Istio builds no listener then).
+fn passthrough(
+    servers: &[GatewayServer<'_>],
+    base: &Base<'_>,
+    notes: &mut Notes,
+) -> Option<proto::TlsPassthroughListener> {
+    let mut routes = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for s in servers {
+        let gcx = base.server(s);
+        let rcx = gcx.route_cx(false);
+        for (r, vs) in gcx.virtual_services() {
+            let server_hosts =
+                names_for_namespace(&s.server.hosts, r.namespace(), s.resource.namespace());
+            let vs_hosts: Vec<String> = vs
+                .hosts
+                .iter()
+                .map(|h| resolve_host(h, r.namespace()))
+                .collect();
+            let common = intersection(&server_hosts, &vs_hosts);
+            if common.is_empty() {
+                continue;
+            }
+            for (i, tls) in vs.tls.iter().enumerate() {
+                let mut names: Vec<String> = Vec::new();
+                if tls.matches.is_empty() {
+                    names.extend(common.iter().cloned());
+                }
+                for m in &tls.matches {
+                    let applies = (m.port == 0 || m.port == s.port)
+                        && source_applies(
+                            &rcx,
+                            &m.gateways,
+                            &m.source_labels,
+                            &m.source_namespace,
+                            r.namespace(),
+                        );
+                    if applies {
+                        names.extend(intersection(&m.sni_hosts, &common));
+                    }
+                }
+                names.retain(|n| seen.insert(n.clone()));
+                if names.is_empty() {
+                    continue;
+                }
+                let clusters = weighted(&rcx, r, &tls.route);
+                if clusters.len() > 1 {
+                    notes.add(
+                        Some(r),
+                        format!("spec.tls[{i}].route"),
+                        "weighted destinations on a passthrough route are not supported; the first one takes all traffic",
+                    );
+                }
+                let Some(first) = clusters.into_iter().next() else {
+                    continue;
+                };
+                routes.push(proto::SniRoute {
+                    server_names: names,
+                    cluster: first.cluster,
+                });
+            }
+        }
+    }
+    (!routes.is_empty()).then_some(proto::TlsPassthroughListener { routes })
+}
+
+/// The destination of the TCP servers on a port: the first applicable `tcp` route of a bound
+/// VirtualService whose hosts meet the server's.
+fn tcp(
+    servers: &[GatewayServer<'_>],
+    base: &Base<'_>,
+    notes: &mut Notes,
+) -> Option<proto::TcpListener> {
+    for s in servers {
+        let gcx = base.server(s);
+        let rcx = gcx.route_cx(false);
+        for (r, vs) in gcx.virtual_services() {
+            let server_hosts =
+                names_for_namespace(&s.server.hosts, r.namespace(), s.resource.namespace());
+            let vs_hosts: Vec<String> = vs
+                .hosts
+                .iter()
+                .map(|h| resolve_host(h, r.namespace()))
+                .collect();
+            if intersection(&server_hosts, &vs_hosts).is_empty() {
+                continue;
+            }
+            if let Some(clusters) = super::http::l4_destinations(&rcx, r, vs, None, notes) {
+                if clusters.len() > 1 {
+                    notes.add(
+                        Some(r),
+                        "spec.tcp",
+                        "weighted destinations on a gateway TCP route are not supported; the first one takes all traffic",
+                    );
+                }
+                if let Some(first) = clusters.into_iter().next() {
+                    return Some(proto::TcpListener {
+                        cluster: first.cluster,
+                    });
+                }
+            }
+        }
+    }
+    None
+}

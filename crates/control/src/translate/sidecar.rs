@@ -1,0 +1,512 @@
+//! A sidecar's resources.
+//!
+//! Outbound: one explicit-proxy HTTP listener (`outbound`, on the proxy's address, port
+//! 15001): in local mode applications reach other services through `HTTP_PROXY`. Its route
+//! configuration has a virtual host per (service host, port), named `host:port` with domain
+//! `host:port` (and the bare host for port 80; the proxy resolves Kubernetes short names
+//! itself). HTTP ports get the VirtualService's `http` routes; other ports (TCP, TLS, and ports
+//! that do not declare a protocol, which weft treats as TCP) are reachable with `CONNECT
+//! host:port` and get the first matching `tcp` (or `tls`) route, or a default route. A `*`
+//! virtual host applies the outbound traffic policy to every other host.
+//!
+//! Inbound: a listener per workload port (`inbound|PORT` on the proxy's address) forwarding to
+//! the application (`inbound|PORT||`, at the app host).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+use weft_api::Resource;
+use weft_api::networking::VirtualService;
+use weft_api::networking::gateway::Protocol;
+use weft_xds::proto;
+
+use super::cluster::{outbound_clusters, upstream_protocol};
+use super::http::{RouteCx, http_routes, l4_destinations};
+use super::names::{
+    BLACKHOLE_CLUSTER, OUTBOUND, OUTBOUND_PORT, PASSTHROUGH_CLUSTER, inbound_cluster,
+    inbound_listener, outbound_cluster, virtual_host,
+};
+use super::scope::Scope;
+use super::{Notes, ProxyResources};
+use crate::host::{matches, more_specific_first, resolve_host};
+use crate::mesh_config::{MeshConfig, Mode};
+use crate::node::ProxyNode;
+use crate::registry::{Service, ServicePort};
+use crate::view::ConfigView;
+
+/// The resources of the sidecar `node`.
+pub fn sidecar(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyResources {
+    let mut notes = Notes::default();
+    let scope = Scope::for_sidecar(node, mesh, view, &mut notes);
+    let mut out = ProxyResources::default();
+
+    out.listeners.push(proto::Listener {
+        name: OUTBOUND.to_owned(),
+        address: SocketAddr::new(node.ip, OUTBOUND_PORT).to_string(),
+        protocol: Some(proto::listener::Protocol::Http(proto::HttpListener {
+            route_config: OUTBOUND.to_owned(),
+            explicit_proxy: true,
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    out.route_configs
+        .push(outbound_routes(node, &scope, &mut notes));
+    out.clusters = outbound_clusters(&scope, node, mesh, view, &mut notes);
+    if scope.mode == Mode::AllowAny {
+        // Passthrough to arbitrary hosts needs an original-destination cluster (connect to
+        // the address the client asked for), which the proxy does not have yet: until then
+        // the cluster is empty and such requests get 503 UH rather than a silent success.
+        out.clusters.push(proto::Cluster {
+            name: PASSTHROUGH_CLUSTER.to_owned(),
+            ..Default::default()
+        });
+    }
+    inbound(node, &scope, view, &mut out, &mut notes);
+    out.unsupported = notes.finish();
+    out
+}
+
+/// Virtual hosts with unique domains (the proxy rejects a domain served twice; the first
+/// claim wins, as Istio's domain de-duplication).
+#[derive(Default)]
+struct VirtualHosts {
+    hosts: Vec<proto::VirtualHost>,
+    domains: HashSet<String>,
+}
+
+impl VirtualHosts {
+    fn push(&mut self, name: String, domains: Vec<String>, routes: Vec<proto::Route>) {
+        let domains: Vec<String> = domains
+            .into_iter()
+            .filter(|d| self.domains.insert(d.to_ascii_lowercase()))
+            .collect();
+        if !domains.is_empty() {
+            self.hosts.push(proto::VirtualHost {
+                name,
+                domains,
+                routes,
+            });
+        }
+    }
+}
+
+fn outbound_routes(
+    node: &ProxyNode,
+    scope: &Scope<'_>,
+    notes: &mut Notes,
+) -> proto::RouteConfiguration {
+    let cx = |port| RouteCx {
+        node,
+        port,
+        gateway: "mesh",
+        tls: false,
+        scope,
+    };
+    let mut vhosts = VirtualHosts::default();
+    // (host, port) pairs a VirtualService has routed.
+    let mut claimed: HashSet<(String, u32)> = HashSet::new();
+
+    // Exact VirtualService hosts first, in precedence order: the first to claim a host wins.
+    for (r, vs) in &scope.virtual_services {
+        for h in &vs.hosts {
+            let host = resolve_host(h, r.namespace()).to_ascii_lowercase();
+            if host.starts_with('*') {
+                continue;
+            }
+            match scope.service(&host) {
+                Some(svc) => {
+                    for port in &svc.ports {
+                        if claimed.contains(&(host.clone(), port.port)) {
+                            continue;
+                        }
+                        if let Some(routes) =
+                            service_routes(&cx(port.port), svc, port, Some((r, vs)), notes)
+                        {
+                            claimed.insert((host.clone(), port.port));
+                            vhosts.push(
+                                virtual_host(&host, port.port),
+                                domains(&host, port.port),
+                                routes,
+                            );
+                        }
+                    }
+                }
+                // A host outside the registry: routed on port 80 only, as Istio does.
+                None => {
+                    if claimed.contains(&(host.clone(), 80)) {
+                        continue;
+                    }
+                    let routes = http_routes(&cx(80), r, vs, notes);
+                    if !routes.is_empty() {
+                        claimed.insert((host.clone(), 80));
+                        vhosts.push(virtual_host(&host, 80), vec![host.clone()], routes);
+                    }
+                }
+            }
+        }
+    }
+
+    // Wildcard hosts: each service goes to the most specific wildcard covering it, the
+    // earliest VirtualService on a tie.
+    let wildcards: Vec<(&Resource, &VirtualService, String)> = scope
+        .virtual_services
+        .iter()
+        .flat_map(|(r, vs)| {
+            vs.hosts
+                .iter()
+                .map(|h| resolve_host(h, r.namespace()).to_ascii_lowercase())
+                .filter(|h| h.starts_with('*'))
+                .map(move |h| (*r, *vs, h))
+        })
+        .collect();
+    let mut wildcard_used = vec![false; wildcards.len()];
+    for svc in &scope.services {
+        let best = wildcards
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, _, h))| matches(&svc.hostname, h))
+            .min_by(|(i, (_, _, a)), (j, (_, _, b))| more_specific_first(a, b).then(i.cmp(j)));
+        let Some((i, (r, vs, _))) = best else {
+            continue;
+        };
+        wildcard_used[i] = true;
+        for port in &svc.ports {
+            let key = (svc.hostname.clone(), port.port);
+            if claimed.contains(&key) {
+                continue;
+            }
+            if let Some(routes) = service_routes(&cx(port.port), svc, port, Some((r, vs)), notes) {
+                claimed.insert(key);
+                vhosts.push(
+                    virtual_host(&svc.hostname, port.port),
+                    domains(&svc.hostname, port.port),
+                    routes,
+                );
+            }
+        }
+    }
+    for ((r, vs, h), used) in wildcards.iter().zip(wildcard_used) {
+        if used || claimed.contains(&(h.clone(), 80)) {
+            continue;
+        }
+        let routes = http_routes(&cx(80), r, vs, notes);
+        if !routes.is_empty() {
+            claimed.insert((h.clone(), 80));
+            vhosts.push(virtual_host(h, 80), vec![h.clone()], routes);
+        }
+    }
+
+    // Every other service port: straight to its cluster.
+    for svc in &scope.services {
+        for port in &svc.ports {
+            if claimed.contains(&(svc.hostname.clone(), port.port)) {
+                continue;
+            }
+            if let Some(routes) = service_routes(&cx(port.port), svc, port, None, notes) {
+                vhosts.push(
+                    virtual_host(&svc.hostname, port.port),
+                    domains(&svc.hostname, port.port),
+                    routes,
+                );
+            }
+        }
+    }
+
+    let mut virtual_hosts = vhosts.hosts;
+    virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut rest = VirtualHosts {
+        hosts: Vec::new(),
+        domains: vhosts.domains,
+    };
+    match scope.mode {
+        Mode::RegistryOnly => rest.push(
+            "block_all".into(),
+            vec!["*".into()],
+            vec![proto::Route {
+                name: "block_all".into(),
+                action: Some(proto::route::Action::DirectResponse(proto::DirectResponse {
+                    status: 502,
+                    body: format!(
+                        "{BLACKHOLE_CLUSTER}: the host is not in the mesh's service registry and \
+                         the outbound traffic policy is REGISTRY_ONLY\n"
+                    ),
+                })),
+                ..Default::default()
+            }],
+        ),
+        Mode::AllowAny => rest.push(
+            "allow_any".into(),
+            vec!["*".into()],
+            vec![default_route(PASSTHROUGH_CLUSTER.to_owned())],
+        ),
+    }
+    virtual_hosts.extend(rest.hosts);
+    proto::RouteConfiguration {
+        name: OUTBOUND.to_owned(),
+        virtual_hosts,
+    }
+}
+
+/// `host:port`, and the bare host on port 80 (the authority a client sends for it).
+fn domains(host: &str, port: u32) -> Vec<String> {
+    let mut out = vec![virtual_host(host, port)];
+    if port == 80 {
+        out.push(host.to_owned());
+    }
+    out
+}
+
+fn default_route(cluster: String) -> proto::Route {
+    proto::Route {
+        name: "default".into(),
+        action: Some(proto::route::Action::Route(proto::RouteAction {
+            clusters: vec![proto::WeightedCluster {
+                cluster,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// The routes of one service port: from `vs` when it has routes for the port (`None`
+/// otherwise, so the port falls back to its default), else the default route.
+fn service_routes(
+    cx: &RouteCx<'_>,
+    svc: &Service,
+    port: &ServicePort,
+    vs: Option<(&Resource, &VirtualService)>,
+    notes: &mut Notes,
+) -> Option<Vec<proto::Route>> {
+    if port.protocol == Some(Protocol::Udp) {
+        return None;
+    }
+    let default = || {
+        vec![default_route(outbound_cluster(
+            port.port,
+            "",
+            &svc.hostname,
+        ))]
+    };
+    let Some((r, vs)) = vs else {
+        return Some(default());
+    };
+    if port.is_http() {
+        let routes = http_routes(cx, r, vs, notes);
+        return (!routes.is_empty()).then_some(routes);
+    }
+    if !vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
+        notes.add(
+            Some(r),
+            "spec.http",
+            format!(
+                "port {} of {} is not declared HTTP (name it http-*, or set appProtocol), so \
+                 weft treats it as TCP and these http routes do not apply to it",
+                port.port, svc.hostname
+            ),
+        );
+        return None;
+    }
+    let tls = matches!(port.protocol, Some(Protocol::Https | Protocol::Tls));
+    let sni = tls.then_some(svc.hostname.as_str());
+    let clusters = l4_destinations(cx, r, vs, sni, notes)?;
+    if clusters.is_empty() {
+        return None;
+    }
+    Some(vec![proto::Route {
+        name: "default".into(),
+        action: Some(proto::route::Action::Route(proto::RouteAction {
+            clusters,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }])
+}
+
+/// A port the sidecar accepts inbound traffic on.
+struct InboundPort {
+    port: u32,
+    /// Where the application listens.
+    target: SocketAddr,
+    protocol: Option<Protocol>,
+}
+
+fn inbound(
+    node: &ProxyNode,
+    scope: &Scope<'_>,
+    view: &ConfigView,
+    out: &mut ProxyResources,
+    notes: &mut Notes,
+) {
+    let ports = match scope.sidecar {
+        Some((r, sc)) if !sc.ingress.is_empty() => ingress_ports(node, r, sc, notes),
+        _ => workload_ports(node, view),
+    };
+    for p in ports.into_values() {
+        if p.port == u32::from(OUTBOUND_PORT) {
+            notes.add(
+                None,
+                format!("workload {}/{} port {}", node.namespace, node.name, p.port),
+                "the port is the sidecar's outbound port; no inbound listener for it",
+            );
+            continue;
+        }
+        let Ok(listen) = u16::try_from(p.port) else {
+            continue;
+        };
+        let name = inbound_listener(p.port);
+        let cluster = inbound_cluster(p.port);
+        let http = p.protocol.is_some_and(Protocol::is_http);
+        let protocol = if http {
+            out.route_configs.push(proto::RouteConfiguration {
+                name: name.clone(),
+                virtual_hosts: vec![proto::VirtualHost {
+                    name: format!("inbound|http|{}", p.port),
+                    domains: vec!["*".into()],
+                    routes: vec![default_route(cluster.clone())],
+                }],
+            });
+            proto::listener::Protocol::Http(proto::HttpListener {
+                route_config: name.clone(),
+                ..Default::default()
+            })
+        } else {
+            proto::listener::Protocol::Tcp(proto::TcpListener {
+                cluster: cluster.clone(),
+            })
+        };
+        out.listeners.push(proto::Listener {
+            name,
+            address: SocketAddr::new(node.ip, listen).to_string(),
+            protocol: Some(protocol),
+            ..Default::default()
+        });
+        let mut c = proto::Cluster {
+            name: cluster,
+            endpoints: vec![proto::Endpoint {
+                address: p.target.to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        c.set_protocol(upstream_protocol(
+            p.protocol,
+            weft_api::networking::destination_rule::H2UpgradePolicy::DoNotUpgrade,
+            false,
+        ));
+        out.clusters.push(c);
+    }
+}
+
+/// Inbound ports from the workload instance's declared ports and the target ports of the
+/// services that select it (whose protocol fills in an undeclared one).
+fn workload_ports(node: &ProxyNode, view: &ConfigView) -> BTreeMap<u32, InboundPort> {
+    let mut out: BTreeMap<u32, InboundPort> = BTreeMap::new();
+    let target = |port: u32| SocketAddr::new(node.app_host, u16::try_from(port).unwrap_or(0));
+    if let Some(inst) = view.instance_of(node) {
+        for p in &inst.ports {
+            out.entry(p.port).or_insert(InboundPort {
+                port: p.port,
+                target: target(p.port),
+                protocol: p.protocol,
+            });
+        }
+    }
+    let ip = node.ip.to_string();
+    for svc in view.registry().services() {
+        for ep in svc.endpoints.iter().filter(|e| e.address == ip) {
+            for (svc_port, target_port) in &ep.ports {
+                let protocol = svc.port(*svc_port).and_then(|p| p.protocol);
+                let entry = out.entry(*target_port).or_insert(InboundPort {
+                    port: *target_port,
+                    target: target(*target_port),
+                    protocol,
+                });
+                if entry.protocol.is_none() {
+                    entry.protocol = protocol;
+                }
+            }
+        }
+    }
+    out.retain(|port, _| *port != 0 && *port <= u32::from(u16::MAX));
+    out
+}
+
+/// Inbound ports from a Sidecar's `ingress` listeners.
+fn ingress_ports(
+    node: &ProxyNode,
+    r: &Resource,
+    sc: &weft_api::networking::Sidecar,
+    notes: &mut Notes,
+) -> BTreeMap<u32, InboundPort> {
+    let mut out = BTreeMap::new();
+    if sc.inbound_connection_pool.is_some() {
+        notes.add(
+            Some(r),
+            "spec.inboundConnectionPool",
+            "inbound connection pool limits are not in the proxy config yet",
+        );
+    }
+    for (i, l) in sc.ingress.iter().enumerate() {
+        let at = format!("spec.ingress[{i}]");
+        for (set, field, reason) in [
+            (
+                l.tls.is_some(),
+                "tls",
+                "TLS termination on sidecar ingress is not supported",
+            ),
+            (
+                l.connection_pool.is_some(),
+                "connectionPool",
+                "inbound connection pool limits are not in the proxy config yet",
+            ),
+            (
+                !l.bind.is_empty(),
+                "bind",
+                "inbound listeners bind the proxy's address; bind is ignored",
+            ),
+        ] {
+            if set {
+                notes.add(Some(r), format!("{at}.{field}"), reason);
+            }
+        }
+        let Some(port) = &l.port else { continue };
+        let Ok(number) = u16::try_from(port.number) else {
+            continue;
+        };
+        // `127.0.0.1:PORT` / `0.0.0.0:PORT` (or empty: the same port) is the application,
+        // which weft reaches at the app host.
+        let target_port = match l.default_endpoint.as_str() {
+            "" => Some(number),
+            e if e.starts_with("unix://") => None,
+            e => e
+                .rsplit_once(':')
+                .filter(|(h, _)| {
+                    let h = h.trim_start_matches('[').trim_end_matches(']');
+                    h.parse::<IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+                })
+                .and_then(|(_, p)| p.parse().ok()),
+        };
+        let Some(target_port) = target_port else {
+            notes.add(
+                Some(r),
+                format!("{at}.defaultEndpoint"),
+                "only the application's loopback or unspecified address (127.0.0.1:PORT, \
+                 0.0.0.0:PORT) is supported",
+            );
+            continue;
+        };
+        out.insert(
+            u32::from(number),
+            InboundPort {
+                port: u32::from(number),
+                target: SocketAddr::new(node.app_host, target_port),
+                protocol: Protocol::parse(&port.protocol),
+            },
+        );
+    }
+    out
+}
