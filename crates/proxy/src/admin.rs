@@ -88,7 +88,13 @@ fn page(shared: &Shared, req: Request<Incoming>, health_only: bool) -> Response<
                     let a = ep.address;
                     let _ = writeln!(out, "{name}::{a}::weight::{}", ep.weight);
                     let _ = writeln!(out, "{name}::{a}::rq_active::{}", ep.active_requests());
-                    let _ = writeln!(out, "{name}::{a}::health_flags::healthy");
+                    // Envoy's flag for an endpoint outlier detection ejected.
+                    let flags = if state.cluster.is_ejected(ep) {
+                        "/failed_outlier_check"
+                    } else {
+                        "healthy"
+                    };
+                    let _ = writeln!(out, "{name}::{a}::health_flags::{flags}");
                     let zone = &ep.locality;
                     let _ = writeln!(out, "{name}::{a}::region::{}", zone.region);
                     let _ = writeln!(out, "{name}::{a}::zone::{}", zone.zone);

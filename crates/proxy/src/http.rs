@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::Entry;
 use crate::body::{Deadline, Observed, ProxyBody, Replayable};
-use crate::cluster::HashInput;
+use crate::cluster::{HashInput, Reported};
 use crate::reply::{self, Flag};
 use crate::route::policy::{Outcome, chance};
 use crate::route::{Action, RequestView};
@@ -66,18 +66,19 @@ pub async fn handle(
     let grpc = reply::is_grpc(&parts.headers);
 
     // Authority and scheme: absolute-form (explicit proxy, HTTP/2 :authority) or Host.
-    let authority = match request_authority(&parts.uri, &parts.headers, cx.explicit_proxy) {
-        Some(a) => a,
-        None => {
-            return Ok(local_reply(
-                &cx,
-                Flag::DownstreamProtocolError,
-                "request has no Host or :authority",
-                grpc,
-                log,
-            ));
-        }
-    };
+    let authority =
+        match request_authority(&parts.method, &parts.uri, &parts.headers, cx.explicit_proxy) {
+            Ok(a) => a,
+            Err(why) => {
+                return Ok(local_reply(
+                    &cx,
+                    Flag::DownstreamProtocolError,
+                    why,
+                    grpc,
+                    log,
+                ));
+            }
+        };
     if let Some(l) = log.as_mut() {
         l.authority.clone_from(&authority);
     }
@@ -355,6 +356,9 @@ pub async fn handle(
         // What happened, and what the downstream gets if this is the end.
         let (outcome, flag, detail) = match result {
             Ok(Ok((resp, admission, sent))) => {
+                state
+                    .cluster
+                    .report(&pick.endpoint, Reported::Status(resp.status().as_u16()));
                 let outcome = Outcome::Response {
                     status: resp.status(),
                     grpc_status: grpc_status_of(resp.headers()),
@@ -391,6 +395,18 @@ pub async fn handle(
                     detail,
                 )
             }
+            Ok(Err(AttemptError::Upstream(e))) if is_downstream_body_error(&e) => {
+                // The client's body broke (a bad chunk, a reset): the client's fault, not
+                // the upstream's, and not worth a retry.
+                let detail = format!("reading the request body: {}", error_chain(&e));
+                return Ok(local_reply(
+                    &cx,
+                    Flag::DownstreamProtocolError,
+                    &detail,
+                    grpc,
+                    log,
+                ));
+            }
             Ok(Err(AttemptError::Upstream(e))) => {
                 let refused_stream = is_refused_stream(&e);
                 let detail = format!("{endpoint}: {}", error_chain(&e));
@@ -421,6 +437,7 @@ pub async fn handle(
             }
         };
         if !matches!(outcome, Outcome::Response { .. }) {
+            state.cluster.report(&pick.endpoint, Reported::LocalFailure);
             let retriable = retry.is_some_and(|r| r.on.retries(outcome)) && body.can_replay();
             if !retriable {
                 return Ok(local_reply(&cx, flag, &detail, grpc, log));
@@ -561,6 +578,19 @@ fn grpc_status_of(headers: &HeaderMap) -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The client's request body failed while it was being sent upstream: hyper reports an
+/// error of the body it was given as a "user" error.
+fn is_downstream_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return h.is_user();
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// An HTTP/2 upstream refused the stream (REFUSED_STREAM: safe to retry anywhere).
 fn is_refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(e);
@@ -690,20 +720,39 @@ fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
 }
 
 /// The authority a request is for: the absolute-form URI's (explicit proxy), HTTP/2's
-/// :authority, or the Host header.
-fn request_authority(uri: &Uri, headers: &HeaderMap, explicit_proxy: bool) -> Option<String> {
+/// :authority, or the Host header. Requests RFC 9112 says to answer with 400 are refused:
+/// no Host, several Host headers, a Host that is not an authority, a CONNECT whose target
+/// is not `host:port`, and `*` for anything but OPTIONS.
+fn request_authority(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    explicit_proxy: bool,
+) -> Result<String, &'static str> {
+    if method == Method::CONNECT && uri.authority().is_none_or(|a| a.port().is_none()) {
+        return Err("CONNECT needs a host:port target");
+    }
+    if uri.path() == "*" && uri.authority().is_none() && method != Method::OPTIONS {
+        return Err("the * target is for OPTIONS only");
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("request has more than one Host header");
+    }
     if let Some(a) = uri.authority()
         && (explicit_proxy
             || uri.scheme().is_none()
             || uri.scheme() == Some(&Scheme::HTTP)
             || uri.scheme() == Some(&Scheme::HTTPS))
     {
-        return Some(a.as_str().to_ascii_lowercase());
+        return Ok(a.as_str().to_ascii_lowercase());
     }
-    headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_ascii_lowercase)
+    let host = host.ok_or("request has no Host or :authority")?;
+    match Authority::try_from(host.as_bytes()) {
+        Ok(a) if !a.as_str().contains('@') => Ok(a.as_str().to_ascii_lowercase()),
+        _ => Err("the Host header is not a valid authority"),
+    }
 }
 
 /// The upstream request's URI: the request's (or rewritten) authority, so that HTTP/2 sends

@@ -64,6 +64,8 @@ pub enum ListenerKind {
 
 /// Envoy's default limit on request headers.
 const DEFAULT_MAX_HEADERS_KB: u32 = 60;
+/// Envoy's upper bound on it.
+const MAX_MAX_HEADERS_KB: u32 = 8192;
 
 impl Snapshot {
     /// Builds a snapshot, collecting every error. Clusters whose config equals the one in
@@ -256,10 +258,16 @@ fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigErr
                 Some(t) => Some(crate::tls::server_config(t, &resource, "http.tls")?),
                 None => None,
             };
-            let kb = if h.max_request_headers_kb == 0 {
-                DEFAULT_MAX_HEADERS_KB
-            } else {
-                h.max_request_headers_kb
+            let kb = match h.max_request_headers_kb {
+                0 => DEFAULT_MAX_HEADERS_KB,
+                kb if kb > MAX_MAX_HEADERS_KB => {
+                    return Err(ConfigError::new(
+                        &resource,
+                        "http.maxRequestHeadersKb",
+                        format!("{kb} is more than the maximum {MAX_MAX_HEADERS_KB} (as Envoy)"),
+                    ));
+                }
+                kb => kb,
             };
             ListenerKind::Http {
                 route_config: h.route_config.clone(),
@@ -277,7 +285,7 @@ fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigErr
         None => {
             return Err(ConfigError::new(
                 &resource,
-                "",
+                "protocol",
                 "one of http, tcp or tlsPassthrough is required",
             ));
         }

@@ -69,6 +69,8 @@ fn load_pair(
     resource: &str,
     at: &dyn Fn(&str) -> String,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
+    regular_file(cert_file).map_err(|e| ConfigError::new(resource, at("certFile"), e))?;
+    regular_file(key_file).map_err(|e| ConfigError::new(resource, at("keyFile"), e))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| ConfigError::new(resource, at("certFile"), format!("{cert_file}: {e}")))?;
@@ -82,6 +84,16 @@ fn load_pair(
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| ConfigError::new(resource, at("keyFile"), format!("{key_file}: {e}")))?;
     Ok((chain, key))
+}
+
+/// Certificate files must be regular files: reading a FIFO or a device would block config
+/// loading, or never end.
+fn regular_file(path: &str) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(format!("{path}: not a regular file")),
+        Err(e) => Err(format!("{path}: {e}")),
+    }
 }
 
 /// Certificates by SNI: exact names, then `*.suffix` (one more label), then the first one.
@@ -225,6 +237,7 @@ fn load_roots(ca_file: &str, resource: &str) -> Result<RootCertStore, ConfigErro
         }
         return Ok(roots);
     }
+    regular_file(ca_file).map_err(|e| ConfigError::new(resource, "tls.caFile", e))?;
     let certs = CertificateDer::pem_file_iter(ca_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| ConfigError::new(resource, "tls.caFile", format!("{ca_file}: {e}")))?;

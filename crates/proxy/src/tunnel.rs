@@ -123,11 +123,19 @@ pub async fn connect(
     pick: &Pick,
 ) -> Result<crate::upstream::UpstreamStream, String> {
     let endpoint = pick.endpoint.address;
-    state.upstream.connect(endpoint).await.map_err(|e| {
+    let result = state.upstream.connect(endpoint).await.map_err(|e| {
         state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
         format!(
             "connecting to {endpoint}: {}",
             crate::http::error_chain(&*e)
         )
-    })
+    });
+    // For outlier detection a connection that opens is a success, one that does not a local
+    // origin failure (as Envoy's TCP proxy reports them).
+    let reported = match result {
+        Ok(_) => crate::cluster::Reported::Status(200),
+        Err(_) => crate::cluster::Reported::LocalFailure,
+    };
+    state.cluster.report(&pick.endpoint, reported);
+    result
 }

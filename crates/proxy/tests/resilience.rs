@@ -491,3 +491,79 @@ async fn mirrors_get_copies_and_never_slow_the_original() {
         assert_eq!(send(&c, req).await.status, 200);
     }
 }
+
+/// A backend that answers `name`, and can be killed: listener closed, connections dropped.
+async fn killable(name: &'static str) -> (SocketAddr, tokio::task::AbortHandle) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            connections.spawn(async move {
+                let svc = service_fn(
+                    move |_req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(name))))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+        // Aborting this task drops the listener and the JoinSet, which aborts every connection.
+    });
+    (addr, task.abort_handle())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_endpoint_is_ejected_and_retries_hide_it() {
+    let (a, _) = killable("a").await;
+    let (b, kill_b) = killable("b").await;
+    let (c, _) = killable("c").await;
+    let proxy = Proxy::start(&config(
+        r#"    - route: {clusters: [{cluster: app}], retryPolicy: {numRetries: 2, retryOn: "connect-failure,reset,5xx"}}"#,
+        &format!(
+            r#"- name: app
+  lbPolicy: ROUND_ROBIN
+  outlierDetection: {{consecutiveGatewayErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}}
+  endpoints: [{{address: "{a}"}}, {{address: "{b}"}}, {{address: "{c}"}}]"#
+        ),
+    ));
+    let addr = proxy.addr("http");
+    let c_ = client();
+    let mut seen_b = 0;
+    for _ in 0..30 {
+        let r = get(&c_, addr, "svc", "/", &[]).await;
+        assert_eq!(r.status, 200);
+        seen_b += usize::from(r.body == "b");
+    }
+    assert_eq!(seen_b, 10, "round robin over three");
+
+    kill_b.abort();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..100 {
+        let r = get(&c_, addr, "svc", "/", &[]).await;
+        assert_eq!(r.status, 200, "request {i} after the kill: {}", r.body);
+        assert_ne!(r.body, "b");
+    }
+    let clusters = get(&c_, proxy.admin, "admin", "/clusters", &[]).await.body;
+    assert!(
+        clusters.contains(&format!("app::{b}::health_flags::/failed_outlier_check")),
+        "{clusters}"
+    );
+    assert!(
+        clusters.contains(&format!("app::{a}::health_flags::healthy")),
+        "{clusters}"
+    );
+    // Ejected at its first failure: later requests never tried it.
+    let stats = get(&c_, proxy.admin, "admin", "/stats", &[]).await.body;
+    let retries: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster.app.upstream_rq_retry: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        retries <= 2,
+        "retries after the ejection: {retries}\n{stats}"
+    );
+}

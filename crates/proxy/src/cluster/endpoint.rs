@@ -23,6 +23,8 @@ pub struct Endpoint {
     pub weight: u32,
     pub labels: BTreeMap<String, String>,
     pub locality: Locality,
+    /// Outlier detection's counters and ejection state.
+    pub(crate) health: super::outlier::Health,
 }
 
 /// Where an endpoint runs, as Istio's `region/zone/subzone`. Empty strings when unknown.
@@ -76,6 +78,7 @@ impl Endpoint {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             locality,
+            health: Default::default(),
         })
     }
 

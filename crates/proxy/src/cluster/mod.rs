@@ -11,6 +11,7 @@
 mod endpoint;
 mod hash_key;
 mod lb;
+mod outlier;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +28,8 @@ use hash_key::{HashKey, Hashed};
 use lb::maglev::{self, DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE};
 use lb::ring_hash::{DEFAULT_MINIMUM_RING_SIZE, MAX_RING_SIZE};
 use lb::{Algorithm, Balancer};
+use outlier::Detector;
+pub use outlier::Reported;
 
 use crate::config::{ConfigError, duration};
 
@@ -48,6 +51,7 @@ pub struct Cluster {
     hash_key: Option<HashKey>,
     /// `None` when there are no endpoints.
     balancer: Option<Balancer>,
+    outlier: Option<Detector>,
 }
 
 /// What of a request a consistent hash key may be taken from.
@@ -129,6 +133,10 @@ impl Cluster {
             .collect::<Result<Box<[_]>, _>>()?;
         let (algorithm, hash_key) = algorithm(lb_policy, cfg.consistent_hash.as_ref(), &resource)?;
         let balancer = Balancer::new(algorithm, &endpoints);
+        let outlier = match &cfg.outlier_detection {
+            Some(o) => Some(Detector::build(o, &resource)?),
+            None => None,
+        };
         Ok(Cluster {
             name: Arc::from(cfg.name.as_str()),
             config: cfg.clone(),
@@ -139,6 +147,7 @@ impl Cluster {
             idle_timeout,
             hash_key,
             balancer,
+            outlier,
         })
     }
 
@@ -186,9 +195,33 @@ impl Cluster {
                 set_cookie: None,
             },
         };
-        let index = balancer.pick(&self.endpoints, hash);
+        let mut index = balancer.pick(&self.endpoints, hash);
+        if let Some(outlier) = &self.outlier
+            && outlier.enforcing(&self.endpoints)
+        {
+            // An ejected endpoint's requests go to the next one in service (a hash then stays
+            // as stable as it can); none in service: no healthy upstream.
+            let n = self.endpoints.len();
+            index = (0..n)
+                .map(|step| (index + step) % n)
+                .find(|&i| !outlier.is_ejected(&self.endpoints[i]))?;
+        }
         let endpoint = self.endpoints.get(index)?;
         Some(Pick::new(endpoint, set_cookie))
+    }
+
+    /// Tells outlier detection how an exchange with `endpoint` went (no-op without it).
+    pub fn report(&self, endpoint: &Endpoint, result: Reported) {
+        if let Some(outlier) = &self.outlier {
+            outlier.report(&self.endpoints, endpoint, result);
+        }
+    }
+
+    /// Whether outlier detection has `endpoint` out of service now.
+    pub fn is_ejected(&self, endpoint: &Endpoint) -> bool {
+        self.outlier
+            .as_ref()
+            .is_some_and(|o| o.is_ejected(endpoint))
     }
 }
 
