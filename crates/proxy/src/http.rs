@@ -20,6 +20,7 @@ use crate::access_log::Entry;
 use crate::body::{Deadline, Observed, ProxyBody, Replayable};
 use crate::cluster::{HashInput, Reported};
 use crate::reply::{self, Flag};
+use crate::route::cors::{PREFLIGHT_STATUS, Verdict};
 use crate::route::policy::{Outcome, chance};
 use crate::route::{Action, RequestView};
 use crate::server::Shared;
@@ -36,6 +37,8 @@ pub struct ConnContext {
     pub access_log: bool,
     /// The connection is TLS (scheme `https`).
     pub tls: bool,
+    /// The listener's rate limit, taken before routing.
+    pub rate_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -64,6 +67,12 @@ pub async fn handle(
         .access_log
         .then(|| Box::new(Entry::begin(&parts, cx.peer)));
     let grpc = reply::is_grpc(&parts.headers);
+    if let Some(bucket) = &cx.rate_limit
+        && !bucket.try_acquire()
+    {
+        let detail = format!("listener {:?}: local rate limit", cx.listener);
+        return Ok(local_reply(&cx, Flag::RateLimited, &detail, grpc, log));
+    }
 
     // Authority and scheme: absolute-form (explicit proxy, HTTP/2 :authority) or Host.
     let authority =
@@ -121,9 +130,36 @@ pub async fn handle(
         matched.route_name().clone_into(&mut l.route);
     }
 
+    // CORS first (a preflight from an allowed origin is answered here, taking no token), then
+    // the route's rate limit.
+    let mut cors_origin = None;
+    if let Some(cors) = matched.cors() {
+        match cors.verdict(&parts.method, &parts.headers) {
+            Verdict::PassThrough => {}
+            Verdict::Decorate(origin) => cors_origin = Some((cors, origin)),
+            Verdict::Answer(headers) => {
+                let mut resp = reply::fixed(PREFLIGHT_STATUS, Bytes::new());
+                resp.headers_mut().extend(headers);
+                return Ok(finish(&cx, resp, None, log, ()));
+            }
+        }
+    }
+    if let Some(bucket) = matched.rate_limit()
+        && !bucket.try_acquire()
+    {
+        let detail = format!("route {:?}: local rate limit", matched.route_name());
+        return Ok(local_reply(&cx, Flag::RateLimited, &detail, grpc, log));
+    }
+    let decorate = |headers: &mut HeaderMap| {
+        if let Some((cors, origin)) = &cors_origin {
+            cors.decorate(origin.clone(), headers);
+        }
+    };
+
     let forward = match matched.action() {
         Action::Direct(d) => {
             let mut resp = reply::fixed(d.status, d.body.clone());
+            decorate(resp.headers_mut());
             matched.response_headers().apply(resp.headers_mut());
             return Ok(finish(&cx, resp, None, log, ()));
         }
@@ -135,6 +171,7 @@ pub async fn handle(
                     Bytes::from_static(b"bad redirect\n"),
                 ),
             };
+            decorate(resp.headers_mut());
             matched.response_headers().apply(resp.headers_mut());
             return Ok(finish(&cx, resp, None, log, ()));
         }
@@ -501,6 +538,7 @@ pub async fn handle(
         resp.headers_mut()
             .append(header::SET_COOKIE, cookie.clone());
     }
+    decorate(resp.headers_mut());
     destination.response_headers.apply(resp.headers_mut());
     matched.response_headers().apply(resp.headers_mut());
     if let Some(l) = log.as_mut() {

@@ -17,6 +17,7 @@ pub mod config;
 pub mod http;
 pub mod listeners;
 pub mod mirror;
+pub mod ratelimit;
 pub mod reply;
 pub mod route;
 pub mod server;

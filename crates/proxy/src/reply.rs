@@ -37,6 +37,8 @@ pub enum Flag {
     DelayInjected,
     /// UO: the cluster's circuit breaker refused the request (overflow).
     UpstreamOverflow,
+    /// RL: a local rate limit refused the request.
+    RateLimited,
 }
 
 impl Flag {
@@ -54,6 +56,7 @@ impl Flag {
             Flag::FaultInjected => "FI",
             Flag::DelayInjected => "DI",
             Flag::UpstreamOverflow => "UO",
+            Flag::RateLimited => "RL",
         }
     }
 
@@ -63,6 +66,7 @@ impl Flag {
             Flag::NoRoute => StatusCode::NOT_FOUND,
             Flag::DownstreamProtocolError => StatusCode::BAD_REQUEST,
             Flag::UpstreamRequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Flag::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             // An HTTP abort's status is its own (`fault_abort`); this is the fallback.
             Flag::FaultInjected => StatusCode::INTERNAL_SERVER_ERROR,
             Flag::NoCluster
@@ -137,6 +141,7 @@ fn reason(flag: Flag) -> &'static str {
         Flag::FaultInjected => "fault filter abort",
         Flag::DelayInjected => "fault filter delay",
         Flag::UpstreamOverflow => "upstream overflow",
+        Flag::RateLimited => "local rate limited",
     }
 }
 

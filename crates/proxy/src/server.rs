@@ -91,6 +91,7 @@ pub async fn serve_listener(
                 explicit_proxy,
                 max_header_bytes,
                 tls,
+                rate_limit,
             } => {
                 let cx = Arc::new(ConnContext {
                     shared: shared.clone(),
@@ -101,6 +102,7 @@ pub async fn serve_listener(
                     local,
                     access_log: spec.access_log.is_some(),
                     tls: tls.is_some(),
+                    rate_limit: rate_limit.clone(),
                 });
                 let max_header_bytes = *max_header_bytes;
                 match tls {

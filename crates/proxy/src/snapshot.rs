@@ -11,6 +11,7 @@ use weft_xds::proto;
 use crate::breaker::Breaker;
 use crate::cluster::Cluster;
 use crate::config::{ConfigError, NodeInfo};
+use crate::ratelimit::TokenBucket;
 use crate::route::RouteTable;
 use crate::stats::{ClusterStats, Stats};
 use crate::tls::SniTable;
@@ -52,6 +53,7 @@ pub enum ListenerKind {
         max_header_bytes: usize,
         /// TLS termination; plaintext when None.
         tls: Option<Arc<rustls::ServerConfig>>,
+        rate_limit: Option<Arc<TokenBucket>>,
     },
     Tcp {
         cluster: String,
@@ -274,6 +276,8 @@ fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigErr
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,
                 tls,
+                rate_limit: TokenBucket::build(h.rate_limit.as_ref(), &resource, "http.rateLimit")?
+                    .map(Arc::new),
             }
         }
         Some(proto::listener::Protocol::Tcp(t)) => ListenerKind::Tcp {

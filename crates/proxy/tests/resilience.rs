@@ -567,3 +567,123 @@ async fn a_killed_endpoint_is_ejected_and_retries_hide_it() {
         "retries after the ejection: {retries}\n{stats}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_and_responses() {
+    let app = backend("app").await;
+    let proxy = Proxy::start(&config(
+        r#"    - route: {clusters: [{cluster: app}]}
+      cors:
+        allowOrigins: [{exact: "https://app.example.com"}, {prefix: "https://dev."}]
+        allowMethods: [GET, POST]
+        allowHeaders: [x-custom]
+        exposeHeaders: [x-served-by]
+        maxAge: 86400s
+        allowCredentials: true"#,
+        &format!("- {{name: app, endpoints: [{{address: \"{app}\"}}]}}"),
+    ));
+    let addr = proxy.addr("http");
+    let c = client();
+    let preflight = |origin: &'static str| {
+        http::Request::builder()
+            .method("OPTIONS")
+            .uri(format!("http://{addr}/api"))
+            .header("host", "svc")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+
+    // An allowed origin's preflight is answered by the proxy.
+    let r = send(&c, preflight("https://dev.example.com")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "", "not forwarded");
+    let h = &r.headers;
+    assert_eq!(h["access-control-allow-origin"], "https://dev.example.com");
+    assert_eq!(h["access-control-allow-methods"], "GET,POST");
+    assert_eq!(h["access-control-allow-headers"], "x-custom");
+    assert_eq!(h["access-control-max-age"], "86400");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+
+    // Another origin's preflight goes upstream (Istio's default, FORWARD), without CORS headers.
+    let r = send(&c, preflight("https://evil.example.com")).await;
+    assert!(r.body.starts_with("app /api"), "{}", r.body);
+    assert!(!r.headers.contains_key("access-control-allow-origin"));
+
+    // Actual requests: the allowed origin gets the headers on the upstream's response.
+    let r = get(
+        &c,
+        addr,
+        "svc",
+        "/api",
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert!(r.body.starts_with("app /api"), "{}", r.body);
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(r.headers["access-control-expose-headers"], "x-served-by");
+    let r = get(
+        &c,
+        addr,
+        "svc",
+        "/api",
+        &[("origin", "https://app.example.org")],
+    )
+    .await;
+    assert!(!r.headers.contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rate_limits_answer_429_rl() {
+    let app = backend("app").await;
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+- {{name: http, address: 127.0.0.1:0, http: {{routeConfig: main}}}}
+- {{name: limited, address: 127.0.0.1:0, http: {{routeConfig: main, rateLimit: {{local: {{maxTokens: 2, fillInterval: 60s}}}}}}}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - name: all
+    domains: ["*"]
+    routes:
+    - matches: [{{uri: {{prefix: /limited}}}}]
+      route: {{clusters: [{{cluster: app}}]}}
+      rateLimit: {{local: {{maxTokens: 3, tokensPerFill: 1, fillInterval: 60s}}}}
+    - route: {{clusters: [{{cluster: app}}]}}
+clusters:
+- {{name: app, endpoints: [{{address: "{app}"}}]}}
+"#
+    ));
+    let c = client();
+    let statuses = |listener: &'static str, path: &'static str, n: usize| {
+        let addr = proxy.addr(listener);
+        let c = c.clone();
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let r = get(&c, addr, "svc", path, &[]).await;
+                if r.status == 429 {
+                    assert_eq!(r.headers["x-weft-response-flags"], "RL");
+                }
+                out.push(r.status);
+            }
+            out
+        }
+    };
+    // The route's bucket: 3 tokens, then 429 (the refill is a minute away).
+    assert_eq!(
+        statuses("http", "/limited", 5).await,
+        [200, 200, 200, 429, 429]
+    );
+    // Other routes are not limited.
+    assert_eq!(statuses("http", "/other", 5).await, [200; 5]);
+    // The listener's bucket comes before routing: 2 tokens for every route.
+    assert_eq!(statuses("limited", "/other", 3).await, [200, 200, 429]);
+    let stats = get(&c, proxy.admin, "admin", "/stats", &[]).await.body;
+    assert!(stats.contains("http.local_reply.RL: 3"), "{stats}");
+}

@@ -217,7 +217,11 @@ pub(super) fn implicit_prefix_len(target: &Target<'_>) -> usize {
 impl StringMatch {
     /// Converts a StringMatch at field path `at`. Istio's `regex: "*"` means presence, as Istio
     /// translates it (istio/istio#20629).
-    fn build(sm: &proto::StringMatch, cx: &Cx<'_>, at: &str) -> Result<StringMatch, ConfigError> {
+    pub(super) fn build(
+        sm: &proto::StringMatch,
+        cx: &Cx<'_>,
+        at: &str,
+    ) -> Result<StringMatch, ConfigError> {
         Ok(match &sm.match_type {
             None => StringMatch::Present,
             Some(MatchType::Exact(s)) => StringMatch::Exact(s.as_bytes().into()),

@@ -13,6 +13,7 @@
 //! then answers per request from those indexes without allocating on the common path.
 
 mod action;
+pub mod cors;
 mod headers;
 mod host;
 mod matcher;
@@ -53,6 +54,8 @@ struct Route {
     action: Action,
     request_headers: HeaderOps,
     response_headers: HeaderOps,
+    cors: Option<Box<cors::Cors>>,
+    rate_limit: Option<crate::ratelimit::TokenBucket>,
 }
 
 /// What routing reads from a request. Borrowed, so the data path builds it for free.
@@ -185,6 +188,15 @@ impl Route {
                 cx,
                 &format!("{at}.responseHeaders"),
             )?,
+            cors: match &r.cors {
+                Some(c) => Some(Box::new(cors::Cors::build(c, cx, &format!("{at}.cors"))?)),
+                None => None,
+            },
+            rate_limit: crate::ratelimit::TokenBucket::build(
+                r.rate_limit.as_ref(),
+                &cx.resource,
+                &format!("{at}.rateLimit"),
+            )?,
         })
     }
 }
@@ -196,6 +208,14 @@ impl<'a> Matched<'a> {
 
     pub fn action(&self) -> &'a Action {
         &self.route.action
+    }
+
+    pub fn cors(&self) -> Option<&'a cors::Cors> {
+        self.route.cors.as_deref()
+    }
+
+    pub fn rate_limit(&self) -> Option<&'a crate::ratelimit::TokenBucket> {
+        self.route.rate_limit.as_ref()
     }
 
     pub fn virtual_host_name(&self) -> &'a str {

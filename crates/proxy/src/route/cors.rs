@@ -1,0 +1,127 @@
+//! CORS (Istio's corsPolicy, with Envoy's CORS filter semantics): a preflight from an allowed
+//! origin is answered by the proxy; an actual request from an allowed origin gets the CORS
+//! response headers; requests without Origin are untouched.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use weft_xds::proto;
+
+use super::Cx;
+use super::matcher::StringMatch;
+use crate::config::{ConfigError, duration};
+
+#[derive(Debug)]
+pub struct Cors {
+    allow_origins: Vec<StringMatch>,
+    allow_methods: Option<HeaderValue>,
+    allow_headers: Option<HeaderValue>,
+    expose_headers: Option<HeaderValue>,
+    max_age: Option<HeaderValue>,
+    allow_credentials: bool,
+    forward_unmatched_preflights: bool,
+}
+
+/// What CORS makes of a request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Not a CORS request, or a preflight to forward: route as usual.
+    PassThrough,
+    /// An actual request from an allowed origin: route as usual, then decorate the response.
+    Decorate(HeaderValue),
+    /// A preflight the proxy answers itself (status 200, these headers).
+    Answer(HeaderMap),
+}
+
+impl Cors {
+    pub(super) fn build(p: &proto::CorsPolicy, cx: &Cx<'_>, at: &str) -> Result<Cors, ConfigError> {
+        let allow_origins = p
+            .allow_origins
+            .iter()
+            .enumerate()
+            .map(|(i, m)| StringMatch::build(m, cx, &format!("{at}.allowOrigins[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let joined = |list: &[String], field: &str| -> Result<Option<HeaderValue>, ConfigError> {
+            if list.is_empty() {
+                return Ok(None);
+            }
+            HeaderValue::from_str(&list.join(","))
+                .map(Some)
+                .map_err(|_| cx.error(format!("{at}.{field}"), "not valid in a header value"))
+        };
+        let max_age = match &p.max_age {
+            Some(d) => {
+                let d: Duration = duration(d, &cx.resource, &format!("{at}.maxAge"))?;
+                Some(HeaderValue::from(d.as_secs()))
+            }
+            None => None,
+        };
+        Ok(Cors {
+            allow_origins,
+            allow_methods: joined(&p.allow_methods, "allowMethods")?,
+            allow_headers: joined(&p.allow_headers, "allowHeaders")?,
+            expose_headers: joined(&p.expose_headers, "exposeHeaders")?,
+            max_age,
+            allow_credentials: p.allow_credentials,
+            forward_unmatched_preflights: p.unmatched_preflights()
+                == proto::cors_policy::UnmatchedPreflights::Forward,
+        })
+    }
+
+    /// Decides what to do with a request.
+    pub fn verdict(&self, method: &Method, headers: &HeaderMap) -> Verdict {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Verdict::PassThrough;
+        };
+        let allowed = self
+            .allow_origins
+            .iter()
+            .any(|m| m.matches(origin.as_bytes()));
+        let preflight = method == Method::OPTIONS
+            && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        match (preflight, allowed) {
+            (false, true) => Verdict::Decorate(origin.clone()),
+            (false, false) => Verdict::PassThrough,
+            (true, false) if self.forward_unmatched_preflights => Verdict::PassThrough,
+            (true, false) => Verdict::Answer(HeaderMap::new()),
+            (true, true) => {
+                let mut h = HeaderMap::new();
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                if let Some(v) = &self.allow_methods {
+                    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v.clone());
+                }
+                if let Some(v) = &self.allow_headers {
+                    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
+                }
+                if let Some(v) = &self.max_age {
+                    h.insert(header::ACCESS_CONTROL_MAX_AGE, v.clone());
+                }
+                if self.allow_credentials {
+                    h.insert(
+                        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                        HeaderValue::from_static("true"),
+                    );
+                }
+                Verdict::Answer(h)
+            }
+        }
+    }
+
+    /// The headers an actual response to an allowed origin carries.
+    pub fn decorate(&self, origin: HeaderValue, headers: &mut HeaderMap) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        if let Some(v) = &self.expose_headers {
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+        }
+        if self.allow_credentials {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+}
+
+/// The status a preflight answer has.
+pub const PREFLIGHT_STATUS: StatusCode = StatusCode::OK;
