@@ -23,6 +23,8 @@ pub struct Endpoint {
     pub weight: u32,
     pub labels: BTreeMap<String, String>,
     pub locality: Locality,
+    /// 0 is most preferred (locality failover).
+    pub priority: u32,
     /// Outlier detection's counters and ejection state.
     pub(crate) health: super::outlier::Health,
 }
@@ -78,6 +80,7 @@ impl Endpoint {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             locality,
+            priority: ep.priority,
             health: Default::default(),
         })
     }

@@ -49,8 +49,8 @@ pub struct Cluster {
     connect_timeout: Duration,
     idle_timeout: Duration,
     hash_key: Option<HashKey>,
-    /// `None` when there are no endpoints.
-    balancer: Option<Balancer>,
+    /// Endpoints by priority, most preferred first; empty when there are no endpoints.
+    levels: Box<[Level]>,
     outlier: Option<Detector>,
 }
 
@@ -132,7 +132,7 @@ impl Cluster {
             .map(|(i, ep)| Endpoint::from_proto(ep, &resource, i).map(Arc::new))
             .collect::<Result<Box<[_]>, _>>()?;
         let (algorithm, hash_key) = algorithm(lb_policy, cfg.consistent_hash.as_ref(), &resource)?;
-        let balancer = Balancer::new(algorithm, &endpoints);
+        let levels = levels(algorithm, &endpoints);
         let outlier = match &cfg.outlier_detection {
             Some(o) => Some(Detector::build(o, &resource)?),
             None => None,
@@ -146,7 +146,7 @@ impl Cluster {
             connect_timeout,
             idle_timeout,
             hash_key,
-            balancer,
+            levels,
             outlier,
         })
     }
@@ -187,7 +187,7 @@ impl Cluster {
     /// Chooses an endpoint for a request. `None` when the cluster has no endpoints (the caller
     /// answers 503 with response flag UH, as Envoy).
     pub fn pick(&self, input: &HashInput<'_>) -> Option<Pick> {
-        let balancer = self.balancer.as_ref()?;
+        let level = self.level()?;
         let Hashed { hash, set_cookie } = match &self.hash_key {
             Some(key) => key.hash(input),
             None => Hashed {
@@ -195,19 +195,56 @@ impl Cluster {
                 set_cookie: None,
             },
         };
-        let mut index = balancer.pick(&self.endpoints, hash);
+        let endpoints = &level.endpoints;
+        let mut index = level.balancer.pick(endpoints, hash);
         if let Some(outlier) = &self.outlier
             && outlier.enforcing(&self.endpoints)
         {
             // An ejected endpoint's requests go to the next one in service (a hash then stays
             // as stable as it can); none in service: no healthy upstream.
-            let n = self.endpoints.len();
+            let n = endpoints.len();
             index = (0..n)
                 .map(|step| (index + step) % n)
-                .find(|&i| !outlier.is_ejected(&self.endpoints[i]))?;
+                .find(|&i| !outlier.is_ejected(&endpoints[i]))?;
         }
-        let endpoint = self.endpoints.get(index)?;
+        let endpoint = endpoints.get(index)?;
         Some(Pick::new(endpoint, set_cookie))
+    }
+
+    /// The priority level a request goes to. Without outlier detection every endpoint is
+    /// healthy, so the best level takes everything. With it, each level takes its healthy share
+    /// times 1.4 of what is left (Envoy's priority load with overprovisioning factor 1.4).
+    fn level(&self) -> Option<&Level> {
+        let first = self.levels.first()?;
+        let outlier = match &self.outlier {
+            Some(o) if self.levels.len() > 1 && o.enforcing(&self.endpoints) => o,
+            _ => return Some(first),
+        };
+        let mut left = 100.0_f64;
+        let mut loads = Vec::with_capacity(self.levels.len());
+        for level in self.levels.iter() {
+            let healthy = level
+                .endpoints
+                .iter()
+                .filter(|e| !outlier.is_ejected(e))
+                .count();
+            let share = (healthy as f64 * 100.0 / level.endpoints.len() as f64 * 1.4).min(left);
+            left -= share;
+            loads.push(share);
+        }
+        let total: f64 = loads.iter().sum();
+        if total <= 0.0 {
+            // Nothing healthy anywhere: the best level, where the ejection skip finds nothing.
+            return Some(first);
+        }
+        let mut point = fastrand::f64() * total;
+        for (level, load) in self.levels.iter().zip(loads) {
+            if point < load {
+                return Some(level);
+            }
+            point -= load;
+        }
+        self.levels.last()
     }
 
     /// Tells outlier detection how an exchange with `endpoint` went (no-op without it).
@@ -317,6 +354,34 @@ fn algorithm(
         Algorithm::Maglev { table_size }
     };
     Ok((algorithm, Some(key)))
+}
+
+/// Endpoints of one priority, with their own load balancer.
+struct Level {
+    endpoints: Box<[Arc<Endpoint>]>,
+    balancer: Balancer,
+}
+
+/// Groups endpoints by priority, best first, each group with its balancer.
+fn levels(algorithm: Algorithm, endpoints: &[Arc<Endpoint>]) -> Box<[Level]> {
+    let mut priorities: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    priorities
+        .into_iter()
+        .filter_map(|p| {
+            let members: Box<[Arc<Endpoint>]> = endpoints
+                .iter()
+                .filter(|e| e.priority == p)
+                .cloned()
+                .collect();
+            let balancer = Balancer::new(algorithm, &members)?;
+            Some(Level {
+                endpoints: members,
+                balancer,
+            })
+        })
+        .collect()
 }
 
 /// Checks what can be checked of upstream TLS without reading files (`Upstream::new` loads

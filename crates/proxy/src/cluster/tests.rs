@@ -623,3 +623,61 @@ fn clusters_are_shareable() {
     assert_send_sync::<Pick>();
     assert_send_sync::<Endpoint>();
 }
+
+/// Picks `n` times and counts endpoints by address.
+fn spread(c: &Cluster, n: usize) -> HashMap<SocketAddr, usize> {
+    let headers = no_headers();
+    let mut out = HashMap::new();
+    for _ in 0..n {
+        let p = c.pick(&input(&headers)).expect("a pick");
+        *out.entry(p.endpoint.address).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn priorities_fail_over_as_health_falls() {
+    let c = cluster(
+        "name: c\nlbPolicy: ROUND_ROBIN\n\
+         outlierDetection: {consecutive5xx: 1, maxEjectionPercent: 100}\n\
+         endpoints:\n\
+         - {address: \"10.0.0.1:80\", priority: 0}\n\
+         - {address: \"10.0.0.2:80\", priority: 0}\n\
+         - {address: \"10.0.1.1:80\", priority: 1}",
+    );
+    let local_a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+    let remote: SocketAddr = "10.0.1.1:80".parse().unwrap();
+    // All healthy: the preferred locality takes everything.
+    let all = spread(&c, 100);
+    assert_eq!(all.get(&remote), None, "{all:?}");
+
+    // Half of priority 0 ejected: it keeps 50% x 1.4 = 70%, priority 1 gets about 30%.
+    let a = c
+        .endpoints()
+        .iter()
+        .find(|e| e.address == local_a)
+        .unwrap()
+        .clone();
+    c.report(&a, Reported::Status(503));
+    assert!(c.is_ejected(&a));
+    let half = spread(&c, 2000);
+    let to_remote = half.get(&remote).copied().unwrap_or(0);
+    // Binomial(2000, 0.3): mean 600, sd 20.5; 6 sd either side.
+    assert!((477..=723).contains(&to_remote), "{half:?}");
+    assert_eq!(
+        half.get(&local_a),
+        None,
+        "the ejected endpoint gets nothing"
+    );
+
+    // All of priority 0 ejected: everything fails over.
+    let b = c
+        .endpoints()
+        .iter()
+        .find(|e| e.address != local_a && e.priority == 0)
+        .unwrap()
+        .clone();
+    c.report(&b, Reported::LocalFailure);
+    let failed_over = spread(&c, 100);
+    assert_eq!(failed_over.get(&remote), Some(&100), "{failed_over:?}");
+}
