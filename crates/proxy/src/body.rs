@@ -105,9 +105,36 @@ struct Recording {
     generation: u64,
 }
 
-enum Kept {
+/// A copy of a body frame (data or trailers), kept to send again or elsewhere.
+#[derive(Debug, Clone)]
+pub enum Kept {
     Data(Bytes),
     Trailers(http::HeaderMap),
+}
+
+impl Kept {
+    /// A copy of `frame`; None for frame kinds other than data and trailers.
+    pub fn of(frame: &Frame<Bytes>) -> Option<Kept> {
+        if let Some(d) = frame.data_ref() {
+            Some(Kept::Data(d.clone()))
+        } else {
+            frame.trailers_ref().map(|t| Kept::Trailers(t.clone()))
+        }
+    }
+
+    pub fn into_frame(self) -> Frame<Bytes> {
+        match self {
+            Kept::Data(b) => Frame::data(b),
+            Kept::Trailers(t) => Frame::trailers(t),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Kept::Data(b) => b.len(),
+            Kept::Trailers(_) => 0,
+        }
+    }
 }
 
 impl Replayable {
@@ -172,11 +199,7 @@ impl Body for AttemptBody {
         }
         if let Some(kept) = rec.kept.get(this.next) {
             this.next += 1;
-            let frame = match kept {
-                Kept::Data(b) => Frame::data(b.clone()),
-                Kept::Trailers(t) => Frame::trailers(t.clone()),
-            };
-            return Poll::Ready(Some(Ok(frame)));
+            return Poll::Ready(Some(Ok(kept.clone().into_frame())));
         }
         if rec.done {
             return Poll::Ready(None);
@@ -191,14 +214,10 @@ impl Body for AttemptBody {
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         if !rec.overflowed {
-            let kept = if let Some(data) = frame.data_ref() {
-                rec.kept_bytes += data.len();
-                Kept::Data(data.clone())
-            } else if let Some(trailers) = frame.trailers_ref() {
-                Kept::Trailers(trailers.clone())
-            } else {
+            let Some(kept) = Kept::of(&frame) else {
                 return Poll::Ready(Some(Ok(frame)));
             };
+            rec.kept_bytes += kept.len();
             if rec.kept_bytes > rec.limit {
                 rec.overflowed = true;
                 rec.kept = Vec::new();

@@ -214,7 +214,7 @@ pub async fn handle(
         .authority_rewrite()
         .cloned()
         .or_else(|| HeaderValue::from_str(&authority).ok());
-    let uri = match upstream_uri(state.upstream.scheme(), upstream_authority.as_ref(), &path) {
+    let mut uri = match upstream_uri(state.upstream.scheme(), upstream_authority.as_ref(), &path) {
         Ok(u) => u,
         Err(detail) => {
             return Ok(local_reply(
@@ -324,7 +324,8 @@ pub async fn handle(
         if let Some(l) = log.as_mut() {
             l.upstream_host = endpoint.to_string();
         }
-        let Some((client, h2_upstream)) = state.upstream.client(endpoint, downstream_h2) else {
+        let Some((client, h2_upstream)) = state.upstream.client(&pick.endpoint, downstream_h2)
+        else {
             let detail = format!("{endpoint} has no connection pool");
             return Ok(local_reply(
                 &cx,
@@ -347,7 +348,11 @@ pub async fn handle(
         };
         let mut req = Request::new(attempt_body);
         *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri.clone();
+        *req.uri_mut() = if last_chance {
+            std::mem::take(&mut uri)
+        } else {
+            uri.clone()
+        };
         *req.version_mut() = if h2_upstream {
             Version::HTTP_2
         } else {
@@ -457,17 +462,7 @@ pub async fn handle(
                 state.stats.upstream_rq_timeout.fetch_add(1, Relaxed);
                 let whole = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
                 if whole {
-                    let detail = format!(
-                        "route timeout of {:?} passed",
-                        policy.timeout.unwrap_or_default()
-                    );
-                    return Ok(local_reply(
-                        &cx,
-                        Flag::UpstreamRequestTimeout,
-                        &detail,
-                        grpc,
-                        log,
-                    ));
+                    return Ok(route_timeout(&cx, policy, grpc, log));
                 }
                 let detail = format!("{endpoint}: per-try timeout passed");
                 (Outcome::PerTryTimeout, Flag::UpstreamRequestTimeout, detail)
@@ -505,17 +500,7 @@ pub async fn handle(
         let pause = retry.map_or(Duration::ZERO, |r| r.backoff(retries_done, fastrand::f64()));
         let wake = tokio::time::Instant::now() + pause;
         if deadline.is_some_and(|d| d <= wake) {
-            let detail = format!(
-                "route timeout of {:?} passed",
-                policy.timeout.unwrap_or_default()
-            );
-            return Ok(local_reply(
-                &cx,
-                Flag::UpstreamRequestTimeout,
-                &detail,
-                grpc,
-                log,
-            ));
+            return Ok(route_timeout(&cx, policy, grpc, log));
         }
         tokio::time::sleep_until(wake).await;
     };
@@ -639,6 +624,20 @@ fn is_refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
         source = err.source();
     }
     false
+}
+
+/// 504 UT: the route's timeout passed.
+fn route_timeout(
+    cx: &Arc<ConnContext>,
+    policy: &crate::route::policy::Policy,
+    grpc: bool,
+    log: Option<Box<Entry>>,
+) -> Response<ProxyBody> {
+    let detail = format!(
+        "route timeout of {:?} passed",
+        policy.timeout.unwrap_or_default()
+    );
+    local_reply(cx, Flag::UpstreamRequestTimeout, &detail, grpc, log)
 }
 
 /// A local reply for `flag`, counted and logged like any response.
@@ -787,8 +786,14 @@ fn request_authority(
         return Ok(a.as_str().to_ascii_lowercase());
     }
     let host = host.ok_or("request has no Host or :authority")?;
-    match Authority::try_from(host.as_bytes()) {
-        Ok(a) if !a.as_str().contains('@') => Ok(a.as_str().to_ascii_lowercase()),
+    // RFC 3986 authority characters (reg-name or IP literal, and a port), no userinfo.
+    let valid = !host.is_empty()
+        && host
+            .as_bytes()
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b));
+    match host.to_str() {
+        Ok(h) if valid => Ok(h.to_ascii_lowercase()),
         _ => Err("the Host header is not a valid authority"),
     }
 }

@@ -66,6 +66,7 @@ async fn run(args: Args) -> ExitCode {
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
 
+    let loaded_mtime = server::modified(&args.config);
     let bootstrap = match server::read_bootstrap(&args.config) {
         Ok(b) => b,
         Err(e) => {
@@ -183,7 +184,11 @@ async fn run(args: Args) -> ExitCode {
             });
         }
         None => {
-            tokio::spawn(server::watch_config(shared.clone(), args.config.clone()));
+            tokio::spawn(server::watch_config(
+                shared.clone(),
+                args.config.clone(),
+                loaded_mtime,
+            ));
             shared.ready.store(true, Relaxed);
             eprintln!("weft-proxy: ready");
         }

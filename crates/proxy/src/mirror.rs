@@ -16,7 +16,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
-use crate::body::{BodyError, ProxyBody};
+use crate::body::{BodyError, Kept, ProxyBody};
 use crate::cluster::HashInput;
 use crate::route::policy::chance;
 use crate::snapshot::Snapshot;
@@ -125,7 +125,7 @@ fn send(snapshot: Arc<Snapshot>, cluster: Arc<str>, original: &Original<'_>, bod
             tracing::debug!(%cluster, "mirror: no endpoint");
             return;
         };
-        let Some((client, h2)) = state.upstream.client(pick.endpoint.address, downstream_h2) else {
+        let Some((client, h2)) = state.upstream.client(&pick.endpoint, downstream_h2) else {
             return;
         };
         let Ok(_admission) = state.breaker.admit(h2).await else {
@@ -167,8 +167,7 @@ fn send(snapshot: Arc<Snapshot>, cluster: Arc<str>, original: &Original<'_>, bod
 
 /// A piece of the original body on its way to a mirror.
 enum Piece {
-    Data(Bytes),
-    Trailers(HeaderMap),
+    Frame(Kept),
     End,
 }
 
@@ -190,13 +189,7 @@ impl Body for Tee {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                let piece = || {
-                    if let Some(d) = frame.data_ref() {
-                        Some(Piece::Data(d.clone()))
-                    } else {
-                        frame.trailers_ref().map(|t| Piece::Trailers(t.clone()))
-                    }
-                };
+                let piece = || Kept::of(frame).map(Piece::Frame);
                 // A mirror whose buffer is full is dropped: its body then fails.
                 this.copies
                     .retain(|tx| piece().is_none_or(|p| tx.try_send(p).is_ok()));
@@ -237,8 +230,7 @@ impl Body for Copy {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Piece::Data(d))) => Poll::Ready(Some(Ok(Frame::data(d)))),
-            Poll::Ready(Some(Piece::Trailers(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Poll::Ready(Some(Piece::Frame(kept))) => Poll::Ready(Some(Ok(kept.into_frame()))),
             Poll::Ready(Some(Piece::End)) => Poll::Ready(None),
             Poll::Ready(None) => Poll::Ready(Some(Err(
                 "mirror abandoned: it fell behind the original, or the original body failed".into(),

@@ -252,10 +252,16 @@ pub fn apply(shared: &Arc<Shared>, next: Snapshot) -> Result<(), String> {
     Ok(())
 }
 
-/// Reloads on SIGHUP and when the file's modification time changes (checked every second).
-pub async fn watch_config(shared: Arc<Shared>, path: PathBuf) {
-    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut last: Option<SystemTime> = mtime(&path);
+/// The file's modification time, to pass to [`watch_config`]: read it before reading the file,
+/// so that no change made after the read can go unnoticed.
+pub fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads on SIGHUP and when the file's modification time changes from `last` (checked
+/// every second).
+pub async fn watch_config(shared: Arc<Shared>, path: PathBuf, mut last: Option<SystemTime>) {
+    let mtime = |p: &PathBuf| modified(p);
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {

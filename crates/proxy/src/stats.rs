@@ -56,26 +56,14 @@ impl Stats {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let g = |a: &AtomicU64| a.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "http.downstream_cx_total: {}",
-            g(&self.downstream_cx_total)
-        );
-        let _ = writeln!(
-            out,
-            "http.downstream_cx_active: {}",
-            g(&self.downstream_cx_active)
-        );
-        let _ = writeln!(
-            out,
-            "http.downstream_rq_total: {}",
-            g(&self.downstream_rq_total)
-        );
-        let _ = writeln!(
-            out,
-            "http.downstream_rq_active: {}",
-            g(&self.downstream_rq_active)
-        );
+        for (name, counter) in [
+            ("downstream_cx_total", &self.downstream_cx_total),
+            ("downstream_cx_active", &self.downstream_cx_active),
+            ("downstream_rq_total", &self.downstream_rq_total),
+            ("downstream_rq_active", &self.downstream_rq_active),
+        ] {
+            let _ = writeln!(out, "http.{name}: {}", g(counter));
+        }
         for (i, c) in self.downstream_rq_xx.iter().enumerate() {
             let _ = writeln!(out, "http.downstream_rq_{}xx: {}", i + 1, g(c));
         }
@@ -93,44 +81,28 @@ impl Stats {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            let _ = writeln!(
-                out,
-                "cluster.{name}.upstream_rq_total: {}",
-                g(&c.upstream_rq_total)
-            );
-            let _ = writeln!(
-                out,
-                "cluster.{name}.upstream_rq_active: {}",
-                g(&c.upstream_rq_active)
-            );
+            let counters = [
+                ("upstream_rq_total", &c.upstream_rq_total),
+                ("upstream_rq_active", &c.upstream_rq_active),
+            ];
+            for (stat, counter) in counters {
+                let _ = writeln!(out, "cluster.{name}.{stat}: {}", g(counter));
+            }
             for (i, x) in c.upstream_rq_xx.iter().enumerate() {
                 let _ = writeln!(out, "cluster.{name}.upstream_rq_{}xx: {}", i + 1, g(x));
             }
-            let _ = writeln!(
-                out,
-                "cluster.{name}.upstream_cx_connect_fail: {}",
-                g(&c.upstream_cx_connect_fail)
-            );
-            let _ = writeln!(
-                out,
-                "cluster.{name}.upstream_rq_retry: {}",
-                g(&c.upstream_rq_retry)
-            );
-            let _ = writeln!(
-                out,
-                "cluster.{name}.upstream_rq_timeout: {}",
-                g(&c.upstream_rq_timeout)
-            );
-            let _ = writeln!(
-                out,
-                "cluster.{name}.upstream_rq_pending_overflow: {}",
-                g(&c.upstream_rq_pending_overflow)
-            );
-            let _ = writeln!(
-                out,
-                "cluster.{name}.upstream_rq_retry_overflow: {}",
-                g(&c.upstream_rq_retry_overflow)
-            );
+            for (stat, counter) in [
+                ("upstream_cx_connect_fail", &c.upstream_cx_connect_fail),
+                ("upstream_rq_retry", &c.upstream_rq_retry),
+                ("upstream_rq_timeout", &c.upstream_rq_timeout),
+                (
+                    "upstream_rq_pending_overflow",
+                    &c.upstream_rq_pending_overflow,
+                ),
+                ("upstream_rq_retry_overflow", &c.upstream_rq_retry_overflow),
+            ] {
+                let _ = writeln!(out, "cluster.{name}.{stat}: {}", g(counter));
+            }
         }
         let _ = writeln!(out, "server.config_reloads: {}", g(&self.config_reloads));
         let _ = writeln!(

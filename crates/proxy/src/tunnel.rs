@@ -123,7 +123,7 @@ pub async fn connect(
     pick: &Pick,
 ) -> Result<crate::upstream::UpstreamStream, String> {
     let endpoint = pick.endpoint.address;
-    let result = state.upstream.connect(endpoint).await.map_err(|e| {
+    let result = state.upstream.connect(&pick.endpoint).await.map_err(|e| {
         state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
         format!(
             "connecting to {endpoint}: {}",

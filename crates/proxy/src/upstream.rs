@@ -3,7 +3,6 @@
 //! HTTP/2) while connections go to the endpoint the load balancer picked. TLS origination,
 //! when the cluster has `tls`, happens in the connector, below both protocols and TCP.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,7 +19,7 @@ use tokio::net::TcpStream;
 use weft_xds::proto::UpstreamProtocol;
 
 use crate::body::ProxyBody;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Endpoint};
 use crate::config::ConfigError;
 use crate::tls::{ClientTls, client_tls};
 
@@ -35,12 +34,14 @@ pub type HttpClient = Client<EndpointConnector, ProxyBody>;
 pub struct Upstream {
     protocol: UpstreamProtocol,
     tls: bool,
-    endpoints: HashMap<SocketAddr, EndpointPools>,
+    /// In the cluster's endpoint order ([`Endpoint::index`]).
+    endpoints: Vec<EndpointPools>,
 }
 
 /// One endpoint's pools. The HTTP/2 one serves HTTP2 clusters, and USE_DOWNSTREAM clusters
 /// when the downstream request is HTTP/2.
 struct EndpointPools {
+    address: SocketAddr,
     http1: HttpClient,
     http2: HttpClient,
     /// For TCP proxying and CONNECT: a connection of its own, TLS without ALPN.
@@ -51,15 +52,13 @@ impl Upstream {
     /// Fails when the cluster's TLS files cannot be read or do not make a valid config.
     pub fn new(cluster: &Cluster) -> Result<Self, ConfigError> {
         let resource = format!("cluster {:?}", cluster.name());
-        let mut endpoints = HashMap::new();
+        let mut endpoints = Vec::with_capacity(cluster.endpoints().len());
         for e in cluster.endpoints() {
             let tls = match &cluster.config().tls {
                 Some(t) => Some(client_tls(t, Some(e.address.ip()), &resource)?),
                 None => None,
             };
-            endpoints
-                .entry(e.address)
-                .or_insert_with(|| EndpointPools::new(cluster, e.address, tls));
+            endpoints.push(EndpointPools::new(cluster, e.address, tls));
         }
         Ok(Upstream {
             protocol: cluster.protocol(),
@@ -70,8 +69,8 @@ impl Upstream {
 
     /// The client for `endpoint` and a request that arrived as HTTP/2 (`downstream_h2`) or
     /// not, and whether it speaks HTTP/2.
-    pub fn client(&self, endpoint: SocketAddr, downstream_h2: bool) -> Option<(&HttpClient, bool)> {
-        let pools = self.endpoints.get(&endpoint)?;
+    pub fn client(&self, endpoint: &Endpoint, downstream_h2: bool) -> Option<(&HttpClient, bool)> {
+        let pools = self.pools(endpoint)?;
         Some(match self.protocol {
             UpstreamProtocol::Http2 => (&pools.http2, true),
             UpstreamProtocol::UseDownstream if downstream_h2 => (&pools.http2, true),
@@ -89,12 +88,22 @@ impl Upstream {
     }
 
     /// A fresh byte stream to `endpoint` (TLS when the cluster originates it).
-    pub async fn connect(&self, endpoint: SocketAddr) -> Result<UpstreamStream, BoxError> {
-        let mut connector = match self.endpoints.get(&endpoint) {
+    pub async fn connect(&self, endpoint: &Endpoint) -> Result<UpstreamStream, BoxError> {
+        let mut connector = match self.pools(endpoint) {
             Some(p) => p.raw.clone(),
-            None => return Err(format!("{endpoint} is not an endpoint of the cluster").into()),
+            None => {
+                let address = endpoint.address;
+                return Err(format!("{address} is not an endpoint of the cluster").into());
+            }
         };
         tower_service::Service::call(&mut connector, Uri::default()).await
+    }
+
+    /// The pools of `endpoint`, which must be one of this cluster's.
+    fn pools(&self, endpoint: &Endpoint) -> Option<&EndpointPools> {
+        self.endpoints
+            .get(endpoint.index)
+            .filter(|p| p.address == endpoint.address)
     }
 }
 
@@ -139,6 +148,7 @@ impl EndpointPools {
             b.build(connector)
         };
         EndpointPools {
+            address,
             http1: build(false, connector(with(|t| &t.http1))),
             http2: build(true, connector(with(|t| &t.http2))),
             raw: connector(with(|t| &t.raw)),

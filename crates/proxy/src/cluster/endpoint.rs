@@ -25,6 +25,8 @@ pub struct Endpoint {
     pub locality: Locality,
     /// 0 is most preferred (locality failover).
     pub priority: u32,
+    /// Position in the cluster's endpoint list (per-endpoint state elsewhere is indexed by it).
+    pub index: usize,
     /// Outlier detection's counters and ejection state.
     pub(crate) health: super::outlier::Health,
 }
@@ -81,6 +83,7 @@ impl Endpoint {
                 .collect(),
             locality,
             priority: ep.priority,
+            index,
             health: Default::default(),
         })
     }
