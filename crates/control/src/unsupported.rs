@@ -1,5 +1,5 @@
 //! What translation could not express in weft's proxy config: a field set in a resource that
-//! the proxy API does not carry yet (retries, faults, outlier detection, ...), or a mode weft
+//! the proxy API does not carry yet (retry budgets, TCP keepalive, ...), or a mode weft
 //! does not implement. Never dropped silently: every such field is reported, for the caller to
 //! log or show in `weft proxy-status`.
 

@@ -16,6 +16,7 @@ use weft_api::networking::destination_rule::{
 use weft_api::networking::gateway::Protocol;
 use weft_xds::proto;
 
+use super::circuit_breaking::{circuit_breakers, outlier_detection};
 use super::names::outbound_cluster;
 use super::scope::{Rule, Scope, destination_rule};
 use super::{Notes, duration};
@@ -221,6 +222,35 @@ pub(crate) fn outbound_clusters(
     out
 }
 
+/// The connection pool of an inbound cluster, as Istio's `buildInboundClusterForPortOrUDS`:
+/// the DestinationRule's for the service the port serves (its port-level settings for
+/// `service_port` replacing the rule's policy), replaced whole by the Sidecar's for the port
+/// (`sidecar`: the settings and the field they are written at). Limits apply server-side too,
+/// so the receiver admits what clients are allowed to send. Sets the limits and timeouts on
+/// `c`; returns `useClientProtocol`.
+pub(crate) fn inbound_connection_pool(
+    c: &mut proto::Cluster,
+    rule: Option<&Rule<'_>>,
+    service_port: u32,
+    sidecar: Option<(&Resource, &ConnectionPoolSettings, String)>,
+    notes: &mut Notes,
+) -> bool {
+    let from_rule = rule.and_then(|r| {
+        let policy = r.rule.traffic_policy.as_ref()?;
+        for_port(policy, r.resource, "spec.trafficPolicy", service_port)
+            .0
+            .connection_pool
+    });
+    let pool = match sidecar {
+        Some((resource, value, field)) => Some(part(value, resource, field)),
+        None => from_rule,
+    };
+    match pool {
+        Some(pool) => connection_pool(c, &pool, notes).1,
+        None => false,
+    }
+}
+
 /// Endpoints the proxy cannot use, noted once per service.
 fn endpoint_notes(svc: &Service, port: &ServicePort, notes: &mut Notes) {
     let note = |notes: &mut Notes, reason: String| {
@@ -292,6 +322,7 @@ fn cluster(
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     locality: locality(&e.locality),
+                    ..Default::default()
                 })
             })
             .collect(),
@@ -319,11 +350,7 @@ fn cluster(
         use_client_protocol,
     ));
     if let Some(od) = &policy.outlier_detection {
-        notes.add(
-            Some(od.resource),
-            od.field.clone(),
-            "outlier detection (ejecting failing endpoints) is not in the proxy config yet",
-        );
+        c.outlier_detection = Some(outlier_detection(od.value, od.resource, &od.field, notes));
     }
     if let Some(tls) = &policy.tls {
         c.tls = upstream_tls(tls, &svc.hostname, mesh, notes);
@@ -465,36 +492,25 @@ fn load_balancer(c: &mut proto::Cluster, lb: &Part<'_, LoadBalancerSettings>, no
     }
 }
 
-/// Applies connect and idle timeouts; returns the HTTP upgrade policy and `useClientProtocol`.
-/// Limits (circuit breaking) are noted: the proxy has no connection limits yet.
+/// Applies the pool's limits (circuit breakers), connect and idle timeouts; returns the HTTP
+/// upgrade policy and `useClientProtocol`.
 fn connection_pool(
     c: &mut proto::Cluster,
     pool: &Part<'_, ConnectionPoolSettings>,
     notes: &mut Notes,
 ) -> (H2UpgradePolicy, bool) {
     let (v, r, at) = (pool.value, pool.resource, pool.field.as_str());
-    let limit = "connection pool limits (circuit breaking) are not in the proxy config yet";
+    c.circuit_breakers = circuit_breakers(v, r, at, notes);
     let mut idle = None;
     let mut upgrade = H2UpgradePolicy::Default;
     let mut client = false;
     if let Some(http) = &v.http {
-        let checks: [(bool, &str, &str); 6] = [
-            (
-                http.http1_max_pending_requests != 0,
-                "http1MaxPendingRequests",
-                limit,
-            ),
-            (http.http2_max_requests != 0, "http2MaxRequests", limit),
-            (
-                http.max_requests_per_connection != 0,
-                "maxRequestsPerConnection",
-                limit,
-            ),
-            (http.max_retries != 0, "maxRetries", limit),
+        let checks: [(bool, &str, &str); 2] = [
             (
                 http.max_concurrent_streams != 0,
                 "maxConcurrentStreams",
-                limit,
+                "a limit on concurrent streams per HTTP/2 connection is not in the proxy config \
+                 yet",
             ),
             (
                 http.http2_keep_alive.is_some(),
@@ -512,8 +528,7 @@ fn connection_pool(
         client = http.use_client_protocol;
     }
     if let Some(tcp) = &v.tcp {
-        let checks: [(bool, &str, &str); 3] = [
-            (tcp.max_connections != 0, "maxConnections", limit),
+        let checks: [(bool, &str, &str); 2] = [
             (
                 tcp.tcp_keepalive.is_some(),
                 "tcpKeepalive",

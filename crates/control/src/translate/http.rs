@@ -17,9 +17,9 @@ use weft_api::networking::virtual_service::{
 use weft_xds::proto;
 use weft_xds::proto::string_match::MatchType;
 
-use super::Notes;
 use super::names::outbound_cluster;
 use super::scope::Scope;
+use super::{Notes, route_policy};
 use crate::host::resolve_host;
 use crate::node::ProxyNode;
 
@@ -196,37 +196,9 @@ fn translate_route(
     matches: Vec<proto::RouteMatch>,
     notes: &mut Notes,
 ) -> Option<proto::Route> {
-    let unsupported: [(bool, &str, &str); 8] = [
-        (
-            http.timeout.is_some(),
-            "timeout",
-            "request timeouts are not in the proxy config yet",
-        ),
-        (
-            http.retries.is_some(),
-            "retries",
-            "retries are not in the proxy config yet",
-        ),
-        (
-            http.fault.is_some(),
-            "fault",
-            "fault injection is not in the proxy config yet",
-        ),
-        (
-            http.mirror.is_some(),
-            "mirror",
-            "traffic mirroring is not in the proxy config yet",
-        ),
-        (
-            !http.mirrors.is_empty(),
-            "mirrors",
-            "traffic mirroring is not in the proxy config yet",
-        ),
-        (
-            http.mirror_percent.is_some() || http.mirror_percentage.is_some(),
-            "mirrorPercentage",
-            "traffic mirroring is not in the proxy config yet",
-        ),
+    // timeout, retries, fault and mirrors: see `route_policy`. Istio applies them to forwarding
+    // routes only; validation rejects a fault with a redirect or direct response.
+    let unsupported: [(bool, &str, &str); 2] = [
         (
             http.cors_policy.is_some(),
             "corsPolicy",
@@ -348,11 +320,13 @@ fn translate_route(
                 ..Default::default()
             })
         });
-        proto::route::Action::Route(proto::RouteAction {
+        let mut action = proto::RouteAction {
             clusters,
             rewrite,
             ..Default::default()
-        })
+        };
+        route_policy::apply(&mut action, cx, r, http, at, notes);
+        proto::route::Action::Route(action)
     };
     Some(proto::Route {
         name: http.name.clone(),
@@ -360,6 +334,7 @@ fn translate_route(
         action: Some(action),
         request_headers,
         response_headers,
+        ..Default::default()
     })
 }
 

@@ -14,10 +14,12 @@
 //!
 //! What the proxy API cannot express yet is reported in [`ProxyResources::unsupported`].
 
+mod circuit_breaking;
 mod cluster;
 mod gateway;
 mod http;
 pub mod names;
+mod route_policy;
 mod scope;
 mod sidecar;
 

@@ -20,13 +20,14 @@ use weft_api::networking::VirtualService;
 use weft_api::networking::gateway::Protocol;
 use weft_xds::proto;
 
-use super::cluster::{outbound_clusters, upstream_protocol};
+use super::cluster::{inbound_connection_pool, outbound_clusters, upstream_protocol};
 use super::http::{RouteCx, http_routes, l4_destinations};
 use super::names::{
     BLACKHOLE_CLUSTER, OUTBOUND, OUTBOUND_PORT, PASSTHROUGH_CLUSTER, inbound_cluster,
     inbound_listener, outbound_cluster, virtual_host,
 };
-use super::scope::Scope;
+use super::route_policy::default_retry_policy;
+use super::scope::{Scope, destination_rule};
 use super::{Notes, ProxyResources};
 use crate::host::{matches, more_specific_first, resolve_host};
 use crate::mesh_config::{MeshConfig, Mode};
@@ -62,7 +63,7 @@ pub fn sidecar(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
             ..Default::default()
         });
     }
-    inbound(node, &scope, view, &mut out, &mut notes);
+    inbound(node, &scope, mesh, view, &mut out, &mut notes);
     out.unsupported = notes.finish();
     out
 }
@@ -284,11 +285,15 @@ fn service_routes(
         return None;
     }
     let default = || {
-        vec![default_route(outbound_cluster(
-            port.port,
-            "",
-            &svc.hostname,
-        ))]
+        let mut route = default_route(outbound_cluster(port.port, "", &svc.hostname));
+        // Istio's default route to an HTTP service carries the default retry policy
+        // (`BuildDefaultHTTPOutboundRoute`); CONNECT tunnels to other ports are not retried.
+        if port.is_http()
+            && let Some(proto::route::Action::Route(action)) = &mut route.action
+        {
+            action.retry_policy = Some(default_retry_policy());
+        }
+        vec![route]
     };
     let Some((r, vs)) = vs else {
         return Some(default());
@@ -336,6 +341,7 @@ struct InboundPort {
 fn inbound(
     node: &ProxyNode,
     scope: &Scope<'_>,
+    mesh: &MeshConfig,
     view: &ConfigView,
     out: &mut ProxyResources,
     notes: &mut Notes,
@@ -365,6 +371,8 @@ fn inbound(
                 virtual_hosts: vec![proto::VirtualHost {
                     name: format!("inbound|http|{}", p.port),
                     domains: vec!["*".into()],
+                    // Istio now also retries inbound requests reset before they reached the
+                    // application (`reset-before-request`), a condition the proxy lacks.
                     routes: vec![default_route(cluster.clone())],
                 }],
             });
@@ -385,19 +393,69 @@ fn inbound(
         });
         let mut c = proto::Cluster {
             name: cluster,
+            connect_timeout: mesh.connect_timeout.as_ref().and_then(super::duration),
             endpoints: vec![proto::Endpoint {
                 address: p.target.to_string(),
                 ..Default::default()
             }],
             ..Default::default()
         };
+        let use_client_protocol = inbound_pool(&mut c, node, scope, mesh, view, p.port, notes);
         c.set_protocol(upstream_protocol(
             p.protocol,
             weft_api::networking::destination_rule::H2UpgradePolicy::DoNotUpgrade,
-            false,
+            use_client_protocol,
         ));
         out.clusters.push(c);
     }
+}
+
+/// Applies the connection pool of the inbound cluster for `port` (where the application
+/// listens); returns `useClientProtocol`. The DestinationRule is that of the service whose
+/// endpoint on this workload has the port (the first, when several do: Istio's choice is as
+/// arbitrary), and the Sidecar's pool for the port replaces it.
+fn inbound_pool(
+    c: &mut proto::Cluster,
+    node: &ProxyNode,
+    scope: &Scope<'_>,
+    mesh: &MeshConfig,
+    view: &ConfigView,
+    port: u32,
+    notes: &mut Notes,
+) -> bool {
+    let ip = node.ip.to_string();
+    let served = view.registry().services().iter().find_map(|svc| {
+        svc.endpoints
+            .iter()
+            .filter(|e| e.address == ip)
+            .find_map(|e| e.ports.iter().find(|(_, target)| **target == port))
+            .map(|(svc_port, _)| (svc, *svc_port))
+    });
+    // Istio honours a DestinationRule's workloadSelector for outbound traffic only: with no
+    // labels to match, only rules without a selector are found.
+    let rule = served
+        .and_then(|(svc, _)| destination_rule(view, mesh, scope.namespace, &BTreeMap::new(), svc));
+    // Istio's `InboundConnectionPoolForPort`: the ingress listener's pool for the port, else
+    // the Sidecar's inboundConnectionPool.
+    let sidecar = scope.sidecar.and_then(|(r, sc)| {
+        let ingress = sc.ingress.iter().enumerate().find_map(|(i, l)| {
+            let pool = l.connection_pool.as_ref()?;
+            (l.port.as_ref()?.number == port)
+                .then(|| (r, pool, format!("spec.ingress[{i}].connectionPool")))
+        });
+        ingress.or_else(|| {
+            sc.inbound_connection_pool
+                .as_ref()
+                .map(|pool| (r, pool, "spec.inboundConnectionPool".to_owned()))
+        })
+    });
+    inbound_connection_pool(
+        c,
+        rule.as_ref(),
+        served.map_or(port, |(_, p)| p),
+        sidecar,
+        notes,
+    )
 }
 
 /// Inbound ports from the workload instance's declared ports and the target ports of the
@@ -442,13 +500,6 @@ fn ingress_ports(
     notes: &mut Notes,
 ) -> BTreeMap<u32, InboundPort> {
     let mut out = BTreeMap::new();
-    if sc.inbound_connection_pool.is_some() {
-        notes.add(
-            Some(r),
-            "spec.inboundConnectionPool",
-            "inbound connection pool limits are not in the proxy config yet",
-        );
-    }
     for (i, l) in sc.ingress.iter().enumerate() {
         let at = format!("spec.ingress[{i}]");
         for (set, field, reason) in [
@@ -456,11 +507,6 @@ fn ingress_ports(
                 l.tls.is_some(),
                 "tls",
                 "TLS termination on sidecar ingress is not supported",
-            ),
-            (
-                l.connection_pool.is_some(),
-                "connectionPool",
-                "inbound connection pool limits are not in the proxy config yet",
             ),
             (
                 !l.bind.is_empty(),
