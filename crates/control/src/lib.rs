@@ -10,11 +10,15 @@
 //!        v
 //! ProxyResources { listeners, route_configs, clusters, unsupported }   (weft_xds::proto)
 //! ```
+//!
+//! [`server`] is the part with I/O (tokio): the config store, the instances file, push over
+//! xDS and the monitoring endpoints, run by `weft control-plane`.
 
 pub mod host;
 pub mod mesh_config;
 pub mod node;
 pub mod registry;
+pub mod server;
 pub mod translate;
 pub mod unsupported;
 pub mod view;

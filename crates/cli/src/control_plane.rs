@@ -1,0 +1,119 @@
+//! `weft control-plane`: serve mesh config to proxies over xDS, from watched files.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+use weft_control::MeshConfig;
+use weft_control::server::{ControlPlane, Options, read_mesh_config};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files or directories of mesh resources (YAML/JSON, read recursively), watched:
+    /// edits, new files and deletions are applied within a second.
+    #[arg(long = "config", required = true, num_args = 1.., value_name = "PATH")]
+    config: Vec<PathBuf>,
+    /// The workload instances that run (a YAML list: name, namespace, labels,
+    /// serviceAccount, ip, appHost, ports), watched. See `weft_control::server::instances`.
+    #[arg(long, value_name = "FILE")]
+    instances: Option<PathBuf>,
+    /// Istio mesh config (`meshConfig` fields: outboundTrafficPolicy, rootNamespace, ...).
+    #[arg(long = "mesh-config", value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
+    /// Where proxies connect (plaintext delta xDS). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:15010", value_name = "ADDR")]
+    xds_address: SocketAddr,
+    /// Monitoring and debug endpoints (/ready, /debug/syncz, /debug/config_dump,
+    /// /debug/config_errors).
+    #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
+    monitoring_address: SocketAddr,
+    /// Log filter (`info`, `debug`, `weft_control=debug`, ...). Also RUST_LOG.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    for p in &args.config {
+        if !p.exists() {
+            eprintln!(
+                "weft control-plane: {}: no such file or directory",
+                p.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let mesh = match &args.mesh_config {
+        Some(path) => match read_mesh_config(path) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("weft control-plane: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => MeshConfig::default(),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft control-plane: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut options = Options::new(args.config);
+    options.instances = args.instances;
+    options.mesh = mesh;
+    options.xds_address = args.xds_address;
+    options.monitoring_address = args.monitoring_address;
+    rt.block_on(serve(options))
+}
+
+async fn serve(options: Options) -> ExitCode {
+    let cp = match ControlPlane::bind(options).await {
+        Ok(cp) => cp,
+        Err(e) => {
+            eprintln!("weft control-plane: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Stable lines: scripts and tests read the bound ports from them.
+    if let Some(a) = cp.xds_address() {
+        eprintln!("weft control-plane: xds on {a}");
+    }
+    if let Some(a) = cp.monitoring_address() {
+        eprintln!("weft control-plane: monitoring on {a}");
+    }
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("weft control-plane: SIGTERM handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    match cp.run(stop).await {
+        Ok(()) => {
+            eprintln!("weft control-plane: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft control-plane: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! `weft control-plane` with real `weft-proxy` sidecars, all on loopback: config becomes
+//! routing, edits are pushed, a bad file keeps the old routing, a NACK shows in
+//! `weft proxy-status` while traffic flows, and the control plane can die under load and come
+//! back.
+//!
+//! The sidecar binary is `weft-proxy` from the same target directory: `cargo test --workspace`
+//! builds it; with `cargo test -p weft` build it first (`cargo build -p weft-proxy`), or point
+//! `WEFT_PROXY_BIN` at one.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: productpage}
+spec:
+  ports: [{port: 9080, name: http}]
+  selector: {app: productpage}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  ports: [{port: 9080, name: http}]
+  selector: {app: reviews}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec:
+  ports: [{port: 9080, name: http}]
+  selector: {app: ratings}
+"#;
+
+/// From examples/bookinfo/networking/destination-rule-all.yaml (the reviews part).
+const DESTINATION_RULES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+"#;
+
+fn reviews_to(subset: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: {subset}
+"#
+    )
+}
+
+/// A misspelt `destination` (line 11): weft-api rejects the file.
+const REVIEWS_BROKEN: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subsett: v1
+"#;
+
+/// Valid for weft-api, refused by the proxy: the CA file does not exist.
+const RATINGS_BAD_TLS: &str = r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: ratings
+spec:
+  host: ratings
+  trafficPolicy:
+    tls:
+      mode: SIMPLE
+      caCertificates: /nonexistent/weft-test/ca.pem
+"#;
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes through a rename, as editors do: the reader never sees half a file.
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// A child process whose stderr lines are collected; killed on drop.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    fn spawn(mut cmd: Command) -> Process {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = keep.lock() {
+                    l.push(line.clone());
+                }
+                let _ = tx.send(line);
+            }
+        });
+        Process {
+            child,
+            lines: rx,
+            log,
+        }
+    }
+
+    /// The first line starting with `prefix`, within 30 s.
+    fn wait_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no line {prefix:?}; stderr:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn addr_after(line: &str) -> SocketAddr {
+    line.rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+struct ControlPlane {
+    process: Process,
+    xds: SocketAddr,
+    monitoring: SocketAddr,
+}
+
+fn start_control_plane(dir: &Path, xds: SocketAddr) -> ControlPlane {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.arg("control-plane")
+        .arg("--config")
+        .arg(dir.join("config"))
+        .arg("--instances")
+        .arg(dir.join("instances.yaml"))
+        .arg("--xds-address")
+        .arg(xds.to_string())
+        .arg("--monitoring-address")
+        .arg("127.0.0.1:0");
+    let process = Process::spawn(cmd);
+    let xds = addr_after(&process.wait_line("weft control-plane: xds on "));
+    let monitoring = addr_after(&process.wait_line("weft control-plane: monitoring on "));
+    ControlPlane {
+        process,
+        xds,
+        monitoring,
+    }
+}
+
+fn proxy_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEFT_PROXY_BIN") {
+        return PathBuf::from(p);
+    }
+    let weft = Path::new(env!("CARGO_BIN_EXE_weft"));
+    let path = weft.with_file_name("weft-proxy");
+    assert!(
+        path.exists(),
+        "weft-proxy not found at {}: build it first (`cargo build -p weft-proxy`; \
+         `cargo test --workspace` builds it), or set WEFT_PROXY_BIN",
+        path.display()
+    );
+    path
+}
+
+struct Sidecar {
+    _process: Process,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn start_sidecar(dir: &Path, name: &str, ip: IpAddr, xds: SocketAddr) -> Sidecar {
+    let bootstrap = dir.join(format!("{name}.bootstrap.yaml"));
+    let node = format!("sidecar~{ip}~{name}.default~default.svc.cluster.local");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "admin: {{address: \"127.0.0.1:0\", healthAddress: \"127.0.0.1:0\", drainTimeout: 1s}}\n\
+             node: {{id: \"{node}\"}}\n\
+             xds: {{address: \"http://{xds}\"}}\n"
+        ),
+    )
+    .expect("bootstrap");
+    let mut cmd = Command::new(proxy_binary());
+    cmd.arg("--config")
+        .arg(&bootstrap)
+        .arg("--concurrency")
+        .arg("1");
+    let process = Process::spawn(cmd);
+    let admin = addr_after(&process.wait_line("weft-proxy: admin on "));
+    process.wait_line("weft-proxy: ready");
+    Sidecar {
+        _process: process,
+        outbound: SocketAddr::new(ip, 15001),
+        admin,
+    }
+}
+
+/// A stand-in application: answers every request with `name`, keep-alive.
+fn app(addr: SocketAddr, name: &'static str) {
+    let listener =
+        TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind app {name} on {addr}: {e}"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                    buf.drain(..end);
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{name}",
+                        name.len()
+                    );
+                    if stream.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// One HTTP/1.1 GET to `to` (`target` may be absolute-form, for the explicit proxy).
+fn http_get(to: SocketAddr, host: &str, target: &str) -> Result<(u16, String), String> {
+    let mut s =
+        TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no response head")?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    let mut body = raw[end + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&data[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or(0);
+        data = &data[eol + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[(size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Which reviews version answers through a sidecar's outbound (explicit proxy) listener.
+fn reviews_via(sidecar: &Sidecar) -> Result<String, String> {
+    match http_get(sidecar.outbound, "reviews:9080", "http://reviews:9080/")? {
+        (200, body) => Ok(body),
+        (status, body) => Err(format!("{status}: {body}")),
+    }
+}
+
+/// Polls `f` every 20 ms until it holds, for at most 20 s; returns how long it took.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if f() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("not within 20 s: {what}");
+}
+
+fn weft(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .output()
+        .expect("run weft");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "weft {args:?}: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn all_synced(status: &str, proxies: usize) -> bool {
+    let rows: Vec<&str> = status.lines().skip(1).filter(|l| !l.is_empty()).collect();
+    rows.len() == proxies
+        && rows.iter().all(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1..4) == Some(&["SYNCED", "SYNCED", "SYNCED"][..])
+        })
+}
+
+#[test]
+fn control_plane_drives_real_sidecars() {
+    // A /24 of loopback of our own (fixed ports: 15001 and 9080 on each address), drawn
+    // per run so that concurrent runs do not meet.
+    let net = 100 + (std::process::id() % 150) as u8;
+    let ip = |host: u8| IpAddr::from([127, 0, net, host]);
+    let dir = std::env::temp_dir().join(format!(
+        "weft-cp-e2e-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("config")).expect("dir");
+    let _cleanup = TempDir(dir.clone());
+    let config = dir.join("config");
+    write(&config.join("services.yaml"), SERVICES);
+    write(&config.join("destination-rules.yaml"), DESTINATION_RULES);
+    let vs = config.join("virtual-service-reviews.yaml");
+    write(&vs, &reviews_to("v1"));
+    // Each instance: its sidecar on .N, its application on .(N+100).
+    let instances = [
+        ("productpage-v1-0", "productpage", "v1", 2u8),
+        ("reviews-v1-0", "reviews", "v1", 3),
+        ("reviews-v2-0", "reviews", "v2", 4),
+        ("ratings-v1-0", "ratings", "v1", 5),
+    ];
+    let mut list = String::new();
+    for (name, app, version, host) in instances {
+        list.push_str(&format!(
+            "- name: {name}\n  labels: {{app: {app}, version: {version}}}\n  ip: {}\n  appHost: {}\n  ports: [{{name: http, port: 9080, protocol: HTTP}}]\n",
+            ip(host),
+            ip(host + 100)
+        ));
+    }
+    write(&dir.join("instances.yaml"), &list);
+    app(SocketAddr::new(ip(103), 9080), "reviews-v1");
+    app(SocketAddr::new(ip(104), 9080), "reviews-v2");
+
+    let mut cp = start_control_plane(&dir, "127.0.0.1:0".parse().unwrap());
+    let xds = cp.xds;
+    assert_eq!(
+        http_get(cp.monitoring, "cp", "/ready").map(|(s, _)| s),
+        Ok(200)
+    );
+    let sidecars: Vec<Sidecar> = instances[..3]
+        .iter()
+        .map(|(name, _, _, host)| start_sidecar(&dir, name, ip(*host), xds))
+        .collect();
+
+    // Config became routing: every sidecar sends reviews to v1 (through reviews-v1's
+    // sidecar, which forwards to the application).
+    for s in &sidecars {
+        eventually("reviews v1 through every sidecar", || {
+            reviews_via(s).is_ok_and(|b| b == "reviews-v1")
+        });
+    }
+    let cp_url = |cp: &ControlPlane| format!("http://{}", cp.monitoring);
+    let url = cp_url(&cp);
+    eventually("all proxies SYNCED", || {
+        all_synced(&weft(&["proxy-status", "--control-plane", &url]), 3)
+    });
+    let routes = weft(&[
+        "proxy-config",
+        "routes",
+        "productpage-v1-0.default",
+        "--control-plane",
+        &url,
+    ]);
+    assert!(
+        routes.contains("outbound|9080|v1|reviews.default.svc.cluster.local"),
+        "{routes}"
+    );
+    let admin = format!("http://{}", sidecars[0].admin);
+    let clusters = weft(&["proxy-config", "clusters", "--admin", &admin]);
+    assert!(
+        clusters
+            .lines()
+            .any(|l| l.starts_with("reviews.default.svc.cluster.local") && l.contains(" v2 ")),
+        "{clusters}"
+    );
+    let json = weft(&[
+        "proxy-config",
+        "listeners",
+        "reviews-v1-0",
+        "-o",
+        "json",
+        "--control-plane",
+        &url,
+    ]);
+    assert!(json.contains(&format!("{}:9080", ip(3))), "{json}");
+
+    // Edit the VirtualService: every sidecar routes to v2.
+    write(&vs, &reviews_to("v2"));
+    let edited = Instant::now();
+    for s in &sidecars {
+        eventually("reviews v2 after the edit", || {
+            reviews_via(s).is_ok_and(|b| b == "reviews-v2")
+        });
+    }
+    let took = edited.elapsed();
+    eprintln!(
+        "edit -> new routing on all {} sidecars: {took:?}",
+        sidecars.len()
+    );
+
+    // An invalid edit: reported with file:line, the old routing stays.
+    write(&vs, REVIEWS_BROKEN);
+    eventually("the broken file in /debug/config_errors", || {
+        http_get(cp.monitoring, "cp", "/debug/config_errors").is_ok_and(|(_, body)| {
+            body.contains("virtual-service-reviews.yaml:12:") && body.contains("subsett")
+        })
+    });
+    for s in &sidecars {
+        for _ in 0..5 {
+            assert_eq!(reviews_via(s).as_deref(), Ok("reviews-v2"));
+        }
+    }
+    write(&vs, &reviews_to("v2"));
+    eventually("the error clears", || {
+        http_get(cp.monitoring, "cp", "/debug/config_errors")
+            .is_ok_and(|(_, body)| !body.contains("virtual-service-reviews.yaml"))
+    });
+
+    // A resource the proxies refuse: NACK with its reason in proxy-status; traffic flows.
+    let bad_dr = config.join("ratings-tls.yaml");
+    write(&bad_dr, RATINGS_BAD_TLS);
+    let mut status = String::new();
+    eventually("NACK in proxy-status", || {
+        status = weft(&["proxy-status", "--control-plane", &url]);
+        status.matches("CLUSTERS NACK").count() == 3
+    });
+    assert!(status.contains("/nonexistent/weft-test/ca.pem"), "{status}");
+    eprintln!("proxy-status with the NACK:\n{status}");
+    for s in &sidecars {
+        assert_eq!(reviews_via(s).as_deref(), Ok("reviews-v2"));
+    }
+    std::fs::remove_file(&bad_dr).expect("remove");
+    eventually("SYNCED again without the bad rule", || {
+        all_synced(&weft(&["proxy-status", "--control-plane", &url]), 3)
+    });
+
+    // Kill the control plane under load: no request fails; it comes back on the same port,
+    // with a change made while it was down, and the proxies resync.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let targets: Vec<SocketAddr> = sidecars.iter().map(|s| s.outbound).collect();
+    let load: Vec<_> = (0..3)
+        .map(|i| {
+            let (stop, ok, failed, to) = (stop.clone(), ok.clone(), failed.clone(), targets[i]);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match http_get(to, "reviews:9080", "http://reviews:9080/") {
+                        Ok((200, b)) if b.starts_with("reviews-") => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => {
+                            if let Ok(mut f) = failed.lock() {
+                                f.push(format!("{to}: {other:?}"));
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = cp.process.child.kill();
+    let _ = cp.process.child.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    write(&vs, &reviews_to("v1"));
+    std::thread::sleep(Duration::from_millis(500));
+    cp = start_control_plane(&dir, xds);
+    let url = cp_url(&cp);
+    for s in &sidecars {
+        eventually("resync: reviews v1 after the restart", || {
+            reviews_via(s).is_ok_and(|b| b == "reviews-v1")
+        });
+    }
+    eventually("all proxies SYNCED after the restart", || {
+        all_synced(&weft(&["proxy-status", "--control-plane", &url]), 3)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        let _ = t.join();
+    }
+    let failed = failed.lock().map(|f| f.clone()).unwrap_or_default();
+    let ok = ok.load(Ordering::Relaxed);
+    eprintln!(
+        "under load across the restart: {ok} ok, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(ok > 0);
+
+    // SIGTERM stops it cleanly.
+    let pid = cp.process.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Ok(Some(status)) = cp.process.child.try_wait() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "control plane did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0), "{}", cp.process.log());
+}

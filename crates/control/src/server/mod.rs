@@ -1,0 +1,215 @@
+//! The control plane as a server (`weft control-plane`): the I/O around the pure translation.
+//!
+//! ```text
+//! FileStore (config paths, polled)   InstancesFile (--instances, polled)
+//!        \  watch<ConfigSnapshot>        /  watch<Instances>
+//!         v                             v
+//!        push_loop: debounce 100 ms, then MeshSource::update
+//!            ConfigView once, translate per subscribed proxy, send_if_modified
+//!                    |  watch<ProxyResources> per node id
+//!                    v
+//!        XdsServer (weft-xds, delta ADS, :15010)  ----->  weft-proxy
+//!        monitoring HTTP (:15014): /ready /debug/syncz /debug/config_dump /debug/config_errors
+//! ```
+//!
+//! [`ConfigStore`] is the seam for a second source of resources (the Kubernetes API).
+
+pub mod api;
+pub mod instances;
+pub mod monitor;
+mod poll;
+pub mod push;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use weft_xds::server::XdsServer;
+
+pub use instances::{InstanceEntry, Instances, InstancesFile};
+pub use push::{MeshSource, PushStats};
+pub use store::{ConfigSnapshot, ConfigStore, FileError, FileStore};
+
+use crate::mesh_config::MeshConfig;
+
+/// How a control plane runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Files and directories of mesh resources.
+    pub config_paths: Vec<PathBuf>,
+    /// The instances file, if any.
+    pub instances: Option<PathBuf>,
+    pub mesh: MeshConfig,
+    /// Plaintext xDS (Istio's 15010).
+    pub xds_address: SocketAddr,
+    /// Monitoring and debug endpoints (Istio's 15014).
+    pub monitoring_address: SocketAddr,
+    /// How often files are looked at.
+    pub poll_interval: Duration,
+}
+
+impl Options {
+    pub fn new(config_paths: Vec<PathBuf>) -> Options {
+        Options {
+            config_paths,
+            instances: None,
+            mesh: MeshConfig::default(),
+            xds_address: SocketAddr::from(([127, 0, 0, 1], 15010)),
+            monitoring_address: SocketAddr::from(([127, 0, 0, 1], 15014)),
+            poll_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Why a control plane could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mesh config {path}: {reason}")]
+    MeshConfig { path: PathBuf, reason: String },
+    #[error("loading the config failed: {0}")]
+    Load(String),
+    #[error(transparent)]
+    Serve(#[from] weft_xds::server::ServeError),
+}
+
+/// Reads an Istio mesh config file (YAML or JSON, `meshConfig`'s fields).
+pub fn read_mesh_config(path: &Path) -> Result<MeshConfig, Error> {
+    let err = |reason: String| Error::MeshConfig {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    if text.trim().is_empty() {
+        return Ok(MeshConfig::default());
+    }
+    yaml_serde::from_str(&text).map_err(|e| err(e.to_string()))
+}
+
+/// A control plane with its config loaded and its ports bound, not yet serving.
+pub struct ControlPlane {
+    store: Arc<FileStore>,
+    instances: Arc<InstancesFile>,
+    xds: XdsServer<MeshSource>,
+    xds_listener: TcpListener,
+    monitoring_listener: TcpListener,
+    poll_interval: Duration,
+}
+
+impl ControlPlane {
+    /// Loads the config and the instances (so the first proxy gets a full config), then
+    /// binds both ports.
+    pub async fn bind(options: Options) -> Result<ControlPlane, Error> {
+        let paths = options.config_paths.clone();
+        let instances_path = options.instances.clone();
+        // File reads are blocking; at startup nothing else runs, but keep the runtime's
+        // workers free anyway.
+        let (store, instances) = tokio::task::spawn_blocking(move || {
+            (
+                Arc::new(FileStore::new(paths)),
+                Arc::new(InstancesFile::new(instances_path)),
+            )
+        })
+        .await
+        .map_err(|e| Error::Load(e.to_string()))?;
+        let snapshot = store.current();
+        tracing::info!(
+            resources = snapshot.resources.len(),
+            rejected_files = snapshot.errors.len(),
+            instances = instances.current().instances.len(),
+            "config loaded"
+        );
+        let source = MeshSource::new(options.mesh, snapshot, instances.current());
+        let bind = |what, address| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| Error::Bind {
+                    what,
+                    address,
+                    source,
+                })
+        };
+        let xds_listener = bind("xds", options.xds_address).await?;
+        let monitoring_listener = bind("monitoring", options.monitoring_address).await?;
+        Ok(ControlPlane {
+            store,
+            instances,
+            xds: XdsServer::new(source),
+            xds_listener,
+            monitoring_listener,
+            poll_interval: options.poll_interval,
+        })
+    }
+
+    /// The bound xDS address (the real port when 0 was asked for).
+    pub fn xds_address(&self) -> Option<SocketAddr> {
+        self.xds_listener.local_addr().ok()
+    }
+
+    pub fn monitoring_address(&self) -> Option<SocketAddr> {
+        self.monitoring_listener.local_addr().ok()
+    }
+
+    /// The xDS server (its status, its source).
+    pub fn xds(&self) -> &XdsServer<MeshSource> {
+        &self.xds
+    }
+
+    /// Serves until `shutdown` completes, then closes the xDS streams (proxies keep their
+    /// config and reconnect) and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = [
+            tokio::spawn(self.store.clone().watch(self.poll_interval)),
+            tokio::spawn(self.instances.clone().watch(self.poll_interval)),
+            tokio::spawn(push::push_loop(
+                self.xds.source().clone(),
+                self.store.subscribe(),
+                self.instances.subscribe(),
+            )),
+            tokio::spawn(monitor::serve(
+                self.monitoring_listener,
+                self.xds.clone(),
+                stop_rx,
+            )),
+        ];
+        let served = self
+            .xds
+            .serve(self.xds_listener, async move {
+                shutdown.await;
+                tracing::info!("control plane stopping");
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        for t in tasks {
+            t.abort();
+        }
+        served.map_err(Error::from)
+    }
+}
+
+/// A fresh directory under the system temp dir, for tests.
+#[cfg(test)]
+pub(crate) fn test_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "weft-control-{what}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
