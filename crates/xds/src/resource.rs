@@ -174,10 +174,18 @@ fn hex(n: u64) -> String {
 }
 
 /// One resource as the server holds it: its content version and the packed message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct VersionedResource {
     pub version: String,
     pub resource: Any,
+}
+
+/// Equal when the versions (content hashes) are: the packed bytes of two equal messages can
+/// differ, since prost writes map fields in hash order.
+impl PartialEq for VersionedResource {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && self.resource.type_url == other.resource.type_url
+    }
 }
 
 /// Everything one proxy should have: type URL -> resource name -> resource.
