@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use weft_api::Duration;
-use weft_api::networking::destination_rule::H2UpgradePolicy;
+use weft_api::networking::destination_rule::{H2UpgradePolicy, LocalityLoadBalancerSetting};
 use weft_api::networking::sidecar::OutboundTrafficPolicyMode;
 
 /// Istio's `MeshConfig`, reduced to what weft's translation uses.
@@ -30,6 +30,10 @@ pub struct MeshConfig {
     /// control plane: `<credentialDir>/<credentialName>/{tls.crt,tls.key,ca.crt}`, the file
     /// names of a Kubernetes TLS secret.
     pub credential_dir: String,
+    /// Locality load balancing for destinations whose DestinationRule says nothing of it
+    /// (a rule's `localityLbSetting` replaces this whole). Istio's default is
+    /// `{enabled: true}`: failover by locality wherever outlier detection is on.
+    pub locality_lb_setting: Option<LocalityLoadBalancerSetting>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +72,26 @@ impl Default for MeshConfig {
             default_virtual_service_export_to: Vec::new(),
             default_destination_rule_export_to: Vec::new(),
             credential_dir: "/etc/weft/credentials".to_owned(),
+            locality_lb_setting: Some(LocalityLoadBalancerSetting {
+                enabled: Some(true),
+                ..LocalityLoadBalancerSetting::default()
+            }),
         }
+    }
+}
+
+impl MeshConfig {
+    /// Istio's checks of the fields translation reads (`ValidateMeshConfig`): today the
+    /// `localityLbSetting` rules a DestinationRule's follows. Errors and warnings, each with
+    /// its field path.
+    pub fn check(&self) -> Vec<weft_api::validate::Finding> {
+        let mut cx = weft_api::validate::Cx::new("");
+        cx.opt("localityLbSetting", &self.locality_lb_setting, |cx, l| {
+            // The mesh-wide setting has no outlier detection of its own to require: it applies
+            // where rules set one.
+            l.check(cx, true)
+        });
+        cx.into_findings()
     }
 }
 
@@ -85,5 +108,32 @@ mod tests {
         let d: MeshConfig = yaml_serde::from_str("{}").expect("parses");
         assert_eq!(d, MeshConfig::default());
         assert_eq!(d.outbound_traffic_policy.mode, Mode::AllowAny);
+    }
+
+    #[test]
+    fn locality_lb_setting_defaults_to_enabled_and_is_checked() {
+        let d = MeshConfig::default();
+        assert_eq!(
+            d.locality_lb_setting.as_ref().and_then(|l| l.enabled),
+            Some(true)
+        );
+        assert!(d.check().is_empty());
+        let yaml = "localityLbSetting:\n  distribute: [{from: 'us-west/*', to: {us-west: 80, us-east: 10}}]\n  failover: [{from: us-west, to: us-east}]\n";
+        let m: MeshConfig = yaml_serde::from_str(yaml).expect("parses");
+        let found: Vec<String> = m
+            .check()
+            .iter()
+            .map(|f| format!("{}: {}", f.path, f.message))
+            .collect();
+        assert!(
+            found.iter().any(|f| f.contains("distribute and failover")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("localityLbSetting.distribute[0].to")),
+            "{found:?}"
+        );
     }
 }

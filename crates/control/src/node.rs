@@ -2,9 +2,10 @@
 //! node id shape `TYPE~IP~NAME.NAMESPACE~NAMESPACE.svc.DOMAIN`
 //! (`sidecar~10.0.0.1~reviews-v1-0.default~default.svc.cluster.local`).
 //!
-//! The id carries kind, address, workload instance name and namespace. Labels and the service
-//! account travel beside it (Istio sends them as node metadata); [`ProxyNode::parse_id`] leaves
-//! them empty and [`crate::ConfigView::complete_node`] fills them from the registry.
+//! The id carries kind, address, workload instance name and namespace. Labels, the service
+//! account and the locality travel beside it (Istio sends them as node metadata and reads the
+//! locality from the registry); [`ProxyNode::parse_id`] leaves them empty and
+//! [`crate::ConfigView::complete_node`] fills them from the registry.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +53,9 @@ pub struct ProxyNode {
     pub service_account: String,
     /// Sidecars: the host the application accepts inbound traffic on.
     pub app_host: IpAddr,
+    /// Where the proxy runs, `region/zone/subzone` (maybe partial, empty when unknown): what
+    /// locality load balancing ranks endpoints against.
+    pub locality: String,
 }
 
 /// Why a node id could not be read.
@@ -81,11 +85,12 @@ impl ProxyNode {
             labels: instance.labels.clone(),
             service_account: instance.service_account.clone(),
             app_host: DEFAULT_APP_HOST,
+            locality: instance.locality(),
         }
     }
 
-    /// Reads an Istio node id. Labels are left empty and the service account is `default`:
-    /// they are not part of the id.
+    /// Reads an Istio node id. Labels and locality are left empty and the service account is
+    /// `default`: they are not part of the id.
     pub fn parse_id(id: &str) -> Result<ProxyNode, NodeIdError> {
         let parts: Vec<&str> = id.split('~').collect();
         let [kind, ip, name_ns, domain] = parts[..] else {
@@ -125,6 +130,7 @@ impl ProxyNode {
             labels: BTreeMap::new(),
             service_account: "default".to_owned(),
             app_host: DEFAULT_APP_HOST,
+            locality: String::new(),
         })
     }
 

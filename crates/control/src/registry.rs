@@ -28,6 +28,17 @@ use crate::unsupported::Unsupported;
 /// ServiceEntry's `exportTo`).
 pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
 
+/// The label Istio reads a workload's whole locality from (`region/zone/subzone`, or with `.`
+/// separators since label values cannot hold `/`).
+pub const LOCALITY_LABEL: &str = "topology.istio.io/locality";
+/// The older spelling of [`LOCALITY_LABEL`], still read after it.
+pub const LEGACY_LOCALITY_LABEL: &str = "istio-locality";
+/// Kubernetes' node topology labels, which Istio reads a pod's locality from (its node's) and
+/// adds to every workload's labels for `failoverPriority`.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+pub const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
+
 /// One running copy of a workload: what a Pod is on Kubernetes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadInstance {
@@ -50,6 +61,25 @@ pub struct InstancePort {
 }
 
 impl WorkloadInstance {
+    /// Where the instance runs, `region/zone/subzone` (maybe partial; empty when unknown), for
+    /// locality load balancing. Read from its labels as Istio reads a pod's
+    /// (`getPodLocality`): [`LOCALITY_LABEL`] or [`LEGACY_LOCALITY_LABEL`] first; else the
+    /// topology labels ([`REGION_LABEL`], [`ZONE_LABEL`], [`SUBZONE_LABEL`]), which on
+    /// Kubernetes are its node's and in local mode are written on the instance itself.
+    pub fn locality(&self) -> String {
+        if let Some(l) = locality_label(&self.labels) {
+            return l;
+        }
+        let part = |key| self.labels.get(key).map_or("", String::as_str);
+        let (region, zone, subzone) = (part(REGION_LABEL), part(ZONE_LABEL), part(SUBZONE_LABEL));
+        if region.is_empty() && zone.is_empty() && subzone.is_empty() {
+            return String::new();
+        }
+        format!("{region}/{zone}/{subzone}")
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
     /// Replica `replica` of a weft `Workload`, at `ip`: named `<workload>-<replica>`, with the
     /// Workload's labels, service account and ports. `None` for other kinds.
     pub fn from_workload(resource: &Resource, replica: u32, ip: IpAddr) -> Option<Self> {
@@ -77,6 +107,20 @@ impl WorkloadInstance {
                 .collect(),
         }
     }
+}
+
+/// The locality a [`LOCALITY_LABEL`] (or [`LEGACY_LOCALITY_LABEL`]) gives, `.` read as `/`
+/// unless the value already uses `/` (Istio's `GetLocalityLabel`, `SanitizeLocalityLabel`).
+fn locality_label(labels: &BTreeMap<String, String>) -> Option<String> {
+    let value = labels
+        .get(LOCALITY_LABEL)
+        .or_else(|| labels.get(LEGACY_LOCALITY_LABEL))
+        .filter(|v| !v.is_empty())?;
+    Some(if value.contains('/') {
+        value.clone()
+    } else {
+        value.replace('.', "/")
+    })
 }
 
 fn workload_protocol(p: WorkloadProtocol) -> Protocol {
@@ -297,7 +341,7 @@ impl Registry {
                     address: inst.ip.to_string(),
                     labels: inst.labels.clone(),
                     weight: 0,
-                    locality: String::new(),
+                    locality: inst.locality(),
                     service_account: inst.service_account.clone(),
                     ports,
                 });
@@ -384,7 +428,7 @@ impl Registry {
                     address: inst.ip.to_string(),
                     labels: inst.labels.clone(),
                     weight: 0,
-                    locality: String::new(),
+                    locality: inst.locality(),
                     service_account: inst.service_account.clone(),
                     ports: se
                         .ports
@@ -448,7 +492,12 @@ impl Registry {
             address: we.address.clone(),
             labels: we.labels.clone(),
             weight: we.weight,
-            locality: we.locality.clone(),
+            // The field, else the locality label, as Istio's `convertWorkloadEntryToWorkloadInstance`.
+            locality: if we.locality.is_empty() {
+                locality_label(&we.labels).unwrap_or_default()
+            } else {
+                we.locality.clone()
+            },
             service_account: we.service_account.clone(),
             ports,
         })
@@ -610,6 +659,50 @@ mod tests {
         let mut udp = port(Some("http"), None, 53);
         udp.protocol = Some("UDP".into());
         assert_eq!(kubernetes_port_protocol(&udp), Some(Protocol::Udp));
+    }
+
+    #[test]
+    fn instance_localities_follow_istio() {
+        let inst = |labels: &[(&str, &str)]| WorkloadInstance {
+            name: "a-0".into(),
+            namespace: "default".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            service_account: "default".into(),
+            ip: "10.0.0.1".parse().unwrap(),
+            ports: Vec::new(),
+        };
+        let cases: [(&[(&str, &str)], &str); 7] = [
+            (&[], ""),
+            (
+                &[(LEGACY_LOCALITY_LABEL, "us-west.zone1.a")],
+                "us-west/zone1/a",
+            ),
+            (&[(LOCALITY_LABEL, "us-west/zone1")], "us-west/zone1"),
+            // The newer label first, then the legacy one, then the topology labels.
+            (
+                &[
+                    (LOCALITY_LABEL, "eu"),
+                    (LEGACY_LOCALITY_LABEL, "us"),
+                    (REGION_LABEL, "ap"),
+                ],
+                "eu",
+            ),
+            (
+                &[(REGION_LABEL, "us-west"), (ZONE_LABEL, "zone1")],
+                "us-west/zone1",
+            ),
+            (
+                &[(REGION_LABEL, "r"), (ZONE_LABEL, "z"), (SUBZONE_LABEL, "s")],
+                "r/z/s",
+            ),
+            (&[(ZONE_LABEL, "z")], "/z"),
+        ];
+        for (labels, want) in cases {
+            assert_eq!(inst(labels).locality(), want, "{labels:?}");
+        }
     }
 
     #[test]

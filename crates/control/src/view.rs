@@ -50,8 +50,8 @@ impl ConfigView {
             .or_else(|| instances.iter().find(|i| i.ip == node.ip))
     }
 
-    /// Fills in what a node id does not carry (labels, service account) from the instance
-    /// the proxy fronts, when the registry knows it.
+    /// Fills in what a node id does not carry (labels, service account, locality) from the
+    /// instance the proxy fronts, when the registry knows it.
     pub fn complete_node(&self, node: &mut ProxyNode) {
         if let Some(inst) = self.instance_of(node) {
             if node.labels.is_empty() {
@@ -59,6 +59,9 @@ impl ConfigView {
             }
             if node.service_account.is_empty() || node.service_account == "default" {
                 node.service_account = inst.service_account.clone();
+            }
+            if node.locality.is_empty() {
+                node.locality = inst.locality();
             }
         }
     }

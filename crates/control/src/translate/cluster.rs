@@ -17,6 +17,7 @@ use weft_api::networking::gateway::Protocol;
 use weft_xds::proto;
 
 use super::circuit_breaking::{circuit_breakers, outlier_detection};
+use super::locality;
 use super::names::outbound_cluster;
 use super::scope::{Rule, Scope, destination_rule};
 use super::{Notes, duration};
@@ -197,7 +198,7 @@ pub(crate) fn outbound_clusters(
                 port,
                 None,
                 &merged(base.clone(), None),
-                mesh,
+                (node, mesh),
                 notes,
             ));
             let Some(Rule { subsets, .. }) = &rule else {
@@ -213,7 +214,7 @@ pub(crate) fn outbound_clusters(
                     port,
                     Some(&subset.labels),
                     &merged(base.clone(), sub),
-                    mesh,
+                    (node, mesh),
                     notes,
                 ));
             }
@@ -300,7 +301,7 @@ fn cluster(
     port: &ServicePort,
     subset: Option<&std::collections::BTreeMap<String, String>>,
     policy: &Policy<'_>,
-    mesh: &MeshConfig,
+    (node, mesh): (&ProxyNode, &MeshConfig),
     notes: &mut Notes,
 ) -> proto::Cluster {
     let mut c = proto::Cluster {
@@ -321,7 +322,7 @@ fn cluster(
                         .iter()
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
-                    locality: locality(&e.locality),
+                    locality: locality::to_proto(&e.locality),
                     ..Default::default()
                 })
             })
@@ -355,6 +356,14 @@ fn cluster(
     if let Some(tls) = &policy.tls {
         c.tls = upstream_tls(tls, &svc.hostname, mesh, notes);
     }
+    // Per proxy: priorities and weights relative to its locality. Failover needs outlier
+    // detection (without it nothing is ever found unhealthy), as istiod's endpoint builder has it.
+    locality::apply(
+        &mut c.endpoints,
+        locality::effective(policy.load_balancer.as_ref().map(|lb| lb.value), mesh),
+        policy.outlier_detection.is_some(),
+        node,
+    );
     c
 }
 
@@ -379,18 +388,6 @@ pub(crate) fn upstream_protocol(
         Some(Protocol::Http | Protocol::HttpProxy) => proto::UpstreamProtocol::Http1,
         _ => proto::UpstreamProtocol::Tcp,
     }
-}
-
-fn locality(text: &str) -> Option<proto::Locality> {
-    if text.is_empty() {
-        return None;
-    }
-    let mut parts = text.splitn(3, '/').map(str::to_owned);
-    Some(proto::Locality {
-        region: parts.next().unwrap_or_default(),
-        zone: parts.next().unwrap_or_default(),
-        subzone: parts.next().unwrap_or_default(),
-    })
 }
 
 fn load_balancer(c: &mut proto::Cluster, lb: &Part<'_, LoadBalancerSettings>, notes: &mut Notes) {
@@ -458,16 +455,12 @@ fn load_balancer(c: &mut proto::Cluster, lb: &Part<'_, LoadBalancerSettings>, no
             }
         }
     }
-    let unsupported: [(bool, &str, &str); 5] = [
+    // `localityLbSetting` is applied per endpoint (`locality::apply`).
+    let unsupported: [(bool, &str, &str); 4] = [
         (
             v.backend_utilization.is_some(),
             "backendUtilization",
             "backend-utilization load balancing is not supported",
-        ),
-        (
-            v.locality_lb_setting.is_some(),
-            "localityLbSetting",
-            "locality-aware load balancing is not supported yet",
         ),
         (
             v.zone_aware_lb_setting.is_some(),
@@ -568,7 +561,7 @@ fn upstream_tls(
     match v.mode {
         ClientTlsMode::Disable => return None,
         ClientTlsMode::IstioMutual => {
-            // TODO(mtls): ISTIO_MUTUAL needs workload certificates from the control plane's CA
+            // ISTIO_MUTUAL needs workload certificates from the control plane's CA
             // (a later issue). Until then the cluster stays plaintext, and the note says so.
             notes.add(
                 Some(r),
@@ -635,15 +628,5 @@ mod tests {
         assert_eq!(upstream_protocol(Some(Protocol::Grpc), d, false), P::Http2);
         assert_eq!(upstream_protocol(Some(Protocol::Tcp), d, true), P::Tcp);
         assert_eq!(upstream_protocol(None, d, false), P::Tcp);
-    }
-
-    #[test]
-    fn localities() {
-        assert_eq!(locality(""), None);
-        let l = locality("us-east/zone-a").unwrap();
-        assert_eq!(
-            (l.region.as_str(), l.zone.as_str(), l.subzone.as_str()),
-            ("us-east", "zone-a", "")
-        );
     }
 }

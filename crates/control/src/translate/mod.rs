@@ -18,6 +18,7 @@ mod circuit_breaking;
 mod cluster;
 mod gateway;
 mod http;
+mod locality;
 pub mod names;
 mod route_policy;
 mod scope;
