@@ -14,6 +14,8 @@
 # Sub-millisecond latencies on a small shared machine vary from run to run, so the fixed-rate
 # test runs REPEAT times per target and the median of each percentile is reported.
 # Knobs: SECONDS_PER_RUN (default 10), CONNECTIONS (32), RATE (1000), REPEAT (3).
+# POLICIES=1 configures, in both proxies, Istio's default retry policy on the route and an
+# outlier detector on the cluster (they never fire here: the point is what they cost idle).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,16 @@ SECS="${SECONDS_PER_RUN:-10}"
 CONNS="${CONNECTIONS:-32}"
 RATE="${RATE:-1000}"
 REPEAT="${REPEAT:-3}"
+POLICIES="${POLICIES:-0}"
+RETRY_ON="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+if [ "$POLICIES" = 1 ]; then
+  WEFT_ROUTE_EXTRA=", retryPolicy: {numRetries: 2, retryOn: \"$RETRY_ON\"}"
+  WEFT_CLUSTER_EXTRA=", outlierDetection: {consecutive5xx: 5, interval: 10s, baseEjectionTime: 30s}"
+  ENVOY_ROUTE_EXTRA=", retry_policy: {retry_on: \"$RETRY_ON\", num_retries: 2}"
+  ENVOY_CLUSTER_EXTRA="    outlier_detection: {consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s}"
+else
+  WEFT_ROUTE_EXTRA=""; WEFT_CLUSTER_EXTRA=""; ENVOY_ROUTE_EXTRA=""; ENVOY_CLUSTER_EXTRA=""
+fi
 ENVOY_VERSION="1.40.0"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
@@ -85,9 +97,9 @@ listeners:
 routeConfigs:
 - name: bench
   virtualHosts:
-  - {name: bench, domains: ["*"], routes: [{name: all, route: {clusters: [{cluster: backend}]}}]}
+  - {name: bench, domains: ["*"], routes: [{name: all, route: {clusters: [{cluster: backend}]$WEFT_ROUTE_EXTRA}}]}
 clusters:
-- {name: backend, endpoints: [{address: "127.0.0.1:$BACKEND"}]}
+- {name: backend$WEFT_CLUSTER_EXTRA, endpoints: [{address: "127.0.0.1:$BACKEND"}]}
 YAML
 "$BIN/weft-proxy" --config "$WORK/weft.yaml" --concurrency 1 --log-level warn 2>"$WORK/weft.log" &
 WEFT_PID=$!; PIDS+=($WEFT_PID)
@@ -107,7 +119,7 @@ static_resources:
           stat_prefix: bench
           route_config:
             virtual_hosts:
-            - {name: bench, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend}}]}
+            - {name: bench, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend$ENVOY_ROUTE_EXTRA}}]}
           http_filters:
           - name: envoy.filters.http.router
             typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
@@ -115,6 +127,7 @@ static_resources:
   - name: backend
     connect_timeout: 1s
     type: STATIC
+$ENVOY_CLUSTER_EXTRA
     load_assignment:
       cluster_name: backend
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $BACKEND}}}}]}]
