@@ -2,10 +2,13 @@
 
 mod analyze;
 mod control_plane;
+mod example;
 mod http_get;
+mod load;
 mod proxy_config;
 mod proxy_status;
 mod table;
+mod up;
 
 use std::process::ExitCode;
 
@@ -35,6 +38,28 @@ enum Command {
     /// Show a proxy's listeners, routes, clusters or endpoints, as the control plane computes
     /// them or as the proxy runs them (--admin).
     ProxyConfig(proxy_config::Args),
+    /// Run a whole mesh on this machine: the control plane, a sidecar per workload, the
+    /// ingress gateway and the workloads of DIR (DESIGN.md "Local mode").
+    Up(up::Args),
+    /// Stop a mesh started with `weft up` (`--detach` or in another terminal).
+    Down(up::DownArgs),
+    /// Add or replace resources in the running local mesh (and persist them for `weft up`).
+    Apply(up::kubectl::ApplyArgs),
+    /// Remove resources added with `weft apply`.
+    Delete(up::kubectl::DeleteArgs),
+    /// List the resources in force in the local mesh.
+    Get(up::kubectl::GetArgs),
+    /// Run the sidecar and gateway proxy (what `weft-proxy` runs); `weft up` starts these.
+    #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
+    Proxy {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Send HTTP load with fixed concurrency and print a response-code histogram (like fortio).
+    Load(load::Args),
+    /// Run one of the demo applications (productpage, details, reviews, ratings, httpbin).
+    #[command(hide = true)]
+    Example(example::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,5 +69,15 @@ fn main() -> ExitCode {
         Command::ControlPlane(args) => control_plane::run(args),
         Command::ProxyStatus(args) => proxy_status::run(&args),
         Command::ProxyConfig(args) => proxy_config::run(&args),
+        Command::Up(args) => up::run(args),
+        Command::Down(args) => up::down(&args),
+        Command::Apply(args) => up::kubectl::apply(&args),
+        Command::Delete(args) => up::kubectl::delete(&args),
+        Command::Get(args) => up::kubectl::get(&args),
+        Command::Proxy { args } => weft_proxy::cli::run(
+            std::iter::once(std::ffi::OsString::from("weft proxy")).chain(args),
+        ),
+        Command::Load(args) => load::run(args),
+        Command::Example(args) => example::run(args),
     }
 }

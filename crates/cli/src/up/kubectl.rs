@@ -1,0 +1,415 @@
+//! `weft apply`, `weft delete`, `weft get`: kubectl's verbs against the local mesh.
+//!
+//! Applied resources are files in `<state-dir>/applied/`, one per resource
+//! (`<kind>.<namespace>.<name>.yaml`), which the running control plane watches (an apply is
+//! live within a second) and `weft up` loads after DIR's files (an applied resource replaces
+//! DIR's definition of the same kind, namespace and name, and outlives the mesh).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde::Deserialize;
+use weft_api::Severity;
+use yaml_serde::Value;
+
+use super::state::{self, RunningMesh};
+use crate::table::Table;
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Files, directories (their top-level YAML files) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// The mesh's state directory (as `weft up --state-dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Files, directories (their top-level YAML files) or `-` for stdin: the resources they
+    /// name (kind, namespace, name) are removed.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// Do not fail for resources that are not applied.
+    #[arg(long)]
+    ignore_not_found: bool,
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// The kind: `virtualservice`, `vs`, `destinationrules`, `gw`, `svc`, `workload`, `all`.
+    kind: String,
+    /// One resource's name.
+    name: Option<String>,
+    /// Only this namespace (default: every namespace).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// `yaml` prints the resources themselves.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+    output: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// A document read from a file, with what identifies it.
+struct Doc {
+    kind: String,
+    namespace: String,
+    name: String,
+    value: Value,
+    /// Where it was read from.
+    from: PathBuf,
+}
+
+impl Doc {
+    fn file_name(&self) -> String {
+        format!(
+            "{}.{}.{}.yaml",
+            self.kind.to_ascii_lowercase(),
+            self.namespace,
+            self.name
+        )
+    }
+
+    fn display(&self) -> String {
+        format!("{}/{}", self.kind.to_ascii_lowercase(), self.name)
+    }
+}
+
+/// The inputs of `-f`, read: `(path, text)`.
+fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| format!("stdin: {e}"))?;
+            out.push((PathBuf::from("<stdin>"), text));
+        } else if p.is_dir() {
+            for f in state::top_level_files(p).map_err(|e| format!("{}: {e}", p.display()))? {
+                let text =
+                    std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+                out.push((f, text));
+            }
+        } else {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            out.push((p.clone(), text));
+        }
+    }
+    Ok(out)
+}
+
+/// The documents of a YAML stream, `kind: List` items expanded; documents without kind or name
+/// are an error.
+fn documents(path: &Path, text: &str) -> Result<Vec<Doc>, String> {
+    let mut docs = Vec::new();
+    for de in yaml_serde::Deserializer::from_str(text) {
+        let value = Value::deserialize(de).map_err(|e| format!("{}: {e}", path.display()))?;
+        if value.is_null() {
+            continue;
+        }
+        let items = match (
+            value.get("kind").and_then(Value::as_str),
+            value.get("items"),
+        ) {
+            (Some("List"), Some(items)) => items.as_sequence().cloned().unwrap_or_default(),
+            _ => vec![value],
+        };
+        for value in items {
+            let kind = value.get("kind").and_then(Value::as_str);
+            let meta = value.get("metadata");
+            let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str);
+            let (Some(kind), Some(name)) = (kind, name) else {
+                return Err(format!(
+                    "{}: a document has no kind or metadata.name",
+                    path.display()
+                ));
+            };
+            // Names become file names: keep to what Kubernetes allows.
+            let namespace = meta
+                .and_then(|m| m.get("namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            let safe = |s: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            };
+            if !safe(kind) || !safe(name) || !safe(namespace) {
+                return Err(format!(
+                    "{}: {kind}/{name}: names must be letters, digits, '-', '.' or '_'",
+                    path.display()
+                ));
+            }
+            docs.push(Doc {
+                kind: kind.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                value,
+                from: path.to_owned(),
+            });
+        }
+    }
+    Ok(docs)
+}
+
+pub fn apply(args: &ApplyArgs) -> ExitCode {
+    let inputs = match read_inputs(&args.files) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("weft apply: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Validate everything first: a file with an error applies nothing.
+    let mut errors = 0;
+    let mut docs = Vec::new();
+    for (path, text) in &inputs {
+        let loaded = weft_api::load_str(path.clone(), text);
+        for d in &loaded.diagnostics {
+            if d.severity >= Severity::Warning {
+                eprintln!("{d}");
+            }
+        }
+        errors += loaded.error_count();
+        match documents(path, text) {
+            Ok(d) => docs.extend(d),
+            Err(e) => {
+                eprintln!("weft apply: {e}");
+                errors += 1;
+            }
+        }
+    }
+    if errors > 0 {
+        eprintln!("weft apply: {errors} error(s); nothing applied");
+        return ExitCode::FAILURE;
+    }
+    let state = state::state_dir(args.state_dir.as_deref());
+    let applied = state::applied_dir(&state);
+    if let Err(e) = std::fs::create_dir_all(&applied) {
+        eprintln!("weft apply: {}: {e}", applied.display());
+        return ExitCode::from(2);
+    }
+    let running = RunningMesh::read(&state).is_some();
+    for doc in &docs {
+        let text = match yaml_serde::to_string(&doc.value) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("weft apply: {}: {e}", doc.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let file = applied.join(doc.file_name());
+        let verb = match std::fs::read_to_string(&file) {
+            Ok(old) if old == text => "unchanged",
+            Ok(_) => "configured",
+            Err(_) => "created",
+        };
+        if verb != "unchanged"
+            && let Err(e) = state::write_atomic(&file, text.as_bytes())
+        {
+            eprintln!("weft apply: {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+        println!("{} {verb}", doc.display());
+        if doc.kind == "Workload" && running {
+            eprintln!(
+                "weft apply: note: {}: Workloads start with the next `weft up`",
+                doc.display()
+            );
+        }
+    }
+    if !running {
+        eprintln!(
+            "weft apply: no mesh is running (state {}); the resources apply at the next `weft up`",
+            state.display()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn delete(args: &DeleteArgs) -> ExitCode {
+    let inputs = match read_inputs(&args.files) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("weft delete: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let state = state::state_dir(args.state_dir.as_deref());
+    let applied = state::applied_dir(&state);
+    let mut failed = false;
+    for (path, text) in &inputs {
+        let docs = match documents(path, text) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("weft delete: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        for doc in docs {
+            match std::fs::remove_file(applied.join(doc.file_name())) {
+                Ok(()) => println!("{} deleted", doc.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !args.ignore_not_found {
+                        eprintln!(
+                            "weft delete: {} (namespace {}) is not applied (resources of weft up's DIR are edited in their files)",
+                            doc.display(),
+                            doc.namespace
+                        );
+                        failed = true;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("weft delete: {}: {e}", doc.display());
+                    failed = true;
+                }
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The canonical kind for what a user types (`vs`, `virtualservices`, `VirtualService`).
+fn canonical_kind(kind: &str) -> String {
+    let k = kind.to_ascii_lowercase();
+    let k = k.split('.').next().unwrap_or_default();
+    let alias = match k {
+        "vs" => "virtualservice",
+        "dr" => "destinationrule",
+        "gw" => "gateway",
+        "se" => "serviceentry",
+        "svc" => "service",
+        "pa" => "peerauthentication",
+        "ap" => "authorizationpolicy",
+        "ra" => "requestauthentication",
+        "we" => "workloadentry",
+        "sa" => "serviceaccount",
+        other => other,
+    };
+    match alias.strip_suffix("ies") {
+        Some(stem) => format!("{stem}y"),
+        None => alias
+            .strip_suffix("es")
+            .filter(|s| s.ends_with("ss"))
+            .or_else(|| alias.strip_suffix('s').filter(|s| !s.ends_with('s')))
+            .unwrap_or(alias)
+            .to_owned(),
+    }
+}
+
+pub fn get(args: &GetArgs) -> ExitCode {
+    let state = state::state_dir(args.state_dir.as_deref());
+    let mut files = Vec::new();
+    if let Some(mesh) = RunningMesh::read(&state) {
+        files.extend(state::top_level_files(&mesh.dir).unwrap_or_default());
+    }
+    files.extend(state::top_level_files(&state::applied_dir(&state)).unwrap_or_default());
+    // Later definitions replace earlier ones, as the control plane applies them.
+    let mut docs: Vec<Doc> = Vec::new();
+    for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        let Ok(found) = documents(f, &text) else {
+            continue;
+        };
+        for d in found {
+            docs.retain(|o| (&o.kind, &o.namespace, &o.name) != (&d.kind, &d.namespace, &d.name));
+            docs.push(d);
+        }
+    }
+    let want = canonical_kind(&args.kind);
+    docs.retain(|d| {
+        (want == "all" || d.kind.to_ascii_lowercase() == want)
+            && args.name.as_ref().is_none_or(|n| *n == d.name)
+            && args.namespace.as_ref().is_none_or(|n| *n == d.namespace)
+    });
+    docs.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+    if docs.is_empty() {
+        match &args.name {
+            Some(n) => eprintln!("weft get: {} {n:?} not found", args.kind),
+            None => eprintln!("No resources found."),
+        }
+        return if args.name.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    match args.output.as_deref() {
+        Some("yaml") => {
+            for (i, d) in docs.iter().enumerate() {
+                if i > 0 {
+                    println!("---");
+                }
+                match yaml_serde::to_string(&d.value) {
+                    Ok(t) => print!("{t}"),
+                    Err(e) => eprintln!("weft get: {}: {e}", d.display()),
+                }
+            }
+        }
+        None => {
+            let mut t = Table::new(&["KIND", "NAMESPACE", "NAME", "FROM"]);
+            for d in &docs {
+                t.row(vec![
+                    d.kind.clone(),
+                    d.namespace.clone(),
+                    d.name.clone(),
+                    d.from.display().to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+        }
+        Some(other) => {
+            eprintln!("weft get: output format {other:?}: only `yaml` is supported");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_read_as_kubectl_reads_them() {
+        for (typed, kind) in [
+            ("vs", "virtualservice"),
+            ("VirtualServices", "virtualservice"),
+            ("destinationrules", "destinationrule"),
+            ("gateway", "gateway"),
+            ("svc", "service"),
+            ("serviceentries", "serviceentry"),
+            ("AuthorizationPolicies", "authorizationpolicy"),
+            ("address", "address"),
+            ("workloads", "workload"),
+        ] {
+            assert_eq!(canonical_kind(typed), kind, "{typed}");
+        }
+    }
+
+    #[test]
+    fn documents_expand_lists_and_refuse_unsafe_names() {
+        let docs = documents(
+            Path::new("t.yaml"),
+            "kind: List\nitems:\n- {kind: Service, metadata: {name: a}}\n- {kind: Gateway, metadata: {name: b, namespace: x}}\n---\n",
+        )
+        .expect("docs");
+        let names: Vec<String> = docs.iter().map(Doc::file_name).collect();
+        assert_eq!(names, ["service.default.a.yaml", "gateway.x.b.yaml"]);
+        assert!(documents(Path::new("t"), "kind: Service\nmetadata: {name: ../x}\n").is_err());
+        assert!(documents(Path::new("t"), "kind: Service\n").is_err());
+    }
+}

@@ -1,0 +1,548 @@
+//! `weft up DIR`: a whole mesh on this machine (DESIGN.md "Local mode").
+//!
+//! Start-up order: load and validate DIR's top-level YAML (and what `weft apply` left in the
+//! state directory), write the instances file, start the control plane in this process, start
+//! one sidecar per Workload replica and wait for each to have its config, start the ingress
+//! gateway, then the workloads. Proxies are `weft proxy` child processes (a crash stays in one
+//! process, and is restarted). Ctrl-C or SIGTERM stops every child, proxies draining, and
+//! leaves none behind.
+
+pub mod kubectl;
+mod plan;
+pub mod state;
+mod supervise;
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+use weft_api::Severity;
+use weft_control::server::{ControlPlane, Options};
+
+use crate::table::Table;
+use plan::{Plan, Replica};
+use state::RunningMesh;
+use supervise::{ChildSpec, Output, Supervisor};
+
+/// How long a child may take to exit after SIGTERM (proxies drain for 1 s).
+const GRACE: Duration = Duration::from_secs(5);
+/// How long start-up waits for a proxy's first config before going on without it.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The directory of the mesh: its top-level YAML files (Services, Istio resources,
+    /// Workloads) are loaded and watched; subdirectories are not read (`weft apply` them).
+    dir: PathBuf,
+    /// The ingress gateway port to print the URL for. The gateway listens on 127.0.0.1 at the
+    /// port numbers of its Gateway servers (bookinfo-gateway: 8080).
+    #[arg(long, value_name = "PORT")]
+    gateway_port: Option<u16>,
+    /// Where applied resources, the instances file and the proxies' bootstraps live.
+    /// Default: $WEFT_STATE_DIR, else $XDG_STATE_HOME/weft, else ~/.local/state/weft.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Run in the background (logs in <state-dir>/up.log); `weft down` stops it.
+    #[arg(long)]
+    detach: bool,
+    /// Log filter of the control plane and the proxies (`warn`, `info`, `debug`). Also RUST_LOG.
+    #[arg(long, default_value = "warn")]
+    log_level: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {
+    /// The state directory of the mesh to stop (as `weft up --state-dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let started = Instant::now();
+    if !args.dir.is_dir() {
+        eprintln!("weft up: {}: not a directory", args.dir.display());
+        return ExitCode::from(2);
+    }
+    let state = state::state_dir(args.state_dir.as_deref());
+    let applied = state::applied_dir(&state);
+    if let Err(e) = std::fs::create_dir_all(&applied) {
+        eprintln!("weft up: {}: {e}", applied.display());
+        return ExitCode::from(2);
+    }
+    if let Some(mesh) = RunningMesh::read(&state) {
+        eprintln!(
+            "weft up: a mesh is already running from {} (pid {}, state {}); stop it with `weft down`",
+            mesh.dir.display(),
+            mesh.pid,
+            state.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    if args.detach {
+        return detach(&state);
+    }
+    let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    let files = match state::top_level_files(&dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("weft up: {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut all = files.clone();
+    all.extend(state::top_level_files(&applied).unwrap_or_default());
+    let loaded = weft_api::load_paths(&all);
+    for d in &loaded.diagnostics {
+        if d.severity >= Severity::Warning {
+            eprintln!("{d}");
+        }
+    }
+    if loaded.error_count() > 0 {
+        eprintln!(
+            "weft up: {} error(s) in {}; nothing started (`weft analyze {}` explains them)",
+            loaded.error_count(),
+            dir.display(),
+            dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let Some((octet, reservation)) = plan::reserve_octet() else {
+        eprintln!("weft up: no free loopback range 127.M.0.0/16 (M in 1..100) for the mesh");
+        return ExitCode::FAILURE;
+    };
+    let effective: Vec<weft_api::Resource> = loaded.effective().into_iter().cloned().collect();
+    let plan = match Plan::new(&effective, &dir, octet) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("weft up: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft up: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut config_paths = files;
+    config_paths.push(applied);
+    let up = Up {
+        dir,
+        state,
+        plan,
+        config_paths,
+        gateway_port: args.gateway_port,
+        log_level: filter,
+        out: Arc::new(Output::new()),
+        started,
+    };
+    rt.block_on(up.serve(reservation))
+}
+
+/// One `weft up` run.
+struct Up {
+    dir: PathBuf,
+    state: PathBuf,
+    plan: Plan,
+    config_paths: Vec<PathBuf>,
+    gateway_port: Option<u16>,
+    log_level: String,
+    out: Arc<Output>,
+    started: Instant,
+}
+
+impl Up {
+    async fn serve(self, reservation: std::net::TcpListener) -> ExitCode {
+        // Signals first: a SIGTERM during start-up must still stop what was started.
+        let (quit_tx, quit) = watch::channel(false);
+        match (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    let _ = quit_tx.send(true);
+                });
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("weft up: signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+
+        let instances = self.state.join("instances.yaml");
+        let proxies = self.state.join("proxies");
+        let written = std::fs::create_dir_all(&proxies).and_then(|()| {
+            let yaml = self.plan.instances_yaml().map_err(std::io::Error::other)?;
+            state::write_atomic(&instances, yaml.as_bytes())
+        });
+        if let Err(e) = written {
+            eprintln!("weft up: {}: {e}", self.state.display());
+            return ExitCode::FAILURE;
+        }
+
+        let mut options = Options::new(self.config_paths.clone());
+        options.instances = Some(instances);
+        options.xds_address = "127.0.0.1:0".parse().unwrap_or(options.xds_address);
+        options.monitoring_address = "127.0.0.1:0".parse().unwrap_or(options.monitoring_address);
+        let cp = match ControlPlane::bind(options).await {
+            Ok(cp) => cp,
+            Err(e) => {
+                eprintln!("weft up: control plane: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (Some(xds), monitoring) = (cp.xds_address(), cp.monitoring_address()) else {
+            eprintln!("weft up: control plane: no xDS address");
+            return ExitCode::FAILURE;
+        };
+        let (cp_stop, mut cp_stopped) = watch::channel(false);
+        let control_plane = tokio::spawn(cp.run(async move {
+            let _ = cp_stopped.wait_for(|s| *s).await;
+        }));
+        let mesh = RunningMesh {
+            pid: std::process::id(),
+            dir: self.dir.clone(),
+            xds_address: Some(xds),
+            monitoring_address: monitoring,
+        };
+        if let Err(e) = mesh.write(&self.state) {
+            eprintln!("weft up: {}: {e}", self.state.display());
+        }
+        self.out.event(
+            true,
+            &format!(
+                "Control plane ready (xds {xds}, monitoring {})",
+                monitoring.map_or("-".to_owned(), |m| m.to_string())
+            ),
+        );
+
+        let mut sup = Supervisor::new(self.out.clone(), GRACE);
+        let code = self
+            .start_and_wait(&mut sup, xds, &proxies, reservation, quit)
+            .await;
+
+        self.out
+            .event(true, "Stopping: draining proxies, stopping workloads");
+        sup.shutdown().await;
+        let _ = cp_stop.send(true);
+        let _ = control_plane.await;
+        let _ = std::fs::remove_file(state::mesh_file(&self.state));
+        self.out.event(true, "Stopped");
+        code
+    }
+
+    /// Starts the proxies and the workloads, then waits for a stop signal.
+    async fn start_and_wait(
+        &self,
+        sup: &mut Supervisor,
+        xds: std::net::SocketAddr,
+        proxies: &Path,
+        reservation: std::net::TcpListener,
+        mut quit: watch::Receiver<bool>,
+    ) -> ExitCode {
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("weft up: cannot find the weft executable: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let proxy = |label: String, name: &str, node: &str, admin, color| {
+            let file = proxies.join(format!("{name}.yaml"));
+            state::write_atomic(&file, plan::bootstrap(node, xds, admin).as_bytes()).map(|()| {
+                ChildSpec {
+                    label,
+                    program: exe.clone(),
+                    args: vec![
+                        "proxy".into(),
+                        "--config".into(),
+                        file.into_os_string(),
+                        "--concurrency".into(),
+                        "1".into(),
+                        "--log-level".into(),
+                        self.log_level.clone().into(),
+                    ],
+                    env: Vec::new(),
+                    cwd: None,
+                    color,
+                }
+            })
+        };
+
+        let mut ready = Vec::new();
+        for (i, r) in self.plan.replicas.iter().enumerate() {
+            let label = format!("{}.proxy", r.name);
+            match proxy(label.clone(), &r.name, &r.node_id(), r.admin_addr(), i) {
+                Ok(spec) => ready.push((label, sup.spawn(spec))),
+                Err(e) => {
+                    eprintln!("weft up: {}: {e}", proxies.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        if !wait_ready(&self.out, &mut ready, &mut quit).await {
+            return ExitCode::SUCCESS;
+        }
+        self.out.event(
+            true,
+            &format!("{} sidecars ready", self.plan.replicas.len()),
+        );
+
+        // The gateway's admin port is the reservation's neighbour; release it now that this
+        // mesh's addresses are taken by running proxies.
+        drop(reservation);
+        let gateway = "istio-ingressgateway";
+        match proxy(
+            gateway.to_owned(),
+            gateway,
+            &Plan::gateway_node_id(),
+            self.plan.gateway_admin(),
+            self.plan.replicas.len(),
+        ) {
+            Ok(spec) => ready = vec![(gateway.to_owned(), sup.spawn(spec))],
+            Err(e) => {
+                eprintln!("weft up: {}: {e}", proxies.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        if !wait_ready(&self.out, &mut ready, &mut quit).await {
+            return ExitCode::SUCCESS;
+        }
+        let ports = &self.plan.gateway_ports;
+        self.out.event(
+            true,
+            &format!(
+                "Ingress gateway ready (127.0.0.1, port{} {})",
+                if ports.len() == 1 { "" } else { "s" },
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+
+        for (i, r) in self.plan.replicas.iter().enumerate() {
+            sup.spawn(workload(r, &exe, i));
+        }
+        self.out.event(
+            true,
+            &format!(
+                "{} workloads started in {:.1}s",
+                self.plan.replicas.len(),
+                self.started.elapsed().as_secs_f64()
+            ),
+        );
+        self.print_summary();
+        let _ = quit.wait_for(|q| *q).await;
+        ExitCode::SUCCESS
+    }
+
+    fn print_summary(&self) {
+        let mut table = Table::new(&["WORKLOAD", "POD IP", "APP ADDRESS", "SIDECAR ADMIN"]);
+        for r in &self.plan.replicas {
+            table.row(vec![
+                r.name.clone(),
+                r.pod_ip.to_string(),
+                r.listen_addr()
+                    .map_or_else(|| r.app_ip.to_string(), |a| a.to_string()),
+                format!("http://{}", r.admin_addr()),
+            ]);
+        }
+        table.row(vec![
+            "istio-ingressgateway".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-".to_owned(),
+            format!("http://{}", self.plan.gateway_admin()),
+        ]);
+        self.out.text("");
+        self.out.text(table.render().trim_end());
+        self.out.text("");
+        let port = match self.gateway_port {
+            Some(p) => {
+                if !self.plan.gateway_ports.contains(&p) {
+                    self.out.event(
+                        false,
+                        &format!("no Gateway server selecting istio: ingressgateway has port {p}"),
+                    );
+                }
+                Some(p)
+            }
+            None => self.plan.gateway_ports.first().copied(),
+        };
+        if let Some(p) = port {
+            let path = if self
+                .plan
+                .replicas
+                .iter()
+                .any(|r| r.name.starts_with("productpage"))
+            {
+                "/productpage"
+            } else {
+                "/"
+            };
+            self.out
+                .text(&format!("Ingress gateway: http://127.0.0.1:{p}{path}"));
+        }
+        self.out.text(&format!(
+            "Apply more config with `weft apply -f FILE`; Ctrl-C stops the mesh. State: {}",
+            self.state.display()
+        ));
+        self.out.text("");
+    }
+}
+
+/// The workload's process: `weft ...` runs this executable, anything else is found in PATH.
+fn workload(r: &Replica, exe: &Path, color: usize) -> ChildSpec {
+    let mut argv = r.spec.command.iter();
+    let program = match argv.next().map(String::as_str) {
+        Some("weft") | None => exe.to_owned(),
+        Some(p) => PathBuf::from(p),
+    };
+    ChildSpec {
+        label: r.name.clone(),
+        program,
+        args: argv.map(OsString::from).collect(),
+        env: r.env(),
+        cwd: r.spec.working_dir.as_ref().map(|d| r.base_dir.join(d)),
+        color,
+    }
+}
+
+/// Waits until every proxy in `ready` has its first config (reporting those that do not
+/// within [`READY_TIMEOUT`]). False when a stop signal came first.
+async fn wait_ready(
+    out: &Output,
+    ready: &mut [(String, watch::Receiver<bool>)],
+    quit: &mut watch::Receiver<bool>,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    for (label, r) in ready.iter_mut() {
+        tokio::select! {
+            got = tokio::time::timeout_at(deadline, r.wait_for(|r| *r)) => {
+                if !matches!(got, Ok(Ok(_))) {
+                    out.event(false, &format!("[{label}] not ready after {READY_TIMEOUT:?}; going on"));
+                }
+            }
+            _ = quit.wait_for(|q| *q) => return false,
+        }
+    }
+    !*quit.borrow()
+}
+
+/// `weft up --detach`: runs `weft up` again without `--detach`, in the background and its own
+/// process group, and returns once it has recorded itself in the state directory.
+fn detach(state: &Path) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let log = state.join("up.log");
+    let (exe, file) = match (std::env::current_exe(), std::fs::File::create(&log)) {
+        (Ok(exe), Ok(file)) => (exe, file),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("weft up: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args: Vec<OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .collect();
+    let err = match file.try_clone() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("weft up: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut child = match std::process::Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .env("NO_COLOR", "1")
+        .process_group(0)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("weft up: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("weft up: the mesh exited ({status}); see {}", log.display());
+            return ExitCode::FAILURE;
+        }
+        if std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("Ingress gateway:") || l.contains("workloads started"))
+        {
+            println!(
+                "✔ Mesh running in the background (pid {}); logs in {}; stop it with `weft down`",
+                child.id(),
+                log.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "weft up: the mesh did not start within 60s; see {}",
+        log.display()
+    );
+    ExitCode::FAILURE
+}
+
+/// `weft down`: stops a mesh started with `weft up --detach` (or in another terminal).
+pub fn down(args: &DownArgs) -> ExitCode {
+    let state = state::state_dir(args.state_dir.as_deref());
+    let Some(mesh) = RunningMesh::read(&state) else {
+        eprintln!("weft down: no mesh is running (state {})", state.display());
+        return ExitCode::FAILURE;
+    };
+    let Some(pid) = i32::try_from(mesh.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return ExitCode::FAILURE;
+    };
+    if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+        eprintln!("weft down: pid {}: {e}", mesh.pid);
+        return ExitCode::FAILURE;
+    }
+    let deadline = Instant::now() + GRACE * 3;
+    while Instant::now() < deadline {
+        if !state::alive(mesh.pid) {
+            println!("✔ Mesh stopped");
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "weft down: pid {} still running after {:?}",
+        mesh.pid,
+        GRACE * 3
+    );
+    ExitCode::FAILURE
+}

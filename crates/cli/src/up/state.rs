@@ -1,0 +1,111 @@
+//! The local mesh's state directory: what `weft up` writes and `weft apply`, `get`, `delete`
+//! and `down` read.
+//!
+//! ```text
+//! <state-dir>/applied/            resources added by `weft apply`, one file each (watched)
+//! <state-dir>/instances.yaml      the workload instances that run (watched by the control plane)
+//! <state-dir>/proxies/NAME.yaml   each proxy's bootstrap
+//! <state-dir>/mesh.json           the running mesh: pid, DIR, control plane addresses
+//! ```
+//!
+//! The default directory does not depend on DIR (like a cluster, applied resources outlive one
+//! `weft up`): `--state-dir`, else `$WEFT_STATE_DIR`, else `$XDG_STATE_HOME/weft`, else
+//! `~/.local/state/weft`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Resolves the state directory from the flag and the environment.
+pub fn state_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_owned();
+    }
+    if let Some(p) = std::env::var_os("WEFT_STATE_DIR").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_STATE_HOME").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p).join("weft");
+    }
+    match std::env::var_os("HOME").filter(|p| !p.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/weft"),
+        None => std::env::temp_dir().join("weft"),
+    }
+}
+
+pub fn applied_dir(state: &Path) -> PathBuf {
+    state.join("applied")
+}
+
+pub fn mesh_file(state: &Path) -> PathBuf {
+    state.join("mesh.json")
+}
+
+/// What `weft up` records about the running mesh while it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningMesh {
+    /// The `weft up` process.
+    pub pid: u32,
+    /// The directory `weft up` was started on.
+    pub dir: PathBuf,
+    pub xds_address: Option<SocketAddr>,
+    pub monitoring_address: Option<SocketAddr>,
+}
+
+impl RunningMesh {
+    /// The mesh recorded in `state`, if one is running (its process still exists).
+    pub fn read(state: &Path) -> Option<RunningMesh> {
+        let text = std::fs::read_to_string(mesh_file(state)).ok()?;
+        let mesh: RunningMesh = serde_json::from_str(&text).ok()?;
+        alive(mesh.pid).then_some(mesh)
+    }
+
+    pub fn write(&self, state: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        write_atomic(&mesh_file(state), text.as_bytes())
+    }
+}
+
+/// True when process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// Writes through a temporary file and a rename, so that a watcher never reads half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The YAML and JSON files directly in `dir` (not in subdirectories), in name order: the files
+/// `weft up DIR` reads.
+pub fn top_level_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let yaml = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+        // Editors' temporary and hidden files are not config.
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if yaml && !hidden && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,230 @@
+//! The `weft-proxy` command line: parse arguments, load the bootstrap, serve until SIGTERM.
+//!
+//! A library function so that the `weft` CLI runs the same proxy as `weft proxy` (the local
+//! runner starts sidecars and the gateway as child processes of the one `weft` executable).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::access_log::AccessLog;
+use crate::listeners::Listeners;
+use crate::server::{self, Shared};
+use crate::stats::Stats;
+use arc_swap::ArcSwap;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// weft's sidecar and gateway proxy.
+#[derive(Debug, Parser)]
+#[command(name = "weft-proxy", version, about)]
+struct Args {
+    /// Static configuration: a Bootstrap in YAML or JSON (proto3 JSON mapping). Reloaded on
+    /// SIGHUP and when the file changes.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Worker threads (default: the number of CPUs).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Log filter (`info`, `debug`, `weft_proxy=trace`, ...). Also RUST_LOG.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+/// Runs the proxy with the given command line (`argv[0]` first, as `std::env::args_os()`
+/// yields it) and returns its exit status. Installs the global tracing subscriber, so call it
+/// once per process.
+pub fn run<I, T>(argv: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = Args::parse_from(argv);
+    // One worker: a current-thread runtime, without the work-stealing machinery that only pays
+    // with several workers (Envoy's --concurrency 1 is likewise one event loop).
+    let mut rt = match args.concurrency {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft-proxy: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> ExitCode {
+    let filter = std::env::var("RUST_LOG").unwrap_or(args.log_level.clone());
+    let (filter_layer, reload) = tracing_subscriber::reload::Layer::new(
+        EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")),
+    );
+    tracing_subscriber::registry()
+        .with(filter_layer)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour only for a terminal: under `weft up` or in a file it is noise.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+
+    let loaded_mtime = server::modified(&args.config);
+    let bootstrap = match server::read_bootstrap(&args.config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("weft-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stats = Stats::default();
+    let snapshot = match server::first_snapshot(bootstrap, &stats) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "weft-proxy: {}: config rejected:\n{e}",
+                args.config.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin = snapshot.bootstrap.admin.clone().unwrap_or_default();
+    let drain_timeout = admin
+        .drain_timeout
+        .as_ref()
+        .and_then(|d| crate::config::duration(d, "admin", "drainTimeout").ok())
+        .unwrap_or(Duration::from_secs(5));
+    let bootstrap = snapshot.bootstrap.clone();
+    let access_log = match snapshot.listeners.iter().find_map(|l| l.access_log.clone()) {
+        Some(cfg) => match AccessLog::start(
+            cfg.format() == weft_xds::proto::access_log::Format::Json,
+            &cfg.path,
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("weft-proxy: access log {:?}: {e}", cfg.path);
+                return ExitCode::FAILURE;
+            }
+        },
+        None => AccessLog::disabled(),
+    };
+    let admin_addr = if admin.address.is_empty() {
+        "127.0.0.1:15000"
+    } else {
+        &admin.address
+    };
+    let health_addr = if admin.health_address.is_empty() {
+        "0.0.0.0:15021"
+    } else {
+        &admin.health_address
+    };
+    let (admin_l, health_l) = match (
+        TcpListener::bind(admin_addr).await,
+        TcpListener::bind(health_addr).await,
+    ) {
+        (Ok(a), Ok(h)) => (a, h),
+        (Err(e), _) => {
+            eprintln!("weft-proxy: admin {admin_addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+        (_, Err(e)) => {
+            eprintln!("weft-proxy: health {health_addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snapshot),
+        stats,
+        access_log,
+        ready: AtomicBool::new(false),
+        shutdown,
+        set_log_level: Box::new(move |level: &str| {
+            let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
+            reload.reload(f).map_err(|e| e.to_string())
+        }),
+        listeners: Listeners::new(drain_timeout),
+    });
+
+    let specs = shared.snapshot.load().listeners.clone();
+    match shared.listeners.apply(&shared, &specs, || ()) {
+        // Stable lines on stderr so that scripts and tests learn the bound ports.
+        Ok(bound) => {
+            for b in bound {
+                eprintln!("weft-proxy: listener {} on {}", b.name, b.address);
+            }
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("weft-proxy: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    }
+    for (name, l) in [("admin", &admin_l), ("health", &health_l)] {
+        if let Ok(a) = l.local_addr() {
+            eprintln!("weft-proxy: {name} on {a}");
+        }
+    }
+    tokio::spawn(crate::admin::serve(shared.clone(), admin_l, false));
+    tokio::spawn(crate::admin::serve(shared.clone(), health_l, true));
+    match crate::xds::client(shared.clone(), &bootstrap) {
+        // Dynamic config: ready once the first full config from the control plane is in. The
+        // file is not watched (reloading it would drop what xDS sent).
+        Some(client) => {
+            let mut ready = client.ready();
+            let mut stop = shared.shutdown.subscribe();
+            tokio::spawn(client.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if ready.wait_for(|r| *r).await.is_ok() {
+                    shared.ready.store(true, Relaxed);
+                    eprintln!("weft-proxy: ready");
+                }
+            });
+        }
+        None => {
+            tokio::spawn(server::watch_config(
+                shared.clone(),
+                args.config.clone(),
+                loaded_mtime,
+            ));
+            shared.ready.store(true, Relaxed);
+            eprintln!("weft-proxy: ready");
+        }
+    }
+
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("weft-proxy: SIGTERM handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut quit = shared.shutdown.subscribe();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = quit.wait_for(|s| *s) => {}
+    }
+    eprintln!("weft-proxy: draining (up to {drain_timeout:?})");
+    let _ = shared.shutdown.send(true);
+    shared.listeners.shutdown().await;
+    eprintln!("weft-proxy: stopped");
+    ExitCode::SUCCESS
+}
