@@ -3,19 +3,13 @@
 //! leaves no child process behind.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use common::{Mesh, WEFT, children, free_port, stop, weft};
 
 /// GET `/` through the gateway: the status and body, or None when nothing answers.
 fn get(port: u16) -> Option<(u16, String)> {
@@ -47,58 +41,6 @@ fn until(port: u16, limit: Duration, what: &str, want: impl Fn(u16, &str) -> boo
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("{what}: not within {limit:?}; last answer {last:?}");
-}
-
-fn weft(state: &Path, args: &[&str]) -> String {
-    let out = Command::new(WEFT)
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .expect("run weft");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "weft {args:?}: {text}");
-    text
-}
-
-/// The direct children of `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
-                s.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-                    == Some(pid)
-            })
-        })
-        .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, r)| !r.trim_start().starts_with(['Z', 'X']))
-    })
-}
-
-struct Mesh(Child);
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        // A failed test must not leave a mesh running.
-        if !matches!(self.0.try_wait(), Ok(None)) {
-            return;
-        }
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -188,24 +130,8 @@ fn up_serves_through_the_gateway_applies_live_and_stops_cleanly() {
     // Every child: sidecar, gateway, workload.
     let kids = children(up_pid);
     assert!(kids.len() >= 3, "children of weft up: {kids:?}");
-    let _ = Command::new("kill")
-        .args(["-TERM", &up_pid.to_string()])
-        .status();
     let mut mesh = mesh;
-    let start = Instant::now();
-    let status = loop {
-        if let Ok(Some(s)) = mesh.0.try_wait() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "weft up still running 30 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "weft up exited with {status}");
-    let left: Vec<u32> = kids.into_iter().filter(|p| alive(*p)).collect();
-    assert!(left.is_empty(), "processes left behind: {left:?}");
+    stop(&mut mesh, kids);
     let log = reader.join().unwrap_or_default().join("\n");
     for want in [
         "✔ Control plane ready",

@@ -1,0 +1,92 @@
+//! What the `weft up` tests share: running `weft`, watching its children, stopping it.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn weft(state: &Path, args: &[&str]) -> String {
+    let out = Command::new(WEFT)
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("run weft");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "weft {args:?}: {text}");
+    text
+}
+
+/// The direct children of `pid`, from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+pub struct Mesh(pub Child);
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        // A failed test must not leave a mesh running.
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGTERM to `weft up`; waits up to 30 s for it to exit 0, and checks that none of `kids`
+/// is left.
+pub fn stop(mesh: &mut Mesh, kids: Vec<u32>) {
+    let pid = mesh.0.id();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = mesh.0.try_wait() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "weft up still running 30 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "weft up exited with {status}");
+    let left: Vec<u32> = kids.into_iter().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
