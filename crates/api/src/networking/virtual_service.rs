@@ -20,6 +20,8 @@
 //! ```
 
 mod policy;
+
+pub use policy::GRPC_STATUSES;
 mod shadowing;
 mod syntax;
 mod validate;

@@ -5,7 +5,7 @@
 
 use weft_api::Resource;
 use weft_api::networking::virtual_service::{
-    Abort, Delay, HttpFaultInjection, HttpRetry, HttpRoute, Percent,
+    Abort, Delay, GRPC_STATUSES, HttpFaultInjection, HttpRetry, HttpRoute, Percent,
 };
 use weft_xds::proto;
 
@@ -33,28 +33,6 @@ const PROXY_RETRY_ON: &[&str] = &[
     "internal",
     "resource-exhausted",
     "unavailable",
-];
-
-/// gRPC status names as `grpcStatus` takes them, in code order (0 = OK .. 16 =
-/// UNAUTHENTICATED): the numbering of grpc/grpc's doc/statuscodes.md, which Istio uses.
-const GRPC_STATUSES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
 ];
 
 /// The retry policy of a route that sets no `retries` (and of default routes to HTTP

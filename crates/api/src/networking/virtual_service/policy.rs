@@ -325,8 +325,9 @@ impl Validate for Delay {
     }
 }
 
-/// gRPC status names, as `grpcStatus` takes them.
-const GRPC_STATUSES: [&str; 17] = [
+/// gRPC status names, as `grpcStatus` takes them, in code order (0 = OK .. 16 =
+/// UNAUTHENTICATED): the numbering of gRPC's status codes, which Istio uses.
+pub const GRPC_STATUSES: [&str; 17] = [
     "OK",
     "CANCELLED",
     "UNKNOWN",
