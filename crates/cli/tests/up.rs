@@ -127,6 +127,28 @@ fn up_serves_through_the_gateway_applies_live_and_stops_cleanly() {
         s == 404
     });
 
+    // A new file in DIR while it runs is picked up too (a subdirectory's is not).
+    let routes = std::fs::read_to_string(&vs)
+        .expect("vs")
+        .replace("hello from weft", "from a new file");
+    std::fs::create_dir_all(dir.join("later")).expect("mkdir");
+    std::fs::write(
+        dir.join("later/ignored.yaml"),
+        routes.replace("from a new file", "wrong"),
+    )
+    .expect("write");
+    std::fs::write(dir.join("added.yaml"), &routes).expect("write");
+    until(
+        port,
+        Duration::from_secs(10),
+        "new top-level file",
+        |s, b| s == 200 && b.contains("from a new file"),
+    );
+    std::fs::remove_file(dir.join("added.yaml")).expect("remove");
+    until(port, Duration::from_secs(10), "file removed", |s, _| {
+        s == 404
+    });
+
     // Every child: sidecar, gateway, workload.
     let kids = children(up_pid);
     assert!(kids.len() >= 3, "children of weft up: {kids:?}");

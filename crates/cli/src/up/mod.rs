@@ -140,8 +140,9 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut config_paths = files;
-    config_paths.push(applied);
+    // DIR's own files (new ones too, while it runs), not its subdirectories; and the
+    // applied resources.
+    let config_paths = vec![dir.clone(), applied];
     let up = Up {
         dir,
         state,
@@ -202,6 +203,7 @@ impl Up {
         }
 
         let mut options = Options::new(self.config_paths.clone());
+        options.shallow_dirs = vec![self.dir.clone()];
         options.instances = Some(instances);
         options.xds_address = "127.0.0.1:0".parse().unwrap_or(options.xds_address);
         options.monitoring_address = "127.0.0.1:0".parse().unwrap_or(options.monitoring_address);

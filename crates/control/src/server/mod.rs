@@ -41,6 +41,8 @@ use crate::mesh_config::MeshConfig;
 pub struct Options {
     /// Files and directories of mesh resources.
     pub config_paths: Vec<PathBuf>,
+    /// Directories among `config_paths` read without their subdirectories.
+    pub shallow_dirs: Vec<PathBuf>,
     /// The instances file, if any.
     pub instances: Option<PathBuf>,
     pub mesh: MeshConfig,
@@ -56,6 +58,7 @@ impl Options {
     pub fn new(config_paths: Vec<PathBuf>) -> Options {
         Options {
             config_paths,
+            shallow_dirs: Vec::new(),
             instances: None,
             mesh: MeshConfig::default(),
             xds_address: SocketAddr::from(([127, 0, 0, 1], 15010)),
@@ -111,12 +114,13 @@ impl ControlPlane {
     /// binds both ports.
     pub async fn bind(options: Options) -> Result<ControlPlane, Error> {
         let paths = options.config_paths.clone();
+        let shallow = options.shallow_dirs.clone();
         let instances_path = options.instances.clone();
         // File reads are blocking; at startup nothing else runs, but keep the runtime's
         // workers free anyway.
         let (store, instances) = tokio::task::spawn_blocking(move || {
             (
-                Arc::new(FileStore::new(paths)),
+                Arc::new(FileStore::with_shallow(paths, shallow)),
                 Arc::new(InstancesFile::new(instances_path)),
             )
         })

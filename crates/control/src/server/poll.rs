@@ -44,20 +44,31 @@ pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
 
 /// Every file under `paths`, keyed by (index of the path it was found under, file path) so
 /// that files keep the order the paths were given in. Directories are read recursively,
-/// hidden entries skipped; missing paths contribute nothing.
-pub(crate) fn list(paths: &[PathBuf]) -> BTreeMap<(usize, PathBuf), Stamp> {
+/// except those in `shallow` (only their own files); hidden entries are skipped; missing
+/// paths contribute nothing.
+pub(crate) fn list(paths: &[PathBuf], shallow: &[PathBuf]) -> BTreeMap<(usize, PathBuf), Stamp> {
     let mut out = BTreeMap::new();
     for (i, p) in paths.iter().enumerate() {
-        collect(i, p, true, &mut out);
+        let depth = if shallow.contains(p) { 1 } else { usize::MAX };
+        collect(i, p, true, depth, &mut out);
     }
     out
 }
 
-fn collect(index: usize, path: &Path, explicit: bool, out: &mut BTreeMap<(usize, PathBuf), Stamp>) {
+fn collect(
+    index: usize,
+    path: &Path,
+    explicit: bool,
+    depth: usize,
+    out: &mut BTreeMap<(usize, PathBuf), Stamp>,
+) {
     let Ok(meta) = std::fs::metadata(path) else {
         return;
     };
     if meta.is_dir() {
+        if depth == 0 {
+            return;
+        }
         let Ok(entries) = std::fs::read_dir(path) else {
             return;
         };
@@ -67,7 +78,7 @@ fn collect(index: usize, path: &Path, explicit: bool, out: &mut BTreeMap<(usize,
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('.'));
             if !hidden {
-                collect(index, &child, false, out);
+                collect(index, &child, false, depth - 1, out);
             }
         }
     } else if meta.is_file()
@@ -98,7 +109,7 @@ mod tests {
             std::fs::write(dir.join(f), "x").unwrap();
         }
         let explicit = dir.join("notes.txt");
-        let listed = list(&[explicit.clone(), dir.clone(), dir.join("missing")]);
+        let listed = list(&[explicit.clone(), dir.clone(), dir.join("missing")], &[]);
         let names: Vec<(usize, String)> = listed
             .keys()
             .map(|(i, p)| {
@@ -120,5 +131,22 @@ mod tests {
         assert_ne!(stamp(&dir.join("b.yaml")).unwrap(), before);
         assert!(stamp(&dir.join("sub")).is_none());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn shallow_directories_keep_to_their_own_files() {
+        let dir = crate::server::test_dir("poll-shallow");
+        std::fs::create_dir_all(dir.join("networking")).unwrap();
+        for f in ["bookinfo.yaml", "networking/all-v1.yaml"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let names = |shallow: &[PathBuf]| -> Vec<String> {
+            list(std::slice::from_ref(&dir), shallow)
+                .keys()
+                .map(|(_, p)| p.strip_prefix(&dir).unwrap_or(p).display().to_string())
+                .collect()
+        };
+        assert_eq!(names(&[]), ["bookinfo.yaml", "networking/all-v1.yaml"]);
+        assert_eq!(names(std::slice::from_ref(&dir)), ["bookinfo.yaml"]);
     }
 }

@@ -63,6 +63,8 @@ pub trait ConfigStore: Send + Sync + 'static {
 /// or [`FileStore::watch`] to poll on an interval).
 pub struct FileStore {
     paths: Vec<PathBuf>,
+    /// Directories among `paths` read without their subdirectories.
+    shallow: Vec<PathBuf>,
     files: Mutex<BTreeMap<(usize, PathBuf), FileState>>,
     tx: watch::Sender<Arc<ConfigSnapshot>>,
 }
@@ -82,8 +84,16 @@ impl FileStore {
     /// Reads every file under `paths` now. Missing paths are not an error here: files that
     /// appear under them later are picked up.
     pub fn new(paths: Vec<PathBuf>) -> FileStore {
+        FileStore::with_shallow(paths, Vec::new())
+    }
+
+    /// Like [`FileStore::new`], reading the directories in `shallow` without their
+    /// subdirectories (`weft up DIR` takes DIR's own files; `DIR/networking/` is for
+    /// `weft apply`).
+    pub fn with_shallow(paths: Vec<PathBuf>, shallow: Vec<PathBuf>) -> FileStore {
         let store = FileStore {
             paths,
+            shallow,
             files: Mutex::new(BTreeMap::new()),
             tx: watch::channel(Arc::new(ConfigSnapshot::default())).0,
         };
@@ -99,7 +109,7 @@ impl FileStore {
     /// Looks at the files once; reloads what changed and publishes a new snapshot if
     /// anything did. Returns whether it did. Blocking file I/O.
     pub fn poll(&self) -> bool {
-        let listed = poll::list(&self.paths);
+        let listed = poll::list(&self.paths, &self.shallow);
         let mut files = lock(&self.files);
         let mut changed = false;
         let gone: Vec<(usize, PathBuf)> = files
