@@ -168,3 +168,58 @@ fn up_serves_through_the_gateway_applies_live_and_stops_cleanly() {
     assert!(!state.join("mesh.json").exists(), "mesh.json left behind");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn a_detached_mesh_restarts_crashed_workloads_and_stops_with_down() {
+    let tmp = std::env::temp_dir().join(format!("weft-up-detach-{}", std::process::id()));
+    let dir = tmp.join("mesh");
+    let state = tmp.join("state");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: crasher}\n\
+         spec: {selector: {app: crasher}, ports: [{name: http, port: 9080}]}\n\
+         ---\napiVersion: weft.dev/v1alpha1\nkind: Workload\n\
+         metadata: {name: crasher-v1, labels: {app: crasher, version: v1}}\n\
+         spec: {command: [sh, -c, 'echo crashing; exit 3'], ports: [{name: http, port: 9080}]}\n",
+    )
+    .expect("write mesh");
+
+    let out = weft(&state, &["up", dir.to_str().expect("utf-8"), "--detach"]);
+    assert!(out.contains("Mesh running in the background"), "{out}");
+    let mesh_json = std::fs::read_to_string(state.join("mesh.json")).expect("mesh.json");
+    let pid: u32 = mesh_json
+        .split("\"pid\":")
+        .nth(1)
+        .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .expect("pid in mesh.json");
+
+    // The workload crashes at once: reported, restarted with backoff, again and again.
+    let log = state.join("up.log");
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.matches("[crasher-v1-0] exited").count() >= 2 {
+            assert!(text.contains("restarting in"), "{text}");
+            assert!(text.contains("[crasher-v1-0] crashing"), "{text}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no restarts seen:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let kids = children(pid);
+    let out = weft(&state, &["down"]);
+    assert!(out.contains("Mesh stopped"), "{out}");
+    let left: Vec<u32> = kids
+        .into_iter()
+        .chain([pid])
+        .filter(|p| common::alive(*p))
+        .collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
