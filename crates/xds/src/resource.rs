@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
@@ -188,15 +189,80 @@ impl PartialEq for VersionedResource {
     }
 }
 
+/// Resources of one type URL by name. Shared between proxies behind an `Arc`
+/// ([`ProxyResources::share`]): a thousand sidecars with the same outbound clusters hold one
+/// copy of them, names included.
+pub type ResourceMap = BTreeMap<Arc<str>, VersionedResource>;
+
 /// Everything one proxy should have: type URL -> resource name -> resource.
 ///
 /// The control plane builds one per proxy and publishes it in a `watch` channel; each xDS
 /// stream diffs successive values against what its client has and sends only the
 /// difference. Type URLs with no resources may be left out: a subscriber to them sees an
 /// empty set.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Each type's resources are the proxy's own (inserted one by one) and any number of shared
+/// [`ResourceMap`]s. A name is looked up in the own resources first, then in the shared sets
+/// in the order they were added; a name found in an earlier place hides the same name later.
+#[derive(Debug, Clone, Default)]
 pub struct ProxyResources {
-    types: BTreeMap<String, BTreeMap<String, VersionedResource>>,
+    types: BTreeMap<String, Layers>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Layers {
+    own: ResourceMap,
+    shared: Vec<Arc<ResourceMap>>,
+}
+
+impl Layers {
+    fn get(&self, name: &str) -> Option<&VersionedResource> {
+        self.own
+            .get(name)
+            .or_else(|| self.shared.iter().find_map(|m| m.get(name)))
+    }
+
+    /// Every visible resource once: own first, then each shared set's names not hidden by
+    /// an earlier place.
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &VersionedResource)> {
+        let own = self.own.iter();
+        let shared = self.shared.iter().enumerate().flat_map(move |(i, m)| {
+            m.iter().filter(move |(name, _)| {
+                !self.own.contains_key(&***name)
+                    && !self.shared[..i].iter().any(|e| e.contains_key(&***name))
+            })
+        });
+        own.chain(shared)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.own.is_empty() && self.shared.iter().all(|m| m.is_empty())
+    }
+}
+
+/// Two sets are equal when they hold the same names at the same versions, however they are
+/// split between own and shared resources.
+impl PartialEq for ProxyResources {
+    fn eq(&self, other: &Self) -> bool {
+        let types: std::collections::BTreeSet<&str> =
+            self.type_urls().chain(other.type_urls()).collect();
+        types.into_iter().all(|t| {
+            if let (Some(a), Some(b)) = (self.types.get(t), other.types.get(t))
+                && a.shared.len() == b.shared.len()
+                && a.shared
+                    .iter()
+                    .zip(&b.shared)
+                    .all(|(x, y)| Arc::ptr_eq(x, y))
+            {
+                // The same shared sets: only the own resources can differ.
+                return a.own == b.own;
+            }
+            self.len(t) == other.len(t)
+                && self
+                    .iter(t)
+                    .all(|(name, r)| other.get(t, name).is_some_and(|o| o == r))
+        })
+    }
 }
 
 impl ProxyResources {
@@ -207,14 +273,8 @@ impl ProxyResources {
     /// Adds (or replaces) a typed resource under its own name, versioned by
     /// [`resource_version`].
     pub fn insert<R: XdsResource>(&mut self, resource: &R) {
-        let version = resource_version(resource);
-        self.insert_versioned(
-            resource.resource_name().to_owned(),
-            VersionedResource {
-                version,
-                resource: pack(resource),
-            },
-        );
+        let (name, versioned) = versioned(resource);
+        self.insert_versioned(name, versioned);
     }
 
     /// Adds (or replaces) an already packed resource under `name`; the version is its
@@ -226,26 +286,45 @@ impl ProxyResources {
 
     /// Adds (or replaces) a resource with a version the caller computed (a control plane
     /// that caches versions of resources shared by many proxies, say).
-    pub fn insert_versioned(&mut self, name: String, resource: VersionedResource) {
+    pub fn insert_versioned(&mut self, name: impl Into<Arc<str>>, resource: VersionedResource) {
         self.types
             .entry(resource.resource.type_url.clone())
             .or_default()
-            .insert(name, resource);
+            .own
+            .insert(name.into(), resource);
     }
 
-    /// Removes a resource; returns it if it was there.
+    /// Adds a set of resources of `type_url` shared with other proxies. Its names should
+    /// not be among this proxy's own or earlier shared ones; those that are stay hidden.
+    pub fn share(&mut self, type_url: &str, resources: Arc<ResourceMap>) {
+        if !resources.is_empty() {
+            self.types
+                .entry(type_url.to_owned())
+                .or_default()
+                .shared
+                .push(resources);
+        }
+    }
+
+    /// Removes one of the proxy's own resources; returns it if it was there. Shared sets
+    /// are not changed.
     pub fn remove(&mut self, type_url: &str, name: &str) -> Option<VersionedResource> {
-        let of_type = self.types.get_mut(type_url)?;
-        let removed = of_type.remove(name);
-        if of_type.is_empty() {
+        let layers = self.types.get_mut(type_url)?;
+        let removed = layers.own.remove(name);
+        if layers.is_empty() {
             self.types.remove(type_url);
         }
         removed
     }
 
-    /// The resources of one type URL, by name (empty when there are none).
-    pub fn of_type(&self, type_url: &str) -> Option<&BTreeMap<String, VersionedResource>> {
-        self.types.get(type_url)
+    /// The resources of one type URL (none when there are none), each name once.
+    pub fn iter(&self, type_url: &str) -> impl Iterator<Item = (&Arc<str>, &VersionedResource)> {
+        self.types.get(type_url).into_iter().flat_map(Layers::iter)
+    }
+
+    /// How many resources of `type_url` there are.
+    pub fn len(&self, type_url: &str) -> usize {
+        self.iter(type_url).count()
     }
 
     /// One resource.
@@ -255,22 +334,52 @@ impl ProxyResources {
 
     /// The type URLs that have at least one resource.
     pub fn type_urls(&self) -> impl Iterator<Item = &str> {
-        self.types.keys().map(String::as_str)
+        self.types
+            .iter()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(t, _)| t.as_str())
     }
 
-    /// The version of a whole type: a hash over the sorted (name, version) pairs. This is
-    /// the `system_version_info` of responses and what `proxy-status` compares: a proxy is
-    /// in sync for a type when it has ACKed this version.
+    /// The version of a whole type: a hash of the (name, version) pairs, whatever order they
+    /// are held in. This is the `system_version_info` of responses and what `proxy-status`
+    /// compares: a proxy is in sync for a type when it has ACKed this version.
     pub fn type_version(&self, type_url: &str) -> String {
-        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
-        for (name, r) in self.types.get(type_url).into_iter().flatten() {
+        let mut sum = 0u64;
+        let mut count = 0u64;
+        for (name, r) in self.iter(type_url) {
+            let mut h = xxhash_rust::xxh64::Xxh64::new(0);
             h.update(name.as_bytes());
             h.update(&[0]);
             h.update(r.version.as_bytes());
-            h.update(&[0]);
+            sum = sum.wrapping_add(h.digest());
+            count += 1;
         }
-        hex(h.digest())
+        hex(sum ^ count.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
+}
+
+/// A typed resource's name and its packed, versioned form: what a shared [`ResourceMap`]
+/// holds.
+pub fn versioned<R: XdsResource>(resource: &R) -> (Arc<str>, VersionedResource) {
+    (
+        Arc::from(resource.resource_name()),
+        VersionedResource {
+            version: resource_version(resource),
+            resource: pack(resource),
+        },
+    )
+}
+
+/// A version as a number, for bookkeeping of what thousands of clients hold: the 16 hex
+/// digits of a version this module made are read back exactly; any other string (a client
+/// may claim anything in `initial_resource_versions`) is stood for by its hash.
+pub fn compact_version(version: &str) -> u64 {
+    if version.len() == 16
+        && let Ok(n) = u64::from_str_radix(version, 16)
+    {
+        return n;
+    }
+    xxhash_rust::xxh64::xxh64(version.as_bytes(), 1)
 }
 
 #[cfg(test)]
@@ -390,6 +499,74 @@ mod tests {
         assert_ne!(a.type_version(CLUSTER_TYPE_URL), t1);
         assert_eq!(v1.len(), 16);
         assert!(a.remove(CLUSTER_TYPE_URL, "a").is_some());
-        assert!(a.of_type(CLUSTER_TYPE_URL).is_none());
+        assert_eq!(a.len(CLUSTER_TYPE_URL), 0);
+        assert!(a.type_urls().next().is_none());
+    }
+
+    fn cluster(name: &str, policy: proto::LbPolicy) -> proto::Cluster {
+        proto::Cluster {
+            name: name.into(),
+            lb_policy: policy as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shared_sets_are_seen_through_own_resources() {
+        let mut shared = ResourceMap::new();
+        for c in [
+            cluster("a", proto::LbPolicy::Random),
+            cluster("b", proto::LbPolicy::Random),
+        ] {
+            let (name, r) = versioned(&c);
+            shared.insert(name, r);
+        }
+        let shared = Arc::new(shared);
+        let mut p = ProxyResources::new();
+        p.share(CLUSTER_TYPE_URL, shared.clone());
+        // The proxy's own "b" hides the shared one; "c" is only its own.
+        p.insert(&cluster("b", proto::LbPolicy::LeastRequest));
+        p.insert(&cluster("c", proto::LbPolicy::Random));
+        let names: Vec<&str> = p.iter(CLUSTER_TYPE_URL).map(|(n, _)| &**n).collect();
+        assert_eq!(names, ["b", "c", "a"]);
+        assert_eq!(p.len(CLUSTER_TYPE_URL), 3);
+        let own_b = resource_version(&cluster("b", proto::LbPolicy::LeastRequest));
+        assert_eq!(p.get(CLUSTER_TYPE_URL, "b").unwrap().version, own_b);
+
+        // The same content held all as own resources is equal, with the same type version.
+        let mut flat = ProxyResources::new();
+        for c in [
+            cluster("a", proto::LbPolicy::Random),
+            cluster("b", proto::LbPolicy::LeastRequest),
+            cluster("c", proto::LbPolicy::Random),
+        ] {
+            flat.insert(&c);
+        }
+        assert_eq!(p, flat);
+        assert_eq!(
+            p.type_version(CLUSTER_TYPE_URL),
+            flat.type_version(CLUSTER_TYPE_URL)
+        );
+        flat.insert(&cluster("a", proto::LbPolicy::LeastRequest));
+        assert_ne!(p, flat);
+        assert_ne!(
+            p.type_version(CLUSTER_TYPE_URL),
+            flat.type_version(CLUSTER_TYPE_URL)
+        );
+        // Removing works on own resources only.
+        assert!(p.remove(CLUSTER_TYPE_URL, "a").is_none());
+        assert!(p.remove(CLUSTER_TYPE_URL, "b").is_some());
+        assert_eq!(
+            p.get(CLUSTER_TYPE_URL, "b").unwrap().version,
+            shared["b"].version
+        );
+    }
+
+    #[test]
+    fn compact_versions_read_ours_exactly() {
+        let v = resource_version(&cluster("a", proto::LbPolicy::Random));
+        assert_eq!(hex(compact_version(&v)), v);
+        assert_ne!(compact_version("v1"), compact_version("v2"));
+        assert_eq!(compact_version("v1"), compact_version("v1"));
     }
 }

@@ -541,13 +541,34 @@ async fn reconnect_sends_initial_versions_and_gets_only_what_changed() {
         })
         .await;
     assert_eq!(back.types.len(), 3);
-    let again = initial(&mut proxy).await;
-    assert_eq!(again[0].changed, ["b"]);
-    assert_eq!(again[0].removed, ["a"]);
-    // Unchanged types get an empty answer, which also tells the proxy it is in sync.
-    assert!(again[1].changed.is_empty() && again[1].removed.is_empty());
+    // Clusters: the change, then (in a response of its own, after every update) the
+    // removal; unchanged types get an empty answer, which also tells the proxy it is in
+    // sync.
+    let mut again = Vec::new();
+    for _ in 0..4 {
+        again.push(proxy.next().await);
+    }
+    let order: Vec<&str> = again.iter().map(|s| s.type_url.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            CLUSTER_TYPE_URL,
+            CLUSTER_TYPE_URL,
+            ROUTE_CONFIGURATION_TYPE_URL,
+            LISTENER_TYPE_URL
+        ]
+    );
+    assert_eq!(
+        (again[0].changed.as_slice(), again[0].removed.len()),
+        (&["b".to_string()][..], 0)
+    );
+    assert_eq!(
+        (again[1].changed.len(), again[1].removed.as_slice()),
+        (0, &["a".to_string()][..])
+    );
     assert!(again[2].changed.is_empty() && again[2].removed.is_empty());
-    assert_eq!(again[1].all, ["outbound"]);
+    assert!(again[3].changed.is_empty() && again[3].removed.is_empty());
+    assert_eq!(again[2].all, ["outbound"]);
     proxy.assert_quiet().await;
     cp.stop().await;
 }

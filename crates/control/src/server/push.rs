@@ -3,9 +3,14 @@
 //!
 //! [`MeshSource`] is the xDS server's [`ResourceSource`]. It keeps one `watch` channel per
 //! node id with a subscribed stream. A change of the config or the instances is debounced
-//! ([`push_loop`]), then one [`ConfigView`] is built and every subscribed proxy's resources
-//! are translated again; a proxy whose resources did not change is not woken
+//! ([`push_loop`]), then one [`State`] is built and every subscribed proxy's resources are
+//! computed again; a proxy whose resources did not change is not woken
 //! (`send_if_modified`), and the xDS streams send only the resources that differ.
+//!
+//! A sidecar's outbound half (its clusters and `outbound` route configuration, most of its
+//! config) is translated once per [`OutboundKey`] and version of the mesh, and shared: the
+//! sidecars with one key hold the same `Arc`'d resources, so a thousand sidecars cost one
+//! translation and one copy, and each only its own listeners and inbound clusters.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,14 +18,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use weft_xds::envoy::Node;
-use weft_xds::resource::ProxyResources as XdsResources;
+use weft_xds::resource::{
+    CLUSTER_TYPE_URL, ProxyResources as XdsResources, ROUTE_CONFIGURATION_TYPE_URL, ResourceMap,
+    XdsResource, versioned,
+};
 use weft_xds::server::{Nack, ResourceSource};
 
 use super::instances::Instances;
 use super::store::ConfigSnapshot;
 use crate::mesh_config::MeshConfig;
-use crate::node::ProxyNode;
-use crate::translate::ProxyResources;
+use crate::node::{ProxyKind, ProxyNode};
+use crate::translate::{self, OutboundKey, ProxyResources};
 use crate::unsupported::Unsupported;
 use crate::view::ConfigView;
 
@@ -30,19 +38,63 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// The longest a push waits while changes keep coming.
 pub const MAX_DEBOUNCE: Duration = Duration::from_millis(500);
 
-/// What every translation reads: one version of the mesh.
+/// What every translation reads: one version of the mesh, and the outbound halves
+/// translated from it so far.
 pub struct State {
     pub config: Arc<ConfigSnapshot>,
     pub instances: Arc<Instances>,
     pub view: ConfigView,
+    /// The label keys selectors read (what an [`OutboundKey`] keeps of a node's labels).
+    label_keys: BTreeSet<String>,
+    outbound: Mutex<HashMap<OutboundKey, Arc<SharedOutbound>>>,
+}
+
+/// A sidecar outbound half as the transport carries it, shared by every sidecar with its
+/// key.
+struct SharedOutbound {
+    clusters: Arc<ResourceMap>,
+    route_configs: Arc<ResourceMap>,
+    unsupported: Vec<Unsupported>,
+}
+
+impl State {
+    fn new(mesh: &MeshConfig, config: Arc<ConfigSnapshot>, instances: Arc<Instances>) -> State {
+        let view = ConfigView::new(config.resources.clone(), instances.instances.clone());
+        let label_keys = translate::selector_label_keys(&view, mesh);
+        State {
+            config,
+            instances,
+            view,
+            label_keys,
+            outbound: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The outbound half for `key`, translated on first use.
+    fn outbound(&self, key: OutboundKey, mesh: &MeshConfig) -> Arc<SharedOutbound> {
+        let mut cache = lock(&self.outbound);
+        cache
+            .entry(key)
+            .or_insert_with_key(|key| {
+                let t = translate::sidecar_outbound(key, mesh, &self.view);
+                Arc::new(SharedOutbound {
+                    clusters: Arc::new(resource_map(&t.clusters)),
+                    route_configs: Arc::new(resource_map(&t.route_configs)),
+                    unsupported: t.unsupported,
+                })
+            })
+            .clone()
+    }
+}
+
+fn resource_map<R: XdsResource>(resources: &[R]) -> ResourceMap {
+    resources.iter().map(versioned).collect()
 }
 
 /// A node id with a subscribed stream.
 struct Subscribed {
     node: ProxyNode,
     tx: watch::Sender<Arc<XdsResources>>,
-    /// What the proxy was last given, in the translation's own types (for config_dump).
-    translated: Arc<ProxyResources>,
     /// Open streams of this node id (a reconnecting proxy can briefly have two).
     streams: usize,
 }
@@ -64,16 +116,18 @@ struct Inner {
 /// What one push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PushStats {
-    /// Proxies translated.
+    /// Proxies computed.
     pub proxies: usize,
     /// Proxies whose resources changed (and so were sent something).
     pub changed: usize,
+    /// Distinct sidecar outbound halves translated.
+    pub outbound_translations: usize,
     pub duration: Duration,
 }
 
 impl MeshSource {
     pub fn new(mesh: MeshConfig, config: Arc<ConfigSnapshot>, instances: Arc<Instances>) -> Self {
-        let state = build_state(config, instances);
+        let state = State::new(&mesh, config, instances);
         let source = MeshSource {
             inner: Arc::new(Inner {
                 mesh,
@@ -101,12 +155,14 @@ impl MeshSource {
         lock(&self.inner.unsupported).iter().cloned().collect()
     }
 
-    /// Completes a parsed node from the registry: labels, service account, app host.
-    fn complete(state: &State, node: &mut ProxyNode) {
-        state.view.complete_node(node);
+    /// Parses a node id and completes it from the registry: labels, service account,
+    /// locality, app host.
+    fn node(state: &State, node_id: &str) -> Result<ProxyNode, String> {
+        let mut node = ProxyNode::parse_id(node_id).map_err(|e| e.to_string())?;
+        state.view.complete_node(&mut node);
         let app_host = state
             .view
-            .instance_of(node)
+            .instance_of(&node)
             .and_then(|i| {
                 state
                     .instances
@@ -117,44 +173,54 @@ impl MeshSource {
         if let Some(host) = app_host {
             node.app_host = host;
         }
+        Ok(node)
     }
 
-    /// The resources `node_id` gets now.
-    fn translate_for(
-        &self,
-        state: &State,
-        node_id: &str,
-    ) -> Result<(ProxyNode, ProxyResources), String> {
-        let mut node = ProxyNode::parse_id(node_id).map_err(|e| e.to_string())?;
-        Self::complete(state, &mut node);
-        let resources = crate::translate(&node, &self.inner.mesh, &state.view);
-        Ok((node, resources))
+    /// What `node` gets now as the transport carries it, and the unsupported notes of its
+    /// translation. A sidecar's outbound half comes from `state`'s shared ones.
+    fn resources_for(&self, state: &State, node: &ProxyNode) -> (XdsResources, Vec<Unsupported>) {
+        let mesh = &self.inner.mesh;
+        match node.kind {
+            ProxyKind::Sidecar => {
+                let key = OutboundKey::of(node, &state.label_keys);
+                let shared = state.outbound(key, mesh);
+                let own = translate::sidecar_own(node, mesh, &state.view);
+                let mut xds = to_xds(&own);
+                xds.share(CLUSTER_TYPE_URL, shared.clusters.clone());
+                xds.share(ROUTE_CONFIGURATION_TYPE_URL, shared.route_configs.clone());
+                let mut notes = own.unsupported;
+                notes.extend(shared.unsupported.iter().cloned());
+                (xds, notes)
+            }
+            ProxyKind::Gateway => {
+                let t = translate::gateway(node, mesh, &state.view);
+                (to_xds(&t), t.unsupported)
+            }
+        }
     }
 
     /// Installs a new mesh version and recomputes every subscribed proxy; proxies whose
     /// resources changed are woken. Blocking (CPU): call it off the async workers.
     pub fn update(&self, config: Arc<ConfigSnapshot>, instances: Arc<Instances>) -> PushStats {
         let started = Instant::now();
-        let state = Arc::new(build_state(config, instances));
+        let state = Arc::new(State::new(&self.inner.mesh, config, instances));
         *write(&self.inner.state) = state.clone();
-        let mut notes: Vec<Unsupported> = state.view.unsupported().to_vec();
+        let mut notes: BTreeSet<Unsupported> = state.view.unsupported().iter().cloned().collect();
         let mut proxies = lock(&self.inner.proxies);
         let mut changed = 0;
         for (id, sub) in proxies.iter_mut() {
-            let (node, translated) = match self.translate_for(&state, id) {
-                Ok(t) => t,
-                // Ids are parsed on subscribe; an id that parsed then parses now.
-                Err(_) => continue,
+            // Ids are parsed on subscribe; an id that parsed then parses now.
+            let Ok(node) = Self::node(&state, id) else {
+                continue;
             };
-            notes.extend(translated.unsupported.iter().cloned());
-            let xds = Arc::new(to_xds(&translated));
+            let (xds, translated_notes) = self.resources_for(&state, &node);
+            notes.extend(translated_notes);
             sub.node = node;
-            sub.translated = Arc::new(translated);
             if sub.tx.send_if_modified(|cur| {
-                if same_versions(cur, &xds) {
+                if **cur == xds {
                     false
                 } else {
-                    *cur = xds.clone();
+                    *cur = Arc::new(xds);
                     true
                 }
             }) {
@@ -163,10 +229,11 @@ impl MeshSource {
         }
         let n = proxies.len();
         drop(proxies);
-        self.note_unsupported(notes, true);
+        self.note_unsupported(notes.into_iter().collect(), true);
         PushStats {
             proxies: n,
             changed,
+            outbound_translations: lock(&state.outbound).len(),
             duration: started.elapsed(),
         }
     }
@@ -189,31 +256,39 @@ impl MeshSource {
         }
     }
 
-    /// The resources the control plane has for a proxy: a connected one by node id or by
-    /// `name.namespace` / `name`, else a registry instance's sidecar as it would get them.
+    /// The resources the control plane has for a proxy, in the translation's own types: a
+    /// connected one by node id or by `name.namespace` / `name`, else a registry instance's
+    /// sidecar as it would get them. Translated on demand (this is for debugging), from the
+    /// mesh version the proxy was last pushed.
     pub fn config_of(&self, proxy: &str) -> Option<(ProxyNode, Arc<ProxyResources>)> {
-        {
+        let connected = {
             let proxies = lock(&self.inner.proxies);
-            let found = proxies.get(proxy).or_else(|| {
-                let mut named = proxies
-                    .values()
-                    .filter(|s| proxy_name_matches(&s.node, proxy));
-                let first = named.next()?;
-                named.next().is_none().then_some(first)
-            });
-            if let Some(s) = found {
-                return Some((s.node.clone(), s.translated.clone()));
-            }
-        }
+            proxies
+                .get(proxy)
+                .or_else(|| {
+                    let mut named = proxies
+                        .values()
+                        .filter(|s| proxy_name_matches(&s.node, proxy));
+                    let first = named.next()?;
+                    named.next().is_none().then_some(first)
+                })
+                .map(|s| s.node.clone())
+        };
         let state = self.state();
-        let node = ProxyNode::parse_id(proxy).ok().or_else(|| {
-            let inst = state.view.registry().instances().iter().find(|i| {
-                let probe = ProxyNode::for_instance(crate::ProxyKind::Sidecar, i);
-                proxy_name_matches(&probe, proxy)
-            })?;
-            Some(ProxyNode::for_instance(crate::ProxyKind::Sidecar, inst))
-        })?;
-        let (node, translated) = self.translate_for(&state, &node.id()).ok()?;
+        let node = match connected {
+            Some(node) => node,
+            None => {
+                let parsed = ProxyNode::parse_id(proxy).ok().or_else(|| {
+                    let inst = state.view.registry().instances().iter().find(|i| {
+                        let probe = ProxyNode::for_instance(ProxyKind::Sidecar, i);
+                        proxy_name_matches(&probe, proxy)
+                    })?;
+                    Some(ProxyNode::for_instance(ProxyKind::Sidecar, inst))
+                })?;
+                Self::node(&state, &parsed.id()).ok()?
+            }
+        };
+        let translated = crate::translate(&node, &self.inner.mesh, &state.view);
         Some((node, Arc::new(translated)))
     }
 
@@ -229,26 +304,6 @@ impl MeshSource {
 /// `name.namespace` or, without a dot, `name`.
 fn proxy_name_matches(node: &ProxyNode, wanted: &str) -> bool {
     wanted == format!("{}.{}", node.name, node.namespace) || wanted == node.name
-}
-
-fn build_state(config: Arc<ConfigSnapshot>, instances: Arc<Instances>) -> State {
-    let view = ConfigView::new(config.resources.clone(), instances.instances.clone());
-    State {
-        config,
-        instances,
-        view,
-    }
-}
-
-/// Whether two resource sets hold the same names at the same content versions. Not `==`:
-/// prost encodes map fields (labels, header matches) in `HashMap` order, so equal resources
-/// translated twice may differ in their packed bytes; versions hash their content.
-fn same_versions(a: &XdsResources, b: &XdsResources) -> bool {
-    let types: BTreeSet<&str> = a.type_urls().chain(b.type_urls()).collect();
-    types.into_iter().all(|t| {
-        let names = |r: &XdsResources| r.of_type(t).map(|m| m.len()).unwrap_or(0);
-        names(a) == names(b) && a.type_version(t) == b.type_version(t)
-    })
 }
 
 /// The translation's resources as the transport carries them.
@@ -274,23 +329,20 @@ impl ResourceSource for MeshSource {
             return Ok(sub.tx.subscribe());
         }
         let state = self.state();
-        let (parsed, translated) = self
-            .translate_for(&state, &node.id)
-            .map_err(tonic::Status::invalid_argument)?;
+        let parsed = Self::node(&state, &node.id).map_err(tonic::Status::invalid_argument)?;
         if state.view.instance_of(&parsed).is_none() {
             tracing::info!(
                 node = node.id,
                 "proxy connected for no known instance; it gets the resources its id implies"
             );
         }
-        let notes = translated.unsupported.clone();
-        let (tx, rx) = watch::channel(Arc::new(to_xds(&translated)));
+        let (xds, notes) = self.resources_for(&state, &parsed);
+        let (tx, rx) = watch::channel(Arc::new(xds));
         proxies.insert(
             node.id.clone(),
             Subscribed {
                 node: parsed,
                 tx,
-                translated: Arc::new(translated),
                 streams: 1,
             },
         );
@@ -387,7 +439,6 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::server::instances::parse;
-    use weft_xds::resource::{CLUSTER_TYPE_URL, ROUTE_CONFIGURATION_TYPE_URL};
 
     const SERVICES: &str = r#"
 apiVersion: v1
@@ -441,7 +492,7 @@ spec:
         let source = MeshSource::new(MeshConfig::default(), config(1, "v1"), instances());
         let mut rx = source.subscribe(&node(ID)).expect("subscribes");
         let first = rx.borrow_and_update().clone();
-        assert!(first.of_type(CLUSTER_TYPE_URL).is_some());
+        assert!(first.len(CLUSTER_TYPE_URL) > 0);
         // The node was completed from the instances file: labels, and the app host the
         // inbound cluster forwards to.
         let (n, translated) = source.config_of("reviews-v1-0.default").expect("by name");
@@ -456,6 +507,7 @@ spec:
         // A new config generation with the same content: nothing is sent.
         let stats = source.update(config(2, "v1"), instances());
         assert_eq!((stats.proxies, stats.changed), (1, 0));
+        assert_eq!(stats.outbound_translations, 1);
         assert!(!rx.has_changed().expect("open"));
 
         // A routing change wakes the proxy with new route configurations.

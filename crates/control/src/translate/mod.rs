@@ -18,6 +18,7 @@ mod circuit_breaking;
 mod cluster;
 mod gateway;
 mod http;
+mod key;
 mod locality;
 pub mod names;
 mod route_policy;
@@ -28,7 +29,8 @@ use weft_api::Resource;
 use weft_xds::proto;
 
 pub use gateway::gateway;
-pub use sidecar::sidecar;
+pub use key::{OutboundKey, selector_label_keys};
+pub use sidecar::{sidecar, sidecar_outbound, sidecar_own};
 
 use crate::node::ProxyNode;
 use crate::unsupported::Unsupported;

@@ -29,8 +29,6 @@ struct Import {
 pub(crate) struct Scope<'v> {
     /// The proxy's config namespace.
     pub namespace: &'v str,
-    /// The Sidecar resource that applies, if any.
-    pub sidecar: Option<(&'v Resource, &'v Sidecar)>,
     pub mode: Mode,
     /// Visible services, one per host, ordered by host.
     pub services: Vec<&'v Service>,
@@ -74,7 +72,7 @@ impl<'v> Scope<'v> {
             }
             None => vec![everything()],
         };
-        Scope::build(&node.namespace, sidecar, mode, &imports, mesh, view, true)
+        Scope::build(&node.namespace, mode, &imports, mesh, view, true)
     }
 
     /// A gateway's scope: every service exported to its namespace (Sidecar resources do not
@@ -86,7 +84,6 @@ impl<'v> Scope<'v> {
     ) -> Scope<'v> {
         Scope::build(
             &node.namespace,
-            None,
             mesh.outbound_traffic_policy.mode,
             &[everything()],
             mesh,
@@ -97,7 +94,6 @@ impl<'v> Scope<'v> {
 
     fn build(
         namespace: &'v str,
-        sidecar: Option<(&'v Resource, &'v Sidecar)>,
         mode: Mode,
         imports: &[Import],
         mesh: &'v MeshConfig,
@@ -185,7 +181,6 @@ impl<'v> Scope<'v> {
 
         Scope {
             namespace,
-            sidecar,
             mode,
             services,
             by_host,
@@ -251,7 +246,7 @@ fn sidecar_imports(r: &Resource, sc: &Sidecar, namespace: &str, notes: &mut Note
 
 /// The Sidecar resource for a proxy: one in its namespace whose selector matches its labels,
 /// else its namespace's one without selector, else the root namespace's one without selector.
-fn select_sidecar<'v>(
+pub(crate) fn select_sidecar<'v>(
     node: &ProxyNode,
     mesh: &MeshConfig,
     view: &'v ConfigView,

@@ -16,18 +16,19 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use weft_api::Resource;
-use weft_api::networking::VirtualService;
 use weft_api::networking::gateway::Protocol;
+use weft_api::networking::{Sidecar, VirtualService};
 use weft_xds::proto;
 
 use super::cluster::{inbound_connection_pool, outbound_clusters, upstream_protocol};
 use super::http::{RouteCx, http_routes, l4_destinations};
+use super::key::{OutboundKey, selector_label_keys};
 use super::names::{
     BLACKHOLE_CLUSTER, OUTBOUND, OUTBOUND_PORT, PASSTHROUGH_CLUSTER, inbound_cluster,
     inbound_listener, outbound_cluster, virtual_host,
 };
 use super::route_policy::default_retry_policy;
-use super::scope::{Scope, destination_rule};
+use super::scope::{Scope, destination_rule, select_sidecar};
 use super::{Notes, ProxyResources};
 use crate::host::{matches, more_specific_first, resolve_host};
 use crate::mesh_config::{MeshConfig, Mode};
@@ -35,12 +36,49 @@ use crate::node::ProxyNode;
 use crate::registry::{Service, ServicePort};
 use crate::view::ConfigView;
 
-/// The resources of the sidecar `node`.
+/// The resources of the sidecar `node`: its outbound half ([`sidecar_outbound`]) for its
+/// [`OutboundKey`], and its own ([`sidecar_own`]).
 pub fn sidecar(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyResources {
-    let mut notes = Notes::default();
-    let scope = Scope::for_sidecar(node, mesh, view, &mut notes);
-    let mut out = ProxyResources::default();
+    let key = OutboundKey::of(node, &selector_label_keys(view, mesh));
+    let mut out = sidecar_outbound(&key, mesh, view);
+    let own = sidecar_own(node, mesh, view);
+    out.listeners.extend(own.listeners);
+    out.route_configs.extend(own.route_configs);
+    out.clusters.extend(own.clusters);
+    out.unsupported.extend(own.unsupported);
+    out.unsupported.sort();
+    out.unsupported.dedup();
+    out
+}
 
+/// The outbound half of every sidecar with `key`: the route configuration `outbound` and the
+/// clusters of every visible service (and the passthrough cluster). Shared by all of them.
+pub fn sidecar_outbound(key: &OutboundKey, mesh: &MeshConfig, view: &ConfigView) -> ProxyResources {
+    let node = key.node();
+    let mut notes = Notes::default();
+    let scope = Scope::for_sidecar(&node, mesh, view, &mut notes);
+    let mut out = ProxyResources::default();
+    out.route_configs
+        .push(outbound_routes(&node, &scope, &mut notes));
+    out.clusters = outbound_clusters(&scope, &node, mesh, view, &mut notes);
+    if scope.mode == Mode::AllowAny {
+        // Passthrough to arbitrary hosts needs an original-destination cluster (connect to
+        // the address the client asked for), which the proxy does not have yet: until then
+        // the cluster is empty and such requests get 503 UH rather than a silent success.
+        out.clusters.push(proto::Cluster {
+            name: PASSTHROUGH_CLUSTER.to_owned(),
+            ..Default::default()
+        });
+    }
+    out.unsupported = notes.finish();
+    out
+}
+
+/// What is the sidecar `node`'s alone: the outbound listener on its address, and the inbound
+/// listeners and clusters of its workload's ports.
+pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyResources {
+    let mut notes = Notes::default();
+    let mut out = ProxyResources::default();
     out.listeners.push(proto::Listener {
         name: OUTBOUND.to_owned(),
         address: SocketAddr::new(node.ip, OUTBOUND_PORT).to_string(),
@@ -51,19 +89,8 @@ pub fn sidecar(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
         })),
         ..Default::default()
     });
-    out.route_configs
-        .push(outbound_routes(node, &scope, &mut notes));
-    out.clusters = outbound_clusters(&scope, node, mesh, view, &mut notes);
-    if scope.mode == Mode::AllowAny {
-        // Passthrough to arbitrary hosts needs an original-destination cluster (connect to
-        // the address the client asked for), which the proxy does not have yet: until then
-        // the cluster is empty and such requests get 503 UH rather than a silent success.
-        out.clusters.push(proto::Cluster {
-            name: PASSTHROUGH_CLUSTER.to_owned(),
-            ..Default::default()
-        });
-    }
-    inbound(node, &scope, mesh, view, &mut out, &mut notes);
+    let sidecar = select_sidecar(node, mesh, view);
+    inbound(node, sidecar, mesh, view, &mut out, &mut notes);
     out.unsupported = notes.finish();
     out
 }
@@ -340,13 +367,13 @@ struct InboundPort {
 
 fn inbound(
     node: &ProxyNode,
-    scope: &Scope<'_>,
+    sidecar: Option<(&Resource, &Sidecar)>,
     mesh: &MeshConfig,
     view: &ConfigView,
     out: &mut ProxyResources,
     notes: &mut Notes,
 ) {
-    let ports = match scope.sidecar {
+    let ports = match sidecar {
         Some((r, sc)) if !sc.ingress.is_empty() => ingress_ports(node, r, sc, notes),
         _ => workload_ports(node, view),
     };
@@ -400,7 +427,7 @@ fn inbound(
             }],
             ..Default::default()
         };
-        let use_client_protocol = inbound_pool(&mut c, node, scope, mesh, view, p.port, notes);
+        let use_client_protocol = inbound_pool(&mut c, node, sidecar, mesh, view, p.port, notes);
         c.set_protocol(upstream_protocol(
             p.protocol,
             weft_api::networking::destination_rule::H2UpgradePolicy::DoNotUpgrade,
@@ -417,7 +444,7 @@ fn inbound(
 fn inbound_pool(
     c: &mut proto::Cluster,
     node: &ProxyNode,
-    scope: &Scope<'_>,
+    sidecar: Option<(&Resource, &Sidecar)>,
     mesh: &MeshConfig,
     view: &ConfigView,
     port: u32,
@@ -434,10 +461,10 @@ fn inbound_pool(
     // Istio honours a DestinationRule's workloadSelector for outbound traffic only: with no
     // labels to match, only rules without a selector are found.
     let rule = served
-        .and_then(|(svc, _)| destination_rule(view, mesh, scope.namespace, &BTreeMap::new(), svc));
+        .and_then(|(svc, _)| destination_rule(view, mesh, &node.namespace, &BTreeMap::new(), svc));
     // Istio's `InboundConnectionPoolForPort`: the ingress listener's pool for the port, else
     // the Sidecar's inboundConnectionPool.
-    let sidecar = scope.sidecar.and_then(|(r, sc)| {
+    let sidecar = sidecar.and_then(|(r, sc)| {
         let ingress = sc.ingress.iter().enumerate().find_map(|(i, l)| {
             let pool = l.connection_pool.as_ref()?;
             (l.port.as_ref()?.number == port)

@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -66,6 +66,17 @@ pub struct ServerConfig {
     /// On shutdown, how long [`XdsServer::serve`] waits for connections to close before
     /// dropping them (a proxy that stopped reading never finishes its stream).
     pub drain_timeout: Duration,
+    /// Streams that may be pushing at once (Istio's `PILOT_PUSH_THROTTLE`). A stream holds
+    /// its turn from computing a push until the proxy has answered it, or for
+    /// `push_ack_timeout`: what is in flight, and so the memory a change of every proxy's
+    /// config takes, is bounded by this many pushes rather than by the number of proxies.
+    pub max_concurrent_pushes: usize,
+    /// How long a stream keeps its push turn waiting for the proxy's ACK or NACK.
+    pub push_ack_timeout: Duration,
+    /// Responses are cut at about this size (a single larger resource travels alone).
+    /// tonic keeps, per stream, a buffer the size of the largest message it sent: with
+    /// thousands of streams this bounds the server's memory.
+    pub max_response_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +86,9 @@ impl Default for ServerConfig {
             stream_buffer: 4,
             keepalive: Some(Duration::from_secs(30)),
             drain_timeout: Duration::from_secs(5),
+            max_concurrent_pushes: 100,
+            push_ack_timeout: Duration::from_secs(5),
+            max_response_bytes: stream::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -98,6 +112,9 @@ struct Shared<S> {
     stream_buffer: usize,
     keepalive: Option<Duration>,
     drain_timeout: Duration,
+    pushes: Arc<Semaphore>,
+    push_ack_timeout: Duration,
+    max_response_bytes: usize,
     next_stream: AtomicU64,
     status: Mutex<HashMap<u64, ProxyStatus>>,
     /// Set when the server shuts down, so open streams end and the connections can close.
@@ -122,6 +139,9 @@ impl<S: ResourceSource> XdsServer<S> {
                 stream_buffer: config.stream_buffer.max(1),
                 keepalive: config.keepalive,
                 drain_timeout: config.drain_timeout,
+                pushes: Arc::new(Semaphore::new(config.max_concurrent_pushes.max(1))),
+                push_ack_timeout: config.push_ack_timeout,
+                max_response_bytes: config.max_response_bytes,
                 next_stream: AtomicU64::new(1),
                 status: Mutex::new(HashMap::new()),
                 shutdown: watch::channel(false).0,
@@ -255,7 +275,8 @@ async fn run_stream<S: ResourceSource>(
         }
     };
     tracing::info!(parent: &span, "proxy connected");
-    let mut state = StreamState::new(id, node.id.clone(), shared.type_urls.clone());
+    let mut state = StreamState::new(id, node.id.clone(), shared.type_urls.clone())
+        .with_max_response_bytes(shared.max_response_bytes);
     let _registered = Registered {
         shared: &shared,
         id,
@@ -293,6 +314,8 @@ async fn serve_stream<S: ResourceSource>(
     let mut shutdown = shared.shutdown.subscribe();
     let mut snapshot = snapshots.borrow_and_update().clone();
     let mut next = Some(first);
+    // This stream's push turn, and until when it may keep it waiting for answers.
+    let mut turn: Option<(OwnedSemaphorePermit, tokio::time::Instant)> = None;
     loop {
         if let Some(req) = next.take() {
             let outcome = state.on_request(&req)?;
@@ -308,12 +331,16 @@ async fn serve_stream<S: ResourceSource>(
                 shared.source.on_nack(node, &req.type_url, nack);
             }
             let responses = if outcome.resend {
+                take_turn(shared, &mut turn, &mut shutdown).await?;
                 state.responses(&snapshot, Some(&req.type_url))
             } else {
                 Vec::new()
             };
             publish(shared, state);
             send_all(tx, responses, &mut shutdown).await?;
+        }
+        if turn.is_some() && !state.awaiting_answers() {
+            turn = None;
         }
         tokio::select! {
             msg = inbound.message() => match msg {
@@ -328,13 +355,47 @@ async fn serve_stream<S: ResourceSource>(
                 if changed.is_err() {
                     return Err(Status::unavailable("this proxy's configuration was withdrawn"));
                 }
+                // Waiting for a turn coalesces the snapshots published meanwhile.
+                take_turn(shared, &mut turn, &mut shutdown).await?;
                 snapshot = snapshots.borrow_and_update().clone();
                 let responses = state.responses(&snapshot, None);
                 publish(shared, state);
                 send_all(tx, responses, &mut shutdown).await?;
             }
+            () = turn_expires(&turn) => {
+                tracing::debug!("no answer to a push in time; giving up the push turn");
+                turn = None;
+            }
             () = shutting_down(&mut shutdown) => return Err(shutdown_status()),
         }
+    }
+}
+
+/// Waits for a push turn unless the stream holds one already.
+async fn take_turn<S>(
+    shared: &Shared<S>,
+    turn: &mut Option<(OwnedSemaphorePermit, tokio::time::Instant)>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), Status> {
+    if turn.is_none() {
+        let permit = tokio::select! {
+            permit = shared.pushes.clone().acquire_owned() => permit
+                .map_err(|_| shutdown_status())?,
+            () = shutting_down(shutdown) => return Err(shutdown_status()),
+        };
+        *turn = Some((
+            permit,
+            tokio::time::Instant::now() + shared.push_ack_timeout,
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves when a held turn's time is up; never when no turn is held.
+async fn turn_expires(turn: &Option<(OwnedSemaphorePermit, tokio::time::Instant)>) {
+    match turn {
+        Some((_, until)) => tokio::time::sleep_until(*until).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,20 +10,25 @@
 //! response, or NACKs it when `error_detail` is set.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
+use prost::Message as _;
 use tonic::Status;
 
 use super::status::{Nack, ProxyStatus, TypeStatus};
-use crate::resource::ProxyResources;
+use crate::resource::{ProxyResources, compact_version};
 
 /// Responses sent and not yet ACKed or NACKed, per type. A client that never answers
 /// cannot grow this: past the bound the oldest is forgotten, and a late answer to it is
 /// treated as stale (ignored), as any answer to an unknown nonce is.
-const MAX_PENDING: usize = 16;
+const MAX_PENDING: usize = 256;
+
+/// The size responses are cut at by default.
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024;
 
 /// The longest NACK reason kept for status; a proxy's error text is input, and status is
 /// shown to people.
@@ -40,6 +45,23 @@ pub(crate) struct Outcome {
     pub nacked: Option<Nack>,
 }
 
+/// What one type's client lacks, before it is cut into responses.
+struct Diff {
+    version: String,
+    updates: Vec<(Resource, Touched)>,
+    removed: Vec<(String, Option<Touched>)>,
+    /// A response is owed even if it is empty.
+    owe_response: bool,
+}
+
+/// Updates gathered for one response.
+#[derive(Default)]
+struct Chunk {
+    resources: Vec<Resource>,
+    touched: Vec<Touched>,
+    bytes: usize,
+}
+
 struct Pending {
     nonce: String,
     type_version: String,
@@ -48,22 +70,21 @@ struct Pending {
 }
 
 struct Touched {
-    name: String,
+    name: Arc<str>,
     /// What `client_has` held before: the client keeps it when it rejects the response.
-    before: Option<String>,
-    /// The version sent, or `REMOVAL` for a removal.
-    sent: String,
+    before: Option<u64>,
+    /// The version sent, or `None` for a removal.
+    sent: Option<u64>,
 }
-
-/// Stands for "removed" where a version is expected; a real version is 16 hex digits.
-const REMOVAL: &str = "";
 
 #[derive(Default)]
 struct TypeState {
     wildcard: bool,
     names: BTreeSet<String>,
-    /// name -> version the client has, as far as this stream knows.
-    client_has: HashMap<String, String>,
+    /// name -> version the client has, as far as this stream knows. Versions are held
+    /// compact ([`compact_version`]) and names share the snapshot's: a server with
+    /// thousands of streams keeps thousands of these.
+    client_has: HashMap<Arc<str>, u64>,
     pending: VecDeque<Pending>,
     /// A response is owed even if nothing changed (a new subscription must be answered,
     /// or the client would wait for it forever).
@@ -71,10 +92,10 @@ struct TypeState {
     /// Names subscribed explicitly that do not exist: reported once in
     /// `removed_resources`, so the client does not wait for them.
     absent: BTreeSet<String>,
-    /// name -> version (or `REMOVAL`) the client NACKed. Not sent again until the
+    /// name -> version (`None`: the removal) the client NACKed. Not sent again until the
     /// resource changes, so a bad resource is not pushed in a loop; while any remains the
     /// type is not in sync, whatever else the client ACKs.
-    rejected: HashMap<String, String>,
+    rejected: HashMap<Arc<str>, Option<u64>>,
 }
 
 impl TypeState {
@@ -88,6 +109,7 @@ pub(crate) struct StreamState {
     nonces: u64,
     /// Type URLs this server serves, in the order responses are sent.
     served: std::sync::Arc<[String]>,
+    max_response_bytes: usize,
     types: HashMap<String, TypeState>,
     pub status: ProxyStatus,
 }
@@ -95,6 +117,7 @@ pub(crate) struct StreamState {
 impl StreamState {
     pub fn new(stream_id: u64, node_id: String, served: std::sync::Arc<[String]>) -> Self {
         Self {
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             stream_id,
             nonces: 0,
             served,
@@ -138,7 +161,7 @@ impl StreamState {
                             for t in p.touched {
                                 match t.before {
                                     Some(v) => ts.client_has.insert(t.name.clone(), v),
-                                    None => ts.client_has.remove(&t.name),
+                                    None => ts.client_has.remove(&*t.name),
                                 };
                                 ts.rejected.insert(t.name, t.sent);
                             }
@@ -153,7 +176,9 @@ impl StreamState {
                         }
                         // An ACK that leaves NACKed resources behind is partial: the client
                         // does not hold this type version, so the last full ACK stands.
-                        None if ts.rejected.is_empty() => {
+                        // Only the last answer of a push: a push cut into several
+                        // responses is held whole once every one is ACKed.
+                        None if ts.rejected.is_empty() && ts.pending.is_empty() => {
                             status.acked_version = Some(p.type_version.clone());
                             status.last_nack = None;
                             outcome.acked = Some(p.type_version);
@@ -175,7 +200,7 @@ impl StreamState {
             ts.client_has.extend(
                 req.initial_resource_versions
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone())),
+                    .map(|(k, v)| (Arc::from(k.as_str()), compact_version(v))),
             );
             ts.owe_response = true;
             outcome.resend = true;
@@ -208,13 +233,19 @@ impl StreamState {
                 names,
                 ..
             } = ts;
-            client_has.retain(|n, _| *wildcard || names.contains(n));
+            client_has.retain(|n, _| *wildcard || names.contains(&**n));
         }
         Ok(outcome)
     }
 
-    /// The responses that bring the client from what it has to `snapshot`, in the served
-    /// order, for every subscribed type (`only` = None) or one type.
+    /// The responses that bring the client from what it has to `snapshot`, for every
+    /// subscribed type (`only` = None) or one type.
+    ///
+    /// Additions and changes come first, in the served order (what a resource refers to
+    /// before what refers to it); removals come last, in the reverse order (a listener goes
+    /// before the route configuration it used), so the client never holds a dangling name.
+    /// No response is much larger than `max_response_bytes` (one resource larger than that
+    /// travels alone): a server's memory per stream follows the largest message it sent.
     pub fn responses(
         &mut self,
         snapshot: &ProxyResources,
@@ -222,79 +253,122 @@ impl StreamState {
     ) -> Vec<DeltaDiscoveryResponse> {
         let served = self.served.clone();
         let mut out = Vec::new();
+        let mut removals = Vec::new();
         for type_url in served.iter() {
             if only.is_some_and(|o| o != type_url) {
                 continue;
             }
-            if let Some(r) = self.response_for(snapshot, type_url) {
-                out.push(r);
+            let Some(diff) = self.diff(snapshot, type_url) else {
+                continue;
+            };
+            let Diff {
+                version,
+                updates,
+                removed,
+                owe_response,
+            } = diff;
+            let mut chunk = Chunk::default();
+            for (resource, touched) in updates {
+                let size = resource.encoded_len();
+                if !chunk.resources.is_empty() && chunk.bytes + size > self.max_response_bytes {
+                    let full = std::mem::take(&mut chunk);
+                    out.push(self.respond(
+                        type_url,
+                        &version,
+                        full.resources,
+                        Vec::new(),
+                        full.touched,
+                    ));
+                }
+                chunk.bytes += size;
+                chunk.resources.push(resource);
+                chunk.touched.push(touched);
             }
+            if !chunk.resources.is_empty() || (removed.is_empty() && owe_response) {
+                out.push(self.respond(
+                    type_url,
+                    &version,
+                    chunk.resources,
+                    Vec::new(),
+                    chunk.touched,
+                ));
+            }
+            if !removed.is_empty() {
+                removals.push((type_url.clone(), version, removed));
+            }
+        }
+        for (type_url, version, removed) in removals.into_iter().rev() {
+            let (names, touched): (Vec<String>, Vec<Option<Touched>>) = removed.into_iter().unzip();
+            let touched = touched.into_iter().flatten().collect();
+            out.push(self.respond(&type_url, &version, Vec::new(), names, touched));
         }
         out
     }
 
-    fn response_for(
-        &mut self,
-        snapshot: &ProxyResources,
-        type_url: &str,
-    ) -> Option<DeltaDiscoveryResponse> {
+    /// What the client of `type_url` lacks against `snapshot`, booked as sent (`client_has`
+    /// updated); None when it lacks nothing and no response is owed.
+    fn diff(&mut self, snapshot: &ProxyResources, type_url: &str) -> Option<Diff> {
         let ts = self.types.get_mut(type_url)?;
-        let empty = BTreeMap::new();
-        let current = snapshot.of_type(type_url).unwrap_or(&empty);
         let type_version = snapshot.type_version(type_url);
         let status = self.status.types.entry(type_url.to_owned()).or_default();
         status.latest_version = Some(type_version.clone());
 
         // A rejection stands only while the snapshot still holds what was rejected.
-        ts.rejected.retain(|name, v| match current.get(name) {
-            Some(r) => r.version == *v,
-            None => v == REMOVAL,
+        ts.rejected.retain(|name, v| {
+            snapshot
+                .get(type_url, name)
+                .map(|r| compact_version(&r.version))
+                == *v
         });
-        let mut resources = Vec::new();
-        let mut removed = Vec::new();
-        let mut touched = Vec::new();
-        for (name, r) in current {
-            if !ts.wants(name)
-                || ts.client_has.get(name) == Some(&r.version)
-                || ts.rejected.get(name) == Some(&r.version)
+        let mut updates = Vec::new();
+        for (name, r) in snapshot.iter(type_url) {
+            if !ts.wants(name) {
+                continue;
+            }
+            let version = compact_version(&r.version);
+            if ts.client_has.get(&**name) == Some(&version)
+                || ts.rejected.get(&**name) == Some(&Some(version))
             {
                 continue;
             }
-            let before = ts.client_has.insert(name.clone(), r.version.clone());
-            touched.push(Touched {
-                name: name.clone(),
-                before,
-                sent: r.version.clone(),
-            });
-            resources.push(Resource {
-                name: name.clone(),
+            let before = ts.client_has.insert(name.clone(), version);
+            let resource = Resource {
+                name: name.to_string(),
                 version: r.version.clone(),
                 resource: Some(r.resource.clone()),
                 ..Default::default()
-            });
-        }
-        let gone: Vec<String> = ts
-            .client_has
-            .keys()
-            .filter(|n| !current.contains_key(*n) || !ts.wants(n))
-            .filter(|n| ts.rejected.get(*n).is_none_or(|v| v != REMOVAL))
-            .cloned()
-            .collect();
-        for name in gone {
-            let before = ts.client_has.remove(&name);
-            touched.push(Touched {
+            };
+            let touched = Touched {
                 name: name.clone(),
                 before,
-                sent: REMOVAL.to_owned(),
-            });
-            removed.push(name);
+                sent: Some(version),
+            };
+            updates.push((resource, touched));
+        }
+        let gone: Vec<Arc<str>> = ts
+            .client_has
+            .keys()
+            .filter(|n| snapshot.get(type_url, n).is_none() || !ts.wants(n))
+            .filter(|n| ts.rejected.get(&***n).is_none_or(Option::is_some))
+            .cloned()
+            .collect();
+        let mut removed: Vec<(String, Option<Touched>)> = Vec::new();
+        for name in gone {
+            let before = ts.client_has.remove(&*name);
+            let touched = Touched {
+                name: name.clone(),
+                before,
+                sent: None,
+            };
+            removed.push((name.to_string(), Some(touched)));
         }
         for name in std::mem::take(&mut ts.absent) {
-            if !current.contains_key(&name) && !removed.contains(&name) {
-                removed.push(name);
+            if snapshot.get(type_url, &name).is_none() && !removed.iter().any(|(n, _)| *n == name) {
+                // Never held: nothing to undo, nothing to reject.
+                removed.push((name, None));
             }
         }
-        if resources.is_empty() && removed.is_empty() && !ts.owe_response {
+        if updates.is_empty() && removed.is_empty() && !ts.owe_response {
             if ts.pending.is_empty() && ts.rejected.is_empty() {
                 // Everything answered, nothing rejected, nothing to send: the client
                 // holds this version (a change that was undone, a rejected resource that
@@ -304,29 +378,58 @@ impl StreamState {
             }
             return None;
         }
-        ts.owe_response = false;
-        removed.sort();
+        let owe_response = std::mem::take(&mut ts.owe_response);
+        removed.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(Diff {
+            version: type_version,
+            updates,
+            removed,
+            owe_response,
+        })
+    }
 
+    /// One response, with its nonce and its pending entry.
+    fn respond(
+        &mut self,
+        type_url: &str,
+        type_version: &str,
+        resources: Vec<Resource>,
+        removed: Vec<String>,
+        touched: Vec<Touched>,
+    ) -> DeltaDiscoveryResponse {
         self.nonces += 1;
         let nonce = format!("{}-{}", self.stream_id, self.nonces);
+        let ts = self.types.entry(type_url.to_owned()).or_default();
         if ts.pending.len() == MAX_PENDING {
             ts.pending.pop_front();
         }
         ts.pending.push_back(Pending {
             nonce: nonce.clone(),
-            type_version: type_version.clone(),
+            type_version: type_version.to_owned(),
             touched,
         });
-        status.sent_version = Some(type_version.clone());
+        let status = self.status.types.entry(type_url.to_owned()).or_default();
+        status.sent_version = Some(type_version.to_owned());
         status.sent_nonce = Some(nonce.clone());
-        Some(DeltaDiscoveryResponse {
-            system_version_info: type_version,
+        DeltaDiscoveryResponse {
+            system_version_info: type_version.to_owned(),
             resources,
             type_url: type_url.to_owned(),
             removed_resources: removed,
             nonce,
             ..Default::default()
-        })
+        }
+    }
+
+    /// Cuts responses at about `bytes` (at least one resource each).
+    pub fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes.max(1);
+        self
+    }
+
+    /// Whether a response sent is still unanswered (neither ACKed nor NACKed).
+    pub fn awaiting_answers(&self) -> bool {
+        self.types.values().any(|t| !t.pending.is_empty())
     }
 
     /// Status of this stream's proxy as `proxy-status` shows it.
@@ -338,7 +441,12 @@ impl StreamState {
     fn client_has(&self, type_url: &str) -> BTreeMap<String, String> {
         self.types
             .get(type_url)
-            .map(|t| t.client_has.clone().into_iter().collect())
+            .map(|t| {
+                t.client_has
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), format!("{v:016x}")))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -454,9 +562,80 @@ mod tests {
             cluster("c", proto::LbPolicy::RoundRobin),
         ]);
         let r = s.responses(&snap2, None);
-        assert_eq!(r.len(), 1);
+        assert_eq!(r.len(), 2, "updates, then removals");
         assert_eq!(names(&r[0]), ["b", "c"]);
-        assert_eq!(r[0].removed_resources, ["a"]);
+        assert!(r[0].removed_resources.is_empty());
+        assert!(r[1].resources.is_empty());
+        assert_eq!(r[1].removed_resources, ["a"]);
+    }
+
+    #[test]
+    fn removals_follow_updates_in_reverse_order_and_big_pushes_are_cut() {
+        let mut s = state().with_max_response_bytes(100);
+        for t in WEFT_TYPE_URLS {
+            s.on_request(&subscribe(t)).unwrap();
+        }
+        let listener = |name: &str| proto::Listener {
+            name: name.into(),
+            ..Default::default()
+        };
+        let mut snap = snapshot(&[cluster("old", proto::LbPolicy::RoundRobin)]);
+        snap.insert(&listener("old"));
+        let first = s.responses(&snap, None);
+        // Clusters, the owed (empty) route configurations, listeners.
+        assert_eq!(first.len(), 3);
+        for r in &first {
+            s.on_request(&ack(&r.type_url, &r.nonce)).unwrap();
+        }
+        assert!(!s.awaiting_answers());
+
+        // Twenty new clusters and a new listener; the old listener and cluster go.
+        let clusters: Vec<proto::Cluster> = (0..20)
+            .map(|i| cluster(&format!("cluster-{i:02}"), proto::LbPolicy::Random))
+            .collect();
+        let mut next = snapshot(&clusters);
+        next.insert(&listener("new"));
+        let r = s.responses(&next, None);
+        let kinds: Vec<(&str, usize, usize)> = r
+            .iter()
+            .map(|r| {
+                let kind = if r.type_url == CLUSTER_TYPE_URL {
+                    "C"
+                } else {
+                    "L"
+                };
+                (kind, r.resources.len(), r.removed_resources.len())
+            })
+            .collect();
+        // Clusters cut into several responses, then the listener, then removals with the
+        // listener first: it never refers to a cluster the proxy no longer has.
+        let (updates, removals) = kinds.split_at(kinds.len() - 2);
+        assert!(updates.len() > 2, "{kinds:?}");
+        assert!(
+            updates[..updates.len() - 1]
+                .iter()
+                .all(|k| k.0 == "C" && k.2 == 0)
+        );
+        assert_eq!(updates.iter().map(|k| k.1).sum::<usize>(), 21);
+        assert_eq!(updates[updates.len() - 1], ("L", 1, 0));
+        assert_eq!(removals, [("L", 0, 1), ("C", 0, 1)]);
+        for r in &r {
+            assert!(
+                r.resources.len() == 1 || r.encoded_len() < 200,
+                "{}",
+                r.encoded_len()
+            );
+        }
+        // In sync only once every part is ACKed.
+        let status = |s: &StreamState| s.status().types[CLUSTER_TYPE_URL].clone();
+        let (last, rest) = r.split_last().unwrap();
+        for part in rest {
+            s.on_request(&ack(&part.type_url, &part.nonce)).unwrap();
+        }
+        assert!(!status(&s).in_sync());
+        s.on_request(&ack(&last.type_url, &last.nonce)).unwrap();
+        assert!(status(&s).in_sync());
+        assert_eq!(s.client_has(CLUSTER_TYPE_URL).len(), 20);
     }
 
     #[test]
@@ -595,9 +774,9 @@ mod tests {
         .into_iter()
         .collect();
         s.on_request(&req).unwrap();
-        let r = s.responses(&snap, None).remove(0);
-        assert_eq!(names(&r), ["b"]);
-        assert_eq!(r.removed_resources, ["gone"]);
+        let r = s.responses(&snap, None);
+        assert_eq!(names(&r[0]), ["b"]);
+        assert_eq!(r[1].removed_resources, ["gone"]);
     }
 
     #[test]
@@ -610,8 +789,9 @@ mod tests {
         let mut req = subscribe(CLUSTER_TYPE_URL);
         req.resource_names_subscribe = vec!["a".into(), "missing".into()];
         assert!(s.on_request(&req).unwrap().resend);
-        let r = s.responses(&snap, None).remove(0);
-        assert_eq!(names(&r), ["a"]);
+        let both = s.responses(&snap, None);
+        let r = both[1].clone();
+        assert_eq!(names(&both[0]), ["a"]);
         // A name that does not exist is reported removed, so the client stops waiting.
         assert_eq!(r.removed_resources, ["missing"]);
 
