@@ -217,12 +217,25 @@ fn listeners(dump: &proto::Bootstrap) -> String {
 
 fn routes(dump: &proto::Bootstrap) -> String {
     let mut t = Table::new(&["NAME", "VIRTUAL HOST", "DOMAINS", "MATCH", "DESTINATION"]);
+    // A configuration included by another (`includePrefix`) is shown under the one that
+    // includes it: that is the table a listener uses.
+    let includer = |name: &str| {
+        dump.route_configs
+            .iter()
+            .find(|o| {
+                !o.include_prefix.is_empty()
+                    && o.name != name
+                    && name.starts_with(&o.include_prefix)
+            })
+            .map(|o| o.name.clone())
+    };
     for rc in &dump.route_configs {
+        let shown = includer(&rc.name).unwrap_or_else(|| rc.name.clone());
         for vh in &rc.virtual_hosts {
             let domains = summarize(&vh.domains, 2);
             if vh.routes.is_empty() {
                 t.row(vec![
-                    rc.name.clone(),
+                    shown.clone(),
                     vh.name.clone(),
                     domains.clone(),
                     "-".into(),
@@ -231,7 +244,7 @@ fn routes(dump: &proto::Bootstrap) -> String {
             }
             for r in &vh.routes {
                 t.row(vec![
-                    rc.name.clone(),
+                    shown.clone(),
                     vh.name.clone(),
                     domains.clone(),
                     route_match(r),

@@ -1,13 +1,14 @@
 //! One version of the mesh's configuration, indexed once and shared by every proxy's
 //! translation: the resources in force and the service registry built from them.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use weft_api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use weft_api::{Resource, Spec};
 
 use crate::node::ProxyNode;
-use crate::registry::{Registry, WorkloadInstance};
+use crate::registry::{Endpoint, Registry, Service, WorkloadInstance};
 use crate::unsupported::Unsupported;
 
 /// Resources + registry: the input of [`crate::translate`]. Immutable once built.
@@ -15,6 +16,12 @@ use crate::unsupported::Unsupported;
 pub struct ConfigView {
     resources: Vec<Resource>,
     registry: Registry,
+    /// Instance index by (namespace, name), and the first by address: every proxy of a
+    /// push looks its own up.
+    instance_by_name: HashMap<(String, String), usize>,
+    instance_by_ip: HashMap<IpAddr, usize>,
+    /// (service, endpoint) indexes by endpoint address, in registry order.
+    endpoints_by_address: HashMap<String, Vec<(usize, usize)>>,
 }
 
 impl ConfigView {
@@ -22,9 +29,29 @@ impl ConfigView {
     /// builds the registry with the running `instances`.
     pub fn new(resources: Vec<Resource>, instances: Vec<WorkloadInstance>) -> ConfigView {
         let registry = Registry::build(&resources, instances);
+        let mut instance_by_name = HashMap::new();
+        let mut instance_by_ip = HashMap::new();
+        for (i, inst) in registry.instances().iter().enumerate() {
+            instance_by_name
+                .entry((inst.namespace.clone(), inst.name.clone()))
+                .or_insert(i);
+            instance_by_ip.entry(inst.ip).or_insert(i);
+        }
+        let mut endpoints_by_address: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        for (s, svc) in registry.services().iter().enumerate() {
+            for (e, ep) in svc.endpoints.iter().enumerate() {
+                endpoints_by_address
+                    .entry(ep.address.clone())
+                    .or_default()
+                    .push((s, e));
+            }
+        }
         ConfigView {
             resources,
             registry,
+            instance_by_name,
+            instance_by_ip,
+            endpoints_by_address,
         }
     }
 
@@ -44,10 +71,23 @@ impl ConfigView {
     /// The workload instance a proxy fronts: by namespace and name, else by address.
     pub fn instance_of(&self, node: &ProxyNode) -> Option<&WorkloadInstance> {
         let instances = self.registry.instances();
-        instances
-            .iter()
-            .find(|i| i.namespace == node.namespace && i.name == node.name)
-            .or_else(|| instances.iter().find(|i| i.ip == node.ip))
+        self.instance_by_name
+            .get(&(node.namespace.clone(), node.name.clone()))
+            .or_else(|| self.instance_by_ip.get(&node.ip))
+            .and_then(|&i| instances.get(i))
+    }
+
+    /// Every service endpoint at `address` (an IP), with its service, in registry order.
+    pub fn endpoints_at(&self, address: &str) -> impl Iterator<Item = (&Service, &Endpoint)> {
+        let services = self.registry.services();
+        self.endpoints_by_address
+            .get(address)
+            .into_iter()
+            .flatten()
+            .filter_map(move |&(s, e)| {
+                let svc = services.get(s)?;
+                Some((svc, svc.endpoints.get(e)?))
+            })
     }
 
     /// Fills in what a node id does not carry (labels, service account, locality) from the
@@ -68,7 +108,9 @@ impl ConfigView {
 
     /// The instance at `ip`, if any.
     pub fn instance_at(&self, ip: IpAddr) -> Option<&WorkloadInstance> {
-        self.registry.instances().iter().find(|i| i.ip == ip)
+        self.instance_by_ip
+            .get(&ip)
+            .and_then(|&i| self.registry.instances().get(i))
     }
 
     pub fn virtual_services(&self) -> impl Iterator<Item = (&Resource, &VirtualService)> {

@@ -69,6 +69,38 @@ const DEFAULT_MAX_HEADERS_KB: u32 = 60;
 /// Envoy's upper bound on it.
 const MAX_MAX_HEADERS_KB: u32 = 8192;
 
+/// `rc` with the virtual hosts of every other route configuration named under its
+/// `include_prefix` added, in their order.
+fn compose(
+    rc: &proto::RouteConfiguration,
+    all: &[proto::RouteConfiguration],
+) -> Result<proto::RouteConfiguration, ConfigError> {
+    let mut composed = proto::RouteConfiguration {
+        name: rc.name.clone(),
+        virtual_hosts: rc.virtual_hosts.clone(),
+        include_prefix: String::new(),
+    };
+    for other in all {
+        if other.name == rc.name || !other.name.starts_with(&rc.include_prefix) {
+            continue;
+        }
+        if !other.include_prefix.is_empty() {
+            return Err(ConfigError::new(
+                format!("route_config {:?}", other.name),
+                "includePrefix",
+                format!(
+                    "it is included by route_config {:?} (prefix {:?}) and so cannot include others",
+                    rc.name, rc.include_prefix
+                ),
+            ));
+        }
+        composed
+            .virtual_hosts
+            .extend(other.virtual_hosts.iter().cloned());
+    }
+    Ok(composed)
+}
+
 impl Snapshot {
     /// Builds a snapshot, collecting every error. Clusters whose config equals the one in
     /// `previous` keep their state (pools stay warm across a reload).
@@ -101,6 +133,26 @@ impl Snapshot {
                     }
                 }
                 Err(e) => errors.push(e),
+            }
+        }
+
+        // Route configurations that include others: their table is their own virtual hosts
+        // and those of every configuration under their prefix (each of which was also
+        // built, and so checked, on its own above).
+        for rc in &bootstrap.route_configs {
+            if rc.include_prefix.is_empty() || !routes.contains_key(&rc.name) {
+                continue;
+            }
+            let table = compose(rc, &bootstrap.route_configs)
+                .and_then(|composed| RouteTable::build(&composed, &node));
+            match table {
+                Ok(t) => {
+                    routes.insert(rc.name.clone(), Arc::new(t));
+                }
+                Err(e) => {
+                    routes.remove(&rc.name);
+                    errors.push(e);
+                }
             }
         }
 
@@ -358,6 +410,79 @@ clusters:
                 "listener \"tls\": tlsPassthrough.routes[1].serverNames[0]: \"a.example.com\" is routed by an earlier route",
                 "listener \"tls2\": tlsPassthrough.routes[0].cluster: cluster \"missing\" is not defined",
             ]
+        );
+    }
+
+    /// The virtual host `authority` selects in route config `name`, if any.
+    fn host_of(snapshot: &Snapshot, name: &str, authority: &str) -> Option<String> {
+        let table = snapshot.routes.get(name)?;
+        let (method, headers, labels) = (
+            http::Method::GET,
+            http::HeaderMap::new(),
+            std::collections::BTreeMap::new(),
+        );
+        let req = crate::route::RequestView {
+            method: &method,
+            scheme: "http",
+            authority,
+            path_and_query: "/",
+            headers: &headers,
+            port: 15001,
+            source_labels: &labels,
+        };
+        Some(table.route(&req)?.virtual_host_name().to_owned())
+    }
+
+    #[test]
+    fn route_configs_include_others_by_prefix() {
+        let yaml = r#"
+listeners:
+- {name: outbound, address: "127.0.0.1:0", http: {routeConfig: outbound}}
+routeConfigs:
+- name: outbound
+  includePrefix: outbound/
+  virtualHosts: [{name: any, domains: ["*"], routes: [{directResponse: {status: 502}}]}]
+- name: outbound/a
+  virtualHosts: [{name: a, domains: ["a:80"], routes: [{route: {clusters: [{cluster: c}]}}]}]
+- name: outbound/b
+  virtualHosts: [{name: b, domains: ["b:80"], routes: [{route: {clusters: [{cluster: c}]}}]}]
+- name: other
+  virtualHosts: [{name: o, domains: ["o:80"], routes: [{route: {clusters: [{cluster: c}]}}]}]
+clusters:
+- {name: c, endpoints: [{address: "127.0.0.1:1"}]}
+"#;
+        let bootstrap: proto::Bootstrap = yaml_serde::from_str(yaml).expect("parses");
+        let snapshot = Snapshot::build(bootstrap.clone(), None, &Stats::default()).expect("builds");
+        assert_eq!(host_of(&snapshot, "outbound", "a:80").as_deref(), Some("a"));
+        assert_eq!(host_of(&snapshot, "outbound", "b:80").as_deref(), Some("b"));
+        // Not under the prefix: the outbound table's own `*` answers it.
+        assert_eq!(
+            host_of(&snapshot, "outbound", "o:80").as_deref(),
+            Some("any")
+        );
+        assert_eq!(host_of(&snapshot, "outbound/a", "b:80"), None);
+
+        // A domain served by two included configurations, and an included one that
+        // includes: both refused, naming where.
+        let mut bad = bootstrap.clone();
+        bad.route_configs[2].virtual_hosts[0].domains = vec!["a:80".into()];
+        let Err(errors) = Snapshot::build(bad, None, &Stats::default()) else {
+            panic!("a domain served twice across included configs was accepted");
+        };
+        let text = errors[0].to_string();
+        assert!(
+            text.starts_with("route_config \"outbound\": virtualHosts[2].domains[0]: domain \"a:80\" is already served"),
+            "{text}"
+        );
+        let mut nested = bootstrap;
+        nested.route_configs[1].include_prefix = "x/".into();
+        let Err(errors) = Snapshot::build(nested, None, &Stats::default()) else {
+            panic!("nested includes were accepted");
+        };
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|t| t.starts_with("route_config \"outbound/a\": includePrefix: it is included by route_config \"outbound\"")),
+            "{text:?}"
         );
     }
 

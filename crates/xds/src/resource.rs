@@ -210,12 +210,33 @@ pub struct ProxyResources {
 }
 
 #[derive(Debug, Clone, Default)]
-struct Layers {
-    own: ResourceMap,
+pub(crate) struct Layers {
+    own: Arc<ResourceMap>,
     shared: Vec<Arc<ResourceMap>>,
 }
 
 impl Layers {
+    pub(crate) fn own(&self) -> &ResourceMap {
+        &self.own
+    }
+
+    pub(crate) fn shared(&self) -> &[Arc<ResourceMap>] {
+        &self.shared
+    }
+
+    /// Whether `self` and `other` hold the same shared sets (the same `Arc`s) and equal own
+    /// resources: then they are equal, found without looking at the shared sets' content.
+    /// False says nothing.
+    pub(crate) fn same_sets(&self, other: &Layers) -> bool {
+        self.shared.len() == other.shared.len()
+            && self
+                .shared
+                .iter()
+                .zip(&other.shared)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && (Arc::ptr_eq(&self.own, &other.own) || self.own == other.own)
+    }
+
     fn get(&self, name: &str) -> Option<&VersionedResource> {
         self.own
             .get(name)
@@ -248,14 +269,9 @@ impl PartialEq for ProxyResources {
             self.type_urls().chain(other.type_urls()).collect();
         types.into_iter().all(|t| {
             if let (Some(a), Some(b)) = (self.types.get(t), other.types.get(t))
-                && a.shared.len() == b.shared.len()
-                && a.shared
-                    .iter()
-                    .zip(&b.shared)
-                    .all(|(x, y)| Arc::ptr_eq(x, y))
+                && a.same_sets(b)
             {
-                // The same shared sets: only the own resources can differ.
-                return a.own == b.own;
+                return true;
             }
             self.len(t) == other.len(t)
                 && self
@@ -287,11 +303,11 @@ impl ProxyResources {
     /// Adds (or replaces) a resource with a version the caller computed (a control plane
     /// that caches versions of resources shared by many proxies, say).
     pub fn insert_versioned(&mut self, name: impl Into<Arc<str>>, resource: VersionedResource) {
-        self.types
+        let layers = self
+            .types
             .entry(resource.resource.type_url.clone())
-            .or_default()
-            .own
-            .insert(name.into(), resource);
+            .or_default();
+        Arc::make_mut(&mut layers.own).insert(name.into(), resource);
     }
 
     /// Adds a set of resources of `type_url` shared with other proxies. Its names should
@@ -310,11 +326,30 @@ impl ProxyResources {
     /// are not changed.
     pub fn remove(&mut self, type_url: &str, name: &str) -> Option<VersionedResource> {
         let layers = self.types.get_mut(type_url)?;
-        let removed = layers.own.remove(name);
+        let removed = Arc::make_mut(&mut layers.own).remove(name);
         if layers.is_empty() {
             self.types.remove(type_url);
         }
         removed
+    }
+
+    /// Whether every type holds the same shared sets and equal own resources as in
+    /// `other`: a cheap check that never says equal wrongly, but may say different for
+    /// equal content held in different sets.
+    pub fn same_sets(&self, other: &ProxyResources) -> bool {
+        let types: std::collections::BTreeSet<&str> =
+            self.type_urls().chain(other.type_urls()).collect();
+        types
+            .into_iter()
+            .all(|t| match (self.types.get(t), other.types.get(t)) {
+                (Some(a), Some(b)) => a.same_sets(b),
+                _ => false,
+            })
+    }
+
+    /// The sets holding one type's resources, for [`Layers::same_sets`].
+    pub(crate) fn layers(&self, type_url: &str) -> Option<&Layers> {
+        self.types.get(type_url)
     }
 
     /// The resources of one type URL (none when there are none), each name once.

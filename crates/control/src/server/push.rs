@@ -47,6 +47,9 @@ pub struct State {
     /// The label keys selectors read (what an [`OutboundKey`] keeps of a node's labels).
     label_keys: BTreeSet<String>,
     outbound: Mutex<HashMap<OutboundKey, Arc<SharedOutbound>>>,
+    /// The previous version's outbound halves: a set whose content did not change is
+    /// reused (the same `Arc`), so proxies and streams see it unchanged without comparing.
+    previous: HashMap<OutboundKey, Arc<SharedOutbound>>,
 }
 
 /// A sidecar outbound half as the transport carries it, shared by every sidecar with its
@@ -58,7 +61,12 @@ struct SharedOutbound {
 }
 
 impl State {
-    fn new(mesh: &MeshConfig, config: Arc<ConfigSnapshot>, instances: Arc<Instances>) -> State {
+    fn new(
+        mesh: &MeshConfig,
+        config: Arc<ConfigSnapshot>,
+        instances: Arc<Instances>,
+        previous: Option<&State>,
+    ) -> State {
         let view = ConfigView::new(config.resources.clone(), instances.instances.clone());
         let label_keys = translate::selector_label_keys(&view, mesh);
         State {
@@ -67,6 +75,9 @@ impl State {
             view,
             label_keys,
             outbound: Mutex::new(HashMap::new()),
+            previous: previous
+                .map(|p| lock(&p.outbound).clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -77,9 +88,18 @@ impl State {
             .entry(key)
             .or_insert_with_key(|key| {
                 let t = translate::sidecar_outbound(key, mesh, &self.view);
+                let route_configs: Vec<_> = t
+                    .route_configs
+                    .into_iter()
+                    .flat_map(translate::split_outbound)
+                    .collect();
+                let before = self.previous.get(key);
                 Arc::new(SharedOutbound {
-                    clusters: Arc::new(resource_map(&t.clusters)),
-                    route_configs: Arc::new(resource_map(&t.route_configs)),
+                    clusters: reuse(resource_map(&t.clusters), before.map(|b| &b.clusters)),
+                    route_configs: reuse(
+                        resource_map(&route_configs),
+                        before.map(|b| &b.route_configs),
+                    ),
                     unsupported: t.unsupported,
                 })
             })
@@ -89,6 +109,14 @@ impl State {
 
 fn resource_map<R: XdsResource>(resources: &[R]) -> ResourceMap {
     resources.iter().map(versioned).collect()
+}
+
+/// `fresh`, or `before` when it holds the same names at the same versions.
+fn reuse(fresh: ResourceMap, before: Option<&Arc<ResourceMap>>) -> Arc<ResourceMap> {
+    match before {
+        Some(b) if **b == fresh => b.clone(),
+        _ => Arc::new(fresh),
+    }
 }
 
 /// A node id with a subscribed stream.
@@ -127,7 +155,7 @@ pub struct PushStats {
 
 impl MeshSource {
     pub fn new(mesh: MeshConfig, config: Arc<ConfigSnapshot>, instances: Arc<Instances>) -> Self {
-        let state = State::new(&mesh, config, instances);
+        let state = State::new(&mesh, config, instances, None);
         let source = MeshSource {
             inner: Arc::new(Inner {
                 mesh,
@@ -203,7 +231,14 @@ impl MeshSource {
     /// resources changed are woken. Blocking (CPU): call it off the async workers.
     pub fn update(&self, config: Arc<ConfigSnapshot>, instances: Arc<Instances>) -> PushStats {
         let started = Instant::now();
-        let state = Arc::new(State::new(&self.inner.mesh, config, instances));
+        let previous = self.state();
+        let state = Arc::new(State::new(
+            &self.inner.mesh,
+            config,
+            instances,
+            Some(&previous),
+        ));
+        drop(previous);
         *write(&self.inner.state) = state.clone();
         let mut notes: BTreeSet<Unsupported> = state.view.unsupported().iter().cloned().collect();
         let mut proxies = lock(&self.inner.proxies);
@@ -216,8 +251,10 @@ impl MeshSource {
             let (xds, translated_notes) = self.resources_for(&state, &node);
             notes.extend(translated_notes);
             sub.node = node;
+            // Unchanged shared sets are the same Arcs (see `State::previous`), so this
+            // check does not walk them; sets that differ hold different content.
             if sub.tx.send_if_modified(|cur| {
-                if **cur == xds {
+                if cur.same_sets(&xds) {
                     false
                 } else {
                     *cur = Arc::new(xds);
@@ -519,6 +556,19 @@ spec:
             next.type_version(ROUTE_CONFIGURATION_TYPE_URL),
             first.type_version(ROUTE_CONFIGURATION_TYPE_URL)
         );
+        // The outbound table travels as one resource per virtual host: only reviews' own
+        // changed, so only it is sent.
+        let changed: Vec<&str> = next
+            .iter(ROUTE_CONFIGURATION_TYPE_URL)
+            .filter(|(name, r)| {
+                first
+                    .get(ROUTE_CONFIGURATION_TYPE_URL, name)
+                    .is_none_or(|f| f.version != r.version)
+            })
+            .map(|(name, _)| &**name)
+            .collect();
+        assert_eq!(changed, ["outbound/reviews.default.svc.cluster.local:9080"]);
+        assert!(next.get(ROUTE_CONFIGURATION_TYPE_URL, "outbound").is_some());
 
         // Two streams of one node id share it; it is forgotten when both are gone.
         let _second = source.subscribe(&node(ID)).expect("second stream");

@@ -362,6 +362,7 @@ fn http_route_config(
     proto::RouteConfiguration {
         name: gateway_routes(port),
         virtual_hosts,
+        ..Default::default()
     }
 }
 

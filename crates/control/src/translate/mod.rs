@@ -30,7 +30,7 @@ use weft_xds::proto;
 
 pub use gateway::gateway;
 pub use key::{OutboundKey, selector_label_keys};
-pub use sidecar::{sidecar, sidecar_outbound, sidecar_own};
+pub use sidecar::{sidecar, sidecar_outbound, sidecar_own, split_outbound};
 
 use crate::node::ProxyNode;
 use crate::unsupported::Unsupported;

@@ -74,6 +74,40 @@ pub fn sidecar_outbound(key: &OutboundKey, mesh: &MeshConfig, view: &ConfigView)
     out
 }
 
+/// The outbound route configuration as the transport carries it: `outbound` keeps its `*`
+/// virtual host and includes (`includePrefix`) one configuration per other virtual host,
+/// named `outbound/<virtual host>`. With a thousand services, a change to one service's
+/// routes then sends that service's virtual host, not the whole table. The proxy joins them
+/// back into one table; `weft proxy-config routes` shows them under `outbound`.
+pub fn split_outbound(rc: proto::RouteConfiguration) -> Vec<proto::RouteConfiguration> {
+    if rc.name != OUTBOUND {
+        return vec![rc];
+    }
+    let prefix = format!("{OUTBOUND}/");
+    let mut main = proto::RouteConfiguration {
+        name: rc.name,
+        virtual_hosts: Vec::new(),
+        include_prefix: prefix.clone(),
+    };
+    let mut parts = Vec::new();
+    let mut names = HashSet::new();
+    for vh in rc.virtual_hosts {
+        let own = vh.domains.iter().any(|d| d == "*") || !names.insert(vh.name.clone());
+        if own {
+            main.virtual_hosts.push(vh);
+        } else {
+            parts.push(proto::RouteConfiguration {
+                name: format!("{prefix}{}", vh.name),
+                virtual_hosts: vec![vh],
+                ..Default::default()
+            });
+        }
+    }
+    let mut out = vec![main];
+    out.extend(parts);
+    out
+}
+
 /// What is the sidecar `node`'s alone: the outbound listener on its address, and the inbound
 /// listeners and clusters of its workload's ports.
 pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyResources {
@@ -273,6 +307,7 @@ fn outbound_routes(
     proto::RouteConfiguration {
         name: OUTBOUND.to_owned(),
         virtual_hosts,
+        ..Default::default()
     }
 }
 
@@ -402,6 +437,7 @@ fn inbound(
                     // application (`reset-before-request`), a condition the proxy lacks.
                     routes: vec![default_route(cluster.clone())],
                 }],
+                ..Default::default()
             });
             proto::listener::Protocol::Http(proto::HttpListener {
                 route_config: name.clone(),
@@ -451,11 +487,10 @@ fn inbound_pool(
     notes: &mut Notes,
 ) -> bool {
     let ip = node.ip.to_string();
-    let served = view.registry().services().iter().find_map(|svc| {
-        svc.endpoints
+    let served = view.endpoints_at(&ip).find_map(|(svc, e)| {
+        e.ports
             .iter()
-            .filter(|e| e.address == ip)
-            .find_map(|e| e.ports.iter().find(|(_, target)| **target == port))
+            .find(|(_, target)| **target == port)
             .map(|(svc_port, _)| (svc, *svc_port))
     });
     // Istio honours a DestinationRule's workloadSelector for outbound traffic only: with no

@@ -7,6 +7,7 @@
 //! response channel and blocks only its own task; `watch` coalesces the snapshots it
 //! misses meanwhile, so nothing queues up behind it.
 
+mod held;
 mod status;
 mod stream;
 

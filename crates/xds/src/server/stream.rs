@@ -19,8 +19,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use prost::Message as _;
 use tonic::Status;
 
+use super::held::Held;
 use super::status::{Nack, ProxyStatus, TypeStatus};
-use crate::resource::{ProxyResources, compact_version};
+use crate::resource::{Layers, ProxyResources, ResourceMap, compact_version};
 
 /// Responses sent and not yet ACKed or NACKed, per type. A client that never answers
 /// cannot grow this: past the bound the oldest is forgotten, and a late answer to it is
@@ -84,7 +85,7 @@ struct TypeState {
     /// name -> version the client has, as far as this stream knows. Versions are held
     /// compact ([`compact_version`]) and names share the snapshot's: a server with
     /// thousands of streams keeps thousands of these.
-    client_has: HashMap<Arc<str>, u64>,
+    client_has: Held,
     pending: VecDeque<Pending>,
     /// A response is owed even if nothing changed (a new subscription must be answered,
     /// or the client would wait for it forever).
@@ -96,9 +97,26 @@ struct TypeState {
     /// resource changes, so a bad resource is not pushed in a loop; while any remains the
     /// type is not in sync, whatever else the client ACKs.
     rejected: HashMap<Arc<str>, Option<u64>>,
+    /// The sets of the snapshot last diffed (`Some(None)`: it had none of this type).
+    diffed: Option<Option<Layers>>,
+    /// A request changed what the client has or wants since the last diff.
+    dirty: bool,
 }
 
 impl TypeState {
+    /// Whether `snapshot` holds exactly the sets this type was last diffed against, and
+    /// nothing since changed what the client has or wants: then there is nothing to send,
+    /// found without walking thousands of shared resources.
+    fn unchanged(&self, snapshot: &ProxyResources, type_url: &str) -> bool {
+        !self.dirty
+            && !self.owe_response
+            && match (&self.diffed, snapshot.layers(type_url)) {
+                (Some(Some(a)), Some(b)) => a.same_sets(b),
+                (Some(None), None) => true,
+                _ => false,
+            }
+    }
+
     fn wants(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }
@@ -145,6 +163,14 @@ impl StreamState {
         let ts = self.types.entry(type_url.to_owned()).or_default();
         let status = self.status.types.entry(type_url.to_owned()).or_default();
         let mut outcome = Outcome::default();
+        // Anything but a plain ACK may change what the client has or wants.
+        let plain_ack = !first
+            && req.error_detail.is_none()
+            && req.resource_names_subscribe.is_empty()
+            && req.resource_names_unsubscribe.is_empty();
+        if !plain_ack {
+            ts.dirty = true;
+        }
 
         if !req.response_nonce.is_empty() {
             if let Some(at) = ts
@@ -161,7 +187,7 @@ impl StreamState {
                             for t in p.touched {
                                 match t.before {
                                     Some(v) => ts.client_has.insert(t.name.clone(), v),
-                                    None => ts.client_has.remove(&*t.name),
+                                    None => ts.client_has.remove(&t.name),
                                 };
                                 ts.rejected.insert(t.name, t.sent);
                             }
@@ -197,11 +223,10 @@ impl StreamState {
         }
 
         if first {
-            ts.client_has.extend(
-                req.initial_resource_versions
-                    .iter()
-                    .map(|(k, v)| (Arc::from(k.as_str()), compact_version(v))),
-            );
+            for (name, version) in &req.initial_resource_versions {
+                ts.client_has
+                    .insert(Arc::from(name.as_str()), compact_version(version));
+            }
             ts.owe_response = true;
             outcome.resend = true;
             if req.resource_names_subscribe.is_empty() {
@@ -233,7 +258,11 @@ impl StreamState {
                 names,
                 ..
             } = ts;
-            client_has.retain(|n, _| *wildcard || names.contains(&**n));
+            for n in client_has.names() {
+                if !*wildcard && !names.contains(&*n) {
+                    client_has.remove(&n);
+                }
+            }
         }
         Ok(outcome)
     }
@@ -309,6 +338,11 @@ impl StreamState {
     /// updated); None when it lacks nothing and no response is owed.
     fn diff(&mut self, snapshot: &ProxyResources, type_url: &str) -> Option<Diff> {
         let ts = self.types.get_mut(type_url)?;
+        if ts.unchanged(snapshot, type_url) {
+            return None;
+        }
+        ts.diffed = Some(snapshot.layers(type_url).cloned());
+        ts.dirty = false;
         let type_version = snapshot.type_version(type_url);
         let status = self.status.types.entry(type_url.to_owned()).or_default();
         status.latest_version = Some(type_version.clone());
@@ -326,7 +360,7 @@ impl StreamState {
                 continue;
             }
             let version = compact_version(&r.version);
-            if ts.client_has.get(&**name) == Some(&version)
+            if ts.client_has.get(name) == Some(version)
                 || ts.rejected.get(&**name) == Some(&Some(version))
             {
                 continue;
@@ -345,16 +379,22 @@ impl StreamState {
             };
             updates.push((resource, touched));
         }
+        // A base that is one of the snapshot's own sets holds only names the snapshot has:
+        // with a wildcard subscription, none of them can be gone.
+        let in_snapshot: &[Arc<ResourceMap>] = match snapshot.layers(type_url) {
+            Some(l) if ts.wildcard => l.shared(),
+            _ => &[],
+        };
         let gone: Vec<Arc<str>> = ts
             .client_has
-            .keys()
+            .names_except(in_snapshot)
+            .into_iter()
             .filter(|n| snapshot.get(type_url, n).is_none() || !ts.wants(n))
-            .filter(|n| ts.rejected.get(&***n).is_none_or(Option::is_some))
-            .cloned()
+            .filter(|n| ts.rejected.get(&**n).is_none_or(Option::is_some))
             .collect();
         let mut removed: Vec<(String, Option<Touched>)> = Vec::new();
         for name in gone {
-            let before = ts.client_has.remove(&*name);
+            let before = ts.client_has.remove(&name);
             let touched = Touched {
                 name: name.clone(),
                 before,
@@ -367,6 +407,11 @@ impl StreamState {
                 // Never held: nothing to undo, nothing to reject.
                 removed.push((name, None));
             }
+        }
+        if ts.wildcard && ts.rejected.is_empty() {
+            // Booked as sent, the client now holds exactly the snapshot's resources of
+            // this type: keep that as the snapshot's sets, not name by name.
+            ts.client_has.rebase(snapshot.layers(type_url));
         }
         if updates.is_empty() && removed.is_empty() && !ts.owe_response {
             if ts.pending.is_empty() && ts.rejected.is_empty() {
@@ -443,8 +488,12 @@ impl StreamState {
             .get(type_url)
             .map(|t| {
                 t.client_has
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), format!("{v:016x}")))
+                    .names()
+                    .into_iter()
+                    .filter_map(|k| {
+                        let v = t.client_has.get(&k)?;
+                        Some((k.to_string(), format!("{v:016x}")))
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -963,6 +1012,120 @@ mod tests {
                     }
                 }
             }
+
+            /// A wildcard client that applies what it is sent, or rejects it, converges on
+            /// the snapshot whatever mix of own and shared resources (shared sets reused
+            /// across versions or not) the server publishes.
+            #[test]
+            fn a_client_converges_on_layered_snapshots(
+                steps in proptest::collection::vec(converge_step(), 0..30)
+            ) {
+                let mut s = state();
+                s.on_request(&subscribe(CLUSTER_TYPE_URL)).unwrap();
+                let mut client: BTreeMap<String, String> = BTreeMap::new();
+                let mut unanswered: VecDeque<DeltaDiscoveryResponse> = VecDeque::new();
+                let mut snap = ProxyResources::new();
+                let mut last_shared: Option<Arc<ResourceMap>> = None;
+                let apply = |client: &mut BTreeMap<String, String>, r: &DeltaDiscoveryResponse| {
+                    for res in &r.resources {
+                        client.insert(res.name.clone(), res.version.clone());
+                    }
+                    for n in &r.removed_resources {
+                        client.remove(n);
+                    }
+                };
+                unanswered.extend(s.responses(&snap, None));
+                for st in steps {
+                    match st {
+                        ConvergeStep::Publish { items, reuse } => {
+                            snap = layered(&items, reuse, &mut last_shared, 0);
+                            unanswered.extend(s.responses(&snap, None));
+                        }
+                        ConvergeStep::Answer { nack: reject } => {
+                            if let Some(r) = unanswered.pop_front() {
+                                if reject {
+                                    s.on_request(&nack(CLUSTER_TYPE_URL, &r.nonce, "no")).unwrap();
+                                } else {
+                                    apply(&mut client, &r);
+                                    s.on_request(&ack(CLUSTER_TYPE_URL, &r.nonce)).unwrap();
+                                }
+                            }
+                        }
+                    }
+                }
+                // Every name changes once more (which lifts every rejection); the client
+                // then takes everything.
+                let all: Vec<(usize, u8, bool)> = (0..NAMES.len()).map(|i| (i, 9, i % 2 == 0)).collect();
+                snap = layered(&all, false, &mut last_shared, 1);
+                unanswered.extend(s.responses(&snap, None));
+                while let Some(r) = unanswered.pop_front() {
+                    apply(&mut client, &r);
+                    s.on_request(&ack(CLUSTER_TYPE_URL, &r.nonce)).unwrap();
+                    unanswered.extend(s.responses(&snap, None));
+                }
+                let want: BTreeMap<String, String> = snap
+                    .iter(CLUSTER_TYPE_URL)
+                    .map(|(n, r)| (n.to_string(), r.version.clone()))
+                    .collect();
+                prop_assert_eq!(&client, &want);
+                prop_assert_eq!(&s.client_has(CLUSTER_TYPE_URL), &want);
+                prop_assert!(s.status().types[CLUSTER_TYPE_URL].in_sync());
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum ConvergeStep {
+            /// (name, generation, shared?) items; `reuse`: keep the last shared set when
+            /// it holds the same content.
+            Publish {
+                items: Vec<(usize, u8, bool)>,
+                reuse: bool,
+            },
+            Answer {
+                nack: bool,
+            },
+        }
+
+        fn converge_step() -> impl Strategy<Value = ConvergeStep> {
+            prop_oneof![
+                (
+                    proptest::collection::vec((0..NAMES.len(), 0u8..3, any::<bool>()), 0..5),
+                    any::<bool>()
+                )
+                    .prop_map(|(items, reuse)| ConvergeStep::Publish { items, reuse }),
+                any::<bool>().prop_map(|nack| ConvergeStep::Answer { nack }),
+            ]
+        }
+
+        /// A snapshot of clusters, some as own resources and some in one shared set.
+        fn layered(
+            items: &[(usize, u8, bool)],
+            reuse: bool,
+            last: &mut Option<Arc<ResourceMap>>,
+            salt: i32,
+        ) -> ProxyResources {
+            let c = |n: usize, g: u8| proto::Cluster {
+                name: format!("c{n}"),
+                lb_policy: i32::from(g) + salt * 10,
+                ..Default::default()
+            };
+            let mut snap = ProxyResources::new();
+            let mut shared = ResourceMap::new();
+            for &(n, g, in_shared) in items {
+                if in_shared {
+                    let (name, r) = crate::resource::versioned(&c(n, g));
+                    shared.insert(name, r);
+                } else {
+                    snap.insert(&c(n, g));
+                }
+            }
+            let shared = match last.take() {
+                Some(l) if reuse && *l == shared => l,
+                _ => Arc::new(shared),
+            };
+            *last = Some(shared.clone());
+            snap.share(CLUSTER_TYPE_URL, shared);
+            snap
         }
     }
 }
