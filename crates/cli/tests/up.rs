@@ -345,8 +345,12 @@ fn workloads_start_and_stop_while_the_mesh_runs() {
     eventually(Duration::from_secs(30), "second serves", || {
         pod(port, "second.local").as_deref() == Some("second-v1-0")
     });
-    let started = printed("Started second-v1-0").expect("progress line");
-    assert!(printed("Workloads changed: starting second-v1-0").is_some());
+    // The progress lines: the app may answer before its line is read here.
+    eventually(Duration::from_secs(5), "second's progress lines", || {
+        printed("Workloads changed: starting second-v1-0").is_some()
+            && printed("Started second-v1-0").is_some()
+    });
+    let started = printed("Started second-v1-0").unwrap_or_default();
     // `Started second-v1-0 (pod IP 127.M.2.1, app ...)`: first's block is 1, second's 2.
     let pod_ip: Ipv4Addr = started
         .split("pod IP ")
@@ -427,7 +431,10 @@ fn workloads_start_and_stop_while_the_mesh_runs() {
     eventually(Duration::from_secs(30), "second's processes gone", || {
         second_0.iter().chain(&second_1).all(|p| !common::alive(*p))
     });
-    assert!(printed("Stopped second-v1-0, second-v1-1").is_some());
+    // Printed once the supervisor has read the last of their output.
+    eventually(Duration::from_secs(5), "the stop reported", || {
+        printed("Stopped second-v1-0, second-v1-1").is_some()
+    });
     assert!(
         TcpStream::connect_timeout(
             &SocketAddr::new(pod_ip.into(), 8000),
