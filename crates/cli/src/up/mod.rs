@@ -192,6 +192,15 @@ impl Up {
             }
         }
 
+        // Before anything starts: nothing is left to stop when it fails.
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("weft up: cannot find the weft executable: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+
         let instances = self.state.join("instances.yaml");
         let proxies = self.state.join("proxies");
         let written = std::fs::create_dir_all(&proxies).and_then(|()| {
@@ -242,13 +251,6 @@ impl Up {
             ),
         );
 
-        let exe = match std::env::current_exe() {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!("weft up: cannot find the weft executable: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
         let launch = Launch {
             exe,
             xds,

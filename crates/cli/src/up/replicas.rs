@@ -274,7 +274,7 @@ impl Replicas {
             let kept = if e.previous_in_force {
                 "its previous version stays in force"
             } else {
-                "nothing in it runs"
+                "none of its resources are in force"
             };
             self.out.event(
                 false,
