@@ -217,12 +217,6 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
         println!("{} {verb}", doc.display());
-        if doc.kind == "Workload" && running {
-            eprintln!(
-                "weft apply: note: {}: Workloads start with the next `weft up`",
-                doc.display()
-            );
-        }
     }
     if !running {
         eprintln!(

@@ -4,11 +4,13 @@
 //! state directory), write the instances file, start the control plane in this process, start
 //! one sidecar per Workload replica and wait for each to have its config, start the ingress
 //! gateway, then the workloads. Proxies are `weft proxy` child processes (a crash stays in one
-//! process, and is restarted). Ctrl-C or SIGTERM stops every child, proxies draining, and
-//! leaves none behind.
+//! process, and is restarted). While it runs, Workload changes start and stop replicas
+//! (`replicas.rs`). Ctrl-C or SIGTERM stops every child, proxies draining, and leaves none
+//! behind.
 
 pub mod kubectl;
 mod plan;
+mod replicas;
 pub mod state;
 mod supervise;
 
@@ -25,9 +27,10 @@ use weft_api::Severity;
 use weft_control::server::{ControlPlane, Options};
 
 use crate::table::Table;
-use plan::{Plan, Replica};
+use plan::Plan;
+use replicas::{Launch, Replicas};
 use state::RunningMesh;
-use supervise::{ChildSpec, Output, Supervisor};
+use supervise::{Output, Supervisor};
 
 /// How long a child may take to exit after SIGTERM (proxies drain for 1 s).
 const GRACE: Duration = Duration::from_secs(5);
@@ -146,21 +149,19 @@ pub fn run(args: Args) -> ExitCode {
     let up = Up {
         dir,
         state,
-        plan,
         config_paths,
         gateway_port: args.gateway_port,
         log_level: filter,
         out: Arc::new(Output::new()),
         started,
     };
-    rt.block_on(up.serve(reservation))
+    rt.block_on(up.serve(plan, reservation))
 }
 
 /// One `weft up` run.
 struct Up {
     dir: PathBuf,
     state: PathBuf,
-    plan: Plan,
     config_paths: Vec<PathBuf>,
     gateway_port: Option<u16>,
     log_level: String,
@@ -169,9 +170,9 @@ struct Up {
 }
 
 impl Up {
-    async fn serve(self, reservation: std::net::TcpListener) -> ExitCode {
+    async fn serve(self, plan: Plan, reservation: std::net::TcpListener) -> ExitCode {
         // Signals first: a SIGTERM during start-up must still stop what was started.
-        let (quit_tx, quit) = watch::channel(false);
+        let (quit_tx, mut quit) = watch::channel(false);
         match (
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
@@ -191,10 +192,19 @@ impl Up {
             }
         }
 
+        // Before anything starts: nothing is left to stop when it fails.
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("weft up: cannot find the weft executable: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+
         let instances = self.state.join("instances.yaml");
         let proxies = self.state.join("proxies");
         let written = std::fs::create_dir_all(&proxies).and_then(|()| {
-            let yaml = self.plan.instances_yaml().map_err(std::io::Error::other)?;
+            let yaml = plan.instances_yaml().map_err(std::io::Error::other)?;
             state::write_atomic(&instances, yaml.as_bytes())
         });
         if let Err(e) = written {
@@ -204,7 +214,7 @@ impl Up {
 
         let mut options = Options::new(self.config_paths.clone());
         options.shallow_dirs = vec![self.dir.clone()];
-        options.instances = Some(instances);
+        options.instances = Some(instances.clone());
         options.xds_address = "127.0.0.1:0".parse().unwrap_or(options.xds_address);
         options.monitoring_address = "127.0.0.1:0".parse().unwrap_or(options.monitoring_address);
         let cp = match ControlPlane::bind(options).await {
@@ -218,6 +228,8 @@ impl Up {
             eprintln!("weft up: control plane: no xDS address");
             return ExitCode::FAILURE;
         };
+        // What the control plane has in force: the Workloads that replicas follow.
+        let source = cp.xds().source().clone();
         let (cp_stop, mut cp_stopped) = watch::channel(false);
         let control_plane = tokio::spawn(cp.run(async move {
             let _ = cp_stopped.wait_for(|s| *s).await;
@@ -239,10 +251,22 @@ impl Up {
             ),
         );
 
+        let launch = Launch {
+            exe,
+            xds,
+            proxies,
+            log_level: self.log_level.clone(),
+        };
+        let mut replicas = Replicas::new(plan, launch, instances, self.out.clone());
         let mut sup = Supervisor::new(self.out.clone(), GRACE);
         let code = self
-            .start_and_wait(&mut sup, xds, &proxies, reservation, quit)
+            .start(&mut sup, &mut replicas, reservation, &mut quit)
             .await;
+        if code.is_none() {
+            replicas
+                .follow(&mut sup, &source, &self.dir, &mut quit)
+                .await;
+        }
 
         self.out
             .event(true, "Stopping: draining proxies, stopping workloads");
@@ -251,87 +275,57 @@ impl Up {
         let _ = control_plane.await;
         let _ = std::fs::remove_file(state::mesh_file(&self.state));
         self.out.event(true, "Stopped");
-        code
+        code.unwrap_or(ExitCode::SUCCESS)
     }
 
-    /// Starts the proxies and the workloads, then waits for a stop signal.
-    async fn start_and_wait(
+    /// Starts the sidecars, the gateway and the workloads of the start-up plan. Some exit
+    /// code when the mesh is not to run on (a failure, or a stop asked for meanwhile).
+    async fn start(
         &self,
         sup: &mut Supervisor,
-        xds: std::net::SocketAddr,
-        proxies: &Path,
+        replicas: &mut Replicas,
         reservation: std::net::TcpListener,
-        mut quit: watch::Receiver<bool>,
-    ) -> ExitCode {
-        let exe = match std::env::current_exe() {
-            Ok(e) => e,
+        quit: &mut watch::Receiver<bool>,
+    ) -> Option<ExitCode> {
+        let all = replicas.plan().replicas.clone();
+        let mut ready = match replicas.start_sidecars(sup, &all) {
+            Ok(r) => r,
             Err(e) => {
-                eprintln!("weft up: cannot find the weft executable: {e}");
-                return ExitCode::FAILURE;
+                eprintln!("weft up: {}: {e}", replicas.launch().proxies.display());
+                return Some(ExitCode::FAILURE);
             }
         };
-        let proxy = |label: String, name: &str, node: &str, admin, color| {
-            let file = proxies.join(format!("{name}.yaml"));
-            state::write_atomic(&file, plan::bootstrap(node, xds, admin).as_bytes()).map(|()| {
-                ChildSpec {
-                    label,
-                    program: exe.clone(),
-                    args: vec![
-                        "proxy".into(),
-                        "--config".into(),
-                        file.into_os_string(),
-                        "--concurrency".into(),
-                        "1".into(),
-                        "--log-level".into(),
-                        self.log_level.clone().into(),
-                    ],
-                    env: Vec::new(),
-                    cwd: None,
-                    color,
-                }
-            })
-        };
-
-        let mut ready = Vec::new();
-        for (i, r) in self.plan.replicas.iter().enumerate() {
-            let label = format!("{}.proxy", r.name);
-            match proxy(label.clone(), &r.name, &r.node_id(), r.admin_addr(), i) {
-                Ok(spec) => ready.push((label, sup.spawn(spec))),
-                Err(e) => {
-                    eprintln!("weft up: {}: {e}", proxies.display());
-                    return ExitCode::FAILURE;
-                }
-            }
+        if !wait_ready(&self.out, &mut ready, quit).await {
+            return Some(ExitCode::SUCCESS);
         }
-        if !wait_ready(&self.out, &mut ready, &mut quit).await {
-            return ExitCode::SUCCESS;
-        }
-        self.out.event(
-            true,
-            &format!("{} sidecars ready", self.plan.replicas.len()),
-        );
+        self.out
+            .event(true, &format!("{} sidecars ready", all.len()));
 
         // The gateway's admin port is the reservation's neighbour; release it now that this
         // mesh's addresses are taken by running proxies.
         drop(reservation);
         let gateway = "istio-ingressgateway";
-        match proxy(
+        let color = replicas.color();
+        let spec = replicas.launch().proxy(
             gateway.to_owned(),
             gateway,
             &Plan::gateway_node_id(),
-            self.plan.gateway_admin(),
-            self.plan.replicas.len(),
-        ) {
-            Ok(spec) => ready = vec![(gateway.to_owned(), sup.spawn(spec))],
+            replicas.plan().gateway_admin(),
+            color,
+        );
+        // The supervisor stops the gateway at shutdown; nothing stops it before.
+        let gateway_proxy = match spec {
+            Ok(spec) => sup.spawn(spec),
             Err(e) => {
-                eprintln!("weft up: {}: {e}", proxies.display());
-                return ExitCode::FAILURE;
+                eprintln!("weft up: {}: {e}", replicas.launch().proxies.display());
+                return Some(ExitCode::FAILURE);
             }
+        };
+        let mut ready = vec![(gateway.to_owned(), gateway_proxy.ready())];
+        if !wait_ready(&self.out, &mut ready, quit).await {
+            return Some(ExitCode::SUCCESS);
         }
-        if !wait_ready(&self.out, &mut ready, &mut quit).await {
-            return ExitCode::SUCCESS;
-        }
-        let ports = &self.plan.gateway_ports;
+        let ports = &replicas.plan().gateway_ports;
         self.out.event(
             true,
             &format!(
@@ -345,25 +339,22 @@ impl Up {
             ),
         );
 
-        for (i, r) in self.plan.replicas.iter().enumerate() {
-            sup.spawn(workload(r, &exe, i));
-        }
+        replicas.start_apps(sup, &all);
         self.out.event(
             true,
             &format!(
                 "{} workloads started in {:.1}s",
-                self.plan.replicas.len(),
+                all.len(),
                 self.started.elapsed().as_secs_f64()
             ),
         );
-        self.print_summary();
-        let _ = quit.wait_for(|q| *q).await;
-        ExitCode::SUCCESS
+        self.print_summary(replicas.plan());
+        None
     }
 
-    fn print_summary(&self) {
+    fn print_summary(&self, plan: &Plan) {
         let mut table = Table::new(&["WORKLOAD", "POD IP", "APP ADDRESS", "SIDECAR ADMIN"]);
-        for r in &self.plan.replicas {
+        for r in &plan.replicas {
             table.row(vec![
                 r.name.clone(),
                 r.pod_ip.to_string(),
@@ -376,14 +367,14 @@ impl Up {
             "istio-ingressgateway".to_owned(),
             "127.0.0.1".to_owned(),
             "-".to_owned(),
-            format!("http://{}", self.plan.gateway_admin()),
+            format!("http://{}", plan.gateway_admin()),
         ]);
         self.out.text("");
         self.out.text(table.render().trim_end());
         self.out.text("");
         let port = match self.gateway_port {
             Some(p) => {
-                if !self.plan.gateway_ports.contains(&p) {
+                if !plan.gateway_ports.contains(&p) {
                     self.out.event(
                         false,
                         &format!("no Gateway server selecting istio: ingressgateway has port {p}"),
@@ -391,11 +382,10 @@ impl Up {
                 }
                 Some(p)
             }
-            None => self.plan.gateway_ports.first().copied(),
+            None => plan.gateway_ports.first().copied(),
         };
         if let Some(p) = port {
-            let path = if self
-                .plan
+            let path = if plan
                 .replicas
                 .iter()
                 .any(|r| r.name.starts_with("productpage"))
@@ -412,23 +402,6 @@ impl Up {
             self.state.display()
         ));
         self.out.text("");
-    }
-}
-
-/// The workload's process: `weft ...` runs this executable, anything else is found in PATH.
-fn workload(r: &Replica, exe: &Path, color: usize) -> ChildSpec {
-    let mut argv = r.spec.command.iter();
-    let program = match argv.next().map(String::as_str) {
-        Some("weft") | None => exe.to_owned(),
-        Some(p) => PathBuf::from(p),
-    };
-    ChildSpec {
-        label: r.name.clone(),
-        program,
-        args: argv.map(OsString::from).collect(),
-        env: r.env(),
-        cwd: r.spec.working_dir.as_ref().map(|d| r.base_dir.join(d)),
-        color,
     }
 }
 

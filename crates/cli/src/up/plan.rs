@@ -2,12 +2,18 @@
 //! the instances file, computed from the loaded resources before anything starts.
 //!
 //! Addresses: the mesh takes a "mesh octet" `M` (the first free one from 1, so that two meshes
-//! on one machine do not collide). Workload `w` (1-based, in load order), replica `r` gets the
-//! pod IP `127.M.w.(r+1)`, which its sidecar binds (inbound on each workload port, outbound on
-//! 15001, admin on 15000, health on 15021), and the app address `127.(M+100).w.(r+1)`, where
-//! the application listens and the sidecar's inbound cluster forwards. The ingress gateway's
-//! node IP is 127.0.0.1, so a Gateway server on port 8080 listens on 127.0.0.1:8080; its admin
-//! and health ports are on `127.M.0.1`.
+//! on one machine do not collide). Each workload takes an address block `w` (1..=254; at
+//! start-up, in load order), and its replica `r` gets the pod IP `127.M.w.(r+1)`, which its
+//! sidecar binds (inbound on each workload port, outbound on 15001, admin on 15000, health on
+//! 15021), and the app address `127.(M+100).w.(r+1)`, where the application listens and the
+//! sidecar's inbound cluster forwards. The ingress gateway's node IP is 127.0.0.1, so a Gateway
+//! server on port 8080 listens on 127.0.0.1:8080; its admin and health ports are on
+//! `127.M.0.1`.
+//!
+//! While the mesh runs, [`Plan::replan`] makes the next plan from the resources in force: a
+//! workload keeps its block for as long as it exists (so a replica keeps its addresses), and a
+//! new workload takes the lowest block that neither plan uses (so no address still in use is
+//! handed out again). [`Plan::diff`] says which replicas to keep, stop and start.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,6 +39,10 @@ pub struct Replica {
     /// `<workload>-<replica>`: the pod name.
     pub name: String,
     pub namespace: String,
+    /// The Workload's name.
+    pub workload: String,
+    /// The replica's number, from 0.
+    pub index: u32,
     pub labels: BTreeMap<String, String>,
     pub pod_ip: Ipv4Addr,
     pub app_ip: Ipv4Addr,
@@ -42,6 +52,27 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// True when `other` is this replica run the same way: same workload and number, labels,
+    /// spec (but for the replica count) and addresses. Such a replica is left running when the
+    /// plan changes; any other difference restarts it.
+    pub fn runs_as(&self, other: &Replica) -> bool {
+        let template = |r: &Replica| WorkloadSpec {
+            replicas: None,
+            ..r.spec.clone()
+        };
+        self.key() == other.key()
+            && self.labels == other.labels
+            && self.pod_ip == other.pod_ip
+            && self.app_ip == other.app_ip
+            && self.base_dir == other.base_dir
+            && template(self) == template(other)
+    }
+
+    /// What identifies the replica across plans: namespace, workload, number.
+    pub fn key(&self) -> (&str, &str, u32) {
+        (&self.namespace, &self.workload, self.index)
+    }
+
     /// Where the application listens: the app address and the first declared port.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         let port = u16::try_from(self.spec.ports.first()?.port).ok()?;
@@ -115,15 +146,55 @@ pub struct Plan {
     pub octet: u8,
     /// Ports of the Gateway servers that select the ingress gateway, sorted.
     pub gateway_ports: Vec<u16>,
+    /// (namespace, name) of every Workload, zero replicas too -> its address block `w`.
+    blocks: BTreeMap<(String, String), u8>,
 }
 
-/// Why a plan cannot be made.
+/// What changes from one plan to the next ([`Plan::diff`]).
+#[derive(Debug, Default)]
+pub struct Changes<'a> {
+    /// Replicas of the old plan that run on unchanged.
+    pub keep: Vec<&'a Replica>,
+    /// Replicas of the old plan to stop: gone from the new plan, or run differently there.
+    pub stop: Vec<&'a Replica>,
+    /// Replicas of the new plan to start: new, or replacing one in `stop`.
+    pub start: Vec<&'a Replica>,
+}
+
+impl Changes<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.stop.is_empty() && self.start.is_empty()
+    }
+}
+
+/// Why a plan cannot be made. Each names the Workload and, when known, where it was read.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("too many workloads ({0}); local mode addresses at most 254")]
-    TooManyWorkloads(usize),
-    #[error("workload {0}: too many replicas ({1}); local mode addresses at most 254")]
-    TooManyReplicas(String, u32),
+    #[error(
+        "{at}Workload {namespace}/{name}: no free address block; local mode runs at most 254 workloads"
+    )]
+    TooManyWorkloads {
+        at: String,
+        namespace: String,
+        name: String,
+    },
+    #[error(
+        "{at}Workload {namespace}/{name} spec.replicas: {count} replicas; local mode addresses at most 254"
+    )]
+    TooManyReplicas {
+        at: String,
+        namespace: String,
+        name: String,
+        count: u32,
+    },
+}
+
+/// `file:line:column: ` of a Workload's field, or nothing when the resource has no origin.
+fn at(resource: &Resource, field: &str) -> String {
+    resource
+        .origin
+        .as_ref()
+        .map_or_else(String::new, |o| format!("{}: ", o.locate(field)))
 }
 
 /// The gateway's labels, as Istio's default install sets them.
@@ -135,7 +206,24 @@ pub fn gateway_labels() -> BTreeMap<String, String> {
 }
 
 impl Plan {
+    /// The plan at start-up: blocks in load order.
     pub fn new(resources: &[Resource], base_dir: &Path, octet: u8) -> Result<Plan, PlanError> {
+        Plan::build(resources, base_dir, octet, &BTreeMap::new())
+    }
+
+    /// The plan for `resources` while this one runs: workloads that stay keep their blocks,
+    /// new ones take blocks this plan does not use.
+    pub fn replan(&self, resources: &[Resource], base_dir: &Path) -> Result<Plan, PlanError> {
+        Plan::build(resources, base_dir, self.octet, &self.blocks)
+    }
+
+    /// Makes a plan, keeping the blocks of `taken`'s workloads and using none of its others.
+    fn build(
+        resources: &[Resource],
+        base_dir: &Path,
+        octet: u8,
+        taken: &BTreeMap<(String, String), u8>,
+    ) -> Result<Plan, PlanError> {
         let workloads: Vec<(&Resource, &WorkloadSpec)> = resources
             .iter()
             .filter_map(|r| match &r.spec {
@@ -143,23 +231,47 @@ impl Plan {
                 _ => None,
             })
             .collect();
-        if workloads.len() > 254 {
-            return Err(PlanError::TooManyWorkloads(workloads.len()));
+        let mut blocks = BTreeMap::new();
+        for (resource, _) in &workloads {
+            let key = (resource.namespace().to_owned(), resource.name().to_owned());
+            if let Some(&w) = taken.get(&key) {
+                blocks.insert(key, w);
+            }
         }
         let mut replicas = Vec::new();
-        for (w, (resource, spec)) in (1u8..).zip(&workloads) {
+        for (resource, spec) in &workloads {
+            let key = (resource.namespace().to_owned(), resource.name().to_owned());
+            let w = match blocks.get(&key) {
+                Some(&w) => w,
+                None => {
+                    let Some(w) = (1..=254u8).find(|w| {
+                        !taken.values().any(|t| t == w) && !blocks.values().any(|b| b == w)
+                    }) else {
+                        return Err(PlanError::TooManyWorkloads {
+                            at: at(resource, "metadata.name"),
+                            namespace: key.0,
+                            name: key.1,
+                        });
+                    };
+                    blocks.insert(key, w);
+                    w
+                }
+            };
             let count = spec.replicas();
             if count > 254 {
-                return Err(PlanError::TooManyReplicas(
-                    resource.name().to_owned(),
-                    count,
-                ));
-            }
-            for r in 0..count {
-                let host = u8::try_from(r + 1).unwrap_or(u8::MAX);
-                replicas.push(Replica {
-                    name: format!("{}-{r}", resource.name()),
+                return Err(PlanError::TooManyReplicas {
+                    at: at(resource, "spec.replicas"),
                     namespace: resource.namespace().to_owned(),
+                    name: resource.name().to_owned(),
+                    count,
+                });
+            }
+            for (index, host) in (0..count).zip(1u8..) {
+                replicas.push(Replica {
+                    name: format!("{}-{index}", resource.name()),
+                    namespace: resource.namespace().to_owned(),
+                    workload: resource.name().to_owned(),
+                    index,
                     labels: resource.metadata.labels.clone(),
                     pod_ip: Ipv4Addr::new(127, octet, w, host),
                     app_ip: Ipv4Addr::new(127, octet.saturating_add(100), w, host),
@@ -185,7 +297,26 @@ impl Plan {
             replicas,
             octet,
             gateway_ports,
+            blocks,
         })
+    }
+
+    /// What changes from this plan to `next`: a replica that [`Replica::runs_as`] its
+    /// counterpart is kept, any other old one stopped, any other new one started.
+    pub fn diff<'a>(&'a self, next: &'a Plan) -> Changes<'a> {
+        let mut changes = Changes::default();
+        for old in &self.replicas {
+            match next.replicas.iter().find(|n| n.key() == old.key()) {
+                Some(new) if old.runs_as(new) => changes.keep.push(old),
+                _ => changes.stop.push(old),
+            }
+        }
+        changes.start = next
+            .replicas
+            .iter()
+            .filter(|n| !changes.keep.iter().any(|k| k.key() == n.key()))
+            .collect();
+        changes
     }
 
     /// The instances file's content: every replica, and the gateway (so that the control
@@ -278,5 +409,142 @@ mod tests {
         let instances = plan.instances_yaml().expect("yaml");
         assert!(instances.contains("appHost: 127.103.1.1"), "{instances}");
         assert!(instances.contains("istio-ingressgateway-0"), "{instances}");
+    }
+
+    /// A Workload `name` (labels app=name, version=v1) with `replicas` and `spec` extra fields.
+    fn workload(name: &str, replicas: u32, extra: &str) -> String {
+        format!(
+            "apiVersion: weft.dev/v1alpha1\nkind: Workload\n\
+             metadata: {{name: {name}, labels: {{app: {name}, version: v1}}}}\n\
+             spec: {{command: [sleep, '60'], replicas: {replicas}, ports: [{{name: http, port: 80}}]{extra}}}\n"
+        )
+    }
+
+    fn plan_of(plan: &Plan, workloads: &[String]) -> Plan {
+        plan.replan(&load(&workloads.join("---\n")), Path::new("."))
+            .expect("replan")
+    }
+
+    fn names(replicas: &[&Replica]) -> Vec<String> {
+        replicas
+            .iter()
+            .map(|r| format!("{}@{}", r.name, r.pod_ip))
+            .collect()
+    }
+
+    #[test]
+    fn replan_keeps_what_runs_and_never_hands_out_a_live_block() {
+        let first = Plan::new(
+            &load(&[workload("a", 2, ""), workload("b", 1, "")].join("---\n")),
+            Path::new("."),
+            1,
+        )
+        .expect("plan");
+        // a scales up, b goes, c comes: c may not take b's block, which is still in use
+        // while b stops.
+        let second = plan_of(&first, &[workload("a", 3, ""), workload("c", 1, "")]);
+        let changes = first.diff(&second);
+        assert_eq!(names(&changes.keep), ["a-0@127.1.1.1", "a-1@127.1.1.2"]);
+        assert_eq!(names(&changes.stop), ["b-0@127.1.2.1"]);
+        assert_eq!(names(&changes.start), ["a-2@127.1.1.3", "c-0@127.1.3.1"]);
+        assert_eq!(second.replicas[3].app_ip, Ipv4Addr::new(127, 101, 3, 1));
+
+        // Once b is gone, its block is free for the next new workload.
+        let third = plan_of(
+            &second,
+            &[
+                workload("a", 3, ""),
+                workload("c", 1, ""),
+                workload("d", 1, ""),
+            ],
+        );
+        let changes = second.diff(&third);
+        assert_eq!(changes.keep.len(), 4);
+        assert!(changes.stop.is_empty());
+        assert_eq!(names(&changes.start), ["d-0@127.1.2.1"]);
+
+        // The same resources again: nothing to do.
+        let again = plan_of(
+            &third,
+            &[
+                workload("a", 3, ""),
+                workload("c", 1, ""),
+                workload("d", 1, ""),
+            ],
+        );
+        assert!(third.diff(&again).is_empty());
+        assert_eq!(third.instances_yaml().ok(), again.instances_yaml().ok());
+    }
+
+    #[test]
+    fn replan_restarts_edited_workloads_and_scales_by_the_difference() {
+        let first = Plan::new(&load(&workload("a", 2, "")), Path::new("."), 2).expect("plan");
+        let cases: &[(&str, String, &[&str], &[&str])] = &[
+            ("scale down", workload("a", 1, ""), &["a-1@127.2.1.2"], &[]),
+            (
+                "scale to zero",
+                workload("a", 0, ""),
+                &["a-0@127.2.1.1", "a-1@127.2.1.2"],
+                &[],
+            ),
+            (
+                "env edited",
+                workload("a", 2, ", env: {X: y}"),
+                &["a-0@127.2.1.1", "a-1@127.2.1.2"],
+                &["a-0@127.2.1.1", "a-1@127.2.1.2"],
+            ),
+            (
+                "command edited, scaled up",
+                workload("a", 3, "").replace("'60'", "'61'"),
+                &["a-0@127.2.1.1", "a-1@127.2.1.2"],
+                &["a-0@127.2.1.1", "a-1@127.2.1.2", "a-2@127.2.1.3"],
+            ),
+            (
+                "version label edited",
+                workload("a", 2, "").replace("version: v1", "version: v2"),
+                &["a-0@127.2.1.1", "a-1@127.2.1.2"],
+                &["a-0@127.2.1.1", "a-1@127.2.1.2"],
+            ),
+            (
+                "port edited",
+                workload("a", 2, "").replace("port: 80", "port: 81"),
+                &["a-0@127.2.1.1", "a-1@127.2.1.2"],
+                &["a-0@127.2.1.1", "a-1@127.2.1.2"],
+            ),
+        ];
+        for (what, yaml, stop, start) in cases {
+            let next = plan_of(&first, std::slice::from_ref(yaml));
+            let changes = first.diff(&next);
+            assert_eq!(names(&changes.stop), *stop, "{what}: stopped");
+            assert_eq!(names(&changes.start), *start, "{what}: started");
+            assert_eq!(
+                changes.keep.len() + changes.stop.len(),
+                first.replicas.len(),
+                "{what}: every old replica is kept or stopped"
+            );
+        }
+    }
+
+    #[test]
+    fn plan_errors_name_the_file_and_field() {
+        let err =
+            Plan::new(&load(&workload("a", 300, "")), Path::new("."), 1).expect_err("300 replicas");
+        let text = err.to_string();
+        assert!(text.starts_with("t.yaml:"), "{text}");
+        assert!(
+            text.contains("Workload default/a spec.replicas: 300"),
+            "{text}"
+        );
+
+        let many: Vec<String> = (0..255)
+            .map(|i| workload(&format!("w{i}"), 0, ""))
+            .collect();
+        let err =
+            Plan::new(&load(&many.join("---\n")), Path::new("."), 1).expect_err("255 workloads");
+        assert!(
+            err.to_string()
+                .contains("Workload default/w254: no free address block"),
+            "{err}"
+        );
     }
 }

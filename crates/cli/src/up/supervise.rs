@@ -1,5 +1,5 @@
 //! Child processes of `weft up`: started, their output prefixed, restarted with backoff when
-//! they exit, and stopped as a group.
+//! they exit, and stopped one by one (a Workload removed while the mesh runs) or all together.
 //!
 //! Every child leads its own process group, so that a terminal's Ctrl-C reaches only `weft up`
 //! (which then drains the proxies in order) and so that stopping a child also stops whatever it
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 /// The first restart waits this long; each crash in a row doubles it up to [`MAX_BACKOFF`].
@@ -100,18 +100,28 @@ impl Supervisor {
         }
     }
 
-    /// Starts `spec` and keeps it running until [`Supervisor::shutdown`]. The returned watch
-    /// turns true when the child prints the proxy's ready line.
-    pub fn spawn(&mut self, spec: ChildSpec) -> watch::Receiver<bool> {
+    /// Starts `spec` and keeps it running until [`Child::stop`] or [`Supervisor::shutdown`].
+    /// Dropping the returned handle leaves the child running.
+    pub fn spawn(&mut self, spec: ChildSpec) -> Child {
+        // Children stopped one by one leave finished tasks behind.
+        while self.tasks.try_join_next().is_some() {}
         let (ready, ready_rx) = watch::channel(false);
-        self.tasks.spawn(supervise(
-            spec,
-            self.stop.subscribe(),
-            ready,
-            self.out.clone(),
-            self.grace,
-        ));
-        ready_rx
+        let (stop_one, stop_one_rx) = watch::channel(false);
+        let (exited, exited_rx) = oneshot::channel();
+        let stop = StopSignal {
+            all: self.stop.subscribe(),
+            this: stop_one_rx,
+        };
+        let (out, grace) = (self.out.clone(), self.grace);
+        self.tasks.spawn(async move {
+            supervise(spec, stop, ready, out, grace).await;
+            drop(exited);
+        });
+        Child {
+            ready: ready_rx,
+            stop: stop_one,
+            exited: exited_rx,
+        }
     }
 
     /// Stops every child (SIGTERM to its group, SIGKILL after the grace period) and waits
@@ -122,9 +132,54 @@ impl Supervisor {
     }
 }
 
+/// One running child, as [`Supervisor::spawn`] started it.
+#[derive(Debug)]
+pub struct Child {
+    ready: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    /// Closed when the child's task has ended.
+    exited: oneshot::Receiver<()>,
+}
+
+impl Child {
+    /// Turns true when the child prints the proxy's ready line (false again if it restarts).
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+
+    /// Stops the child as shutdown does (SIGTERM to its group, SIGKILL after the grace period)
+    /// and returns once it has exited.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        // An error is the task's end too: its sender went with it.
+        let _ = self.exited.await;
+    }
+}
+
+/// What stops a child: the supervisor's shutdown, or its own [`Child::stop`].
+struct StopSignal {
+    all: watch::Receiver<bool>,
+    this: watch::Receiver<bool>,
+}
+
+impl StopSignal {
+    /// Resolves when a stop is asked for.
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.all.wait_for(|s| *s) => {}
+            // A dropped handle (the sender gone) is no stop: the child runs on.
+            Ok(_) = self.this.wait_for(|s| *s) => {}
+        }
+    }
+
+    fn asked(&self) -> bool {
+        *self.all.borrow() || *self.this.borrow()
+    }
+}
+
 async fn supervise(
     spec: ChildSpec,
-    mut stop: watch::Receiver<bool>,
+    mut stop: StopSignal,
     ready: watch::Sender<bool>,
     out: Arc<Output>,
     grace: Duration,
@@ -166,7 +221,7 @@ async fn supervise(
                 }
                 let status = tokio::select! {
                     s = child.wait() => Some(s),
-                    _ = stop.wait_for(|s| *s) => None,
+                    () = stop.wait() => None,
                 };
                 let Some(status) = status else {
                     terminate(&mut child, group, grace).await;
@@ -191,7 +246,7 @@ async fn supervise(
                     Ok(s) => s.to_string(),
                     Err(e) => e.to_string(),
                 };
-                if *stop.borrow() {
+                if stop.asked() {
                     return;
                 }
                 if started.elapsed() >= STABLE_RUN {
@@ -209,7 +264,7 @@ async fn supervise(
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.wait() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

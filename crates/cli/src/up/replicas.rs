@@ -1,0 +1,437 @@
+//! The Workload replicas that run, each a sidecar and an app process, and how they follow the
+//! Workloads in force while the mesh runs.
+//!
+//! The control plane in this process reads DIR's top-level files and the applied resources
+//! (the inputs of the start-up plan) and keeps a rejected file's last good version in force.
+//! [`Replicas::follow`] looks at what it has in force; when that changes, it makes the next
+//! plan ([`Plan::replan`]) and moves to it:
+//!
+//! 1. the instances file is rewritten, and the control plane has read it, so that the other
+//!    proxies stop sending to replicas that go and new sidecars find their instance;
+//! 2. replicas that go, or run differently now, are stopped (app and sidecar, SIGTERM and the
+//!    grace period, as at shutdown);
+//! 3. new replicas start as at start-up: sidecar, its first config, then the app.
+//!
+//! Replicas that [`Replica::runs_as`] before are not touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use weft_api::Severity;
+use weft_control::server::{ConfigSnapshot, MeshSource};
+
+use super::plan::{self, Plan, Replica};
+use super::state;
+use super::supervise::{Child, ChildSpec, Output, Supervisor};
+use super::wait_ready;
+
+/// How often the control plane's config in force is looked at.
+const CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a move waits for the control plane to read the rewritten instances file.
+const INSTANCES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to start a proxy or a workload's process.
+pub struct Launch {
+    /// This `weft` executable.
+    pub exe: PathBuf,
+    pub xds: SocketAddr,
+    /// Where the proxies' bootstraps are written.
+    pub proxies: PathBuf,
+    pub log_level: String,
+}
+
+impl Launch {
+    /// A `weft proxy` with its bootstrap written to `<proxies>/<name>.yaml`.
+    pub fn proxy(
+        &self,
+        label: String,
+        name: &str,
+        node_id: &str,
+        admin: SocketAddr,
+        color: usize,
+    ) -> std::io::Result<ChildSpec> {
+        let file = self.bootstrap_file(name);
+        state::write_atomic(&file, plan::bootstrap(node_id, self.xds, admin).as_bytes())?;
+        Ok(ChildSpec {
+            label,
+            program: self.exe.clone(),
+            args: vec![
+                "proxy".into(),
+                "--config".into(),
+                file.into_os_string(),
+                "--concurrency".into(),
+                "1".into(),
+                "--log-level".into(),
+                self.log_level.clone().into(),
+            ],
+            env: Vec::new(),
+            cwd: None,
+            color,
+        })
+    }
+
+    fn bootstrap_file(&self, name: &str) -> PathBuf {
+        self.proxies.join(format!("{name}.yaml"))
+    }
+
+    /// A replica's sidecar.
+    fn sidecar(&self, r: &Replica, color: usize) -> std::io::Result<ChildSpec> {
+        let label = format!("{}.proxy", r.name);
+        self.proxy(label, &r.name, &r.node_id(), r.admin_addr(), color)
+    }
+
+    /// A replica's process: `weft ...` runs this executable, anything else is found in PATH.
+    fn workload(&self, r: &Replica, color: usize) -> ChildSpec {
+        let mut argv = r.spec.command.iter();
+        let program = match argv.next().map(String::as_str) {
+            Some("weft") | None => self.exe.clone(),
+            Some(p) => PathBuf::from(p),
+        };
+        ChildSpec {
+            label: r.name.clone(),
+            program,
+            args: argv.map(OsString::from).collect(),
+            env: r.env(),
+            cwd: r.spec.working_dir.as_ref().map(|d| r.base_dir.join(d)),
+            color,
+        }
+    }
+}
+
+/// A replica's processes.
+struct Processes {
+    sidecar: Child,
+    /// None until the sidecar is ready.
+    app: Option<Child>,
+    color: usize,
+}
+
+/// (namespace, workload, replica number): [`Replica::key`], owned.
+type Key = (String, String, u32);
+
+fn key(r: &Replica) -> Key {
+    let (namespace, workload, index) = r.key();
+    (namespace.to_owned(), workload.to_owned(), index)
+}
+
+/// The replicas that run: the plan in force and every replica's processes.
+pub struct Replicas {
+    plan: Plan,
+    running: BTreeMap<Key, Processes>,
+    launch: Launch,
+    /// The instances file the control plane reads.
+    instances: PathBuf,
+    out: Arc<Output>,
+    /// The label color of the next replica started.
+    next_color: usize,
+}
+
+impl Replicas {
+    /// Nothing running yet; `plan` is what [`Replicas::start_sidecars`] and
+    /// [`Replicas::start_apps`] start.
+    pub fn new(plan: Plan, launch: Launch, instances: PathBuf, out: Arc<Output>) -> Replicas {
+        Replicas {
+            plan,
+            running: BTreeMap::new(),
+            launch,
+            instances,
+            out,
+            next_color: 0,
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn launch(&self) -> &Launch {
+        &self.launch
+    }
+
+    /// Takes the next label color (the gateway takes one too).
+    pub fn color(&mut self) -> usize {
+        self.next_color += 1;
+        self.next_color - 1
+    }
+
+    /// Starts the sidecars of `replicas`; returns each one's label and ready watch.
+    pub fn start_sidecars(
+        &mut self,
+        sup: &mut Supervisor,
+        replicas: &[Replica],
+    ) -> std::io::Result<Vec<(String, watch::Receiver<bool>)>> {
+        let mut ready = Vec::new();
+        for r in replicas {
+            let color = self.color();
+            let spec = self.launch.sidecar(r, color)?;
+            let label = spec.label.clone();
+            let sidecar = sup.spawn(spec);
+            ready.push((label, sidecar.ready()));
+            self.running.insert(
+                key(r),
+                Processes {
+                    sidecar,
+                    app: None,
+                    color,
+                },
+            );
+        }
+        Ok(ready)
+    }
+
+    /// Starts the apps of `replicas`, whose sidecars run.
+    pub fn start_apps(&mut self, sup: &mut Supervisor, replicas: &[Replica]) {
+        for r in replicas {
+            if let Some(p) = self.running.get_mut(&key(r)) {
+                p.app = Some(sup.spawn(self.launch.workload(r, p.color)));
+            }
+        }
+    }
+
+    /// Follows the Workloads the control plane has in force until a stop is asked for.
+    pub async fn follow(
+        &mut self,
+        sup: &mut Supervisor,
+        source: &MeshSource,
+        base_dir: &Path,
+        quit: &mut watch::Receiver<bool>,
+    ) {
+        let mut seen = None;
+        let mut reported = BTreeSet::new();
+        // A plan error stands until the resources change it; it is reported once.
+        let mut plan_error = None;
+        let mut tick = tokio::time::interval(CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = quit.wait_for(|q| *q) => return,
+            }
+            let config = source.state().config.clone();
+            if seen == Some(config.generation) {
+                continue;
+            }
+            seen = Some(config.generation);
+            self.report_rejected(&config, &mut reported);
+            let next = match self.plan.replan(&config.resources, base_dir) {
+                Ok(p) => p,
+                Err(e) => {
+                    let e = e.to_string();
+                    if plan_error.as_ref() != Some(&e) {
+                        self.out.event(
+                            false,
+                            &format!(
+                                "{e}; no Workload change applies until this is fixed, and \
+                                 the running workloads stay as they are"
+                            ),
+                        );
+                        plan_error = Some(e);
+                    }
+                    continue;
+                }
+            };
+            plan_error = None;
+            if !self.move_to(next, sup, source, quit).await {
+                return;
+            }
+        }
+    }
+
+    /// Reports files whose rejected version changes a Workload (once per version): the
+    /// control plane keeps their last good version, and so do the running replicas.
+    fn report_rejected(
+        &self,
+        config: &ConfigSnapshot,
+        reported: &mut BTreeSet<(PathBuf, SystemTime)>,
+    ) {
+        reported.retain(|(path, since)| {
+            config
+                .errors
+                .iter()
+                .any(|e| (&e.path, &e.since) == (path, since))
+        });
+        for e in &config.errors {
+            if !reported.insert((e.path.clone(), e.since)) {
+                continue;
+            }
+            let workload_errors: Vec<_> = e
+                .diagnostics
+                .iter()
+                .filter(|d| {
+                    d.severity == Severity::Error
+                        && d.resource.as_ref().is_some_and(|r| r.kind == "Workload")
+                })
+                .collect();
+            if workload_errors.is_empty() {
+                continue;
+            }
+            let kept = if e.previous_in_force {
+                "its previous version stays in force"
+            } else {
+                "none of its resources are in force"
+            };
+            self.out.event(
+                false,
+                &format!(
+                    "{}: Workload change not applied ({kept}):",
+                    e.path.display()
+                ),
+            );
+            for d in workload_errors {
+                self.out.text(&format!("  {d}"));
+            }
+        }
+    }
+
+    /// Moves from the plan in force to `next`. False when a stop was asked for meanwhile.
+    async fn move_to(
+        &mut self,
+        next: Plan,
+        sup: &mut Supervisor,
+        source: &MeshSource,
+        quit: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let changes = self.plan.diff(&next);
+        if changes.is_empty() {
+            self.plan = next;
+            return true;
+        }
+        let stop: Vec<Replica> = changes.stop.iter().map(|r| (*r).clone()).collect();
+        let start: Vec<Replica> = changes.start.iter().map(|r| (*r).clone()).collect();
+        self.out.event(true, &describe(&stop, &start));
+
+        let yaml = match next.instances_yaml() {
+            Ok(y) => y,
+            Err(e) => {
+                self.out.event(
+                    false,
+                    &format!("instances: {e}; Workload changes not applied"),
+                );
+                return true;
+            }
+        };
+        let before = source.state().instances.generation;
+        if let Err(e) = state::write_atomic(&self.instances, yaml.as_bytes()) {
+            self.out.event(
+                false,
+                &format!(
+                    "{}: {e}; Workload changes not applied",
+                    self.instances.display()
+                ),
+            );
+            return true;
+        }
+        if !self.instances_read(source, before, quit).await {
+            return false;
+        }
+
+        let mut stopping = JoinSet::new();
+        for r in &stop {
+            let Some(p) = self.running.remove(&key(r)) else {
+                continue;
+            };
+            stopping.spawn(p.sidecar.stop());
+            if let Some(app) = p.app {
+                stopping.spawn(app.stop());
+            }
+            if !start.iter().any(|s| s.key() == r.key()) {
+                let _ = std::fs::remove_file(self.launch.bootstrap_file(&r.name));
+            }
+        }
+        while stopping.join_next().await.is_some() {}
+        if !stop.is_empty() {
+            self.out
+                .event(true, &format!("Stopped {}", names(stop.iter())));
+        }
+        self.plan = next;
+        if start.is_empty() {
+            return true;
+        }
+
+        let mut ready = match self.start_sidecars(sup, &start) {
+            Ok(r) => r,
+            Err(e) => {
+                self.out
+                    .event(false, &format!("{}: {e}", self.launch.proxies.display()));
+                return true;
+            }
+        };
+        if !wait_ready(&self.out, &mut ready, quit).await {
+            return false;
+        }
+        self.start_apps(sup, &start);
+        for r in &start {
+            self.out.event(
+                true,
+                &format!(
+                    "Started {} (pod IP {}, app {})",
+                    r.name,
+                    r.pod_ip,
+                    r.listen_addr()
+                        .map_or_else(|| r.app_ip.to_string(), |a| a.to_string())
+                ),
+            );
+        }
+        true
+    }
+
+    /// Waits until the control plane has read the instances file written after it had
+    /// generation `before`. False when a stop was asked for first.
+    async fn instances_read(
+        &self,
+        source: &MeshSource,
+        before: u64,
+        quit: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + INSTANCES_TIMEOUT;
+        while source.state().instances.generation <= before {
+            if tokio::time::Instant::now() >= deadline {
+                self.out.event(
+                    false,
+                    &format!(
+                        "the control plane has not read {} after {INSTANCES_TIMEOUT:?}; going on",
+                        self.instances.display()
+                    ),
+                );
+                return true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = quit.wait_for(|q| *q) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// `Workloads changed: starting c-0; stopping b-0; restarting a-0, a-1`.
+fn describe(stop: &[Replica], start: &[Replica]) -> String {
+    let restarted = |r: &&Replica, others: &[Replica]| others.iter().any(|o| o.key() == r.key());
+    let mut parts = Vec::new();
+    let starting: Vec<&Replica> = start.iter().filter(|r| !restarted(r, stop)).collect();
+    let stopping: Vec<&Replica> = stop.iter().filter(|r| !restarted(r, start)).collect();
+    let restarting: Vec<&Replica> = start.iter().filter(|r| restarted(r, stop)).collect();
+    for (verb, list) in [
+        ("starting", starting),
+        ("stopping", stopping),
+        ("restarting", restarting),
+    ] {
+        if !list.is_empty() {
+            parts.push(format!("{verb} {}", names(list.into_iter())));
+        }
+    }
+    format!("Workloads changed: {}", parts.join("; "))
+}
+
+fn names<'a>(replicas: impl Iterator<Item = &'a Replica>) -> String {
+    replicas
+        .map(|r| r.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
