@@ -29,7 +29,7 @@ use crate::resource::{Layers, ProxyResources, ResourceMap, compact_version};
 const MAX_PENDING: usize = 256;
 
 /// The size responses are cut at by default.
-pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024;
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024;
 
 /// The longest NACK reason kept for status; a proxy's error text is input, and status is
 /// shown to people.
