@@ -237,6 +237,9 @@ impl<S: ResourceSource> AggregatedDiscoveryService for XdsServer<S> {
     }
 }
 
+/// How long the status that ends a stream waits for room in its queue.
+const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
 type Outbound = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
 
 /// One stream from its first request to its end.
@@ -296,9 +299,9 @@ async fn run_stream<S: ResourceSource>(
         }
         Err(status) => {
             tracing::info!(parent: &span, %status, "xDS stream ended with an error");
-            // Never wait here: a proxy that stopped reading would hold the task forever.
-            // If its queue is full it does not get the reason, only the end of the stream.
-            let _ = tx.try_send(Err(status));
+            // Wait a little for room behind the responses still queued, not forever: a
+            // proxy that stopped reading gets only the end of the stream.
+            let _ = tokio::time::timeout(ERROR_SEND_TIMEOUT, tx.send(Err(status))).await;
         }
     }
 }
