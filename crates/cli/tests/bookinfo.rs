@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Mesh, WEFT, children, free_port, stop, weft};
+use common::{Mesh, children, free_port, stop, weft};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -124,18 +123,7 @@ fn bookinfo_traffic_management_tasks_through_the_gateway() {
     std::fs::write(&gateway_vs, vs_only).expect("write vs");
     let _ = gateway_only;
 
-    let mut child = Command::new(WEFT)
-        .arg("up")
-        .arg(&dir)
-        .arg("--state-dir")
-        .arg(&state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("weft up");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut mesh = Mesh(child);
+    let (mut mesh, stdout) = Mesh::up(&dir, &state);
     // Drain the logs so that the pipe never fills.
     let reader =
         std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).count());

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,18 +70,7 @@ fn circuit_breaking_and_mirroring_through_the_mesh() {
     let tmp = std::env::temp_dir().join(format!("weft-httpbin-test-{}", std::process::id()));
     let state = tmp.join("state");
     std::fs::create_dir_all(&tmp).expect("mkdir");
-    let mut child = Command::new(WEFT)
-        .arg("up")
-        .arg(Path::new(REPO).join("examples/httpbin"))
-        .arg("--state-dir")
-        .arg(&state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("weft up");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut mesh = Mesh(child);
+    let (mut mesh, stdout) = Mesh::up(&Path::new(REPO).join("examples/httpbin"), &state);
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = lines.clone();
     let reader = std::thread::spawn(move || {

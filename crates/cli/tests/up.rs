@@ -5,13 +5,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Mesh, WEFT, children, free_port, stop, weft};
+use common::{Mesh, children, free_port, stop, weft};
 
 /// GET `/` through the gateway: the status and body, or None when nothing answers.
 fn get(port: u16) -> Option<(u16, String)> {
@@ -81,19 +80,8 @@ fn up_serves_through_the_gateway_applies_live_and_stops_cleanly() {
     )
     .expect("write vs");
 
-    let mut child = Command::new(WEFT)
-        .arg("up")
-        .arg(&dir)
-        .arg("--state-dir")
-        .arg(&state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("weft up");
-    let stdout = child.stdout.take().expect("stdout");
-    let up_pid = child.id();
-    let mesh = Mesh(child);
+    let (mesh, stdout) = Mesh::up(&dir, &state);
+    let up_pid = mesh.pid();
     let reader = std::thread::spawn(move || {
         BufReader::new(stdout)
             .lines()
@@ -305,19 +293,8 @@ fn workloads_start_and_stop_while_the_mesh_runs() {
     std::fs::write(&second, httpbin("second", 1, "")).expect("write");
     let second_path = second.to_str().expect("utf-8");
 
-    let mut child = Command::new(WEFT)
-        .arg("up")
-        .arg(&dir)
-        .arg("--state-dir")
-        .arg(&state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("weft up");
-    let stdout = child.stdout.take().expect("stdout");
-    let up = child.id();
-    let mut mesh = Mesh(child);
+    let (mut mesh, stdout) = Mesh::up(&dir, &state);
+    let up = mesh.pid();
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = lines.clone();
     let reader = std::thread::spawn(move || {

@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
@@ -56,6 +56,29 @@ pub fn alive(pid: u32) -> bool {
 }
 
 pub struct Mesh(pub Child);
+
+impl Mesh {
+    /// Starts `weft up dir --state-dir state`, its stdout piped (the caller must drain it),
+    /// its stderr the test's.
+    pub fn up(dir: &Path, state: &Path) -> (Mesh, ChildStdout) {
+        let mut child = Command::new(WEFT)
+            .arg("up")
+            .arg(dir)
+            .arg("--state-dir")
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("weft up");
+        let stdout = child.stdout.take().expect("stdout");
+        (Mesh(child), stdout)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Mesh {
     fn drop(&mut self) {
