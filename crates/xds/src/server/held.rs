@@ -95,7 +95,9 @@ impl Held {
     /// and nothing else): its shared sets become the bases and only its own resources are
     /// kept by name.
     pub fn rebase(&mut self, layers: Option<&Layers>) {
-        self.delta.clear();
+        // Not `clear`: that keeps the capacity, and a first push books thousands of names
+        // here before they fold into a base.
+        self.delta = HashMap::new();
         self.bases.clear();
         let Some(layers) = layers else {
             return;
