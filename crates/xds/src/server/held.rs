@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 use crate::resource::{Layers, ResourceMap, compact_version};
 
+/// Up to this many differences are looked up by scanning.
+const SCAN: usize = 8;
+
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     /// Sets whose every resource the client holds at the set's version.
@@ -23,13 +26,25 @@ pub(crate) struct Held {
 impl Held {
     /// The version the client holds of `name`.
     pub fn get(&self, name: &str) -> Option<u64> {
-        match self.delta.get(name) {
+        match self.delta_get(name) {
             Some(v) => *v,
             None => self
                 .bases
                 .iter()
                 .find_map(|b| b.get(name))
                 .map(|r| compact_version(&r.version)),
+        }
+    }
+
+    /// The difference booked for `name`. A client in sync has only its own few resources
+    /// here, and a push asks for every name it holds: a short scan beats hashing then.
+    fn delta_get(&self, name: &str) -> Option<&Option<u64>> {
+        if self.delta.len() <= SCAN {
+            self.delta
+                .iter()
+                .find_map(|(k, v)| (**k == *name).then_some(v))
+        } else {
+            self.delta.get(name)
         }
     }
 
@@ -70,20 +85,22 @@ impl Held {
     /// Every name held except those of the bases in `skip` (sets whose names the caller
     /// knows about already), once.
     pub fn names_except(&self, skip: &[Arc<ResourceMap>]) -> Vec<Arc<str>> {
-        let mut seen: HashSet<&str> = HashSet::new();
-        let mut out = Vec::new();
-        for (name, v) in &self.delta {
-            seen.insert(name);
-            if v.is_some() {
-                out.push(name.clone());
-            }
-        }
+        let mut out: Vec<Arc<str>> = self
+            .delta
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        // Names of several bases may repeat; with one, only the delta can hold them again.
+        let mut seen: Option<HashSet<&str>> = (self.bases.len() > 1).then(HashSet::new);
         for base in &self.bases {
             if skip.iter().any(|s| Arc::ptr_eq(s, base)) {
                 continue;
             }
             for name in base.keys() {
-                if seen.insert(name) {
+                let fresh = self.delta_get(name).is_none()
+                    && seen.as_mut().is_none_or(|seen| seen.insert(name));
+                if fresh {
                     out.push(name.clone());
                 }
             }
