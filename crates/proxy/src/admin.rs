@@ -84,7 +84,17 @@ fn page(shared: &Shared, req: Request<Incoming>, health_only: bool) -> Response<
             let mut out = String::new();
             for name in names {
                 let state = &snapshot.clusters[name];
-                for ep in state.cluster.endpoints() {
+                // An ORIGINAL_DST cluster lists the destinations requests have gone to, as
+                // Envoy lists the hosts it created.
+                let destinations = state
+                    .original_dst
+                    .as_ref()
+                    .map(|o| o.destinations())
+                    .unwrap_or_default();
+                let states = std::iter::once(&**state).chain(destinations.iter().map(|d| &**d));
+                for (state, ep) in
+                    states.flat_map(|s| s.cluster.endpoints().iter().map(move |e| (s, e)))
+                {
                     let a = ep.address;
                     let _ = writeln!(out, "{name}::{a}::weight::{}", ep.weight);
                     let _ = writeln!(out, "{name}::{a}::rq_active::{}", ep.active_requests());

@@ -24,6 +24,7 @@ use crate::route::cors::{PREFLIGHT_STATUS, Verdict};
 use crate::route::policy::{Outcome, chance};
 use crate::route::{Action, RequestView};
 use crate::server::Shared;
+use crate::snapshot::ClusterState;
 use crate::stats::class_index;
 
 /// What a request's connection contributes: where it came from, which listener.
@@ -205,6 +206,34 @@ pub async fn handle(
             return Ok(finish(&cx, resp, Some(Flag::FaultInjected), log, ()));
         }
     }
+
+    // An ORIGINAL_DST cluster: the cluster of the destination the request asked for.
+    let original;
+    let state: &ClusterState = match &state.original_dst {
+        None => state,
+        Some(destinations) => {
+            let default_port = if scheme == "https" { 443 } else { 80 };
+            match destinations
+                .state_for(state, &authority, default_port, cx.local)
+                .await
+            {
+                Ok(s) => {
+                    original = s;
+                    &original
+                }
+                Err(why) => {
+                    let detail = format!("cluster {:?}: {why}", destination.cluster);
+                    return Ok(local_reply(
+                        &cx,
+                        Flag::NoHealthyUpstream,
+                        &detail,
+                        grpc,
+                        log,
+                    ));
+                }
+            }
+        }
+    };
 
     // The upstream request: same method and body, new URI, headers per the route.
     let path = matched
@@ -712,7 +741,7 @@ async fn join_upgraded(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::u
 /// answer 200, and splice the downstream's tunnel to it. A failed connect answers 503 UF.
 async fn tunnel(
     cx: &Arc<ConnContext>,
-    state: &crate::snapshot::ClusterState,
+    state: &ClusterState,
     pick: crate::cluster::Pick,
     parts: &mut http::request::Parts,
     grpc: bool,

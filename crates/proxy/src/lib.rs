@@ -18,6 +18,7 @@ pub mod config;
 pub mod http;
 pub mod listeners;
 pub mod mirror;
+pub mod original_dst;
 pub mod ratelimit;
 pub mod reply;
 pub mod route;

@@ -11,6 +11,7 @@ use weft_xds::proto;
 use crate::breaker::Breaker;
 use crate::cluster::Cluster;
 use crate::config::{ConfigError, NodeInfo};
+use crate::original_dst::OriginalDst;
 use crate::ratelimit::TokenBucket;
 use crate::route::RouteTable;
 use crate::stats::{ClusterStats, Stats};
@@ -31,7 +32,10 @@ pub struct ClusterState {
     pub cluster: Cluster,
     pub upstream: Upstream,
     pub stats: Arc<ClusterStats>,
-    pub breaker: Breaker,
+    /// Shared with the per-destination clusters of an ORIGINAL_DST cluster.
+    pub breaker: Arc<Breaker>,
+    /// Set for an ORIGINAL_DST cluster: its destinations so far.
+    pub original_dst: Option<OriginalDst>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,7 +175,9 @@ impl Snapshot {
                     Ok((cluster, upstream)) => {
                         let stats = stats.cluster(cluster.name());
                         Arc::new(ClusterState {
-                            breaker: Breaker::new(c.circuit_breakers.as_ref()),
+                            breaker: Arc::new(Breaker::new(c.circuit_breakers.as_ref())),
+                            original_dst: (cluster.discovery() == proto::Discovery::OriginalDst)
+                                .then(OriginalDst::default),
                             cluster,
                             upstream,
                             stats,

@@ -46,6 +46,7 @@ pub struct Cluster {
     endpoints: Box<[Arc<Endpoint>]>,
     lb_policy: proto::LbPolicy,
     protocol: proto::UpstreamProtocol,
+    discovery: proto::Discovery,
     connect_timeout: Duration,
     idle_timeout: Duration,
     hash_key: Option<HashKey>,
@@ -108,6 +109,16 @@ impl Cluster {
             .map_err(|_| err("lbPolicy", format!("unknown value {}", cfg.lb_policy)))?;
         let protocol = proto::UpstreamProtocol::try_from(cfg.protocol)
             .map_err(|_| err("protocol", format!("unknown value {}", cfg.protocol)))?;
+        let discovery = proto::Discovery::try_from(cfg.discovery)
+            .map_err(|_| err("discovery", format!("unknown value {}", cfg.discovery)))?;
+        if discovery == proto::Discovery::OriginalDst && !cfg.endpoints.is_empty() {
+            return Err(err(
+                "endpoints",
+                "an ORIGINAL_DST cluster sends each request to the destination it asked for; \
+                 it lists no endpoints"
+                    .into(),
+            ));
+        }
         let connect_timeout = match &cfg.connect_timeout {
             None => DEFAULT_CONNECT_TIMEOUT,
             Some(d) => {
@@ -143,6 +154,7 @@ impl Cluster {
             endpoints,
             lb_policy,
             protocol,
+            discovery,
             connect_timeout,
             idle_timeout,
             hash_key,
@@ -167,6 +179,11 @@ impl Cluster {
 
     pub fn lb_policy(&self) -> proto::LbPolicy {
         self.lb_policy
+    }
+
+    /// STATIC, or ORIGINAL_DST (no endpoints: see `crate::original_dst`).
+    pub fn discovery(&self) -> proto::Discovery {
+        self.discovery
     }
 
     /// How long to wait for an upstream connection. Default 10s.

@@ -266,6 +266,11 @@ fn build_errors_name_the_field() {
             "tls.keyFile",
             "go together",
         ),
+        (
+            "{name: c, discovery: ORIGINAL_DST, endpoints: [{address: '10.0.0.1:80'}]}",
+            "endpoints",
+            "sends each request to the destination it asked for",
+        ),
     ];
     for &(yaml, field, reason) in cases {
         let err = match Cluster::build(&config(yaml)) {
@@ -289,6 +294,12 @@ fn build_errors_name_the_field() {
     assert_eq!(
         err.map(|e| (e.field, e.reason)),
         Some(("lbPolicy".into(), "unknown value 42".into()))
+    );
+    let mut cfg = config("name: c");
+    cfg.discovery = 7;
+    assert_eq!(
+        Cluster::build(&cfg).err().map(|e| e.field),
+        Some("discovery".into())
     );
     let mut cfg = config("name: c");
     cfg.protocol = 9;
