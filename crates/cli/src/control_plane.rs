@@ -73,6 +73,7 @@ pub fn run(args: Args) -> ExitCode {
     let mut options = Options::new(args.config);
     options.instances = args.instances;
     options.mesh = mesh;
+    options.mesh_path = args.mesh_config;
     options.xds_address = args.xds_address;
     options.monitoring_address = args.monitoring_address;
     rt.block_on(serve(options))

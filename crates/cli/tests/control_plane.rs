@@ -198,6 +198,10 @@ fn start_control_plane(dir: &Path, xds: SocketAddr) -> ControlPlane {
         .arg(xds.to_string())
         .arg("--monitoring-address")
         .arg("127.0.0.1:0");
+    let mesh = dir.join("mesh.yaml");
+    if mesh.exists() {
+        cmd.arg("--mesh-config").arg(mesh);
+    }
     let process = Process::spawn(cmd);
     let xds = addr_after(&process.wait_line("weft control-plane: xds on "));
     let monitoring = addr_after(&process.wait_line("weft control-plane: monitoring on "));
@@ -593,4 +597,83 @@ fn control_plane_drives_real_sidecars() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(0), "{}", cp.process.log());
+}
+
+/// Egress: under ALLOW_ANY a host outside the registry is reached where it was addressed;
+/// a DNS ServiceEntry's name is resolved by the control plane; editing the mesh config file to
+/// REGISTRY_ONLY closes the passthrough live, and a bad edit keeps the last good mesh config.
+#[test]
+fn egress_follows_the_mesh_outbound_traffic_policy() {
+    let net = 100 + ((std::process::id() + 75) % 150) as u8;
+    let ip = |host: u8| IpAddr::from([127, 0, net, host]);
+    let dir = std::env::temp_dir().join(format!(
+        "weft-cp-egress-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("config")).expect("dir");
+    let _cleanup = TempDir(dir.clone());
+    // An application outside the mesh, and one behind a DNS name (localhost).
+    let outside = SocketAddr::new(ip(200), 8080);
+    app(outside, "outside");
+    let named = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let named_port = named.local_addr().expect("addr").port();
+    drop(named);
+    app(SocketAddr::from(([127, 0, 0, 1], named_port)), "by-dns");
+    write(
+        &dir.join("config").join("egress.yaml"),
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: partner}}\n\
+             spec:\n  hosts: [partner.example]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  \
+             ports: [{{number: 80, name: http, protocol: HTTP}}]\n  \
+             endpoints: [{{address: localhost, ports: {{http: {named_port}}}}}]\n"
+        ),
+    );
+    write(
+        &dir.join("instances.yaml"),
+        &format!(
+            "- {{name: sleep-0, labels: {{app: sleep}}, ip: {}}}\n",
+            ip(2)
+        ),
+    );
+    let mesh = dir.join("mesh.yaml");
+    write(&mesh, "outboundTrafficPolicy: {mode: ALLOW_ANY}\n");
+    let cp = start_control_plane(&dir, "127.0.0.1:0".parse().unwrap());
+    let sleep = start_sidecar(&dir, "sleep-0", ip(2), cp.xds);
+    let get = |host: &str| http_get(sleep.outbound, host, &format!("http://{host}/"));
+
+    eventually("the outside app through the passthrough", || {
+        get(&outside.to_string()) == Ok((200, "outside".into()))
+    });
+    eventually("the ServiceEntry's DNS name resolved to its app", || {
+        get("partner.example") == Ok((200, "by-dns".into()))
+    });
+    let admin = format!("http://{}", sleep.admin);
+    let clusters = weft(&["proxy-config", "clusters", "--admin", &admin]);
+    assert!(clusters.contains("PassthroughCluster"), "{clusters}");
+
+    // REGISTRY_ONLY: the outside host now gets 502 (BlackHoleCluster); registered hosts still
+    // work.
+    write(&mesh, "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n");
+    eventually("the passthrough closed", || {
+        get(&outside.to_string()).is_ok_and(|(status, _)| status == 502)
+    });
+    assert_eq!(get("partner.example"), Ok((200, "by-dns".into())));
+
+    // A bad edit is reported and changes nothing.
+    write(&mesh, "outboundTrafficPolicy: {mode: WIDE_OPEN}\n");
+    let url = format!("http://{}", cp.monitoring);
+    eventually("the bad mesh config reported", || {
+        http_get(cp.monitoring, "cp", "/debug/config_errors")
+            .is_ok_and(|(_, body)| body.contains("meshConfig") && body.contains("WIDE_OPEN"))
+    });
+    assert!(get(&outside.to_string()).is_ok_and(|(status, _)| status == 502));
+    assert!(all_synced(
+        &weft(&["proxy-status", "--control-plane", &url]),
+        1
+    ));
 }

@@ -34,6 +34,9 @@ pub struct MeshConfig {
     /// (a rule's `localityLbSetting` replaces this whole). Istio's default is
     /// `{enabled: true}`: failover by locality wherever outlier detection is on.
     pub locality_lb_setting: Option<LocalityLoadBalancerSetting>,
+    /// How often the control plane resolves the DNS names of ServiceEntries again
+    /// ([`crate::dns`]). Istio's default: 60s.
+    pub dns_refresh_rate: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,11 +79,25 @@ impl Default for MeshConfig {
                 enabled: Some(true),
                 ..LocalityLoadBalancerSetting::default()
             }),
+            dns_refresh_rate: None,
         }
     }
 }
 
+/// `dnsRefreshRate` when unset, as Istio.
+pub const DEFAULT_DNS_REFRESH_RATE: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl MeshConfig {
+    /// `dnsRefreshRate`, or Istio's default; a value that does not parse or is zero counts
+    /// as the default (`check` reports it).
+    pub fn dns_refresh_rate(&self) -> std::time::Duration {
+        self.dns_refresh_rate
+            .as_ref()
+            .and_then(|d| d.get().ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_DNS_REFRESH_RATE)
+    }
+
     /// Istio's checks of the fields translation reads (`ValidateMeshConfig`): today the
     /// `localityLbSetting` rules a DestinationRule's follows. Errors and warnings, each with
     /// its field path.
@@ -90,6 +107,11 @@ impl MeshConfig {
             // The mesh-wide setting has no outlier detection of its own to require: it applies
             // where rules set one.
             l.check(cx, true)
+        });
+        cx.opt("dnsRefreshRate", &self.dns_refresh_rate, |cx, d| {
+            if let Err(e) = d.check() {
+                cx.error(e);
+            }
         });
         cx.into_findings()
     }

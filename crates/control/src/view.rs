@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use weft_api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use weft_api::{Resource, Spec};
 
+use crate::dns::DnsTable;
 use crate::node::ProxyNode;
 use crate::registry::{Endpoint, Registry, Service, WorkloadInstance};
 use crate::unsupported::Unsupported;
@@ -22,6 +24,8 @@ pub struct ConfigView {
     instance_by_ip: HashMap<IpAddr, usize>,
     /// (service, endpoint) indexes by endpoint address, in registry order.
     endpoints_by_address: HashMap<String, Vec<(usize, usize)>>,
+    /// What the registry's DNS names resolved to ([`crate::dns`]).
+    dns: Arc<DnsTable>,
 }
 
 impl ConfigView {
@@ -52,7 +56,22 @@ impl ConfigView {
             instance_by_name,
             instance_by_ip,
             endpoints_by_address,
+            dns: Arc::default(),
         }
+    }
+
+    /// This view with the answers of the DNS names its services use.
+    pub fn with_dns(mut self, dns: Arc<DnsTable>) -> ConfigView {
+        self.dns = dns;
+        self
+    }
+
+    pub fn dns(&self) -> &DnsTable {
+        &self.dns
+    }
+
+    pub fn dns_table(&self) -> Arc<DnsTable> {
+        self.dns.clone()
     }
 
     pub fn resources(&self) -> &[Resource] {

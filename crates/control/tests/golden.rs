@@ -39,6 +39,12 @@ struct CaseFile {
     #[serde(default)]
     instances: Vec<InstanceSpec>,
     proxies: Vec<ProxySpec>,
+    /// What DNS names resolve to (the control plane's resolver, `weft_control::dns`).
+    #[serde(default)]
+    dns: BTreeMap<String, Vec<IpAddr>>,
+    /// Names whose lookup failed, with the reason.
+    #[serde(default)]
+    dns_errors: BTreeMap<String, String>,
 }
 
 /// A workload instance: a replica of a `Workload` resource (`workload:`), or spelt out.
@@ -281,7 +287,14 @@ fn run_case(dir: &Path) -> Vec<String> {
     );
     let resources: Vec<weft_api::Resource> = loaded.effective().into_iter().cloned().collect();
     let instances = instances(&case, &resources);
-    let view = ConfigView::new(resources, instances);
+    let mut dns = weft_control::dns::DnsTable::default();
+    for (name, ips) in &case.dns {
+        dns.insert(name.clone(), Ok(ips.clone()));
+    }
+    for (name, why) in &case.dns_errors {
+        dns.insert(name.clone(), Err(why.clone()));
+    }
+    let view = ConfigView::new(resources, instances).with_dns(std::sync::Arc::new(dns));
     let mesh = case.mesh.clone().unwrap_or_default();
 
     let mut failures = Vec::new();

@@ -82,6 +82,9 @@ pub struct ConfigErrors {
     /// The instances file, when its latest version was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<FileErrorInfo>,
+    /// The mesh config file, when its latest version was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_config: Option<FileErrorInfo>,
     /// Fields translation could not express in proxy config (ignored, behaviour differs).
     pub unsupported: Vec<UnsupportedInfo>,
 }

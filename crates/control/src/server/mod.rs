@@ -1,9 +1,9 @@
 //! The control plane as a server (`weft control-plane`): the I/O around the pure translation.
 //!
 //! ```text
-//! FileStore (config paths, polled)   InstancesFile (--instances, polled)
-//!        \  watch<ConfigSnapshot>        /  watch<Instances>
-//!         v                             v
+//! MeshFile (--mesh-config)  FileStore (config paths)  InstancesFile (--instances)  dns resolver
+//!   all polled or timed; each a watch channel  ------------------------------------------+
+//!         v
 //!        push_loop: debounce 100 ms, then MeshSource::update
 //!            ConfigView once, translate per subscribed proxy, send_if_modified
 //!                    |  watch<ProxyResources> per node id
@@ -15,7 +15,9 @@
 //! [`ConfigStore`] is the seam for a second source of resources (the Kubernetes API).
 
 pub mod api;
+pub mod dns;
 pub mod instances;
+pub mod mesh_file;
 pub mod monitor;
 mod poll;
 pub mod push;
@@ -31,7 +33,8 @@ use tokio::net::TcpListener;
 use weft_xds::server::XdsServer;
 
 pub use instances::{InstanceEntry, Instances, InstancesFile};
-pub use push::{MeshSource, PushStats};
+pub use mesh_file::{MeshFile, MeshSettings};
+pub use push::{Inputs, MeshSource, PushStats, Watches};
 pub use store::{ConfigSnapshot, ConfigStore, FileError, FileStore};
 
 use crate::mesh_config::MeshConfig;
@@ -45,7 +48,10 @@ pub struct Options {
     pub shallow_dirs: Vec<PathBuf>,
     /// The instances file, if any.
     pub instances: Option<PathBuf>,
+    /// The mesh config in force at start.
     pub mesh: MeshConfig,
+    /// The file `mesh` was read from, watched for edits.
+    pub mesh_path: Option<PathBuf>,
     /// Plaintext xDS (Istio's 15010).
     pub xds_address: SocketAddr,
     /// Monitoring and debug endpoints (Istio's 15014).
@@ -61,6 +67,7 @@ impl Options {
             shallow_dirs: Vec::new(),
             instances: None,
             mesh: MeshConfig::default(),
+            mesh_path: None,
             xds_address: SocketAddr::from(([127, 0, 0, 1], 15010)),
             monitoring_address: SocketAddr::from(([127, 0, 0, 1], 15014)),
             poll_interval: Duration::from_millis(200),
@@ -86,21 +93,17 @@ pub enum Error {
     Serve(#[from] weft_xds::server::ServeError),
 }
 
-/// Reads an Istio mesh config file (YAML or JSON, `meshConfig`'s fields).
+/// Reads an Istio mesh config file (YAML or JSON, `meshConfig`'s fields), checked.
 pub fn read_mesh_config(path: &Path) -> Result<MeshConfig, Error> {
-    let err = |reason: String| Error::MeshConfig {
+    mesh_file::read(path).map_err(|reason| Error::MeshConfig {
         path: path.to_owned(),
         reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    if text.trim().is_empty() {
-        return Ok(MeshConfig::default());
-    }
-    yaml_serde::from_str(&text).map_err(|e| err(e.to_string()))
+    })
 }
 
 /// A control plane with its config loaded and its ports bound, not yet serving.
 pub struct ControlPlane {
+    mesh: Arc<MeshFile>,
     store: Arc<FileStore>,
     instances: Arc<InstancesFile>,
     xds: XdsServer<MeshSource>,
@@ -133,7 +136,12 @@ impl ControlPlane {
             instances = instances.current().instances.len(),
             "config loaded"
         );
-        let source = MeshSource::new(options.mesh, snapshot, instances.current());
+        let mesh = Arc::new(MeshFile::new(options.mesh_path.clone(), options.mesh));
+        let source = MeshSource::new(Inputs::new(
+            (*mesh.current().config).clone(),
+            snapshot,
+            instances.current(),
+        ));
         let bind = |what, address| async move {
             TcpListener::bind(address)
                 .await
@@ -146,6 +154,7 @@ impl ControlPlane {
         let xds_listener = bind("xds", options.xds_address).await?;
         let monitoring_listener = bind("monitoring", options.monitoring_address).await?;
         Ok(ControlPlane {
+            mesh,
             store,
             instances,
             xds: XdsServer::new(source),
@@ -173,13 +182,39 @@ impl ControlPlane {
     /// config and reconnect) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (dns_tx, dns_rx) = tokio::sync::watch::channel(Arc::default());
+        let mesh_config = {
+            let (tx, rx) = tokio::sync::watch::channel(self.mesh.current().config.clone());
+            let mut settings = self.mesh.subscribe();
+            tokio::spawn(async move {
+                while settings.changed().await.is_ok() {
+                    let config = settings.borrow_and_update().config.clone();
+                    tx.send_if_modified(|c| {
+                        let changed = **c != *config;
+                        *c = config;
+                        changed
+                    });
+                }
+            });
+            rx
+        };
         let tasks = [
+            tokio::spawn(self.mesh.clone().watch(self.poll_interval)),
             tokio::spawn(self.store.clone().watch(self.poll_interval)),
             tokio::spawn(self.instances.clone().watch(self.poll_interval)),
+            tokio::spawn(dns::resolve_loop(
+                self.store.subscribe(),
+                mesh_config,
+                dns_tx,
+            )),
             tokio::spawn(push::push_loop(
                 self.xds.source().clone(),
-                self.store.subscribe(),
-                self.instances.subscribe(),
+                Watches {
+                    mesh: self.mesh.subscribe(),
+                    config: self.store.subscribe(),
+                    instances: self.instances.subscribe(),
+                    dns: dns_rx,
+                },
             )),
             tokio::spawn(monitor::serve(
                 self.monitoring_listener,

@@ -170,12 +170,8 @@ pub fn config_errors(source: &MeshSource) -> api::ConfigErrors {
                 diagnostics: e.diagnostics.iter().map(ToString::to_string).collect(),
             })
             .collect(),
-        instances: state.instances.error.as_ref().map(|e| api::FileErrorInfo {
-            path: e.path.display().to_string(),
-            previous_in_force: true,
-            since: rfc3339(e.since),
-            diagnostics: vec![e.message.clone()],
-        }),
+        instances: state.instances.error.as_ref().map(rejected),
+        mesh_config: state.mesh_error.as_ref().map(rejected),
         unsupported: source
             .unsupported()
             .into_iter()
@@ -186,6 +182,16 @@ pub fn config_errors(source: &MeshSource) -> api::ConfigErrors {
                 reason: u.reason,
             })
             .collect(),
+    }
+}
+
+/// A rejected instances or mesh config file (its previous version stays in force).
+fn rejected(e: &super::instances::InstancesError) -> api::FileErrorInfo {
+    api::FileErrorInfo {
+        path: e.path.display().to_string(),
+        previous_in_force: true,
+        since: rfc3339(e.since),
+        diagnostics: vec![e.message.clone()],
     }
 }
 

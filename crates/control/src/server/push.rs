@@ -24,8 +24,10 @@ use weft_xds::resource::{
 };
 use weft_xds::server::{Nack, ResourceSource};
 
-use super::instances::Instances;
+use super::instances::{Instances, InstancesError};
+use super::mesh_file::MeshSettings;
 use super::store::ConfigSnapshot;
+use crate::dns::DnsTable;
 use crate::mesh_config::MeshConfig;
 use crate::node::{ProxyKind, ProxyNode};
 use crate::translate::{self, OutboundKey, ProxyResources};
@@ -38,9 +40,35 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// The longest a push waits while changes keep coming.
 pub const MAX_DEBOUNCE: Duration = Duration::from_millis(500);
 
+/// Everything a push is computed from; each part has its own watcher (files, the instances
+/// file, the DNS resolver).
+#[derive(Clone)]
+pub struct Inputs {
+    pub mesh: Arc<MeshConfig>,
+    /// Why the mesh config file's latest version is not in force, if it is not.
+    pub mesh_error: Option<InstancesError>,
+    pub config: Arc<ConfigSnapshot>,
+    pub instances: Arc<Instances>,
+    pub dns: Arc<DnsTable>,
+}
+
+impl Inputs {
+    pub fn new(mesh: MeshConfig, config: Arc<ConfigSnapshot>, instances: Arc<Instances>) -> Self {
+        Inputs {
+            mesh: Arc::new(mesh),
+            mesh_error: None,
+            config,
+            instances,
+            dns: Arc::default(),
+        }
+    }
+}
+
 /// What every translation reads: one version of the mesh, and the outbound halves
 /// translated from it so far.
 pub struct State {
+    pub mesh: Arc<MeshConfig>,
+    pub mesh_error: Option<InstancesError>,
     pub config: Arc<ConfigSnapshot>,
     pub instances: Arc<Instances>,
     pub view: ConfigView,
@@ -61,28 +89,45 @@ struct SharedOutbound {
 }
 
 impl State {
-    fn new(
-        mesh: &MeshConfig,
-        config: Arc<ConfigSnapshot>,
-        instances: Arc<Instances>,
-        previous: Option<&State>,
-    ) -> State {
-        let view = ConfigView::new(config.resources.clone(), instances.instances.clone());
-        let label_keys = translate::selector_label_keys(&view, mesh);
+    fn new(inputs: Inputs, previous: Option<&State>) -> State {
+        let Inputs {
+            mesh,
+            mesh_error,
+            config,
+            instances,
+            dns,
+        } = inputs;
+        let view =
+            ConfigView::new(config.resources.clone(), instances.instances.clone()).with_dns(dns);
+        let label_keys = translate::selector_label_keys(&view, &mesh);
         State {
+            previous: previous
+                .map(|p| lock(&p.outbound).clone())
+                .unwrap_or_default(),
+            mesh,
+            mesh_error,
             config,
             instances,
             view,
             label_keys,
             outbound: Mutex::new(HashMap::new()),
-            previous: previous
-                .map(|p| lock(&p.outbound).clone())
-                .unwrap_or_default(),
+        }
+    }
+
+    /// The inputs this state was built from.
+    pub fn inputs(&self) -> Inputs {
+        Inputs {
+            mesh: self.mesh.clone(),
+            mesh_error: self.mesh_error.clone(),
+            config: self.config.clone(),
+            instances: self.instances.clone(),
+            dns: self.view.dns_table(),
         }
     }
 
     /// The outbound half for `key`, translated on first use.
-    fn outbound(&self, key: OutboundKey, mesh: &MeshConfig) -> Arc<SharedOutbound> {
+    fn outbound(&self, key: OutboundKey) -> Arc<SharedOutbound> {
+        let mesh = &*self.mesh;
         let mut cache = lock(&self.outbound);
         cache
             .entry(key)
@@ -134,7 +179,6 @@ pub struct MeshSource {
 }
 
 struct Inner {
-    mesh: MeshConfig,
     state: RwLock<Arc<State>>,
     proxies: Mutex<BTreeMap<String, Subscribed>>,
     /// Every unsupported note of the last push (and of proxies translated since).
@@ -154,11 +198,10 @@ pub struct PushStats {
 }
 
 impl MeshSource {
-    pub fn new(mesh: MeshConfig, config: Arc<ConfigSnapshot>, instances: Arc<Instances>) -> Self {
-        let state = State::new(&mesh, config, instances, None);
+    pub fn new(inputs: Inputs) -> Self {
+        let state = State::new(inputs, None);
         let source = MeshSource {
             inner: Arc::new(Inner {
-                mesh,
                 state: RwLock::new(Arc::new(state)),
                 proxies: Mutex::new(BTreeMap::new()),
                 unsupported: Mutex::new(BTreeSet::new()),
@@ -174,8 +217,9 @@ impl MeshSource {
         read(&self.inner.state).clone()
     }
 
-    pub fn mesh(&self) -> &MeshConfig {
-        &self.inner.mesh
+    /// The mesh config in force.
+    pub fn mesh(&self) -> Arc<MeshConfig> {
+        self.state().mesh.clone()
     }
 
     /// The unsupported notes in force, sorted.
@@ -207,11 +251,11 @@ impl MeshSource {
     /// What `node` gets now as the transport carries it, and the unsupported notes of its
     /// translation. A sidecar's outbound half comes from `state`'s shared ones.
     fn resources_for(&self, state: &State, node: &ProxyNode) -> (XdsResources, Vec<Unsupported>) {
-        let mesh = &self.inner.mesh;
+        let mesh = &*state.mesh;
         match node.kind {
             ProxyKind::Sidecar => {
                 let key = OutboundKey::of(node, &state.label_keys);
-                let shared = state.outbound(key, mesh);
+                let shared = state.outbound(key);
                 let own = translate::sidecar_own(node, mesh, &state.view);
                 let mut xds = to_xds(&own);
                 xds.share(CLUSTER_TYPE_URL, shared.clusters.clone());
@@ -229,15 +273,10 @@ impl MeshSource {
 
     /// Installs a new mesh version and recomputes every subscribed proxy; proxies whose
     /// resources changed are woken. Blocking (CPU): call it off the async workers.
-    pub fn update(&self, config: Arc<ConfigSnapshot>, instances: Arc<Instances>) -> PushStats {
+    pub fn update(&self, inputs: Inputs) -> PushStats {
         let started = Instant::now();
         let previous = self.state();
-        let state = Arc::new(State::new(
-            &self.inner.mesh,
-            config,
-            instances,
-            Some(&previous),
-        ));
+        let state = Arc::new(State::new(inputs, Some(&previous)));
         drop(previous);
         *write(&self.inner.state) = state.clone();
         let mut notes: BTreeSet<Unsupported> = state.view.unsupported().iter().cloned().collect();
@@ -325,7 +364,7 @@ impl MeshSource {
                 Self::node(&state, &parsed.id()).ok()?
             }
         };
-        let translated = crate::translate(&node, &self.inner.mesh, &state.view);
+        let translated = crate::translate(&node, &state.mesh, &state.view);
         Some((node, Arc::new(translated)))
     }
 
@@ -409,17 +448,52 @@ impl ResourceSource for MeshSource {
     }
 }
 
-/// Waits for changes of the config or the instances, gathers a burst ([`DEBOUNCE`]), then
-/// pushes. Runs until the returned future is dropped.
-pub async fn push_loop(
-    source: MeshSource,
-    mut config: watch::Receiver<Arc<ConfigSnapshot>>,
-    mut instances: watch::Receiver<Arc<Instances>>,
-) {
-    config.borrow_and_update();
-    instances.borrow_and_update();
+/// The watchers a push follows: the mesh config file, the config store, the instances file
+/// and the DNS resolver.
+pub struct Watches {
+    pub mesh: watch::Receiver<Arc<MeshSettings>>,
+    pub config: watch::Receiver<Arc<ConfigSnapshot>>,
+    pub instances: watch::Receiver<Arc<Instances>>,
+    pub dns: watch::Receiver<Arc<DnsTable>>,
+}
+
+impl Watches {
+    /// Resolves when any watcher has a change; false once every sender is gone.
+    async fn changed(&mut self, closed: &mut [bool; 4]) -> bool {
+        loop {
+            let (which, r) = tokio::select! {
+                r = self.mesh.changed(), if !closed[0] => (0, r),
+                r = self.config.changed(), if !closed[1] => (1, r),
+                r = self.instances.changed(), if !closed[2] => (2, r),
+                r = self.dns.changed(), if !closed[3] => (3, r),
+                else => return false,
+            };
+            match r {
+                Ok(()) => return true,
+                Err(_) => closed[which] = true,
+            }
+        }
+    }
+
+    fn current(&mut self) -> Inputs {
+        let mesh = self.mesh.borrow_and_update().clone();
+        Inputs {
+            mesh: mesh.config.clone(),
+            mesh_error: mesh.error.clone(),
+            config: self.config.borrow_and_update().clone(),
+            instances: self.instances.borrow_and_update().clone(),
+            dns: self.dns.borrow_and_update().clone(),
+        }
+    }
+}
+
+/// Waits for a change of any input, gathers a burst ([`DEBOUNCE`]), then pushes. Runs until
+/// the returned future is dropped.
+pub async fn push_loop(source: MeshSource, mut watches: Watches) {
+    watches.current();
+    let mut closed = [false; 4];
     loop {
-        if !changed(&mut config, &mut instances).await {
+        if !watches.changed(&mut closed).await {
             return;
         }
         let first = Instant::now();
@@ -428,14 +502,13 @@ pub async fn push_loop(
             let quiet = tokio::time::sleep(DEBOUNCE.min(left));
             tokio::select! {
                 () = quiet => break,
-                more = changed(&mut config, &mut instances) => if !more { return },
+                more = watches.changed(&mut closed) => if !more { return },
             }
         }
-        let c = config.borrow_and_update().clone();
-        let i = instances.borrow_and_update().clone();
-        let (generation, inst_generation) = (c.generation, i.generation);
+        let inputs = watches.current();
+        let (generation, inst_generation) = (inputs.config.generation, inputs.instances.generation);
         let s = source.clone();
-        match tokio::task::spawn_blocking(move || s.update(c, i)).await {
+        match tokio::task::spawn_blocking(move || s.update(inputs)).await {
             Ok(stats) => tracing::info!(
                 config = generation,
                 instances = inst_generation,
@@ -446,17 +519,6 @@ pub async fn push_loop(
             ),
             Err(e) => tracing::error!("push failed: {e}"),
         }
-    }
-}
-
-/// Resolves when either receiver has a change; false when both senders are gone.
-async fn changed(
-    config: &mut watch::Receiver<Arc<ConfigSnapshot>>,
-    instances: &mut watch::Receiver<Arc<Instances>>,
-) -> bool {
-    tokio::select! {
-        r = config.changed() => r.is_ok() || instances.changed().await.is_ok(),
-        r = instances.changed() => r.is_ok() || config.changed().await.is_ok(),
     }
 }
 
@@ -526,7 +588,11 @@ spec:
 
     #[test]
     fn only_proxies_whose_resources_change_are_woken() {
-        let source = MeshSource::new(MeshConfig::default(), config(1, "v1"), instances());
+        let source = MeshSource::new(Inputs::new(
+            MeshConfig::default(),
+            config(1, "v1"),
+            instances(),
+        ));
         let mut rx = source.subscribe(&node(ID)).expect("subscribes");
         let first = rx.borrow_and_update().clone();
         assert!(first.len(CLUSTER_TYPE_URL) > 0);
@@ -542,13 +608,21 @@ spec:
         assert_eq!(inbound.endpoints[0].address, "10.0.1.3:9080");
 
         // A new config generation with the same content: nothing is sent.
-        let stats = source.update(config(2, "v1"), instances());
+        let stats = source.update(Inputs::new(
+            MeshConfig::default(),
+            config(2, "v1"),
+            instances(),
+        ));
         assert_eq!((stats.proxies, stats.changed), (1, 0));
         assert_eq!(stats.outbound_translations, 1);
         assert!(!rx.has_changed().expect("open"));
 
         // A routing change wakes the proxy with new route configurations.
-        let stats = source.update(config(3, "v2"), instances());
+        let stats = source.update(Inputs::new(
+            MeshConfig::default(),
+            config(3, "v2"),
+            instances(),
+        ));
         assert_eq!((stats.proxies, stats.changed), (1, 1));
         assert!(rx.has_changed().expect("open"));
         let next = rx.borrow_and_update().clone();
@@ -576,12 +650,25 @@ spec:
         assert_eq!(source.subscribed().len(), 1);
         source.on_disconnect(&node(ID));
         assert!(source.subscribed().is_empty());
-        assert_eq!(source.update(config(4, "v1"), instances()).proxies, 0);
+        assert_eq!(
+            source
+                .update(Inputs::new(
+                    MeshConfig::default(),
+                    config(4, "v1"),
+                    instances()
+                ))
+                .proxies,
+            0
+        );
     }
 
     #[test]
     fn malformed_node_ids_are_refused() {
-        let source = MeshSource::new(MeshConfig::default(), config(1, "v1"), instances());
+        let source = MeshSource::new(Inputs::new(
+            MeshConfig::default(),
+            config(1, "v1"),
+            instances(),
+        ));
         let err = source
             .subscribe(&node("sidecar~not-an-ip~a.b~b.svc.cluster.local"))
             .expect_err("refused");

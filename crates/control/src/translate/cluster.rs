@@ -21,8 +21,9 @@ use super::locality;
 use super::names::outbound_cluster;
 use super::scope::{Rule, Scope, destination_rule};
 use super::{Notes, duration};
+use crate::dns;
 use crate::mesh_config::MeshConfig;
-use crate::node::ProxyNode;
+use crate::node::{ProxyKind, ProxyNode};
 use crate::registry::{Resolution, Service, ServicePort};
 use crate::view::ConfigView;
 
@@ -185,7 +186,7 @@ pub(crate) fn outbound_clusters(
             if port.protocol == Some(Protocol::Udp) {
                 continue;
             }
-            endpoint_notes(svc, port, notes);
+            endpoint_notes(svc, view, notes);
             let base = rule.as_ref().and_then(|r| {
                 r.rule
                     .traffic_policy
@@ -198,7 +199,7 @@ pub(crate) fn outbound_clusters(
                 port,
                 None,
                 &merged(base.clone(), None),
-                (node, mesh),
+                (node, mesh, view),
                 notes,
             ));
             let Some(Rule { subsets, .. }) = &rule else {
@@ -214,7 +215,7 @@ pub(crate) fn outbound_clusters(
                     port,
                     Some(&subset.labels),
                     &merged(base.clone(), sub),
-                    (node, mesh),
+                    (node, mesh, view),
                     notes,
                 ));
             }
@@ -252,8 +253,8 @@ pub(crate) fn inbound_connection_pool(
     }
 }
 
-/// Endpoints the proxy cannot use, noted once per service.
-fn endpoint_notes(svc: &Service, port: &ServicePort, notes: &mut Notes) {
+/// Endpoints the proxy cannot use (notes are de-duplicated, so once per service).
+fn endpoint_notes(svc: &Service, view: &ConfigView, notes: &mut Notes) {
     let note = |notes: &mut Notes, reason: String| {
         notes.0.push(crate::unsupported::Unsupported {
             resource: Some(svc.resource.clone()),
@@ -262,36 +263,28 @@ fn endpoint_notes(svc: &Service, port: &ServicePort, notes: &mut Notes) {
             location: None,
         });
     };
-    match svc.resolution {
-        Resolution::Passthrough if svc.endpoints.is_empty() => note(
-            notes,
-            format!(
-                "resolution NONE sends to the address the client asked for, which needs an \
-                 original-destination cluster the proxy does not have yet: {} has no endpoints",
-                outbound_cluster(port.port, "", &svc.hostname)
-            ),
-        ),
-        Resolution::DynamicDns => note(notes, "resolution DYNAMIC_DNS is not supported".into()),
-        _ => {}
+    if svc.resolution == Resolution::DynamicDns {
+        note(notes, "resolution DYNAMIC_DNS is not supported".into());
     }
-    if svc
+    let names = svc
         .endpoints
         .iter()
-        .any(|e| e.address.parse::<IpAddr>().is_err())
-    {
-        note(
-            notes,
-            format!(
-                "endpoints named by DNS ({}) need DNS resolution in the proxy, which it does not \
-                 have yet; they are left out",
-                svc.endpoints
-                    .iter()
-                    .filter(|e| e.address.parse::<IpAddr>().is_err())
-                    .map(|e| e.address.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
+        .filter(|e| e.address.parse::<IpAddr>().is_err());
+    for e in names {
+        let name = &e.address;
+        if !dns::resolves_by_dns(svc) {
+            note(
+                notes,
+                format!(
+                    "endpoint {name:?} is a name: only resolution DNS resolves names; left out"
+                ),
+            );
+        } else if let Some(Err(why)) = view.dns().get(name) {
+            note(
+                notes,
+                format!("{name:?} did not resolve ({why}); left out until it does"),
+            );
+        }
     }
 }
 
@@ -301,30 +294,32 @@ fn cluster(
     port: &ServicePort,
     subset: Option<&std::collections::BTreeMap<String, String>>,
     policy: &Policy<'_>,
-    (node, mesh): (&ProxyNode, &MeshConfig),
+    (node, mesh, view): (&ProxyNode, &MeshConfig, &ConfigView),
     notes: &mut Notes,
 ) -> proto::Cluster {
     let mut c = proto::Cluster {
         name,
         connect_timeout: mesh.connect_timeout.as_ref().and_then(duration),
+        // A DNS name stands for the addresses it resolved to (`crate::dns`).
         endpoints: svc
             .endpoints
             .iter()
             .filter(|e| subset.is_none_or(|labels| selector_matches(labels, &e.labels)))
-            .filter_map(|e| {
-                let ip: IpAddr = e.address.parse().ok()?;
-                let target = u16::try_from(*e.ports.get(&port.port)?).ok()?;
-                Some(proto::Endpoint {
-                    address: SocketAddr::new(ip, target).to_string(),
-                    weight: e.weight,
-                    labels: e
-                        .labels
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    locality: locality::to_proto(&e.locality),
-                    ..Default::default()
-                })
+            .filter_map(|e| Some((e, u16::try_from(*e.ports.get(&port.port)?).ok()?)))
+            .flat_map(|(e, target)| {
+                dns::endpoint_addresses(svc, &e.address, view.dns())
+                    .into_iter()
+                    .map(move |ip| proto::Endpoint {
+                        address: SocketAddr::new(ip, target).to_string(),
+                        weight: e.weight,
+                        labels: e
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                        locality: locality::to_proto(&e.locality),
+                        ..Default::default()
+                    })
             })
             .collect(),
         ..Default::default()
@@ -355,6 +350,20 @@ fn cluster(
     }
     if let Some(tls) = &policy.tls {
         c.tls = upstream_tls(tls, &svc.hostname, mesh, notes);
+    }
+    // Original destination (Istio's `convertResolution` and `applyLoadBalancer`): a sidecar's
+    // cluster for a `resolution: NONE` service (a gateway uses the endpoints), and any cluster
+    // whose load balancer is `PASSTHROUGH`. Requests go where they were addressed.
+    let passthrough_lb = policy
+        .load_balancer
+        .as_ref()
+        .is_some_and(|lb| lb.value.simple == Some(SimpleLb::Passthrough));
+    if passthrough_lb
+        || (svc.resolution == Resolution::Passthrough && node.kind == ProxyKind::Sidecar)
+    {
+        c.endpoints.clear();
+        c.set_discovery(proto::Discovery::OriginalDst);
+        return c;
     }
     // Per proxy: priorities and weights relative to its locality. Failover needs outlier
     // detection (without it nothing is ever found unhealthy), as istiod's endpoint builder has it.
@@ -399,11 +408,8 @@ fn load_balancer(c: &mut proto::Cluster, lb: &Part<'_, LoadBalancerSettings>, no
         }
         Some(SimpleLb::Random) => c.set_lb_policy(proto::LbPolicy::Random),
         Some(SimpleLb::RoundRobin) => c.set_lb_policy(proto::LbPolicy::RoundRobin),
-        Some(SimpleLb::Passthrough) => notes.add(
-            Some(r),
-            format!("{at}.simple"),
-            "PASSTHROUGH (original destination) load balancing is not supported",
-        ),
+        // The cluster becomes ORIGINAL_DST (`cluster`).
+        Some(SimpleLb::Passthrough) => {}
     }
     if let Some(ch) = &v.consistent_hash {
         let at = format!("{at}.consistentHash");

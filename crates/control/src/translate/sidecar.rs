@@ -62,13 +62,15 @@ pub fn sidecar_outbound(key: &OutboundKey, mesh: &MeshConfig, view: &ConfigView)
         .push(outbound_routes(&node, &scope, &mut notes));
     out.clusters = outbound_clusters(&scope, &node, mesh, view, &mut notes);
     if scope.mode == Mode::AllowAny {
-        // Passthrough to arbitrary hosts needs an original-destination cluster (connect to
-        // the address the client asked for), which the proxy does not have yet: until then
-        // the cluster is empty and such requests get 503 UH rather than a silent success.
-        out.clusters.push(proto::Cluster {
+        // Hosts outside the registry go where they were addressed (Istio's
+        // `buildDefaultPassthroughCluster`), with the mesh's connect timeout.
+        let mut passthrough = proto::Cluster {
             name: PASSTHROUGH_CLUSTER.to_owned(),
+            connect_timeout: mesh.connect_timeout.as_ref().and_then(super::duration),
             ..Default::default()
-        });
+        };
+        passthrough.set_discovery(proto::Discovery::OriginalDst);
+        out.clusters.push(passthrough);
     }
     out.unsupported = notes.finish();
     out
