@@ -26,6 +26,9 @@ pub struct ConfigView {
     endpoints_by_address: HashMap<String, Vec<(usize, usize)>>,
     /// What the registry's DNS names resolved to ([`crate::dns`]).
     dns: Arc<DnsTable>,
+    /// VirtualServices by (namespace, name), as indexes into `resources`: root VirtualServices
+    /// look their delegates up by name.
+    virtual_service_by_name: HashMap<(String, String), usize>,
 }
 
 impl ConfigView {
@@ -50,7 +53,16 @@ impl ConfigView {
                     .push((s, e));
             }
         }
+        let mut virtual_service_by_name = HashMap::new();
+        for (i, r) in resources.iter().enumerate() {
+            if matches!(r.spec, Spec::VirtualService(_)) {
+                virtual_service_by_name
+                    .entry((r.namespace().to_owned(), r.name().to_owned()))
+                    .or_insert(i);
+            }
+        }
         ConfigView {
+            virtual_service_by_name,
             resources,
             registry,
             instance_by_name,
@@ -137,6 +149,22 @@ impl ConfigView {
             Spec::VirtualService(vs) => Some((r, vs)),
             _ => None,
         })
+    }
+
+    /// The VirtualService `namespace/name`, if there is one.
+    pub fn virtual_service(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(&Resource, &VirtualService)> {
+        let i = *self
+            .virtual_service_by_name
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        let r = self.resources.get(i)?;
+        match &r.spec {
+            Spec::VirtualService(vs) => Some((r, vs)),
+            _ => None,
+        }
     }
 
     pub fn destination_rules(&self) -> impl Iterator<Item = (&Resource, &DestinationRule)> {

@@ -663,6 +663,69 @@ spec:
     }
 
     #[test]
+    fn a_delegate_change_is_pushed_through_its_root() {
+        // The root does not change; only the delegate it pulls routes from does.
+        let config = |generation, subset: &str| {
+            let yaml = format!(
+                "{SERVICES}---\n\
+                 apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+                 metadata: {{name: reviews}}\n\
+                 spec: {{hosts: [reviews], http: [{{delegate: {{name: reviews-routes}}}}]}}\n\
+                 ---\n\
+                 apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+                 metadata: {{name: reviews-routes}}\n\
+                 spec: {{http: [{{route: [{{destination: {{host: reviews, subset: {subset}}}}}]}}]}}\n"
+            );
+            let loaded = weft_api::load_str("config.yaml", &yaml);
+            assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
+            Arc::new(ConfigSnapshot {
+                generation,
+                resources: loaded.resources,
+                errors: Vec::new(),
+            })
+        };
+        let source = MeshSource::new(Inputs::new(
+            MeshConfig::default(),
+            config(1, "v1"),
+            instances(),
+        ));
+        let mut rx = source.subscribe(&node(ID)).expect("subscribes");
+        let first = rx.borrow_and_update().clone();
+        let stats = source.update(Inputs::new(
+            MeshConfig::default(),
+            config(2, "v2"),
+            instances(),
+        ));
+        assert_eq!((stats.proxies, stats.changed), (1, 1));
+        let next = rx.borrow_and_update().clone();
+        let name = "outbound/reviews.default.svc.cluster.local:9080";
+        let version = |x: &XdsResources| {
+            x.get(ROUTE_CONFIGURATION_TYPE_URL, name)
+                .map(|r| r.version.clone())
+        };
+        assert!(version(&first).is_some());
+        assert_ne!(version(&next), version(&first));
+        let (_, translated) = source.config_of("reviews-v1-0.default").expect("by name");
+        let routes = translated
+            .route_configs
+            .iter()
+            .flat_map(|rc| &rc.virtual_hosts)
+            .find(|vh| vh.name == "reviews.default.svc.cluster.local:9080")
+            .map(|vh| vh.routes.clone())
+            .unwrap_or_default();
+        let cluster = routes.first().and_then(|r| match &r.action {
+            Some(weft_xds::proto::route::Action::Route(a)) => {
+                a.clusters.first().map(|c| c.cluster.clone())
+            }
+            _ => None,
+        });
+        assert_eq!(
+            cluster.as_deref(),
+            Some("outbound|9080|v2|reviews.default.svc.cluster.local")
+        );
+    }
+
+    #[test]
     fn malformed_node_ids_are_refused() {
         let source = MeshSource::new(Inputs::new(
             MeshConfig::default(),

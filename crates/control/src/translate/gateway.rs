@@ -189,6 +189,8 @@ impl<'a> GatewayCx<'a> {
             gateway: &self.gateway,
             tls,
             scope: self.base.scope,
+            view: self.base.view,
+            mesh: self.base.mesh,
         }
     }
 

@@ -17,11 +17,14 @@ use weft_api::networking::virtual_service::{
 use weft_xds::proto;
 use weft_xds::proto::string_match::MatchType;
 
+use super::delegate::{self, Site, SiteRoute};
 use super::names::outbound_cluster;
 use super::scope::Scope;
 use super::{Notes, route_policy};
 use crate::host::resolve_host;
+use crate::mesh_config::MeshConfig;
 use crate::node::ProxyNode;
+use crate::view::ConfigView;
 
 /// What routes are built for.
 pub(crate) struct RouteCx<'a> {
@@ -34,6 +37,9 @@ pub(crate) struct RouteCx<'a> {
     pub tls: bool,
     /// The services the proxy sees (a destination without port takes its service's only one).
     pub scope: &'a Scope<'a>,
+    /// The mesh's config: where root VirtualServices find their delegates.
+    pub view: &'a ConfigView,
+    pub mesh: &'a MeshConfig,
 }
 
 /// The cluster for a destination: its port, else the service's only port, else the listener
@@ -64,29 +70,24 @@ pub(crate) fn qualify_gateway(reference: &str, vs_namespace: &str) -> String {
     }
 }
 
-/// The routes of `vs`'s `http` section for this proxy and port. Empty: the VirtualService
-/// does not apply here.
-pub(crate) fn http_routes(
-    cx: &RouteCx<'_>,
-    r: &Resource,
-    vs: &VirtualService,
+/// The routes of `vs`'s `http` section for this proxy and port, delegates merged in
+/// ([`delegate`]). Empty: the VirtualService does not apply here.
+pub(crate) fn http_routes<'a>(
+    cx: &RouteCx<'a>,
+    r: &'a Resource,
+    vs: &'a VirtualService,
     notes: &mut Notes,
 ) -> Vec<proto::Route> {
     let mut out = Vec::new();
-    for (i, http) in vs.http.iter().enumerate() {
-        let at = format!("spec.http[{i}]");
+    for SiteRoute { route: http, site } in delegate::resolved_routes(cx, r, vs, notes) {
         let mut matches = Vec::new();
         let mut catch_all = http.matches.is_empty();
         for (j, m) in http.matches.iter().enumerate() {
-            if !match_applies(cx, m, r.namespace()) {
+            if !match_applies(cx, m, site.namespace()) {
                 continue;
             }
             if !m.stat_prefix.is_empty() {
-                notes.add(
-                    Some(r),
-                    format!("{at}.match[{j}].statPrefix"),
-                    "per-route stats are not supported",
-                );
+                site.note_stat_prefix(notes, j, "per-route stats are not supported");
             }
             let pm = route_match(m);
             catch_all |= is_catch_all(&pm);
@@ -98,7 +99,7 @@ pub(crate) fn http_routes(
         if catch_all {
             matches.clear();
         }
-        if let Some(route) = translate_route(cx, r, http, &at, matches, notes) {
+        if let Some(route) = translate_route(cx, &site, &http, matches, notes) {
             out.push(route);
         }
         // Routes after one that matches everything can never be reached.
@@ -190,39 +191,27 @@ fn is_catch_all(m: &proto::RouteMatch) -> bool {
 
 fn translate_route(
     cx: &RouteCx<'_>,
-    r: &Resource,
+    site: &Site<'_>,
     http: &HttpRoute,
-    at: &str,
     matches: Vec<proto::RouteMatch>,
     notes: &mut Notes,
 ) -> Option<proto::Route> {
     // timeout, retries, fault and mirrors: see `route_policy`. Istio applies them to forwarding
     // routes only; validation rejects a fault with a redirect or direct response.
-    let unsupported: [(bool, &str, &str); 2] = [
-        (
-            http.cors_policy.is_some(),
+    if http.cors_policy.is_some() {
+        site.note(
+            notes,
             "corsPolicy",
             "CORS policies are not in the proxy config yet",
-        ),
-        (
-            http.delegate.is_some(),
-            "delegate",
-            "delegate VirtualServices are not supported; the route is left out",
-        ),
-    ];
-    for (set, field, reason) in unsupported {
-        if set {
-            notes.add(Some(r), format!("{at}.{field}"), reason);
-        }
+        );
     }
-
     let (request_headers, response_headers, mut authority) =
         header_operations(http.headers.as_ref());
     let action = if let Some(redirect) = &http.redirect {
         if !redirect.prefix_rewrite.is_empty() {
-            notes.add(
-                Some(r),
-                format!("{at}.redirect.prefixRewrite"),
+            site.note(
+                notes,
+                "redirect.prefixRewrite",
                 "prefix rewrites in redirects are not supported; the path is kept",
             );
         }
@@ -230,9 +219,9 @@ fn translate_route(
             0 => 0,
             c @ (301 | 302 | 303 | 307 | 308) => c,
             c => {
-                notes.add(
-                    Some(r),
-                    format!("{at}.redirect.redirectCode"),
+                site.note(
+                    notes,
+                    "redirect.redirectCode",
                     format!("redirect code {c} is not supported; the route is left out"),
                 );
                 return None;
@@ -251,9 +240,9 @@ fn translate_route(
             Some(Ok(bytes)) => match String::from_utf8(bytes) {
                 Ok(s) => s,
                 Err(e) => {
-                    notes.add(
-                        Some(r),
-                        format!("{at}.directResponse.body.bytes"),
+                    site.note(
+                        notes,
+                        "directResponse.body.bytes",
                         "binary bodies are not supported; invalid UTF-8 was replaced",
                     );
                     String::from_utf8_lossy(e.as_bytes()).into_owned()
@@ -279,9 +268,9 @@ fn translate_route(
             let (req, resp, dest_authority) = header_operations(d.headers.as_ref());
             if let Some(a) = dest_authority {
                 if several {
-                    notes.add(
-                        Some(r),
-                        format!("{at}.route[{k}].headers"),
+                    site.note(
+                        notes,
+                        &format!("route[{k}].headers"),
                         "an authority rewrite per weighted destination is not supported",
                     );
                 } else if authority.is_none() {
@@ -289,7 +278,7 @@ fn translate_route(
                 }
             }
             clusters.push(proto::WeightedCluster {
-                cluster: destination_cluster(&d.destination, r.namespace(), cx.port, cx.scope),
+                cluster: destination_cluster(&d.destination, site.namespace(), cx.port, cx.scope),
                 weight: if several {
                     u32::try_from(d.weight).unwrap_or(0)
                 } else {
@@ -325,7 +314,7 @@ fn translate_route(
             rewrite,
             ..Default::default()
         };
-        route_policy::apply(&mut action, cx, r, http, at, notes);
+        route_policy::apply(&mut action, cx, site, http, notes);
         proto::route::Action::Route(action)
     };
     Some(proto::Route {
@@ -566,6 +555,8 @@ mod tests {
             gateway: "istio-system/gw",
             tls,
             scope: &scope,
+            view: &view,
+            mesh: &mesh,
         };
         let from_request = Some(RedirectPortSelection::FromRequestPort);
         let from_default = Some(RedirectPortSelection::FromProtocolDefault);

@@ -3,12 +3,12 @@
 //! `mirrors`. Istio's `applyHTTPRouteDestination`, `retry.ConvertPolicy`, `TranslateFault` and
 //! `MirrorPercent` (pilot/pkg/networking/core/route).
 
-use weft_api::Resource;
 use weft_api::networking::virtual_service::{
     Abort, Delay, GRPC_STATUSES, HttpFaultInjection, HttpRetry, HttpRoute, Percent,
 };
 use weft_xds::proto;
 
+use super::delegate::Site;
 use super::http::{RouteCx, destination_cluster};
 use super::{Notes, duration};
 
@@ -45,13 +45,13 @@ pub(crate) fn default_retry_policy() -> proto::RetryPolicy {
     }
 }
 
-/// Sets the timeout, retries, fault and mirrors of the forwarding `http` route at `at`.
+/// Sets the timeout, retries, fault and mirrors of the forwarding `http` route written at
+/// `site`.
 pub(crate) fn apply(
     action: &mut proto::RouteAction,
     cx: &RouteCx<'_>,
-    r: &Resource,
+    site: &Site<'_>,
     http: &HttpRoute,
-    at: &str,
     notes: &mut Notes,
 ) {
     // Istio: no timeout unless the route sets one; `0s` also means none.
@@ -60,16 +60,15 @@ pub(crate) fn apply(
         .as_ref()
         .and_then(duration)
         .filter(|d| d.seconds != 0 || d.nanos != 0);
-    action.retry_policy = retry_policy(http.retries.as_ref(), r, &format!("{at}.retries"), notes);
+    action.retry_policy = retry_policy(http.retries.as_ref(), site, notes);
     action.fault = http.fault.as_ref().and_then(fault);
-    action.mirrors = mirrors(cx, r, http);
+    action.mirrors = mirrors(cx, site.namespace(), http);
 }
 
 /// Istio's `ConvertPolicy`: unset gives the default policy, `attempts` 0 (or less) none.
 fn retry_policy(
     retries: Option<&HttpRetry>,
-    r: &Resource,
-    at: &str,
+    site: &Site<'_>,
     notes: &mut Notes,
 ) -> Option<proto::RetryPolicy> {
     let Some(h) = retries else {
@@ -90,9 +89,9 @@ fn retry_policy(
             if status || PROXY_RETRY_ON.contains(&c) {
                 kept.push(c);
             } else {
-                notes.add(
-                    Some(r),
-                    format!("{at}.retryOn"),
+                site.note(
+                    notes,
+                    "retries.retryOn",
                     format!(
                         "the proxy does not implement the retry condition {c:?}; it is left out"
                     ),
@@ -106,9 +105,9 @@ fn retry_policy(
         kept.join(",")
     };
     if h.retry_ignore_previous_hosts == Some(false) {
-        notes.add(
-            Some(r),
-            format!("{at}.retryIgnorePreviousHosts"),
+        site.note(
+            notes,
+            "retries.retryIgnorePreviousHosts",
             "retries always prefer endpoints not tried yet; false is not supported",
         );
     }
@@ -177,12 +176,13 @@ fn abort(a: &Abort) -> Option<proto::FaultAbort> {
 /// Istio's `mirror` (with `mirrorPercentage`, else the deprecated `mirrorPercent`, else 100%)
 /// and `mirrors` (each with its `percentage`, else 100%). An explicit 0 mirrors nothing and is
 /// left out. The clusters are named as route destinations are (subset and port aware).
-fn mirrors(cx: &RouteCx<'_>, r: &Resource, http: &HttpRoute) -> Vec<proto::RequestMirror> {
+/// Short hosts resolve in `namespace`.
+fn mirrors(cx: &RouteCx<'_>, namespace: &str, http: &HttpRoute) -> Vec<proto::RequestMirror> {
     let mut out = Vec::new();
     let mut push = |dest, percentage: f64| {
         if percentage > 0.0 {
             out.push(proto::RequestMirror {
-                cluster: destination_cluster(dest, r.namespace(), cx.port, cx.scope),
+                cluster: destination_cluster(dest, namespace, cx.port, cx.scope),
                 percentage,
             });
         }
@@ -204,6 +204,7 @@ fn mirrors(cx: &RouteCx<'_>, r: &Resource, http: &HttpRoute) -> Vec<proto::Reque
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weft_api::Resource;
 
     fn resource() -> Resource {
         let loaded = weft_api::load_str(
@@ -218,7 +219,8 @@ mod tests {
     fn retries(yaml: Option<&str>) -> (Option<proto::RetryPolicy>, Vec<String>) {
         let h: Option<HttpRetry> = yaml.map(|y| yaml_serde::from_str(y).expect("retries"));
         let mut notes = Notes::default();
-        let out = retry_policy(h.as_ref(), &resource(), "spec.http[0].retries", &mut notes);
+        let r = resource();
+        let out = retry_policy(h.as_ref(), &Site::own(&r, 0), &mut notes);
         let notes = notes.finish().iter().map(|n| n.reason.clone()).collect();
         (out, notes)
     }
@@ -299,11 +301,13 @@ mod tests {
             gateway: "istio-system/gw",
             tls: false,
             scope: &scope,
+            view: &view,
+            mesh: &mesh,
         };
         let r = resource();
         let mirrors = |yaml: &str| -> Vec<(String, f64)> {
             let http: HttpRoute = yaml_serde::from_str(yaml).expect("http route");
-            mirrors(&cx, &r, &http)
+            mirrors(&cx, r.namespace(), &http)
                 .into_iter()
                 .map(|m| (m.cluster, m.percentage))
                 .collect()

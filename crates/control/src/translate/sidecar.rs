@@ -59,7 +59,7 @@ pub fn sidecar_outbound(key: &OutboundKey, mesh: &MeshConfig, view: &ConfigView)
     let scope = Scope::for_sidecar(&node, mesh, view, &mut notes);
     let mut out = ProxyResources::default();
     out.route_configs
-        .push(outbound_routes(&node, &scope, &mut notes));
+        .push(outbound_routes(&node, &scope, mesh, view, &mut notes));
     out.clusters = outbound_clusters(&scope, &node, mesh, view, &mut notes);
     if scope.mode == Mode::AllowAny {
         // Hosts outside the registry go where they were addressed (Istio's
@@ -158,6 +158,8 @@ impl VirtualHosts {
 fn outbound_routes(
     node: &ProxyNode,
     scope: &Scope<'_>,
+    mesh: &MeshConfig,
+    view: &ConfigView,
     notes: &mut Notes,
 ) -> proto::RouteConfiguration {
     let cx = |port| RouteCx {
@@ -166,6 +168,8 @@ fn outbound_routes(
         gateway: "mesh",
         tls: false,
         scope,
+        view,
+        mesh,
     };
     let mut vhosts = VirtualHosts::default();
     // (host, port) pairs a VirtualService has routed.
