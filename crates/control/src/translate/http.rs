@@ -20,7 +20,7 @@ use weft_xds::proto::string_match::MatchType;
 use super::delegate::{self, Site, SiteRoute};
 use super::names::outbound_cluster;
 use super::scope::Scope;
-use super::{Notes, route_policy};
+use super::{Notes, cors, route_policy};
 use crate::host::resolve_host;
 use crate::mesh_config::MeshConfig;
 use crate::node::ProxyNode;
@@ -197,14 +197,8 @@ fn translate_route(
     notes: &mut Notes,
 ) -> Option<proto::Route> {
     // timeout, retries, fault and mirrors: see `route_policy`. Istio applies them to forwarding
-    // routes only; validation rejects a fault with a redirect or direct response.
-    if http.cors_policy.is_some() {
-        site.note(
-            notes,
-            "corsPolicy",
-            "CORS policies are not in the proxy config yet",
-        );
-    }
+    // routes only; validation rejects a fault with a redirect or direct response. corsPolicy
+    // (see `cors`) applies to every route, as Istio's per-route CORS filter config does.
     let (request_headers, response_headers, mut authority) =
         header_operations(http.headers.as_ref());
     let action = if let Some(redirect) = &http.redirect {
@@ -323,6 +317,7 @@ fn translate_route(
         action: Some(action),
         request_headers,
         response_headers,
+        cors: http.cors_policy.as_ref().map(cors::cors_policy),
         ..Default::default()
     })
 }

@@ -16,6 +16,7 @@
 
 mod circuit_breaking;
 mod cluster;
+mod cors;
 mod delegate;
 mod gateway;
 mod http;

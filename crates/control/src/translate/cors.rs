@@ -1,0 +1,158 @@
+//! An HTTPRoute's `corsPolicy` -> the proto Route's `cors`: Istio's `TranslateCORSPolicy`
+//! (pilot/pkg/networking/core/route), read with the semantics of Envoy's CORS filter, which
+//! the proxy's `route/cors.rs` follows.
+
+use weft_api::networking::virtual_service::{CorsPolicy, Matcher, UnmatchedPreflights};
+use weft_xds::proto;
+use weft_xds::proto::string_match::MatchType;
+
+use super::duration;
+
+/// The proxy's CORS policy for Istio's `policy`. Every field has a counterpart; Istio's
+/// defaults are the proto's (no origin allowed, no credentials, unmatched preflights
+/// forwarded).
+pub(crate) fn cors_policy(policy: &CorsPolicy) -> proto::CorsPolicy {
+    // `allowOrigins` wins; the deprecated `allowOrigin` is a list of exact origins.
+    let allow_origins = if policy.allow_origins.is_empty() {
+        policy
+            .allow_origin
+            .iter()
+            .map(|o| origin(MatchType::Exact(o.clone())))
+            .collect()
+    } else {
+        policy
+            .allow_origins
+            .iter()
+            .filter_map(|m| {
+                // A match without a kind is dropped, as Istio's `ConvertToEnvoyMatches` does
+                // (validation rejects it).
+                Some(origin(match m.matcher()? {
+                    Matcher::Exact(v) => MatchType::Exact(v.to_owned()),
+                    Matcher::Prefix(v) => MatchType::Prefix(v.to_owned()),
+                    Matcher::Regex(v) => MatchType::Regex(v.to_owned()),
+                }))
+            })
+            .collect()
+    };
+    let unmatched_preflights = match policy.unmatched_preflights {
+        Some(UnmatchedPreflights::Ignore) => proto::cors_policy::UnmatchedPreflights::Ignore,
+        Some(UnmatchedPreflights::Forward | UnmatchedPreflights::Unspecified) | None => {
+            proto::cors_policy::UnmatchedPreflights::Forward
+        }
+    };
+    proto::CorsPolicy {
+        allow_origins,
+        allow_methods: policy.allow_methods.clone(),
+        allow_headers: policy.allow_headers.clone(),
+        expose_headers: policy.expose_headers.clone(),
+        // Access-Control-Max-Age is in whole seconds (validation rejects fractions).
+        max_age: policy.max_age.as_ref().and_then(duration),
+        allow_credentials: policy.allow_credentials.unwrap_or(false),
+        unmatched_preflights: unmatched_preflights.into(),
+    }
+}
+
+/// An allowed origin. Envoy's filter allows every origin when a match accepts the literal
+/// `*` (`isOriginAllowed`), which the proxy does not do itself: an exact or prefix `*` becomes
+/// a match of every origin (the empty prefix). A regex is passed as written; one that accepts
+/// `*` but not the request's origin allows less than in Envoy.
+fn origin(m: MatchType) -> proto::StringMatch {
+    let m = match m {
+        MatchType::Exact(v) | MatchType::Prefix(v) if v == "*" => MatchType::Prefix(String::new()),
+        m => m,
+    };
+    proto::StringMatch {
+        match_type: Some(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn translate(yaml: &str) -> proto::CorsPolicy {
+        let policy: CorsPolicy = yaml_serde::from_str(yaml).expect("a corsPolicy");
+        cors_policy(&policy)
+    }
+
+    fn origins(p: &proto::CorsPolicy) -> Vec<MatchType> {
+        p.allow_origins
+            .iter()
+            .filter_map(|m| m.match_type.clone())
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_istios() {
+        let p = translate("{}");
+        assert!(p.allow_origins.is_empty());
+        assert!(!p.allow_credentials);
+        assert_eq!(p.max_age, None);
+        assert_eq!(
+            p.unmatched_preflights(),
+            proto::cors_policy::UnmatchedPreflights::Forward
+        );
+    }
+
+    #[test]
+    fn every_field_is_carried() {
+        let p = translate(
+            "{allowOrigins: [{exact: 'https://a.example'}, {prefix: 'https://b.'}, \
+             {regex: 'https://.*\\.c\\.example'}], allowMethods: [GET, POST], \
+             allowHeaders: [x-a, x-b], exposeHeaders: [x-c], maxAge: 24h, \
+             allowCredentials: true, unmatchedPreflights: IGNORE}",
+        );
+        assert_eq!(
+            origins(&p),
+            vec![
+                MatchType::Exact("https://a.example".into()),
+                MatchType::Prefix("https://b.".into()),
+                MatchType::Regex("https://.*\\.c\\.example".into()),
+            ]
+        );
+        assert_eq!(p.allow_methods, ["GET", "POST"]);
+        assert_eq!(p.allow_headers, ["x-a", "x-b"]);
+        assert_eq!(p.expose_headers, ["x-c"]);
+        assert_eq!(p.max_age.map(|d| (d.seconds, d.nanos)), Some((86400, 0)));
+        assert!(p.allow_credentials);
+        assert_eq!(
+            p.unmatched_preflights(),
+            proto::cors_policy::UnmatchedPreflights::Ignore
+        );
+        let p = translate("{unmatchedPreflights: FORWARD, allowCredentials: false}");
+        assert_eq!(
+            p.unmatched_preflights(),
+            proto::cors_policy::UnmatchedPreflights::Forward
+        );
+        assert!(!p.allow_credentials);
+    }
+
+    #[test]
+    fn allow_origin_is_exact_and_loses_to_allow_origins() {
+        let p = translate("{allowOrigin: ['https://a.example', 'https://b.example']}");
+        assert_eq!(
+            origins(&p),
+            vec![
+                MatchType::Exact("https://a.example".into()),
+                MatchType::Exact("https://b.example".into()),
+            ]
+        );
+        let p = translate("{allowOrigin: ['https://a.example'], allowOrigins: [{exact: x}]}");
+        assert_eq!(origins(&p), vec![MatchType::Exact("x".into())]);
+    }
+
+    #[test]
+    fn a_star_origin_allows_every_origin() {
+        let any = vec![MatchType::Prefix(String::new())];
+        assert_eq!(origins(&translate("{allowOrigins: [{exact: '*'}]}")), any);
+        assert_eq!(origins(&translate("{allowOrigins: [{prefix: '*'}]}")), any);
+        assert_eq!(origins(&translate("{allowOrigin: ['*']}")), any);
+        // Only the literal `*`.
+        assert_eq!(
+            origins(&translate("{allowOrigins: [{exact: '*.example'}]}")),
+            vec![MatchType::Exact("*.example".into())]
+        );
+        // A match without a kind is dropped.
+        assert!(translate("{allowOrigins: [{}]}").allow_origins.is_empty());
+    }
+}
