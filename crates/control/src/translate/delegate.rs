@@ -486,7 +486,8 @@ fn has_conflict(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> bool {
     }
     // The root's gateways must include the delegate's (names are resolved already).
     if !root.gateways.is_empty() && !leaf.gateways.is_empty() {
-        return leaf.gateways.iter().any(|g| !root.gateways.contains(g));
+        return root.gateways.len() < leaf.gateways.len()
+            || leaf.gateways.iter().any(|g| !root.gateways.contains(g));
     }
     false
 }
