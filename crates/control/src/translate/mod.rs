@@ -5,8 +5,9 @@
 //! ```text
 //! sidecar: scope (Sidecar egress hosts, exportTo) -> outbound listener `outbound` (explicit
 //!          HTTP proxy) -> route config `outbound`: a virtual host per (service host, port),
-//!          from VirtualServices bound to `mesh`, else a default route; `*` by the outbound
-//!          traffic policy -> clusters per service port and DestinationRule subset;
+//!          from VirtualServices bound to `mesh` (delegates merged into their roots), else a
+//!          default route; `*` by the outbound traffic policy -> clusters per service port
+//!          and DestinationRule subset;
 //!          inbound listeners `inbound|PORT` -> cluster `inbound|PORT||` (the application)
 //! gateway: Gateway servers selecting the proxy -> a listener per port -> route config
 //!          `http.PORT` from VirtualServices bound to the Gateway, hosts intersected
