@@ -92,6 +92,7 @@ fn match_conflicts_follow_istio() {
         ("{gateways: [ns/a, ns/b]}", "{gateways: [ns/b]}", false),
         ("{gateways: [ns/a]}", "{gateways: [ns/a, ns/b]}", true),
         ("{gateways: [ns/a]}", "{gateways: [ns/c]}", true),
+        ("{gateways: [ns/a]}", "{gateways: [ns/a, ns/a]}", true),
         ("{}", "{gateways: [ns/c]}", false),
     ];
     for (root, leaf, want) in cases {
