@@ -33,7 +33,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
 pub use status::{Nack, ProxyStatus, TypeStatus};
-use stream::StreamState;
+use stream::{Outgoing, StreamState};
 
 use crate::resource::{ProxyResources, WEFT_TYPE_URLS};
 
@@ -338,12 +338,12 @@ async fn serve_stream<S: ResourceSource>(
             }
             let responses = if outcome.resend {
                 take_turn(shared, &mut turn, &mut shutdown).await?;
-                state.responses(&snapshot, Some(&req.type_url))
+                state.plan(&snapshot, Some(&req.type_url))
             } else {
                 Vec::new()
             };
             publish(shared, state);
-            send_all(tx, responses, &mut shutdown).await?;
+            send_all(tx, responses, &snapshot, &mut shutdown).await?;
         }
         if turn.is_some() && !state.awaiting_answers() {
             turn = None;
@@ -364,9 +364,9 @@ async fn serve_stream<S: ResourceSource>(
                 // Waiting for a turn coalesces the snapshots published meanwhile.
                 take_turn(shared, &mut turn, &mut shutdown).await?;
                 snapshot = snapshots.borrow_and_update().clone();
-                let responses = state.responses(&snapshot, None);
+                let responses = state.plan(&snapshot, None);
                 publish(shared, state);
-                send_all(tx, responses, &mut shutdown).await?;
+                send_all(tx, responses, &snapshot, &mut shutdown).await?;
             }
             () = turn_expires(&turn) => {
                 tracing::debug!("no answer to a push in time; giving up the push turn");
@@ -405,24 +405,28 @@ async fn turn_expires(turn: &Option<(OwnedSemaphorePermit, tokio::time::Instant)
     }
 }
 
-/// Sends in order, waiting as long as the client is slow, but not past shutdown.
+/// Sends in order, waiting as long as the client is slow, but not past shutdown; each
+/// response's resources are copied from `snapshot` only when there is room to send it.
 /// Err ends the stream: with a status to send, or with none when the client has gone.
 async fn send_all(
     tx: &Outbound,
-    responses: Vec<DeltaDiscoveryResponse>,
+    responses: Vec<Outgoing>,
+    snapshot: &ProxyResources,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), Status> {
     for r in responses {
+        let (resources, removed) = r.counts();
         tracing::debug!(
-            type_url = r.type_url,
-            nonce = r.nonce,
-            resources = r.resources.len(),
-            removed = r.removed_resources.len(),
+            type_url = r.type_url(),
+            nonce = r.nonce(),
+            resources,
+            removed,
             "sending"
         );
         tokio::select! {
-            sent = tx.send(Ok(r)) => if sent.is_err() {
-                return Err(Status::cancelled("the proxy went away"));
+            permit = tx.reserve() => match permit {
+                Ok(permit) => permit.send(Ok(r.fill(snapshot))),
+                Err(_) => return Err(Status::cancelled("the proxy went away")),
             },
             () = shutting_down(shutdown) => return Err(shutdown_status()),
         }

@@ -28,8 +28,11 @@ use crate::resource::{Layers, ProxyResources, ResourceMap, compact_version};
 /// treated as stale (ignored), as any answer to an unknown nonce is.
 const MAX_PENDING: usize = 256;
 
-/// The size responses are cut at by default.
-pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024;
+/// The size responses are cut at by default: under tonic's initial encode buffer (8 KiB,
+/// which holds the 5-byte gRPC header too), so a stream's buffer never grows. tonic keeps
+/// that buffer for the stream's life at the largest size it reached; at 16 KiB responses it
+/// doubled to 32-64 KiB, which at 2000 proxies was about half the control plane's memory.
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 7 * 1024;
 
 /// The longest NACK reason kept for status; a proxy's error text is input, and status is
 /// shown to people.
@@ -49,7 +52,8 @@ pub(crate) struct Outcome {
 /// What one type's client lacks, before it is cut into responses.
 struct Diff {
     version: String,
-    updates: Vec<(Resource, Touched)>,
+    /// Each update's encoded size (about), and its booking (which names it).
+    updates: Vec<(usize, Touched)>,
     removed: Vec<(String, Option<Touched>)>,
     /// A response is owed even if it is empty.
     owe_response: bool,
@@ -58,9 +62,53 @@ struct Diff {
 /// Updates gathered for one response.
 #[derive(Default)]
 struct Chunk {
-    resources: Vec<Resource>,
     touched: Vec<Touched>,
     bytes: usize,
+}
+
+/// A response as planned: everything but its resources, which are copied from the snapshot
+/// it was planned against only when it is sent ([`Outgoing::fill`]). A push of thousands of
+/// resources then holds one response's copy at a time, not the whole push's.
+#[derive(Debug)]
+pub struct Outgoing {
+    response: DeltaDiscoveryResponse,
+    names: Vec<Arc<str>>,
+}
+
+impl Outgoing {
+    /// The response, with the resources of `snapshot` (the one it was planned against).
+    pub fn fill(self, snapshot: &ProxyResources) -> DeltaDiscoveryResponse {
+        let Outgoing {
+            mut response,
+            names,
+        } = self;
+        response.resources = names
+            .iter()
+            .filter_map(|name| {
+                let r = snapshot.get(&response.type_url, name)?;
+                Some(Resource {
+                    name: name.to_string(),
+                    version: r.version.clone(),
+                    resource: Some(r.resource.clone()),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        response
+    }
+
+    pub fn type_url(&self) -> &str {
+        &self.response.type_url
+    }
+
+    pub fn nonce(&self) -> &str {
+        &self.response.nonce
+    }
+
+    /// Resources it will carry, and names it removes.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.names.len(), self.response.removed_resources.len())
+    }
 }
 
 struct Pending {
@@ -267,19 +315,29 @@ impl StreamState {
         Ok(outcome)
     }
 
+    /// [`Self::plan`], filled.
+    #[cfg(test)]
+    pub fn responses(
+        &mut self,
+        snapshot: &ProxyResources,
+        only: Option<&str>,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        self.plan(snapshot, only)
+            .into_iter()
+            .map(|o| o.fill(snapshot))
+            .collect()
+    }
+
     /// The responses that bring the client from what it has to `snapshot`, for every
-    /// subscribed type (`only` = None) or one type.
+    /// subscribed type (`only` = None) or one type, booked as sent; each one's resources are
+    /// copied from `snapshot` by [`Outgoing::fill`] when it is sent.
     ///
     /// Additions and changes come first, in the served order (what a resource refers to
     /// before what refers to it); removals come last, in the reverse order (a listener goes
     /// before the route configuration it used), so the client never holds a dangling name.
     /// No response is much larger than `max_response_bytes` (one resource larger than that
     /// travels alone): a server's memory per stream follows the largest message it sent.
-    pub fn responses(
-        &mut self,
-        snapshot: &ProxyResources,
-        only: Option<&str>,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    pub fn plan(&mut self, snapshot: &ProxyResources, only: Option<&str>) -> Vec<Outgoing> {
         let served = self.served.clone();
         let mut out = Vec::new();
         let mut removals = Vec::new();
@@ -297,30 +355,16 @@ impl StreamState {
                 owe_response,
             } = diff;
             let mut chunk = Chunk::default();
-            for (resource, touched) in updates {
-                let size = resource.encoded_len();
-                if !chunk.resources.is_empty() && chunk.bytes + size > self.max_response_bytes {
+            for (size, touched) in updates {
+                if !chunk.touched.is_empty() && chunk.bytes + size > self.max_response_bytes {
                     let full = std::mem::take(&mut chunk);
-                    out.push(self.respond(
-                        type_url,
-                        &version,
-                        full.resources,
-                        Vec::new(),
-                        full.touched,
-                    ));
+                    out.push(self.respond(type_url, &version, true, Vec::new(), full.touched));
                 }
                 chunk.bytes += size;
-                chunk.resources.push(resource);
                 chunk.touched.push(touched);
             }
-            if !chunk.resources.is_empty() || (removed.is_empty() && owe_response) {
-                out.push(self.respond(
-                    type_url,
-                    &version,
-                    chunk.resources,
-                    Vec::new(),
-                    chunk.touched,
-                ));
+            if !chunk.touched.is_empty() || (removed.is_empty() && owe_response) {
+                out.push(self.respond(type_url, &version, true, Vec::new(), chunk.touched));
             }
             if !removed.is_empty() {
                 removals.push((type_url.clone(), version, removed));
@@ -329,7 +373,7 @@ impl StreamState {
         for (type_url, version, removed) in removals.into_iter().rev() {
             let (names, touched): (Vec<String>, Vec<Option<Touched>>) = removed.into_iter().unzip();
             let touched = touched.into_iter().flatten().collect();
-            out.push(self.respond(&type_url, &version, Vec::new(), names, touched));
+            out.push(self.respond(&type_url, &version, false, names, touched));
         }
         out
     }
@@ -354,6 +398,10 @@ impl StreamState {
                 .map(|r| compact_version(&r.version))
                 == *v
         });
+        // A wildcard client with nothing rejected is rebased onto the snapshot below: then
+        // booking each name here would only grow a map (thousands of names on a first push)
+        // to be dropped at once.
+        let rebase = ts.wildcard && ts.rejected.is_empty();
         let mut updates = Vec::new();
         for (name, r) in snapshot.iter(type_url) {
             if !ts.wants(name) {
@@ -365,19 +413,19 @@ impl StreamState {
             {
                 continue;
             }
-            let before = ts.client_has.insert(name.clone(), version);
-            let resource = Resource {
-                name: name.to_string(),
-                version: r.version.clone(),
-                resource: Some(r.resource.clone()),
-                ..Default::default()
+            let before = if rebase {
+                ts.client_has.get(name)
+            } else {
+                ts.client_has.insert(name.clone(), version)
             };
+            // The size of the `Resource` it becomes, near enough to cut responses by.
+            let size = name.len() + r.version.len() + r.resource.encoded_len() + 16;
             let touched = Touched {
                 name: name.clone(),
                 before,
                 sent: Some(version),
             };
-            updates.push((resource, touched));
+            updates.push((size, touched));
         }
         // A base that is one of the snapshot's own sets holds only names the snapshot has:
         // with a wildcard subscription, none of them can be gone.
@@ -408,7 +456,7 @@ impl StreamState {
                 removed.push((name, None));
             }
         }
-        if ts.wildcard && ts.rejected.is_empty() {
+        if rebase {
             // Booked as sent, the client now holds exactly the snapshot's resources of
             // this type: keep that as the snapshot's sets, not name by name.
             ts.client_has.rebase(snapshot.layers(type_url));
@@ -433,15 +481,21 @@ impl StreamState {
         })
     }
 
-    /// One response, with its nonce and its pending entry.
+    /// One response, with its nonce and its pending entry; `updates`: it carries the
+    /// resources `touched` names (else it removes `removed`).
     fn respond(
         &mut self,
         type_url: &str,
         type_version: &str,
-        resources: Vec<Resource>,
+        updates: bool,
         removed: Vec<String>,
         touched: Vec<Touched>,
-    ) -> DeltaDiscoveryResponse {
+    ) -> Outgoing {
+        let names = if updates {
+            touched.iter().map(|t| t.name.clone()).collect()
+        } else {
+            Vec::new()
+        };
         self.nonces += 1;
         let nonce = format!("{}-{}", self.stream_id, self.nonces);
         let ts = self.types.entry(type_url.to_owned()).or_default();
@@ -456,13 +510,15 @@ impl StreamState {
         let status = self.status.types.entry(type_url.to_owned()).or_default();
         status.sent_version = Some(type_version.to_owned());
         status.sent_nonce = Some(nonce.clone());
-        DeltaDiscoveryResponse {
-            system_version_info: type_version.to_owned(),
-            resources,
-            type_url: type_url.to_owned(),
-            removed_resources: removed,
-            nonce,
-            ..Default::default()
+        Outgoing {
+            response: DeltaDiscoveryResponse {
+                system_version_info: type_version.to_owned(),
+                type_url: type_url.to_owned(),
+                removed_resources: removed,
+                nonce,
+                ..Default::default()
+            },
+            names,
         }
     }
 
