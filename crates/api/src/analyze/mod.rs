@@ -11,7 +11,7 @@ mod workloads;
 
 use std::path::Path;
 
-pub use mesh::{CLUSTER_DOMAIN, Mesh, host_matches, resolve_host};
+pub use mesh::{CLUSTER_DOMAIN, Mesh, exported_to, host_matches, resolve_host};
 
 use crate::diag::{Diagnostic, Severity};
 use crate::resource::Resource;
