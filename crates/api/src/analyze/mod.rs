@@ -5,6 +5,7 @@
 //! The analyzers read a [`Mesh`]: an index of the loaded resources by host, gateway and
 //! workload, built once.
 
+mod delegates;
 mod mesh;
 mod routes;
 mod workloads;
@@ -61,6 +62,7 @@ pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
     let mesh = Mesh::new(resources);
     let mut out = Vec::new();
     routes::check(&mesh, &mut out);
+    delegates::check(&mesh, &mut out);
     workloads::check(&mesh, &mut out);
     sort(&mut out);
     // Definitions replaced by a later file (WA0006) are analyzed too, and can repeat a finding
