@@ -28,9 +28,10 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// Whether a resource in `owner_namespace` with `export_to` (already defaulted when empty) is
-/// visible from `client_namespace`: `*` everyone, `.` its own namespace, `~` no one, or named
-/// namespaces. Empty means everyone, the default of Istio's mesh config.
+/// Whether a resource in `owner_namespace` with `export_to` (its own list, or the mesh config's
+/// default when that is empty) is visible from `client_namespace`: `*` everyone, `.` its own
+/// namespace, `~` no one, or named namespaces. An empty list is everyone, as in Istio when
+/// neither the resource nor the mesh config says otherwise.
 pub fn exported_to(export_to: &[String], owner_namespace: &str, client_namespace: &str) -> bool {
     if export_to.is_empty() {
         return true;
