@@ -130,4 +130,12 @@ pub mod code {
     pub const DESTINATION_PORT_NOT_FOUND: &str = "WA0110";
     /// A route destination to a multi-port Service without a port.
     pub const DESTINATION_PORT_REQUIRED: &str = "WA0111";
+    /// A VirtualService route delegates to a VirtualService that does not exist.
+    pub const DELEGATE_NOT_FOUND: &str = "WA0112";
+    /// A VirtualService route delegates to a VirtualService that has hosts.
+    pub const DELEGATE_HAS_HOSTS: &str = "WA0113";
+    /// A VirtualService route delegates to a VirtualService not exported to its namespace.
+    pub const DELEGATE_NOT_EXPORTED: &str = "WA0114";
+    /// A delegate VirtualService (no hosts) that no VirtualService delegates to.
+    pub const DELEGATE_NOT_REFERENCED: &str = "WA0115";
 }

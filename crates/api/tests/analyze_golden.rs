@@ -73,6 +73,10 @@ fn each_code_once_with_exact_message_and_location() {
         code::PORT_SELECTED_BY_TWO_SERVICES,
         code::DESTINATION_PORT_NOT_FOUND,
         code::DESTINATION_PORT_REQUIRED,
+        code::DELEGATE_NOT_FOUND,
+        code::DELEGATE_HAS_HOSTS,
+        code::DELEGATE_NOT_EXPORTED,
+        code::DELEGATE_NOT_REFERENCED,
     ];
     for c in all {
         assert_eq!(

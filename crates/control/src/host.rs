@@ -6,7 +6,7 @@
 
 use std::cmp::Ordering;
 
-pub use weft_api::analyze::resolve_host;
+pub use weft_api::analyze::{exported_to, resolve_host};
 
 fn is_wildcard(h: &str) -> bool {
     h.starts_with('*')
@@ -75,21 +75,6 @@ pub fn more_specific_first(a: &str, b: &str) -> Ordering {
         .cmp(&is_wildcard(b))
         .then_with(|| b.len().cmp(&a.len()))
         .then_with(|| a.cmp(b))
-}
-
-/// Whether a resource in `owner_namespace` with `export_to` (already defaulted when empty) is
-/// visible from `client_namespace`: `*` everyone, `.` its own namespace, `~` no one, or named
-/// namespaces.
-pub fn exported_to(export_to: &[String], owner_namespace: &str, client_namespace: &str) -> bool {
-    if export_to.is_empty() {
-        return true;
-    }
-    export_to.iter().any(|e| match e.as_str() {
-        "*" => true,
-        "." => owner_namespace == client_namespace,
-        "~" => false,
-        ns => ns == client_namespace,
-    })
 }
 
 #[cfg(test)]
@@ -169,17 +154,5 @@ mod tests {
             v,
             names(&["long.b.com", "a.com", "b.com", "*.a.com", "*.com", "*"])
         );
-    }
-
-    #[test]
-    fn export_to_visibility() {
-        let e = |v: &[&str]| names(v);
-        assert!(exported_to(&e(&[]), "a", "b"));
-        assert!(exported_to(&e(&["*"]), "a", "b"));
-        assert!(exported_to(&e(&["."]), "a", "a"));
-        assert!(!exported_to(&e(&["."]), "a", "b"));
-        assert!(!exported_to(&e(&["~"]), "a", "a"));
-        assert!(exported_to(&e(&["b", "c"]), "a", "c"));
-        assert!(!exported_to(&e(&["b"]), "a", "a"));
     }
 }

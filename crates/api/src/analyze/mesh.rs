@@ -1,5 +1,5 @@
 //! An index of loaded resources for the analyzers: services by host, DestinationRules by
-//! host, gateways by name, and workloads with their labels and ports.
+//! host, gateways and VirtualServices by name, and workloads with their labels and ports.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -26,6 +26,22 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
         Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len() || pattern == "*",
         None => pattern == host,
     }
+}
+
+/// Whether a resource in `owner_namespace` with `export_to` (its own list, or the mesh config's
+/// default when that is empty) is visible from `client_namespace`: `*` everyone, `.` its own
+/// namespace, `~` no one, or named namespaces. An empty list is everyone, as in Istio when
+/// neither the resource nor the mesh config says otherwise.
+pub fn exported_to(export_to: &[String], owner_namespace: &str, client_namespace: &str) -> bool {
+    if export_to.is_empty() {
+        return true;
+    }
+    export_to.iter().any(|e| match e.as_str() {
+        "*" => true,
+        "." => owner_namespace == client_namespace,
+        "~" => false,
+        ns => ns == client_namespace,
+    })
 }
 
 /// A service reachable by host: a Kubernetes Service or a ServiceEntry host.
@@ -57,6 +73,9 @@ pub struct Mesh<'a> {
     pub services: Vec<ServiceHost<'a>>,
     /// `(namespace, name)` of every Gateway.
     pub gateways: HashMap<(&'a str, &'a str), &'a Resource>,
+    /// `(namespace, name)` of every VirtualService; of two definitions (WA0006) the later,
+    /// which replaces the earlier.
+    virtual_services_by_name: HashMap<(&'a str, &'a str), (&'a Resource, &'a VirtualService)>,
     pub workloads: Vec<WorkloadView<'a>>,
     services_by_host: HostIndex,
     rules: Vec<(&'a Resource, &'a DestinationRule)>,
@@ -98,6 +117,7 @@ impl<'a> Mesh<'a> {
     pub fn new(resources: &'a [Resource]) -> Self {
         let mut services = Vec::new();
         let mut gateways = HashMap::new();
+        let mut virtual_services_by_name = HashMap::new();
         let mut workloads = Vec::new();
         for r in resources {
             match &r.spec {
@@ -117,6 +137,9 @@ impl<'a> Mesh<'a> {
                 }
                 Spec::Gateway(_) => {
                     gateways.insert((r.namespace(), r.name()), r);
+                }
+                Spec::VirtualService(vs) => {
+                    virtual_services_by_name.insert((r.namespace(), r.name()), (r, vs));
                 }
                 Spec::Deployment(d) => workloads.push(WorkloadView {
                     resource: r,
@@ -179,6 +202,7 @@ impl<'a> Mesh<'a> {
             resources,
             services,
             gateways,
+            virtual_services_by_name,
             workloads,
             services_by_host,
             rules,
@@ -200,6 +224,17 @@ impl<'a> Mesh<'a> {
             Spec::VirtualService(vs) => Some((r, vs)),
             _ => None,
         })
+    }
+
+    /// The VirtualService `namespace/name`, if one is defined.
+    pub fn virtual_service(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(&'a Resource, &'a VirtualService)> {
+        self.virtual_services_by_name
+            .get(&(namespace, name))
+            .copied()
     }
 
     pub fn destination_rules(
@@ -265,5 +300,28 @@ mod tests {
         assert!(host_matches("*", "anything.at.all"));
         assert!(host_matches("a.b", "a.b"));
         assert!(!host_matches("a.b", "a.c"));
+    }
+
+    #[test]
+    fn export_to_follows_istio() {
+        let list = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let cases: &[(&[&str], &str, bool)] = &[
+            // (exportTo, client namespace, visible) for a resource in `own`
+            (&[], "other", true),
+            (&["*"], "other", true),
+            (&["."], "own", true),
+            (&["."], "other", false),
+            (&["~"], "own", false),
+            (&["other"], "other", true),
+            (&["other"], "own", false),
+            (&[".", "other"], "own", true),
+        ];
+        for (export, client, want) in cases {
+            assert_eq!(
+                exported_to(&list(export), "own", client),
+                *want,
+                "{export:?} from {client}"
+            );
+        }
     }
 }

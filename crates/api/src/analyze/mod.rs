@@ -5,13 +5,14 @@
 //! The analyzers read a [`Mesh`]: an index of the loaded resources by host, gateway and
 //! workload, built once.
 
+mod delegates;
 mod mesh;
 mod routes;
 mod workloads;
 
 use std::path::Path;
 
-pub use mesh::{CLUSTER_DOMAIN, Mesh, host_matches, resolve_host};
+pub use mesh::{CLUSTER_DOMAIN, Mesh, exported_to, host_matches, resolve_host};
 
 use crate::diag::{Diagnostic, Severity};
 use crate::resource::Resource;
@@ -61,6 +62,7 @@ pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
     let mesh = Mesh::new(resources);
     let mut out = Vec::new();
     routes::check(&mesh, &mut out);
+    delegates::check(&mesh, &mut out);
     workloads::check(&mesh, &mut out);
     sort(&mut out);
     // Definitions replaced by a later file (WA0006) are analyzed too, and can repeat a finding

@@ -52,15 +52,9 @@ pub(crate) fn cors_policy(policy: &CorsPolicy) -> proto::CorsPolicy {
     }
 }
 
-/// An allowed origin. Envoy's filter allows every origin when a match accepts the literal
-/// `*` (`isOriginAllowed`), which the proxy does not do itself: an exact or prefix `*` becomes
-/// a match of every origin (the empty prefix). A regex is passed as written; one that accepts
-/// `*` but not the request's origin allows less than in Envoy.
+/// An allowed origin, as written. A match that accepts the literal `*` allows every origin:
+/// the proxy does that itself, as Envoy's CORS filter does (`isOriginAllowed`).
 fn origin(m: MatchType) -> proto::StringMatch {
-    let m = match m {
-        MatchType::Exact(v) | MatchType::Prefix(v) if v == "*" => MatchType::Prefix(String::new()),
-        m => m,
-    };
     proto::StringMatch {
         match_type: Some(m),
     }
@@ -142,15 +136,15 @@ mod tests {
     }
 
     #[test]
-    fn a_star_origin_allows_every_origin() {
-        let any = vec![MatchType::Prefix(String::new())];
-        assert_eq!(origins(&translate("{allowOrigins: [{exact: '*'}]}")), any);
-        assert_eq!(origins(&translate("{allowOrigins: [{prefix: '*'}]}")), any);
-        assert_eq!(origins(&translate("{allowOrigin: ['*']}")), any);
-        // Only the literal `*`.
+    fn a_star_origin_is_passed_as_written() {
+        // The proxy allows every origin when a match accepts `*`; nothing to rewrite here.
         assert_eq!(
-            origins(&translate("{allowOrigins: [{exact: '*.example'}]}")),
-            vec![MatchType::Exact("*.example".into())]
+            origins(&translate("{allowOrigins: [{exact: '*'}, {prefix: '*'}]}")),
+            vec![MatchType::Exact("*".into()), MatchType::Prefix("*".into())]
+        );
+        assert_eq!(
+            origins(&translate("{allowOrigin: ['*']}")),
+            vec![MatchType::Exact("*".into())]
         );
         // A match without a kind is dropped.
         assert!(translate("{allowOrigins: [{}]}").allow_origins.is_empty());
