@@ -10,6 +10,7 @@
 #     (weft-loadgen rate), p50/p90/p99;
 #   - CPU seconds per 1000 requests of the proxy process during the fixed-rate run, and its
 #     peak RSS.
+# WEFT_PROXY=PATH runs another weft-proxy binary (to compare builds) instead of the one built.
 # The last line is `RESULT throughput_vs_envoy=X p99_added_vs_envoy=Y cpu_per_1k_vs_envoy=Z rss_mb=W`.
 # Sub-millisecond latencies on a small shared machine vary from run to run, so the fixed-rate
 # test runs REPEAT times per target and the median of each percentile is reported.
@@ -101,7 +102,7 @@ routeConfigs:
 clusters:
 - {name: backend$WEFT_CLUSTER_EXTRA, endpoints: [{address: "127.0.0.1:$BACKEND"}]}
 YAML
-"$BIN/weft-proxy" --config "$WORK/weft.yaml" --concurrency 1 --log-level warn 2>"$WORK/weft.log" &
+"${WEFT_PROXY:-$BIN/weft-proxy}" --config "$WORK/weft.yaml" --concurrency 1 --log-level warn 2>"$WORK/weft.log" &
 WEFT_PID=$!; PIDS+=($WEFT_PID)
 
 # --- Envoy: the same route, one worker, no access log -------------------------------------------
