@@ -15,10 +15,11 @@ use tokio::sync::watch;
 use weft_xds::proto;
 
 use crate::access_log::AccessLog;
-use crate::http::{ConnContext, handle};
+use crate::http::{ConnContext, TlsConn, handle};
 use crate::listeners::Listeners;
 use crate::snapshot::{ListenerKind, ListenerSpec, Snapshot};
 use crate::stats::Stats;
+use crate::tls::HandshakeFailure;
 use crate::tunnel::{proxy_tcp, proxy_tls_passthrough};
 
 /// Sets the log filter from a directive string (`debug`, `weft_proxy=trace`).
@@ -93,7 +94,7 @@ pub async fn serve_listener(
                 tls,
                 rate_limit,
             } => {
-                let cx = Arc::new(ConnContext {
+                let cx = ConnContext {
                     shared: shared.clone(),
                     listener: spec.name.clone(),
                     route_config: route_config.clone(),
@@ -101,23 +102,37 @@ pub async fn serve_listener(
                     peer,
                     local,
                     access_log: spec.access_log.is_some(),
-                    tls: tls.is_some(),
+                    tls: None,
                     rate_limit: rate_limit.clone(),
-                });
+                };
                 let max_header_bytes = *max_header_bytes;
                 match tls {
-                    None => serve_http(cx, TokioIo::new(stream), max_header_bytes, &graceful),
-                    Some(config) => {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                    None => serve_http(
+                        Arc::new(cx),
+                        TokioIo::new(stream),
+                        max_header_bytes,
+                        &graceful,
+                    ),
+                    Some(termination) => {
+                        let termination = termination.clone();
                         let watcher = graceful.watcher();
                         tokio::spawn(async move {
                             let handshake = tokio::time::timeout(
                                 TLS_HANDSHAKE_TIMEOUT,
-                                acceptor.accept(stream),
+                                termination.accept(stream),
                             )
                             .await;
+                            let stats = &cx.shared.stats;
                             match handshake {
-                                Ok(Ok(tls_stream)) => {
+                                Ok(Ok((tls_stream, served))) => {
+                                    stats.ssl_handshake.fetch_add(1, Relaxed);
+                                    let cx = Arc::new(ConnContext {
+                                        tls: Some(TlsConn {
+                                            termination,
+                                            served,
+                                        }),
+                                        ..cx
+                                    });
                                     let conn = http_conn(
                                         cx.clone(),
                                         TokioIo::new(tls_stream),
@@ -125,8 +140,29 @@ pub async fn serve_listener(
                                     );
                                     run_conn(cx, watcher.watch(conn)).await;
                                 }
-                                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake: {e}"),
-                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                Ok(Err(e)) => {
+                                    stats.ssl_connection_error.fetch_add(1, Relaxed);
+                                    let counter = match HandshakeFailure::of(&e) {
+                                        HandshakeFailure::NoCertificate => {
+                                            Some(&stats.ssl_fail_verify_no_cert)
+                                        }
+                                        HandshakeFailure::SubjectAltName => {
+                                            Some(&stats.ssl_fail_verify_san)
+                                        }
+                                        HandshakeFailure::Certificate => {
+                                            Some(&stats.ssl_fail_verify_error)
+                                        }
+                                        HandshakeFailure::Other => None,
+                                    };
+                                    if let Some(c) = counter {
+                                        c.fetch_add(1, Relaxed);
+                                    }
+                                    tracing::debug!(listener = %cx.listener, %peer, "TLS handshake: {e}");
+                                }
+                                Err(_) => {
+                                    stats.ssl_connection_error.fetch_add(1, Relaxed);
+                                    tracing::debug!(listener = %cx.listener, %peer, "TLS handshake timed out");
+                                }
                             }
                         });
                     }

@@ -20,6 +20,14 @@ pub struct Stats {
     clusters: Mutex<BTreeMap<Arc<str>, Arc<ClusterStats>>>,
     pub config_reloads: AtomicU64,
     pub config_rejections: AtomicU64,
+    /// Downstream TLS handshakes that completed, and those that failed (any reason, timeouts
+    /// included), with the failures of client certificate verification apart (Envoy's
+    /// `ssl.*` counters).
+    pub ssl_handshake: AtomicU64,
+    pub ssl_connection_error: AtomicU64,
+    pub ssl_fail_verify_no_cert: AtomicU64,
+    pub ssl_fail_verify_error: AtomicU64,
+    pub ssl_fail_verify_san: AtomicU64,
 }
 
 /// Per-cluster counters.
@@ -103,6 +111,15 @@ impl Stats {
             ] {
                 let _ = writeln!(out, "cluster.{name}.{stat}: {}", g(counter));
             }
+        }
+        for (name, counter) in [
+            ("handshake", &self.ssl_handshake),
+            ("connection_error", &self.ssl_connection_error),
+            ("fail_verify_no_cert", &self.ssl_fail_verify_no_cert),
+            ("fail_verify_error", &self.ssl_fail_verify_error),
+            ("fail_verify_san", &self.ssl_fail_verify_san),
+        ] {
+            let _ = writeln!(out, "listener.ssl.{name}: {}", g(counter));
         }
         let _ = writeln!(out, "server.config_reloads: {}", g(&self.config_reloads));
         let _ = writeln!(

@@ -460,6 +460,7 @@ fn downstream_tls(
                     cert_file,
                     key_file,
                     server_names: names.clone(),
+                    client_validation: None,
                 }),
         );
     }
