@@ -2,15 +2,16 @@
 //! (a certificate is required) and OPTIONAL_MUTUAL (verified when sent). The chain is checked
 //! by rustls's `WebPkiClientVerifier` against a CA bundle read when config arrives; the
 //! subject alternative names a server asks for (`subjectAltNames`) are checked after it, as
-//! Envoy's `match_subject_alt_names` does.
+//! Envoy's `match_subject_alt_names` does; revocation lists (`caCrl`) with the chain.
 
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use weft_xds::proto;
 
@@ -38,9 +39,16 @@ pub(super) fn verifier(
     if v.optional {
         builder = builder.allow_unauthenticated();
     }
-    let chain = builder
-        .build()
-        .map_err(|e| ConfigError::new(resource, field, format!("{ca_file}: {e}")))?;
+    let crl_field = format!("{at}.crlFile");
+    if !v.crl_file.is_empty() {
+        builder = builder.with_crls(read_crls(&v.crl_file, resource, &crl_field)?);
+    }
+    let chain = builder.build().map_err(|e| match e {
+        VerifierBuilderError::InvalidCrl(_) => {
+            ConfigError::new(resource, crl_field, format!("{}: {e}", v.crl_file))
+        }
+        _ => ConfigError::new(resource, field, format!("{ca_file}: {e}")),
+    })?;
     if v.subject_alt_names.is_empty() {
         return Ok(chain);
     }
@@ -48,6 +56,26 @@ pub(super) fn verifier(
         chain,
         subject_alt_names: v.subject_alt_names.clone(),
     }))
+}
+
+/// The revocation lists of a PEM file (at least one).
+fn read_crls(
+    path: &str,
+    resource: &str,
+    field: &str,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+    super::regular_file(path).map_err(|e| ConfigError::new(resource, field, e))?;
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ConfigError::new(resource, field, format!("{path}: {e}")))?;
+    if crls.is_empty() {
+        return Err(ConfigError::new(
+            resource,
+            field,
+            format!("{path}: no certificate revocation list in the file"),
+        ));
+    }
+    Ok(crls)
 }
 
 /// The CA file to read and its field name: `preferredCaFile` when that file exists (Istio's

@@ -66,8 +66,13 @@ impl Ca {
     }
 
     fn issue(&self, dns: &[&str], uri: Option<&str>) -> Leaf {
+        self.issue_serial(dns, uri, fastrand::u64(1..))
+    }
+
+    fn issue_serial(&self, dns: &[&str], uri: Option<&str>, serial: u64) -> Leaf {
         let names: Vec<String> = dns.iter().map(|s| (*s).to_owned()).collect();
         let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
         if let Some(u) = uri {
             params
                 .subject_alt_names
@@ -382,6 +387,55 @@ fn client_ca_files_are_checked_when_config_arrives() {
             "{validation:?}: {text}"
         );
     }
+}
+
+#[tokio::test]
+async fn revoked_certificates_are_refused() {
+    let f = fixture();
+    let revoked = f.client_ca.issue_serial(&["revoked.example.com"], None, 7);
+    let good = f.client_ca.issue_serial(&["good.example.com"], None, 8);
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2100, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(7u64),
+            revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&f.client_ca.0)
+    .unwrap();
+    let crl_file = f.dir.write("ca.crl", &crl.pem().unwrap());
+    let mut v = f.mutual(true, &[]);
+    v.crl_file = crl_file;
+    let t = f.termination(vec![f.certificate(&[], Some(v))]);
+    let out = connect(&t, f.client(Some(&revoked)), "gw.example.com").await;
+    let err = out.server.expect_err("revoked");
+    assert_eq!(HandshakeFailure::of(&err), HandshakeFailure::Certificate);
+    assert!(err.to_string().contains("Revoked"), "{err}");
+    let out = connect(&t, f.client(Some(&good)), "gw.example.com").await;
+    assert!(out.server.is_ok(), "{:?}", out.server.err());
+    // Optional: no certificate is still fine.
+    let out = connect(&t, f.client(None), "gw.example.com").await;
+    assert!(out.server.is_ok(), "{:?}", out.server.err());
+
+    // A CRL file that holds none is a config error at its field.
+    let mut v = f.mutual(false, &[]);
+    v.crl_file = f.dir.write("not-a.crl", &f.client_ca.pem());
+    let tls = proto::DownstreamTls {
+        certificates: vec![f.certificate(&[], Some(v))],
+    };
+    let err = termination(&tls, "listener \"gw\"", "http.tls")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("http.tls.certificates[0].clientValidation.crlFile: "),
+        "{err}"
+    );
 }
 
 #[tokio::test]
