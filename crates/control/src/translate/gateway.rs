@@ -484,9 +484,10 @@ fn downstream_tls(
                 "curves are the proxy's defaults",
             ),
             (
-                !tls.ca_crl.is_empty(),
+                !mutual && !tls.ca_crl.is_empty(),
                 "caCrl",
-                "certificate revocation lists are not supported",
+                "SIMPLE does not request client certificates; only MUTUAL and OPTIONAL_MUTUAL \
+                 check revocation",
             ),
             (
                 !mutual && !tls.subject_alt_names.is_empty(),
@@ -536,8 +537,8 @@ fn downstream_tls(
 /// How a MUTUAL or OPTIONAL_MUTUAL server verifies client certificates (Istio's
 /// `BuildListenerTLSContext`): the CA of its credential (a `caCertCredentialName`, else the
 /// `<name>-cacert` directory when it exists, else the credential's own `ca.crt`; with
-/// `credentialNames`, the first name's), or `caCertificates` when no credential is named;
-/// `subjectAltNames` as given. The proxy reads the files; a missing or bad CA file fails its
+/// `credentialNames`, the first name's), or `caCertificates` and `caCrl` when no credential
+/// is named; `subjectAltNames` as given. The proxy reads the files; a missing or bad CA file fails its
 /// config (a NACK), as a missing certificate does.
 fn client_validation(
     tls: &ServerTlsSettings,
@@ -552,8 +553,17 @@ fn client_validation(
         Some(&tls.credential_name)
     };
     let dir = |name: &str| format!("{}/{name}", mesh.credential_dir);
+    let mut crl_file = String::new();
     let (ca_file, preferred_ca_file) = match credential {
         Some(name) => {
+            if !tls.ca_crl.is_empty() {
+                notes.add(
+                    Some(r),
+                    format!("{at}.caCrl"),
+                    "ignored with a credential (as in Istio, whose CRL comes from the \
+                     credential; weft does not read a credential's ca.crl yet)",
+                );
+            }
             if !tls.ca_certificates.is_empty() {
                 notes.add(
                     Some(r),
@@ -574,6 +584,7 @@ fn client_validation(
             }
         }
         None => {
+            crl_file.clone_from(&tls.ca_crl);
             if !tls.ca_cert_credential_name.is_empty() {
                 notes.add(
                     Some(r),
@@ -590,6 +601,7 @@ fn client_validation(
         preferred_ca_file,
         subject_alt_names: tls.subject_alt_names.clone(),
         optional: tls.mode == ServerTlsMode::OptionalMutual,
+        crl_file,
     }
 }
 

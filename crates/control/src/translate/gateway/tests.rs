@@ -52,6 +52,7 @@ fn validation(ca: &str, preferred: &str, sans: &[&str], optional: bool) -> proto
         preferred_ca_file: preferred.to_owned(),
         subject_alt_names: sans.iter().map(|s| (*s).to_owned()).collect(),
         optional,
+        crl_file: String::new(),
     }
 }
 
@@ -78,10 +79,11 @@ fn mutual_servers_carry_their_client_verification() {
             ))],
             vec![],
         ),
-        // Two credentials: the first one's CA verifies clients, for both certificates.
+        // Two credentials: the first one's CA verifies clients, for both certificates. A
+        // caCrl is not read with them (Istio takes the CRL from the credential).
         (
             "[{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.example.com], \
-             tls: {mode: OPTIONAL_MUTUAL, credentialNames: [rsa, ecdsa]}}]",
+             tls: {mode: OPTIONAL_MUTUAL, credentialNames: [rsa, ecdsa], caCrl: /crl.pem}}]",
             vec![
                 Some(validation(
                     &format!("{DIR}/rsa/ca.crt"),
@@ -91,7 +93,7 @@ fn mutual_servers_carry_their_client_verification() {
                 ));
                 2
             ],
-            vec![],
+            vec!["spec.servers[0].tls.caCrl"],
         ),
         // caCertCredentialName wins over the credential's own CA.
         (
@@ -121,8 +123,12 @@ fn mutual_servers_carry_their_client_verification() {
         (
             "[{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.example.com], \
              tls: {mode: OPTIONAL_MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, \
-             caCertificates: /ca.pem, caCertCredentialName: clients, insecureSkipVerify: true}}]",
-            vec![Some(validation("/ca.pem", "", &[], true))],
+             caCertificates: /ca.pem, caCrl: /crl.pem, caCertCredentialName: clients, \
+             insecureSkipVerify: true}}]",
+            vec![Some(proto::ClientValidation {
+                crl_file: "/crl.pem".to_owned(),
+                ..validation("/ca.pem", "", &[], true)
+            })],
             vec![
                 "spec.servers[0].tls.caCertCredentialName",
                 "spec.servers[0].tls.insecureSkipVerify",
