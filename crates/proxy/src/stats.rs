@@ -55,6 +55,19 @@ impl Stats {
         map.entry(name.clone()).or_default().clone()
     }
 
+    /// Counts a failed downstream TLS handshake; `None` when it timed out.
+    pub fn ssl_failure(&self, why: Option<crate::tls::HandshakeFailure>) {
+        use crate::tls::HandshakeFailure as F;
+        self.ssl_connection_error.fetch_add(1, Relaxed);
+        let cause = match why {
+            Some(F::NoCertificate) => &self.ssl_fail_verify_no_cert,
+            Some(F::SubjectAltName) => &self.ssl_fail_verify_san,
+            Some(F::Certificate) => &self.ssl_fail_verify_error,
+            Some(F::Other) | None => return,
+        };
+        cause.fetch_add(1, Relaxed);
+    }
+
     pub fn local_reply(&self, flag: &'static str) {
         let mut map = self.local_replies.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry(flag).or_default() += 1;
