@@ -547,7 +547,7 @@ async fn terminates_mutual_tls_verifying_client_certificates_per_server() {
     let stranger = strangers.issue("stranger", &["client.example.com"], Some(spiffe));
     let app = backend("app").await;
     let (cert, key, ca) = (&gw.cert_file, &gw.key_file, clients.ca_file());
-    let proxy = Proxy::start(&format!(
+    let config = format!(
         r#"
 listeners:
 - name: https
@@ -572,7 +572,8 @@ routeConfigs:
 clusters:
 - {{name: app, endpoints: [{{address: "{app}"}}]}}
 "#
-    ));
+    );
+    let proxy = Proxy::start(&config);
     let addr = proxy.addr("https");
     let roots = || servers.roots();
     let ok = |r: Result<String, String>, what: &str| {
@@ -641,6 +642,30 @@ clusters:
     ] {
         assert!(stats.contains(line), "{line} in\n{stats}");
     }
+
+    // A reload naming a CA file that is not there is refused with the field; the previous
+    // config keeps verifying clients.
+    let port = addr.port();
+    proxy.rewrite_config(
+        &config
+            .replace(&ca, "/nonexistent/ca.pem")
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    );
+    let rejected = proxy
+        .wait_log("config rejected", Duration::from_secs(10))
+        .expect("the reload is refused");
+    assert!(
+        rejected.contains("http.tls.certificates[1].clientValidation.caFile: /nonexistent/ca.pem"),
+        "{rejected}"
+    );
+    ok(
+        https_get(addr, roots(), Some(&client_id), mtls, mtls).await,
+        "after the refused reload",
+    );
+    let err = https_get(addr, roots(), None, mtls, mtls)
+        .await
+        .expect_err("still required after the refused reload");
+    assert!(err.contains("CertificateRequired"), "{err}");
 }
 
 #[test]
