@@ -36,10 +36,17 @@ pub struct ConnContext {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub access_log: bool,
-    /// The connection is TLS (scheme `https`).
-    pub tls: bool,
+    /// The connection's TLS (scheme `https`), when it has some.
+    pub tls: Option<TlsConn>,
     /// The listener's rate limit, taken before routing.
     pub rate_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
+}
+
+/// What a TLS connection was handshaken with.
+pub struct TlsConn {
+    pub termination: Arc<crate::tls::Termination>,
+    /// The certificate (and client verification) its SNI chose.
+    pub served: Arc<crate::tls::Served>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -95,7 +102,7 @@ pub async fn handle(
     let scheme = parts
         .uri
         .scheme_str()
-        .unwrap_or(if cx.tls { "https" } else { "http" })
+        .unwrap_or(if cx.tls.is_some() { "https" } else { "http" })
         .to_owned();
     let path_and_query = parts
         .uri
@@ -103,6 +110,16 @@ pub async fn handle(
         .map_or("/", PathAndQuery::as_str)
         .to_owned();
 
+    if let Some(tls) = &cx.tls {
+        let (host, _) = crate::route::split_port(&authority);
+        if !tls.termination.admits(&tls.served, host) {
+            let detail = format!(
+                "no route for {authority}: it is served with other client certificate \
+                 verification than this connection's SNI selected"
+            );
+            return Ok(local_reply(&cx, Flag::NoRoute, &detail, grpc, log));
+        }
+    }
     let Some(table) = snapshot.routes.get(&cx.route_config) else {
         return Ok(local_reply(
             &cx,

@@ -9,16 +9,17 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weft_xds::proto;
 
 use crate::access_log::AccessLog;
-use crate::http::{ConnContext, handle};
+use crate::http::{ConnContext, TlsConn, handle};
 use crate::listeners::Listeners;
 use crate::snapshot::{ListenerKind, ListenerSpec, Snapshot};
 use crate::stats::Stats;
+use crate::tls::{HandshakeFailure, Termination};
 use crate::tunnel::{proxy_tcp, proxy_tls_passthrough};
 
 /// Sets the log filter from a directive string (`debug`, `weft_proxy=trace`).
@@ -93,7 +94,7 @@ pub async fn serve_listener(
                 tls,
                 rate_limit,
             } => {
-                let cx = Arc::new(ConnContext {
+                let cx = ConnContext {
                     shared: shared.clone(),
                     listener: spec.name.clone(),
                     route_config: route_config.clone(),
@@ -101,34 +102,26 @@ pub async fn serve_listener(
                     peer,
                     local,
                     access_log: spec.access_log.is_some(),
-                    tls: tls.is_some(),
+                    tls: None,
                     rate_limit: rate_limit.clone(),
-                });
+                };
                 let max_header_bytes = *max_header_bytes;
                 match tls {
-                    None => serve_http(cx, TokioIo::new(stream), max_header_bytes, &graceful),
-                    Some(config) => {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
-                            let handshake = tokio::time::timeout(
-                                TLS_HANDSHAKE_TIMEOUT,
-                                acceptor.accept(stream),
-                            )
-                            .await;
-                            match handshake {
-                                Ok(Ok(tls_stream)) => {
-                                    let conn = http_conn(
-                                        cx.clone(),
-                                        TokioIo::new(tls_stream),
-                                        max_header_bytes,
-                                    );
-                                    run_conn(cx, watcher.watch(conn)).await;
-                                }
-                                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake: {e}"),
-                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                            }
-                        });
+                    None => serve_http(
+                        Arc::new(cx),
+                        TokioIo::new(stream),
+                        max_header_bytes,
+                        &graceful,
+                    ),
+                    Some(termination) => {
+                        let conn = serve_tls(
+                            cx,
+                            termination.clone(),
+                            stream,
+                            max_header_bytes,
+                            graceful.watcher(),
+                        );
+                        tokio::spawn(conn);
                     }
                 }
             }
@@ -157,6 +150,41 @@ pub async fn serve_listener(
 
 /// A client has this long to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves a TLS connection: the handshake (with the config its SNI selects), then HTTP.
+async fn serve_tls(
+    cx: ConnContext,
+    termination: Arc<Termination>,
+    stream: tokio::net::TcpStream,
+    max_header_bytes: usize,
+    watcher: Watcher,
+) {
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, termination.accept(stream)).await;
+    let stats = &cx.shared.stats;
+    let (tls_stream, served) = match handshake {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(e)) => {
+            stats.ssl_failure(Some(HandshakeFailure::of(&e)));
+            tracing::debug!(listener = %cx.listener, peer = %cx.peer, "TLS handshake: {e}");
+            return;
+        }
+        Err(_) => {
+            stats.ssl_failure(None);
+            tracing::debug!(listener = %cx.listener, peer = %cx.peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    stats.ssl_handshake.fetch_add(1, Relaxed);
+    let cx = Arc::new(ConnContext {
+        tls: Some(TlsConn {
+            termination,
+            served,
+        }),
+        ..cx
+    });
+    let conn = http_conn(cx.clone(), TokioIo::new(tls_stream), max_header_bytes);
+    run_conn(cx, watcher.watch(conn)).await;
+}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -56,7 +56,7 @@ pub enum ListenerKind {
         explicit_proxy: bool,
         max_header_bytes: usize,
         /// TLS termination; plaintext when None.
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<Arc<crate::tls::Termination>>,
         rate_limit: Option<Arc<TokenBucket>>,
     },
     Tcp {
@@ -315,7 +315,7 @@ fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigErr
     let kind = match &l.protocol {
         Some(proto::listener::Protocol::Http(h)) => {
             let tls = match &h.tls {
-                Some(t) => Some(crate::tls::server_config(t, &resource, "http.tls")?),
+                Some(t) => Some(Arc::new(crate::tls::termination(t, &resource, "http.tls")?)),
                 None => None,
             };
             let kb = match h.max_request_headers_kb {

@@ -20,6 +20,14 @@ pub struct Stats {
     clusters: Mutex<BTreeMap<Arc<str>, Arc<ClusterStats>>>,
     pub config_reloads: AtomicU64,
     pub config_rejections: AtomicU64,
+    /// Downstream TLS handshakes that completed, and those that failed (any reason, timeouts
+    /// included), with the failures of client certificate verification apart (Envoy's
+    /// `ssl.*` counters).
+    pub ssl_handshake: AtomicU64,
+    pub ssl_connection_error: AtomicU64,
+    pub ssl_fail_verify_no_cert: AtomicU64,
+    pub ssl_fail_verify_error: AtomicU64,
+    pub ssl_fail_verify_san: AtomicU64,
 }
 
 /// Per-cluster counters.
@@ -45,6 +53,19 @@ impl Stats {
     pub fn cluster(&self, name: &Arc<str>) -> Arc<ClusterStats> {
         let mut map = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(name.clone()).or_default().clone()
+    }
+
+    /// Counts a failed downstream TLS handshake; `None` when it timed out.
+    pub fn ssl_failure(&self, why: Option<crate::tls::HandshakeFailure>) {
+        use crate::tls::HandshakeFailure as F;
+        self.ssl_connection_error.fetch_add(1, Relaxed);
+        let cause = match why {
+            Some(F::NoCertificate) => &self.ssl_fail_verify_no_cert,
+            Some(F::SubjectAltName) => &self.ssl_fail_verify_san,
+            Some(F::Certificate) => &self.ssl_fail_verify_error,
+            Some(F::Other) | None => return,
+        };
+        cause.fetch_add(1, Relaxed);
     }
 
     pub fn local_reply(&self, flag: &'static str) {
@@ -103,6 +124,15 @@ impl Stats {
             ] {
                 let _ = writeln!(out, "cluster.{name}.{stat}: {}", g(counter));
             }
+        }
+        for (name, counter) in [
+            ("handshake", &self.ssl_handshake),
+            ("connection_error", &self.ssl_connection_error),
+            ("fail_verify_no_cert", &self.ssl_fail_verify_no_cert),
+            ("fail_verify_error", &self.ssl_fail_verify_error),
+            ("fail_verify_san", &self.ssl_fail_verify_san),
+        ] {
+            let _ = writeln!(out, "listener.ssl.{name}: {}", g(counter));
         }
         let _ = writeln!(out, "server.config_reloads: {}", g(&self.config_reloads));
         let _ = writeln!(

@@ -1,4 +1,5 @@
-//! TLS: termination (certificate chosen by SNI, ALPN, x-forwarded-proto), origination to
+//! TLS: termination (certificate chosen by SNI, ALPN, x-forwarded-proto), client certificates
+//! verified on termination (mutual and optional mutual, per certificate), origination to
 //! upstreams (CA, SNI, subject alternative names, client certificates, HTTP/2 by ALPN), and
 //! passthrough routed by SNI.
 
@@ -481,5 +482,218 @@ clusters:
     assert!(
         out.contains("db HTTP/1.1 authority=db sni=db.internal"),
         "{out}"
+    );
+}
+
+/// An HTTP/1.1 GET over TLS with SNI `sni` and Host `host`, presenting `identity` when given:
+/// the response, or why the connection failed.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    roots: rustls::RootCertStore,
+    identity: Option<&Issued>,
+    sni: &str,
+    host: &str,
+) -> Result<String, String> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    let exchange = async {
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = format!("GET /mtls HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        tls.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        tls.read_to_string(&mut out)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(out)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminates_mutual_tls_verifying_client_certificates_per_server() {
+    let servers = Pki::new();
+    let clients = Pki::new();
+    let strangers = Pki::new();
+    let gw = servers.issue(
+        "gw",
+        &[
+            "open.example.com",
+            "mtls.example.com",
+            "optional.example.com",
+        ],
+        None,
+    );
+    let spiffe = "spiffe://cluster.local/ns/default/sa/client";
+    let client_id = clients.issue("client", &["client.example.com"], Some(spiffe));
+    let other_san = clients.issue("other", &["other.example.com"], None);
+    let stranger = strangers.issue("stranger", &["client.example.com"], Some(spiffe));
+    let app = backend("app").await;
+    let (cert, key, ca) = (&gw.cert_file, &gw.key_file, clients.ca_file());
+    let config = format!(
+        r#"
+listeners:
+- name: https
+  address: 127.0.0.1:0
+  http:
+    routeConfig: main
+    tls:
+      certificates:
+      - {{certFile: "{cert}", keyFile: "{key}", serverNames: [open.example.com]}}
+      - certFile: "{cert}"
+        keyFile: "{key}"
+        serverNames: [mtls.example.com]
+        clientValidation: {{caFile: "{ca}", subjectAltNames: ["{spiffe}"]}}
+      - certFile: "{cert}"
+        keyFile: "{key}"
+        serverNames: [optional.example.com]
+        clientValidation: {{caFile: "{ca}", optional: true}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - {{name: all, domains: ["*"], routes: [{{route: {{clusters: [{{cluster: app}}]}}}}]}}
+clusters:
+- {{name: app, endpoints: [{{address: "{app}"}}]}}
+"#
+    );
+    let proxy = Proxy::start(&config);
+    let addr = proxy.addr("https");
+    let roots = || servers.roots();
+    let ok = |r: Result<String, String>, what: &str| {
+        let out = r.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(out.starts_with("HTTP/1.1 200"), "{what}: {out}");
+        assert!(out.contains("app /mtls"), "{what}: {out}");
+    };
+
+    let mtls = "mtls.example.com";
+    ok(
+        https_get(addr, roots(), Some(&client_id), mtls, mtls).await,
+        "a certificate from the CA with the SAN",
+    );
+    // Refused: the client learns it from the alert when it reads (TLS 1.3 finishes the
+    // client's side of the handshake before the server has checked its certificate).
+    for (identity, alert, what) in [
+        (None, "CertificateRequired", "no certificate"),
+        (
+            Some(&stranger),
+            "UnknownCA",
+            "a certificate from another CA",
+        ),
+        (
+            Some(&other_san),
+            "BadCertificate",
+            "a certificate without the SAN",
+        ),
+    ] {
+        let err = https_get(addr, roots(), identity, mtls, mtls)
+            .await
+            .expect_err(what);
+        assert!(err.contains(alert), "{what}: {err}");
+    }
+
+    let optional = "optional.example.com";
+    ok(
+        https_get(addr, roots(), None, optional, optional).await,
+        "optional, without a certificate",
+    );
+    ok(
+        https_get(addr, roots(), Some(&other_san), optional, optional).await,
+        "optional, with a certificate from the CA",
+    );
+    let err = https_get(addr, roots(), Some(&stranger), optional, optional)
+        .await
+        .expect_err("optional still verifies a certificate that is sent");
+    assert!(err.contains("UnknownCA"), "{err}");
+
+    // The SNI of a server without client verification does not reach the mutual one's host.
+    let open = "open.example.com";
+    ok(https_get(addr, roots(), None, open, open).await, "open");
+    let out = https_get(addr, roots(), None, open, mtls).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    assert!(out.contains("x-weft-response-flags: NR"), "{out}");
+
+    let c = support::client();
+    let stats = support::get(&c, proxy.admin, "admin", "/stats", &[])
+        .await
+        .body;
+    for line in [
+        "listener.ssl.fail_verify_no_cert: 1",
+        "listener.ssl.fail_verify_error: 2",
+        "listener.ssl.fail_verify_san: 1",
+        "listener.ssl.connection_error: 4",
+        "listener.ssl.handshake: 5",
+    ] {
+        assert!(stats.contains(line), "{line} in\n{stats}");
+    }
+
+    // A reload naming a CA file that is not there is refused with the field; the previous
+    // config keeps verifying clients.
+    let port = addr.port();
+    proxy.rewrite_config(
+        &config
+            .replace(&ca, "/nonexistent/ca.pem")
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    );
+    let rejected = proxy
+        .wait_log("config rejected", Duration::from_secs(10))
+        .expect("the reload is refused");
+    assert!(
+        rejected.contains("http.tls.certificates[1].clientValidation.caFile: /nonexistent/ca.pem"),
+        "{rejected}"
+    );
+    ok(
+        https_get(addr, roots(), Some(&client_id), mtls, mtls).await,
+        "after the refused reload",
+    );
+    let err = https_get(addr, roots(), None, mtls, mtls)
+        .await
+        .expect_err("still required after the refused reload");
+    assert!(err.contains("CertificateRequired"), "{err}");
+}
+
+#[test]
+fn a_bad_client_ca_file_is_a_config_error() {
+    let pki = Pki::new();
+    let gw = pki.issue("gw", &["gw.example.com"], None);
+    let bad_ca = pki.dir.0.join("bad-ca.pem");
+    std::fs::write(&bad_ca, "not a certificate\n").unwrap();
+    let path = pki.dir.0.join("bad.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listeners:\n- name: https\n  address: 127.0.0.1:0\n  http:\n    routeConfig: main\n    tls: {{certificates: [{{certFile: \"{}\", keyFile: \"{}\", clientValidation: {{caFile: \"{}\"}}}}]}}\nrouteConfigs: [{{name: main}}]\n",
+            gw.cert_file,
+            gw.key_file,
+            bad_ca.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listener \"https\": http.tls.certificates[0].clientValidation.caFile"),
+        "{err}"
     );
 }

@@ -5,8 +5,10 @@
 //! contributes its servers; servers are grouped by port into one listener each, on the proxy's
 //! address:
 //!
-//! - HTTP, and HTTPS with `tls.mode: SIMPLE` (terminated with the server's certificate): an HTTP
-//!   listener with route configuration `http.PORT`. A virtual host per host in the
+//! - HTTP, and HTTPS with `tls.mode` SIMPLE, MUTUAL or OPTIONAL_MUTUAL (terminated with the
+//!   server's certificate; MUTUAL requires and OPTIONAL_MUTUAL verifies when sent a client
+//!   certificate, per server: see `downstream_tls`): an HTTP listener with route configuration
+//!   `http.PORT`. A virtual host per host in the
 //!   intersection of the server's hosts (`ns/host` only for that namespace's VirtualServices)
 //!   and the hosts of each VirtualService bound to the Gateway; routes of several
 //!   VirtualServices for one host are concatenated, catch-all routes last. With no
@@ -17,6 +19,13 @@
 //!
 //! A `credentialName` is read as a directory of files (`<credentialDir>/<name>/tls.crt` and
 //! `tls.key`, the keys of a Kubernetes TLS secret) until the control plane serves secrets.
+//! For MUTUAL and OPTIONAL_MUTUAL the client CA is `<credentialDir>/<name>-cacert/ca.crt` when
+//! that file exists (Istio's separate `<name>-cacert` secret), else `<name>/ca.crt` (the
+//! `ca.crt` key of the secret itself); `caCertCredentialName` names the directory instead.
+//!
+//! `ISTIO_MUTUAL` servers need the mesh's own certificates, which weft does not issue yet: they
+//! are left out with a note, so their port is not served by them at all (never in plaintext,
+//! and never with a certificate Istio would not use).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -246,10 +255,43 @@ fn server_kind(r: &Resource, server: &Server, at: &str, notes: &mut Notes) -> Op
         };
     }
     let mode = server.tls.as_ref().map(|t| t.mode).unwrap_or_default();
+    let terminated = matches!(
+        mode,
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    );
     match (mode, protocol) {
         (ServerTlsMode::Passthrough, _) => Some(Kind::Passthrough),
-        (ServerTlsMode::Simple, Protocol::Https) => Some(Kind::Https),
-        (ServerTlsMode::Simple, _) => {
+        (_, Protocol::Https) if terminated => {
+            // weft-api refuses these; a server left without them must not be served by the
+            // listener's other certificates (its hosts would go unverified).
+            let tls = server.tls.as_ref()?;
+            let has_certificate = !tls.server_certificate.is_empty()
+                || !tls.credential_name.is_empty()
+                || !tls.credential_names.is_empty()
+                || !tls.tls_certificates.is_empty();
+            let has_client_ca = !tls.ca_certificates.is_empty()
+                || !tls.credential_name.is_empty()
+                || !tls.credential_names.is_empty();
+            let missing = if !has_certificate {
+                Some("no certificate: set credentialName or serverCertificate")
+            } else if mode != ServerTlsMode::Simple && !has_client_ca {
+                Some("no client CA: set credentialName or caCertificates")
+            } else {
+                None
+            };
+            match missing {
+                Some(why) => {
+                    notes.add(
+                        Some(r),
+                        format!("{at}.tls"),
+                        format!("{why}; the server is left out"),
+                    );
+                    None
+                }
+                None => Some(Kind::Https),
+            }
+        }
+        (_, _) if terminated => {
             notes.add(
                 Some(r),
                 format!("{at}.tls.mode"),
@@ -257,14 +299,21 @@ fn server_kind(r: &Resource, server: &Server, at: &str, notes: &mut Notes) -> Op
             );
             None
         }
+        (ServerTlsMode::IstioMutual, _) => {
+            notes.add(
+                Some(r),
+                format!("{at}.tls.mode"),
+                "ISTIO_MUTUAL needs the mesh's workload certificates, which weft does not issue \
+                 yet; the server is left out, so its hosts are not served on this port \
+                 (neither in plaintext nor with another server's certificate)",
+            );
+            None
+        }
         (mode, _) => {
             notes.add(
                 Some(r),
                 format!("{at}.tls.mode"),
-                format!(
-                    "TLS mode {mode:?} is not supported yet (client certificates and mesh mTLS \
-                     are later work); the server is left out"
-                ),
+                format!("TLS mode {mode:?} is not supported yet; the server is left out"),
             );
             None
         }
@@ -409,14 +458,11 @@ fn downstream_tls(
                 .iter()
                 .map(|c| (c.server_certificate.clone(), c.private_key.clone())),
         );
-        if pairs.is_empty() {
-            notes.add(
-                Some(r),
-                at.clone(),
-                "no certificate: set credentialName or serverCertificate",
-            );
-        }
-        let unsupported: [(bool, &str, &str); 6] = [
+        let mutual = matches!(
+            tls.mode,
+            ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+        );
+        let unsupported: [(bool, &str, &str); 9] = [
             (
                 tls.min_protocol_version != Default::default(),
                 "minProtocolVersion",
@@ -438,14 +484,34 @@ fn downstream_tls(
                 "curves are the proxy's defaults",
             ),
             (
-                !tls.ca_crl.is_empty(),
+                !mutual && !tls.ca_crl.is_empty(),
                 "caCrl",
-                "certificate revocation lists are not supported",
+                "SIMPLE does not request client certificates; only MUTUAL and OPTIONAL_MUTUAL \
+                 check revocation",
             ),
             (
-                !tls.subject_alt_names.is_empty(),
+                !mutual && !tls.subject_alt_names.is_empty(),
                 "subjectAltNames",
-                "client certificates are not verified in SIMPLE mode",
+                "SIMPLE does not request client certificates; only MUTUAL and OPTIONAL_MUTUAL \
+                 check their names",
+            ),
+            (
+                !tls.verify_certificate_spki.is_empty(),
+                "verifyCertificateSpki",
+                "client certificates are not pinned by key hash; they are checked against the \
+                 CA and subjectAltNames only",
+            ),
+            (
+                !tls.verify_certificate_hash.is_empty(),
+                "verifyCertificateHash",
+                "client certificates are not pinned by hash; they are checked against the CA \
+                 and subjectAltNames only",
+            ),
+            (
+                mutual && tls.insecure_skip_verify == Some(true),
+                "insecureSkipVerify",
+                "not supported: client certificates are still verified, and a client whose \
+                 certificate fails is refused",
             ),
         ];
         for (set, field, reason) in unsupported {
@@ -453,6 +519,7 @@ fn downstream_tls(
                 notes.add(Some(r), format!("{at}.{field}"), reason);
             }
         }
+        let client_validation = mutual.then(|| client_validation(tls, mesh, r, &at, notes));
         certificates.extend(
             pairs
                 .into_iter()
@@ -460,10 +527,82 @@ fn downstream_tls(
                     cert_file,
                     key_file,
                     server_names: names.clone(),
+                    client_validation: client_validation.clone(),
                 }),
         );
     }
     proto::DownstreamTls { certificates }
+}
+
+/// How a MUTUAL or OPTIONAL_MUTUAL server verifies client certificates (Istio's
+/// `BuildListenerTLSContext`): the CA of its credential (a `caCertCredentialName`, else the
+/// `<name>-cacert` directory when it exists, else the credential's own `ca.crt`; with
+/// `credentialNames`, the first name's), or `caCertificates` and `caCrl` when no credential
+/// is named; `subjectAltNames` as given. The proxy reads the files; a missing or bad CA file fails its
+/// config (a NACK), as a missing certificate does.
+fn client_validation(
+    tls: &ServerTlsSettings,
+    mesh: &MeshConfig,
+    r: &Resource,
+    at: &str,
+    notes: &mut Notes,
+) -> proto::ClientValidation {
+    let credential = if tls.credential_name.is_empty() {
+        tls.credential_names.first()
+    } else {
+        Some(&tls.credential_name)
+    };
+    let dir = |name: &str| format!("{}/{name}", mesh.credential_dir);
+    let mut crl_file = String::new();
+    let (ca_file, preferred_ca_file) = match credential {
+        Some(name) => {
+            if !tls.ca_crl.is_empty() {
+                notes.add(
+                    Some(r),
+                    format!("{at}.caCrl"),
+                    "ignored with a credential (as in Istio, whose CRL comes from the \
+                     credential; weft does not read a credential's ca.crl yet)",
+                );
+            }
+            if !tls.ca_certificates.is_empty() {
+                notes.add(
+                    Some(r),
+                    format!("{at}.caCertificates"),
+                    "ignored: with a credentialName the client CA comes from the credential",
+                );
+            }
+            if tls.ca_cert_credential_name.is_empty() {
+                (
+                    format!("{}/ca.crt", dir(name)),
+                    format!("{}-cacert/ca.crt", dir(name)),
+                )
+            } else {
+                (
+                    format!("{}/ca.crt", dir(&tls.ca_cert_credential_name)),
+                    String::new(),
+                )
+            }
+        }
+        None => {
+            crl_file.clone_from(&tls.ca_crl);
+            if !tls.ca_cert_credential_name.is_empty() {
+                notes.add(
+                    Some(r),
+                    format!("{at}.caCertCredentialName"),
+                    "ignored without a credentialName (as in Istio): the client CA is caCertificates",
+                );
+            }
+            (tls.ca_certificates.clone(), String::new())
+        }
+    };
+    // `server_kind` left out servers without a CA source, so `ca_file` is set.
+    proto::ClientValidation {
+        ca_file,
+        preferred_ca_file,
+        subject_alt_names: tls.subject_alt_names.clone(),
+        optional: tls.mode == ServerTlsMode::OptionalMutual,
+        crl_file,
+    }
 }
 
 /// SNI routes of the passthrough servers on a port, from the bound VirtualServices' `tls`
@@ -572,3 +711,6 @@ fn tcp(
     }
     None
 }
+
+#[cfg(test)]
+mod tests;

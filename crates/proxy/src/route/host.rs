@@ -185,7 +185,7 @@ fn insert_by_len(groups: &mut ByLength, key: String, v: usize) {
 
 /// Splits `host:port` into the host and the port text. IPv6 literals keep their brackets
 /// (`[::1]:80` -> `[::1]`, `80`); a bare IPv6 address has no port.
-pub(super) fn split_port(authority: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_port(authority: &str) -> (&str, Option<&str>) {
     let colon = if authority.starts_with('[') {
         authority.rfind("]:").map(|i| i + 1)
     } else {

@@ -28,6 +28,7 @@ use weft_xds::proto;
 
 pub use action::{Action, Destination, DirectResponse, Forward, Redirect};
 pub use headers::HeaderOps;
+pub(crate) use host::split_port;
 
 use crate::config::{ConfigError, NodeInfo};
 

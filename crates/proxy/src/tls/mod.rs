@@ -1,7 +1,12 @@
 //! TLS, with rustls and aws-lc-rs as the one crypto provider. Downstream: certificates loaded
 //! and checked when config arrives, chosen per connection by SNI, ALPN offering h2 and
-//! http/1.1. Upstream (origination): CA roots, client certificate, SNI and subject alternative
-//! name checks, per cluster. Passthrough: the ClientHello's SNI read without terminating.
+//! http/1.1, client certificates verified per certificate (`client_auth`). Upstream
+//! (origination): CA roots, client certificate, SNI and subject alternative name checks, per
+//! cluster. Passthrough: the ClientHello's SNI read without terminating.
+
+mod client_auth;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,14 +26,70 @@ use weft_xds::proto;
 
 use crate::config::ConfigError;
 
-/// Builds the server config of an HTTP listener's `tls`. `resource`/`field` locate errors.
-pub fn server_config(
+/// An HTTP listener's TLS termination. Each certificate (in Istio, one Gateway server) has
+/// its own rustls config, with that server's client certificate verification; the
+/// ClientHello's SNI picks one before the handshake goes on (`LazyConfigAcceptor`). Separate
+/// configs also keep session resumption from carrying a session across servers.
+#[derive(Debug)]
+pub struct Termination {
+    by_sni: SniResolver<Arc<Served>>,
+    /// The certificates differ in client verification: a request must stay with its own.
+    mixed: bool,
+}
+
+/// What one certificate serves: its config, and which client verification it has (an index
+/// among the listener's distinct ones).
+#[derive(Debug)]
+pub struct Served {
+    pub config: Arc<ServerConfig>,
+    validation: usize,
+}
+
+impl Termination {
+    /// The config for a ClientHello with this SNI (the first certificate's without a match).
+    pub fn select(&self, sni: Option<&str>) -> Option<Arc<Served>> {
+        self.by_sni.lookup(sni)
+    }
+
+    /// Reads the ClientHello, picks the config its SNI selects, and completes the handshake.
+    pub async fn accept<S>(
+        &self,
+        stream: S,
+    ) -> std::io::Result<(tokio_rustls::server::TlsStream<S>, Arc<Served>)>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await?;
+        let served = self
+            .select(start.client_hello().server_name())
+            .ok_or_else(|| std::io::Error::other("the listener has no certificate"))?;
+        let stream = start.into_stream(served.config.clone()).await?;
+        Ok((stream, served))
+    }
+
+    /// Whether a request for `host` (no port) may be served on a connection handshaken as
+    /// `served`: always, unless `host` belongs to a certificate with other client
+    /// verification. Otherwise a client could handshake with a server that does not ask for a
+    /// certificate and send its requests to one that does (Istio gives each server its own
+    /// route configuration, so such a request finds no route there either).
+    pub fn admits(&self, served: &Served, host: &str) -> bool {
+        !self.mixed
+            || self
+                .by_sni
+                .lookup(Some(host))
+                .is_some_and(|s| s.validation == served.validation)
+    }
+}
+
+/// Builds the TLS termination of an HTTP listener's `tls`. `resource`/`field` locate errors.
+pub fn termination(
     tls: &proto::DownstreamTls,
     resource: &str,
     field: &str,
-) -> Result<Arc<ServerConfig>, ConfigError> {
+) -> Result<Termination, ConfigError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut resolver = SniResolver::default();
     if tls.certificates.is_empty() {
         return Err(ConfigError::new(
             resource,
@@ -36,6 +97,8 @@ pub fn server_config(
             "at least one certificate is required",
         ));
     }
+    let mut by_sni = SniResolver::default();
+    let mut validations: Vec<&Option<proto::ClientValidation>> = Vec::new();
     for (i, c) in tls.certificates.iter().enumerate() {
         let at = |f: &str| format!("{field}.certificates[{i}].{f}");
         let (chain, key) = load_pair(&c.cert_file, &c.key_file, resource, &at)?;
@@ -51,15 +114,77 @@ pub fn server_config(
                 format!("does not match {}: {e}", c.cert_file),
             )
         })?;
-        resolver.add(&c.server_names, certified);
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::new(resource, field, e.to_string()))?;
+        let builder = match &c.client_validation {
+            None => builder.with_no_client_auth(),
+            Some(v) => builder.with_client_cert_verifier(client_auth::verifier(
+                v,
+                &provider,
+                resource,
+                &at("clientValidation"),
+            )?),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(OneCert(certified)));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let validation = match validations.iter().position(|v| **v == c.client_validation) {
+            Some(p) => p,
+            None => {
+                validations.push(&c.client_validation);
+                validations.len() - 1
+            }
+        };
+        let served = Arc::new(Served {
+            config: Arc::new(config),
+            validation,
+        });
+        by_sni.add(&c.server_names, served);
     }
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::new(resource, field, e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(Termination {
+        by_sni,
+        mixed: validations.len() > 1,
+    })
+}
+
+/// The one certificate of a [`Served`] config (chosen by SNI before the config was).
+#[derive(Debug)]
+struct OneCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Why a downstream handshake failed, for the `ssl.*` counters (Envoy's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// A certificate was required and none was sent (`ssl.fail_verify_no_cert`).
+    NoCertificate,
+    /// The client's certificate lacks the required subject alternative names
+    /// (`ssl.fail_verify_san`).
+    SubjectAltName,
+    /// The client's certificate did not verify: unknown issuer, expired, ...
+    /// (`ssl.fail_verify_error`).
+    Certificate,
+    /// Anything else: not TLS, no common cipher suite, closed mid-handshake.
+    Other,
+}
+
+impl HandshakeFailure {
+    /// Classifies the error of a failed handshake (tokio-rustls wraps rustls's errors).
+    pub fn of(e: &std::io::Error) -> HandshakeFailure {
+        let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+        match rustls_error {
+            Some(rustls::Error::NoCertificatesPresented) => HandshakeFailure::NoCertificate,
+            Some(rustls::Error::InvalidCertificate(CertificateError::NotValidForName)) => {
+                HandshakeFailure::SubjectAltName
+            }
+            Some(rustls::Error::InvalidCertificate(_)) => HandshakeFailure::Certificate,
+            _ => HandshakeFailure::Other,
+        }
+    }
 }
 
 /// Reads a PEM certificate chain and its private key. `at` names a field for errors.
@@ -96,19 +221,30 @@ fn regular_file(path: &str) -> Result<(), String> {
     }
 }
 
-/// Certificates by SNI: exact names, then `*.suffix` (one more label), then the first one.
-#[derive(Debug, Default)]
-struct SniResolver {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// Suffix including the dot (`.example.com`) -> certificate.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Option<Arc<CertifiedKey>>,
+/// Values by SNI (a listener's certificates): exact names, then `*.suffix` (one more label),
+/// then the first one added.
+#[derive(Debug)]
+struct SniResolver<T> {
+    exact: HashMap<String, T>,
+    /// Suffix including the dot (`.example.com`) -> value.
+    wildcard: HashMap<String, T>,
+    default: Option<T>,
 }
 
-impl SniResolver {
-    fn add(&mut self, names: &[String], cert: Arc<CertifiedKey>) {
+impl<T> Default for SniResolver<T> {
+    fn default() -> Self {
+        SniResolver {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default: None,
+        }
+    }
+}
+
+impl<T: Clone> SniResolver<T> {
+    fn add(&mut self, names: &[String], value: T) {
         if self.default.is_none() {
-            self.default = Some(cert.clone());
+            self.default = Some(value.clone());
         }
         for name in names {
             let name = name.to_ascii_lowercase();
@@ -116,16 +252,16 @@ impl SniResolver {
                 Some(suffix) if suffix.starts_with('.') => {
                     self.wildcard
                         .entry(suffix.to_owned())
-                        .or_insert_with(|| cert.clone());
+                        .or_insert_with(|| value.clone());
                 }
                 _ => {
-                    self.exact.entry(name).or_insert_with(|| cert.clone());
+                    self.exact.entry(name).or_insert_with(|| value.clone());
                 }
             }
         }
     }
 
-    fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    fn lookup(&self, sni: Option<&str>) -> Option<T> {
         if let Some(sni) = sni.map(str::to_ascii_lowercase) {
             if let Some(c) = self.exact.get(&sni) {
                 return Some(c.clone());
@@ -138,12 +274,6 @@ impl SniResolver {
             }
         }
         self.default.clone()
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.lookup(hello.server_name())
     }
 }
 
@@ -224,8 +354,8 @@ pub fn client_tls(
 
 /// The CA certificates of `ca_file`, or the system's when it is empty.
 fn load_roots(ca_file: &str, resource: &str) -> Result<RootCertStore, ConfigError> {
-    let mut roots = RootCertStore::empty();
     if ca_file.is_empty() {
+        let mut roots = RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         let (added, _) = roots.add_parsable_certificates(found.certs);
         if added == 0 {
@@ -237,19 +367,25 @@ fn load_roots(ca_file: &str, resource: &str) -> Result<RootCertStore, ConfigErro
         }
         return Ok(roots);
     }
-    regular_file(ca_file).map_err(|e| ConfigError::new(resource, "tls.caFile", e))?;
+    read_roots(ca_file, resource, "tls.caFile")
+}
+
+/// The CA certificates of a PEM file (at least one). `field` names it for errors.
+fn read_roots(ca_file: &str, resource: &str, field: &str) -> Result<RootCertStore, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    regular_file(ca_file).map_err(|e| ConfigError::new(resource, field, e))?;
     let certs = CertificateDer::pem_file_iter(ca_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ConfigError::new(resource, "tls.caFile", format!("{ca_file}: {e}")))?;
+        .map_err(|e| ConfigError::new(resource, field, format!("{ca_file}: {e}")))?;
     for cert in certs {
         roots
             .add(cert)
-            .map_err(|e| ConfigError::new(resource, "tls.caFile", format!("{ca_file}: {e}")))?;
+            .map_err(|e| ConfigError::new(resource, field, format!("{ca_file}: {e}")))?;
     }
     if roots.is_empty() {
         return Err(ConfigError::new(
             resource,
-            "tls.caFile",
+            field,
             format!("{ca_file}: no certificate in the file"),
         ));
     }

@@ -1,0 +1,219 @@
+//! Verification of client certificates on terminated TLS: Istio's Gateway `tls.mode` MUTUAL
+//! (a certificate is required) and OPTIONAL_MUTUAL (verified when sent). The chain is checked
+//! by rustls's `WebPkiClientVerifier` against a CA bundle read when config arrives; the
+//! subject alternative names a server asks for (`subjectAltNames`) are checked after it, as
+//! Envoy's `match_subject_alt_names` does; revocation lists (`caCrl`) with the chain.
+
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use weft_xds::proto;
+
+use crate::config::ConfigError;
+
+/// The verifier of `v`, its CA bundle read now. `at` is the field path of `v` for errors.
+pub(super) fn verifier(
+    v: &proto::ClientValidation,
+    provider: &Arc<CryptoProvider>,
+    resource: &str,
+    at: &str,
+) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
+    let (ca_file, field) = ca_file(v);
+    if ca_file.is_empty() {
+        return Err(ConfigError::new(
+            resource,
+            format!("{at}.caFile"),
+            "a CA file is required to verify client certificates",
+        ));
+    }
+    let field = format!("{at}.{field}");
+    let roots = super::read_roots(ca_file, resource, &field)?;
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if v.optional {
+        builder = builder.allow_unauthenticated();
+    }
+    let crl_field = format!("{at}.crlFile");
+    if !v.crl_file.is_empty() {
+        builder = builder.with_crls(read_crls(&v.crl_file, resource, &crl_field)?);
+    }
+    let chain = builder.build().map_err(|e| match e {
+        VerifierBuilderError::InvalidCrl(_) => {
+            ConfigError::new(resource, crl_field, format!("{}: {e}", v.crl_file))
+        }
+        _ => ConfigError::new(resource, field, format!("{ca_file}: {e}")),
+    })?;
+    if v.subject_alt_names.is_empty() {
+        return Ok(chain);
+    }
+    Ok(Arc::new(SanVerifier {
+        chain,
+        subject_alt_names: v.subject_alt_names.clone(),
+    }))
+}
+
+/// The revocation lists of a PEM file (at least one).
+fn read_crls(
+    path: &str,
+    resource: &str,
+    field: &str,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+    super::regular_file(path).map_err(|e| ConfigError::new(resource, field, e))?;
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ConfigError::new(resource, field, format!("{path}: {e}")))?;
+    if crls.is_empty() {
+        return Err(ConfigError::new(
+            resource,
+            field,
+            format!("{path}: no certificate revocation list in the file"),
+        ));
+    }
+    Ok(crls)
+}
+
+/// The CA file to read and its field name: `preferredCaFile` when that file exists (Istio's
+/// `<credentialName>-cacert` secret wins over the credential's own CA), else `caFile`.
+fn ca_file(v: &proto::ClientValidation) -> (&str, &'static str) {
+    if !v.preferred_ca_file.is_empty() {
+        match std::fs::metadata(&v.preferred_ca_file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Present, or there but unreadable: read it, so a problem is reported, not hidden.
+            _ => return (&v.preferred_ca_file, "preferredCaFile"),
+        }
+    }
+    (&v.ca_file, "caFile")
+}
+
+/// Checks the chain with `chain`, then that the certificate carries one of the names.
+#[derive(Debug)]
+struct SanVerifier {
+    chain: Arc<dyn ClientCertVerifier>,
+    subject_alt_names: Vec<String>,
+}
+
+impl ClientCertVerifier for SanVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.chain.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.chain.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let sans = subject_alt_names(end_entity);
+        if self
+            .subject_alt_names
+            .iter()
+            .any(|want| sans.iter().any(|have| have.matches(want)))
+        {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// One subject alternative name of a certificate.
+#[derive(Debug, PartialEq, Eq)]
+enum San {
+    Dns(String),
+    /// URI, email or IP address (in its usual text form): compared exactly.
+    Other(String),
+}
+
+impl San {
+    fn matches(&self, want: &str) -> bool {
+        match self {
+            San::Other(have) => have == want,
+            San::Dns(have) => dns_san_matches(have, want),
+        }
+    }
+}
+
+/// Envoy's exact `match_subject_alt_names` on a DNS name: equal without case, or a
+/// certificate's `*.example.com` covering one label (`a.example.com`). Other kinds of names
+/// compare exactly.
+pub(super) fn dns_san_matches(have: &str, want: &str) -> bool {
+    if have.eq_ignore_ascii_case(want) {
+        return true;
+    }
+    let Some(suffix) = have.strip_prefix("*.") else {
+        return false;
+    };
+    want.split_once('.')
+        .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix))
+}
+
+/// The DNS, URI, email and IP subject alternative names of a certificate (none when it does
+/// not parse: the chain check has already accepted it, so that does not happen in practice).
+fn subject_alt_names(der: &CertificateDer<'_>) -> Vec<San> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(San::Dns((*d).to_owned())),
+            GeneralName::URI(u) => Some(San::Other((*u).to_owned())),
+            GeneralName::RFC822Name(e) => Some(San::Other((*e).to_owned())),
+            GeneralName::IPAddress(ip) => {
+                let ip: std::net::IpAddr = match ip.len() {
+                    4 => <[u8; 4]>::try_from(*ip).ok()?.into(),
+                    16 => <[u8; 16]>::try_from(*ip).ok()?.into(),
+                    _ => return None,
+                };
+                Some(San::Other(ip.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
