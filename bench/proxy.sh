@@ -5,7 +5,9 @@
 #
 # Backend: nginx serving a 1 KiB body on 127.0.0.1. For each target (direct, weft-proxy with 1
 # worker, Envoy with --concurrency 1):
-#   - max throughput: closed loop, HTTP/1.1 keep-alive, 32 connections (weft-loadgen throughput);
+#   - max throughput: closed loop, HTTP/1.1 keep-alive, 32 connections (weft-loadgen throughput),
+#     ROUNDS (5) rounds of THROUGHPUT_SECONDS (5) per target, interleaved; the ratio to Envoy is
+#     the median of the per-round ratios;
 #   - latency at a fixed 1000 rps: open loop, HDR histogram corrected for coordinated omission
 #     (weft-loadgen rate), p50/p90/p99;
 #   - CPU seconds per 1000 requests of the proxy process during the fixed-rate run, and its
@@ -24,6 +26,8 @@ SECS="${SECONDS_PER_RUN:-10}"
 CONNS="${CONNECTIONS:-32}"
 RATE="${RATE:-1000}"
 REPEAT="${REPEAT:-3}"
+ROUNDS="${ROUNDS:-5}"
+TSECS="${THROUGHPUT_SECONDS:-5}"
 POLICIES="${POLICIES:-0}"
 RETRY_ON="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 if [ "$POLICIES" = 1 ]; then
@@ -152,17 +156,32 @@ field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 TICKS=$(getconf CLK_TCK)
 
+port_of() { case $1 in direct) echo "$BACKEND" ;; weft) echo "$WEFT" ;; envoy) echo "$ENVOY_PORT" ;; esac; }
+
+# Throughput: ROUNDS rounds of direct, weft, Envoy back to back. The machine's speed drifts
+# (shared cores, neighbours), so each target's median is reported and the ratio is the median
+# of the ratios within a round, which a drift between rounds does not move.
 declare -A RPS P50 P90 P99 CPU1K HWM RSS
+declare -a RATIOS=() D_RPS=() W_RPS=() E_RPS=()
+for round in $(seq 1 "$ROUNDS"); do
+  for target in direct weft envoy; do
+    out=$("$BIN/weft-loadgen" throughput --addr "127.0.0.1:$(port_of $target)" --connections "$CONNS" --seconds "$TSECS")
+    echo "== round $round $target: throughput ($CONNS connections, ${TSECS}s): $out"
+    rps=$(echo "$out" | field rps)
+    case $target in direct) D_RPS+=("$rps") ;; weft) W_RPS+=("$rps"); w=$rps ;; envoy) E_RPS+=("$rps"); e=$rps ;; esac
+  done
+  RATIOS+=("$(python3 -c "print(f'{$w/$e:.3f}')")")
+done
+RPS[direct]=$(median "${D_RPS[@]}"); RPS[weft]=$(median "${W_RPS[@]}"); RPS[envoy]=$(median "${E_RPS[@]}")
+RATIO=$(median "${RATIOS[@]}")
+echo "== weft/envoy throughput per round: ${RATIOS[*]}"
+
 for target in direct weft envoy; do
   case $target in
     direct) port=$BACKEND; pid="" ;;
     weft) port=$WEFT; pid=$WEFT_PID ;;
     envoy) port=$ENVOY_PORT; pid=$ENVOY_PID ;;
   esac
-  echo "== $target: throughput ($CONNS connections, ${SECS}s)"
-  out=$("$BIN/weft-loadgen" throughput --addr "127.0.0.1:$port" --connections "$CONNS" --seconds "$SECS")
-  echo "   $out"
-  RPS[$target]=$(echo "$out" | field rps)
   echo "== $target: latency at $RATE rps (${SECS}s, $REPEAT runs; median reported)"
   before=0; [ -n "$pid" ] && before=$(cpu_ticks "$pid")
   p50s=(); p90s=(); p99s=(); n=0
@@ -187,12 +206,12 @@ printf '%-8s %12s %10s %10s %10s %14s %12s %12s\n' target max_rps p50_ms p90_ms 
 for t in direct weft envoy; do
   printf '%-8s %12s %10s %10s %10s %14s %12s %12s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P90[$t]}" "${P99[$t]}" "${CPU1K[$t]}" "${RSS[$t]}" "${HWM[$t]}"
 done
-python3 - "${RPS[direct]}" "${RPS[weft]}" "${RPS[envoy]}" "${P99[direct]}" "${P99[weft]}" "${P99[envoy]}" "${CPU1K[weft]}" "${CPU1K[envoy]}" "${RSS[weft]}" <<'PY'
+python3 - "${RPS[direct]}" "${RPS[weft]}" "${RPS[envoy]}" "${P99[direct]}" "${P99[weft]}" "${P99[envoy]}" "${CPU1K[weft]}" "${CPU1K[envoy]}" "${RSS[weft]}" "$RATIO" <<'PY'
 import sys
-rd, rw, re_, pd, pw, pe, cw, ce, rss = map(float, sys.argv[1:])
+rd, rw, re_, pd, pw, pe, cw, ce, rss, ratio = map(float, sys.argv[1:])
 added_w, added_e = max(pw - pd, 0.001), max(pe - pd, 0.001)
 print()
-print(f"weft/direct throughput {rw/rd:.2f}   weft/envoy throughput {rw/re_:.2f}")
+print(f"weft/direct throughput {rw/rd:.2f}   weft/envoy throughput {ratio:.2f} (median of rounds)")
 print(f"added p99: weft {added_w:.3f} ms, envoy {added_e:.3f} ms")
-print(f"RESULT throughput_vs_envoy={rw/re_:.2f} p99_added_vs_envoy={added_w/added_e:.2f} cpu_per_1k_vs_envoy={cw/ce:.2f} rss_mb={rss/1024:.1f}")
+print(f"RESULT throughput_vs_envoy={ratio:.2f} p99_added_vs_envoy={added_w/added_e:.2f} cpu_per_1k_vs_envoy={cw/ce:.2f} rss_mb={rss/1024:.1f}")
 PY
