@@ -109,6 +109,21 @@ impl Drop for TempDir {
     }
 }
 
+/// A new directory under the system temp dir, with an empty `config/` in it.
+fn fresh_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("config")).expect("dir");
+    dir
+}
+
 /// Writes through a rename, as editors do: the reader never sees half a file.
 fn write(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp~");
@@ -391,16 +406,7 @@ fn control_plane_drives_real_sidecars() {
     // per run so that concurrent runs do not meet.
     let net = 100 + (std::process::id() % 150) as u8;
     let ip = |host: u8| IpAddr::from([127, 0, net, host]);
-    let dir = std::env::temp_dir().join(format!(
-        "weft-cp-e2e-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("config")).expect("dir");
+    let dir = fresh_dir("weft-cp-e2e");
     let _cleanup = TempDir(dir.clone());
     let config = dir.join("config");
     write(&config.join("services.yaml"), SERVICES);
@@ -606,16 +612,7 @@ fn control_plane_drives_real_sidecars() {
 fn egress_follows_the_mesh_outbound_traffic_policy() {
     let net = 100 + ((std::process::id() + 75) % 150) as u8;
     let ip = |host: u8| IpAddr::from([127, 0, net, host]);
-    let dir = std::env::temp_dir().join(format!(
-        "weft-cp-egress-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("config")).expect("dir");
+    let dir = fresh_dir("weft-cp-egress");
     let _cleanup = TempDir(dir.clone());
     // An application outside the mesh, and one behind a DNS name (localhost).
     let outside = SocketAddr::new(ip(200), 8080);

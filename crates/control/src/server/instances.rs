@@ -248,16 +248,10 @@ impl InstancesFile {
         if self.path.is_none() {
             return std::future::pending().await;
         }
-        loop {
-            tokio::time::sleep(interval).await;
-            let file = self.clone();
-            if tokio::task::spawn_blocking(move || file.poll())
-                .await
-                .is_err()
-            {
-                tracing::error!("instances poll panicked; polling on");
-            }
-        }
+        poll::every(interval, "instances", move || {
+            self.poll();
+        })
+        .await
     }
 }
 

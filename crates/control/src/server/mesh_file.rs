@@ -122,16 +122,10 @@ impl MeshFile {
         if self.path.is_none() {
             return std::future::pending().await;
         }
-        loop {
-            tokio::time::sleep(interval).await;
-            let file = self.clone();
-            if tokio::task::spawn_blocking(move || file.poll())
-                .await
-                .is_err()
-            {
-                tracing::error!("mesh config poll panicked; polling on");
-            }
-        }
+        poll::every(interval, "mesh config", move || {
+            self.poll();
+        })
+        .await
     }
 }
 

@@ -91,6 +91,23 @@ fn collect(
     }
 }
 
+/// Runs `poll` on the blocking pool every `interval`, until the returned future is dropped.
+/// A poll that panics is logged with `what` and polling goes on.
+pub(crate) async fn every(
+    interval: std::time::Duration,
+    what: &'static str,
+    poll: impl Fn() + Send + Sync + 'static,
+) {
+    let poll = std::sync::Arc::new(poll);
+    loop {
+        tokio::time::sleep(interval).await;
+        let poll = poll.clone();
+        if tokio::task::spawn_blocking(move || poll()).await.is_err() {
+            tracing::error!("{what} poll panicked; polling on");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,16 +142,10 @@ impl FileStore {
     /// Polls every `interval` until the returned future is dropped. Each look runs on the
     /// blocking pool, so a slow filesystem does not stall the runtime.
     pub async fn watch(self: Arc<Self>, interval: Duration) {
-        loop {
-            tokio::time::sleep(interval).await;
-            let store = self.clone();
-            if tokio::task::spawn_blocking(move || store.poll())
-                .await
-                .is_err()
-            {
-                tracing::error!("config poll panicked; polling on");
-            }
-        }
+        poll::every(interval, "config", move || {
+            self.poll();
+        })
+        .await
     }
 }
 
