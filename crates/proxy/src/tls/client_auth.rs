@@ -192,28 +192,18 @@ pub(super) fn dns_san_matches(have: &str, want: &str) -> bool {
 /// not parse: the chain check has already accepted it, so that does not happen in practice).
 fn subject_alt_names(der: &CertificateDer<'_>) -> Vec<San> {
     use x509_parser::extensions::GeneralName;
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(d) => Some(San::Dns((*d).to_owned())),
-            GeneralName::URI(u) => Some(San::Other((*u).to_owned())),
-            GeneralName::RFC822Name(e) => Some(San::Other((*e).to_owned())),
-            GeneralName::IPAddress(ip) => {
-                let ip: std::net::IpAddr = match ip.len() {
-                    4 => <[u8; 4]>::try_from(*ip).ok()?.into(),
-                    16 => <[u8; 16]>::try_from(*ip).ok()?.into(),
-                    _ => return None,
-                };
-                Some(San::Other(ip.to_string()))
-            }
-            _ => None,
-        })
-        .collect()
+    super::general_names(der, |n| match n {
+        GeneralName::DNSName(d) => Some(San::Dns((*d).to_owned())),
+        GeneralName::URI(u) => Some(San::Other((*u).to_owned())),
+        GeneralName::RFC822Name(e) => Some(San::Other((*e).to_owned())),
+        GeneralName::IPAddress(ip) => {
+            let ip: std::net::IpAddr = match ip.len() {
+                4 => <[u8; 4]>::try_from(*ip).ok()?.into(),
+                16 => <[u8; 16]>::try_from(*ip).ok()?.into(),
+                _ => return None,
+            };
+            Some(San::Other(ip.to_string()))
+        }
+        _ => None,
+    })
 }

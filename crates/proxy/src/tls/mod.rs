@@ -418,21 +418,25 @@ impl Verifier {
 
 /// The URI subject alternative names of a certificate (SPIFFE identities live there).
 fn uri_sans(der: &CertificateDer<'_>) -> Vec<String> {
-    use x509_parser::extensions::GeneralName;
+    general_names(der, |n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
+        _ => None,
+    })
+}
+
+/// What `pick` keeps of a certificate's subject alternative names, in order (none when the
+/// certificate or the extension does not parse).
+pub(crate) fn general_names<T>(
+    der: &CertificateDer<'_>,
+    pick: impl FnMut(&x509_parser::extensions::GeneralName<'_>) -> Option<T>,
+) -> Vec<T> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Vec::new();
     };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::URI(u) => Some((*u).to_owned()),
-            _ => None,
-        })
-        .collect()
+    san.value.general_names.iter().filter_map(pick).collect()
 }
 
 impl ServerCertVerifier for Verifier {
