@@ -198,13 +198,9 @@ impl InstancesFile {
         let Some(path) = &self.path else {
             return false;
         };
-        let now = poll::stamp(path);
-        let mut seen = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
-        if *seen == now {
+        let Some(now) = poll::changed(path, &self.stamp) else {
             return false;
-        }
-        *seen = now;
-        drop(seen);
+        };
         let prev = self.current();
         let next = match now {
             None => {

@@ -82,13 +82,9 @@ impl MeshFile {
         let Some(path) = &self.path else {
             return false;
         };
-        let now = poll::stamp(path);
-        let mut seen = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
-        if *seen == now || now.is_none() {
+        if !matches!(poll::changed(path, &self.stamp), Some(Some(_))) {
             return false;
         }
-        *seen = now;
-        drop(seen);
         let prev = self.current();
         let next = match read(path) {
             Ok(config) => {

@@ -91,6 +91,21 @@ fn collect(
     }
 }
 
+/// `path`'s stamp now, when it differs from the one in `seen` (which it replaces): `None`
+/// when the file did not change since the last look, `Some(None)` when it went missing.
+pub(crate) fn changed(
+    path: &Path,
+    seen: &std::sync::Mutex<Option<Stamp>>,
+) -> Option<Option<Stamp>> {
+    let now = stamp(path);
+    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    if *seen == now {
+        return None;
+    }
+    *seen = now;
+    Some(now)
+}
+
 /// Runs `poll` on the blocking pool every `interval`, until the returned future is dropped.
 /// A poll that panics is logged with `what` and polling goes on.
 pub(crate) async fn every(
