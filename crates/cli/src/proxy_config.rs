@@ -216,7 +216,14 @@ fn listeners(dump: &proto::Bootstrap) -> String {
 }
 
 fn routes(dump: &proto::Bootstrap) -> String {
-    let mut t = Table::new(&["NAME", "VIRTUAL HOST", "DOMAINS", "MATCH", "DESTINATION"]);
+    let mut t = Table::new(&[
+        "NAME",
+        "VIRTUAL HOST",
+        "DOMAINS",
+        "MATCH",
+        "DESTINATION",
+        "RETRIES",
+    ]);
     // A configuration included by another (`includePrefix`) is shown under the one that
     // includes it: that is the table a listener uses.
     let includer = |name: &str| {
@@ -240,6 +247,7 @@ fn routes(dump: &proto::Bootstrap) -> String {
                     domains.clone(),
                     "-".into(),
                     "404".into(),
+                    "-".into(),
                 ]);
             }
             for r in &vh.routes {
@@ -249,6 +257,7 @@ fn routes(dump: &proto::Bootstrap) -> String {
                     domains.clone(),
                     route_match(r),
                     route_destination(r),
+                    route_retries(r),
                 ]);
             }
         }
@@ -316,6 +325,45 @@ fn route_match(r: &proto::Route) -> String {
     summarize(&all, 2)
 }
 
+/// A route's retry policy in a few words: `2x connect-failure,503 per-try 2s other-hosts`
+/// (retries, conditions with the retriable status codes in place of `retriable-status-codes`,
+/// the per-try timeout, whether retries avoid the endpoints tried already).
+fn route_retries(r: &proto::Route) -> String {
+    let Some(proto::route::Action::Route(a)) = &r.action else {
+        return "-".to_owned();
+    };
+    let Some(p) = a.retry_policy.as_ref().filter(|p| p.num_retries > 0) else {
+        return "-".to_owned();
+    };
+    let codes: Vec<String> = p
+        .retriable_status_codes
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    let on: Vec<String> = p
+        .retry_on
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| match c {
+            "retriable-status-codes" if !codes.is_empty() => codes.join(","),
+            c => c.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{}x {}", p.num_retries, on.join(","));
+    if let Some(d) = &p.per_try_timeout {
+        let d = std::time::Duration::new(
+            u64::try_from(d.seconds).unwrap_or(0),
+            u32::try_from(d.nanos).unwrap_or(0),
+        );
+        out.push_str(&format!(" per-try {}s", d.as_secs_f64()));
+    }
+    if p.previous_hosts {
+        out.push_str(" other-hosts");
+    }
+    out
+}
+
 fn route_destination(r: &proto::Route) -> String {
     use proto::route::Action;
     match &r.action {
@@ -359,6 +407,9 @@ routeConfigs:
     - matches: [{headers: {end-user: {exact: jason}}}]
       route: {clusters: [{cluster: "outbound|9080|v2|reviews.default.svc.cluster.local"}]}
     - route: {clusters: [{cluster: a, weight: 50}, {cluster: b, weight: 50}]}
+      retryPolicy: {numRetries: 2, retryOn: "connect-failure,retriable-status-codes", retriableStatusCodes: [503], previousHosts: true}
+    - matches: [{uri: {prefix: /slow}}]
+      route: {clusters: [{cluster: a}], retryPolicy: {numRetries: 3, retryOn: 5xx, perTryTimeout: 2.5s}}
 clusters:
 - name: "outbound|9080|v2|reviews.default.svc.cluster.local"
   endpoints: [{address: "127.0.0.5:9080"}]
@@ -369,6 +420,21 @@ clusters:
         let r = render(&dump, What::Routes, Format::Short).unwrap();
         assert!(r.contains("end-user=jason"), "{r}");
         assert!(r.contains("a 50%, b 50%"), "{r}");
+        let retries: Vec<&str> = r
+            .lines()
+            .skip(1)
+            .map(|l| l.split("  ").filter(|c| !c.is_empty()).last().unwrap_or(""))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            retries,
+            [
+                "-",
+                "2x connect-failure,503 other-hosts",
+                "3x 5xx per-try 2.5s"
+            ],
+            "{r}"
+        );
         let c = render(&dump, What::Clusters, Format::Short).unwrap();
         assert!(
             c.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use weft_api::Duration;
 use weft_api::networking::destination_rule::{H2UpgradePolicy, LocalityLoadBalancerSetting};
 use weft_api::networking::sidecar::OutboundTrafficPolicyMode;
+use weft_api::networking::virtual_service::HttpRetry;
+use weft_api::validate::Validate;
 
 /// Istio's `MeshConfig`, reduced to what weft's translation uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +39,9 @@ pub struct MeshConfig {
     /// How often the control plane resolves the DNS names of ServiceEntries again
     /// ([`crate::dns`]). Istio's default: 60s.
     pub dns_refresh_rate: Option<Duration>,
+    /// The retry policy of routes that set no `retries` (Istio's `defaultHttpRetryPolicy`;
+    /// unset: Istio's default of 2 retries on connect failures, refused streams and 503).
+    pub default_http_retry_policy: Option<HttpRetry>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +85,7 @@ impl Default for MeshConfig {
                 ..LocalityLoadBalancerSetting::default()
             }),
             dns_refresh_rate: None,
+            default_http_retry_policy: None,
         }
     }
 }
@@ -108,6 +114,11 @@ impl MeshConfig {
             // where rules set one.
             l.check(cx, true)
         });
+        cx.opt(
+            "defaultHttpRetryPolicy",
+            &self.default_http_retry_policy,
+            |cx, r| r.validate(cx),
+        );
         cx.opt("dnsRefreshRate", &self.dns_refresh_rate, |cx, d| {
             if let Err(e) = d.check() {
                 cx.error(e);

@@ -356,7 +356,8 @@ pub async fn handle(
     let mut retry_place = None;
     let (mut resp, pick, sent, admission) = loop {
         let last_chance = retry.is_none_or(|r| retries_done >= r.num_retries);
-        let Some(pick) = pick_avoiding(&hash, &parts.headers, &tried) else {
+        let redraws = retry.map_or(0, |r| r.previous_host_redraws);
+        let Some(pick) = pick_avoiding(&hash, &parts.headers, &tried, redraws) else {
             let detail = format!("cluster {:?} has no healthy endpoint", destination.cluster);
             return Ok(local_reply(
                 &cx,
@@ -619,18 +620,19 @@ impl RequestBody {
     }
 }
 
-/// Picks an endpoint, avoiding the ones already tried when another can be had (Envoy's
-/// previous_hosts retry predicate, with Istio's 5 attempts at selection).
+/// Picks an endpoint; a pick that lands on one already tried is drawn again, up to `redraws`
+/// times (Envoy's previous_hosts retry predicate with its host_selection_retry_max_attempts).
 fn pick_avoiding<F>(
     pick: &F,
     headers: &HeaderMap,
     tried: &[SocketAddr],
+    redraws: u32,
 ) -> Option<crate::cluster::Pick>
 where
     F: Fn(&HeaderMap) -> Option<crate::cluster::Pick>,
 {
     let mut choice = pick(headers)?;
-    for _ in 0..5 {
+    for _ in 0..redraws {
         if !tried.contains(&choice.endpoint.address) {
             break;
         }

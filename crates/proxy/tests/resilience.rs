@@ -156,6 +156,37 @@ async fn connect_failures_retry_on_another_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_avoid_tried_endpoints_only_with_the_previous_hosts_predicate() {
+    let live = backend("live").await;
+    let dead = closed_port();
+    let endpoints = format!("[{{address: \"{dead}\"}}, {{address: \"{live}\"}}]");
+    let proxy = Proxy::start(&config(
+        r#"    - matches: [{uri: {prefix: /avoid}}]
+      route: {clusters: [{cluster: pair}], retryPolicy: {numRetries: 1, retryOn: "connect-failure", previousHosts: true, hostSelectionRetryMaxAttempts: 20}}
+    - route: {clusters: [{cluster: pair}], retryPolicy: {numRetries: 1, retryOn: "connect-failure"}}"#,
+        &format!("- {{name: pair, lbPolicy: RANDOM, endpoints: {endpoints}}}"),
+    ));
+    let addr = proxy.addr("http");
+    let c = client();
+    // Random picks: the retry of a request that met the dead endpoint is drawn again while it
+    // lands there (20 times: failing would take 21 dead draws in a row)...
+    for i in 0..40 {
+        let r = get(&c, addr, "svc", "/avoid", &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    // ...and without the predicate a quarter of requests meet it twice (0.75^40: all pass).
+    let mut failed = 0;
+    for _ in 0..40 {
+        let r = get(&c, addr, "svc", "/any", &[]).await;
+        if r.status != 200 {
+            assert_eq!(r.headers["x-weft-response-flags"], "URX");
+            failed += 1;
+        }
+    }
+    assert!(failed > 0, "some retries went back to the dead endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_answer_urx() {
     let dead = closed_port();
     let proxy = Proxy::start(&config(

@@ -51,14 +51,25 @@ pub(crate) fn destination_cluster(
     scope: &Scope<'_>,
 ) -> String {
     let host = resolve_host(&dest.host, namespace);
-    let port = match &dest.port {
+    let port = destination_port(dest, &host, port, scope);
+    outbound_cluster(port, &dest.subset, &host)
+}
+
+/// The port of a destination whose host resolved to `host`: its own, else the service's only
+/// port, else the listener port.
+pub(crate) fn destination_port(
+    dest: &Destination,
+    host: &str,
+    port: u32,
+    scope: &Scope<'_>,
+) -> u32 {
+    match &dest.port {
         Some(p) if p.number != 0 => p.number,
-        _ => match scope.service(&host) {
+        _ => match scope.service(host) {
             Some(s) if s.ports.len() == 1 => s.ports[0].port,
             _ => port,
         },
-    };
-    outbound_cluster(port, &dest.subset, &host)
+    }
 }
 
 /// A VirtualService gateway reference, qualified: `mesh`, or `namespace/name`.

@@ -4,20 +4,27 @@
 //! `MirrorPercent` (pilot/pkg/networking/core/route).
 
 use weft_api::networking::virtual_service::{
-    Abort, Delay, GRPC_STATUSES, HttpFaultInjection, HttpRetry, HttpRoute, Percent,
+    Abort, Delay, Destination, GRPC_STATUSES, HttpFaultInjection, HttpRetry, HttpRoute, Percent,
 };
 use weft_xds::proto;
 
+use super::cluster;
 use super::delegate::Site;
-use super::http::{RouteCx, destination_cluster};
+use super::http::{RouteCx, destination_cluster, destination_port};
 use super::{Notes, duration};
+use crate::host::resolve_host;
+use crate::mesh_config::MeshConfig;
 
-/// Istio's retries when a route sets none: 2 retries...
+/// Istio's retries when a route sets none (`retry.DefaultPolicy`): 2 retries...
 const DEFAULT_NUM_RETRIES: u32 = 2;
-/// ...on these conditions (Istio's `defaultRetryOn`). `retriable-status-codes` with no codes
-/// in the list retries no status; Istio writes it all the same.
+/// ...on these conditions...
 const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+/// ...the retriable status being 503 (Istio's default; its `EXCLUDE_503_FROM_DEFAULT_RETRIES`
+/// flag is not offered)...
+const DEFAULT_RETRIABLE_STATUS_CODES: &[u32] = &[503];
+/// ...and a retry's pick drawn again up to 5 times while it lands on an endpoint already tried.
+const HOST_SELECTION_RETRY_MAX_ATTEMPTS: u32 = 5;
 
 /// The retry conditions the proxy implements; HTTP status codes are accepted besides.
 const PROXY_RETRY_ON: &[&str] = &[
@@ -35,14 +42,34 @@ const PROXY_RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// The retry policy of a route that sets no `retries` (and of default routes to HTTP
-/// services), as Istio gives it.
-pub(crate) fn default_retry_policy() -> proto::RetryPolicy {
+/// Istio's default policy: `retry.DefaultPolicy`, or `DefaultConsistentHashPolicy` (no
+/// previous-hosts predicate) when the route's destination balances by consistent hash.
+fn default_policy(hashed: bool) -> proto::RetryPolicy {
     proto::RetryPolicy {
         num_retries: DEFAULT_NUM_RETRIES,
         retry_on: DEFAULT_RETRY_ON.to_owned(),
+        retriable_status_codes: DEFAULT_RETRIABLE_STATUS_CODES.to_vec(),
+        previous_hosts: !hashed,
+        host_selection_retry_max_attempts: HOST_SELECTION_RETRY_MAX_ATTEMPTS,
         ..Default::default()
     }
+}
+
+/// The retry policy of a default route (a service port no VirtualService routes): the mesh's
+/// `defaultHttpRetryPolicy`, else Istio's default (`BuildDefaultHTTPOutboundRoute`).
+pub(crate) fn default_route_retries(
+    mesh: &MeshConfig,
+    hashed: bool,
+    notes: &mut Notes,
+) -> Option<proto::RetryPolicy> {
+    let mut note = |field: &str, reason: String| {
+        notes.add(
+            None,
+            format!("meshConfig.defaultHttpRetryPolicy.{field}"),
+            reason,
+        )
+    };
+    convert_policy(mesh.default_http_retry_policy.as_ref(), hashed, &mut note)
 }
 
 /// Sets the timeout, retries, fault and mirrors of the forwarding `http` route written at
@@ -60,67 +87,100 @@ pub(crate) fn apply(
         .as_ref()
         .and_then(duration)
         .filter(|d| d.seconds != 0 || d.nanos != 0);
-    action.retry_policy = retry_policy(http.retries.as_ref(), site, notes);
+    let hashed = match http.route.as_slice() {
+        // Istio looks at the hash policy of a single destination only.
+        [only] => hashes_consistently(cx, &only.destination, site.namespace()),
+        _ => false,
+    };
+    // A route without `retries` takes the mesh's `defaultHttpRetryPolicy`, as in Istio.
+    action.retry_policy = match &http.retries {
+        Some(retries) => {
+            let mut note =
+                |field: &str, reason: String| site.note(notes, &format!("retries.{field}"), reason);
+            convert_policy(Some(retries), hashed, &mut note)
+        }
+        None => default_route_retries(cx.mesh, hashed, notes),
+    };
     action.fault = http.fault.as_ref().and_then(fault);
     action.mirrors = mirrors(cx, site.namespace(), http);
 }
 
-/// Istio's `ConvertPolicy`: unset gives the default policy, `attempts` 0 (or less) none.
-fn retry_policy(
-    retries: Option<&HttpRetry>,
-    site: &Site<'_>,
-    notes: &mut Notes,
-) -> Option<proto::RetryPolicy> {
-    let Some(h) = retries else {
-        return Some(default_retry_policy());
+/// Whether the cluster `dest` names balances by consistent hash.
+fn hashes_consistently(cx: &RouteCx<'_>, dest: &Destination, namespace: &str) -> bool {
+    let host = resolve_host(&dest.host, namespace);
+    let Some(svc) = cx.scope.service(&host) else {
+        return false;
     };
-    let num_retries = u32::try_from(h.attempts).ok().filter(|n| *n > 0)?;
-    let retry_on = if h.retry_on.trim().is_empty() {
-        DEFAULT_RETRY_ON.to_owned()
-    } else {
-        let mut kept = Vec::new();
+    let port = destination_port(dest, &host, cx.port, cx.scope);
+    cluster::hashes_consistently(cx.scope, cx.node, cx.mesh, cx.view, svc, &dest.subset, port)
+}
+
+/// Istio's `retry.ConvertPolicy`: unset gives the default policy; `attempts` 0 (or less)
+/// none; otherwise the default with what the user wrote on top:
+/// - `retryOn` replaces the conditions, integers in it being the retriable status codes
+///   (`retriable-status-codes` is added when there are some; none are kept from the
+///   default);
+/// - `retryIgnorePreviousHosts` sets or clears the previous-hosts predicate (default: set,
+///   unless the destination hashes consistently);
+/// - `perTryTimeout` and `backoff` as written.
+///
+/// Conditions the proxy lacks are left out with a note (`note(field, reason)`); a policy left
+/// with no condition is none.
+fn convert_policy(
+    retries: Option<&HttpRetry>,
+    hashed: bool,
+    note: &mut dyn FnMut(&str, String),
+) -> Option<proto::RetryPolicy> {
+    let mut out = default_policy(hashed);
+    let Some(h) = retries else {
+        return Some(out);
+    };
+    out.num_retries = u32::try_from(h.attempts).ok().filter(|n| *n > 0)?;
+    if !h.retry_on.trim().is_empty() {
+        let mut conditions = Vec::new();
+        out.retriable_status_codes.clear();
         for c in h
             .retry_on
             .split(',')
             .map(str::trim)
             .filter(|c| !c.is_empty())
         {
-            let status = c.parse::<u16>().is_ok_and(|n| (100..=599).contains(&n));
-            if status || PROXY_RETRY_ON.contains(&c) {
-                kept.push(c);
+            // Istio: an integer Go knows as an HTTP status is a retriable status code.
+            let status = c.parse::<u16>().ok().filter(|n| {
+                http::StatusCode::from_u16(*n).is_ok_and(|s| s.canonical_reason().is_some())
+            });
+            if let Some(code) = status {
+                out.retriable_status_codes.push(u32::from(code));
+            } else if PROXY_RETRY_ON.contains(&c) {
+                conditions.push(c);
             } else {
-                site.note(
-                    notes,
-                    "retries.retryOn",
+                note(
+                    "retryOn",
                     format!(
                         "the proxy does not implement the retry condition {c:?}; it is left out"
                     ),
                 );
             }
         }
-        if kept.is_empty() {
+        if !out.retriable_status_codes.is_empty() && !conditions.contains(&"retriable-status-codes")
+        {
+            conditions.push("retriable-status-codes");
+        }
+        if conditions.is_empty() {
             // Nothing left to retry on: the proxy would refuse a policy without conditions.
             return None;
         }
-        kept.join(",")
-    };
-    if h.retry_ignore_previous_hosts == Some(false) {
-        site.note(
-            notes,
-            "retries.retryIgnorePreviousHosts",
-            "retries always prefer endpoints not tried yet; false is not supported",
-        );
+        out.retry_on = conditions.join(",");
     }
+    if let Some(ignore) = h.retry_ignore_previous_hosts {
+        out.previous_hosts = ignore;
+    }
+    out.per_try_timeout = h.per_try_timeout.as_ref().and_then(duration);
+    out.backoff_base = h.backoff.as_ref().and_then(duration);
     // retryRemoteLocalities: Istio adds Envoy's previous-priorities retry priority, which only
     // matters under locality-prioritised load balancing. weft's load balancers give every
     // locality the same priority, so retries may go to any locality already.
-    Some(proto::RetryPolicy {
-        num_retries,
-        per_try_timeout: h.per_try_timeout.as_ref().and_then(duration),
-        retry_on,
-        backoff_base: h.backoff.as_ref().and_then(duration),
-        buffer_limit_bytes: 0,
-    })
+    Some(out)
 }
 
 /// A percentage as Istio's `Percent`, in 0..=100.
@@ -216,43 +276,167 @@ mod tests {
         loaded.resources[0].clone()
     }
 
-    fn retries(yaml: Option<&str>) -> (Option<proto::RetryPolicy>, Vec<String>) {
+    /// `retries` (YAML) converted for a route whose destination hashes or not; the policy
+    /// and the notes' fields and reasons.
+    fn retries(yaml: Option<&str>, hashed: bool) -> (Option<proto::RetryPolicy>, Vec<String>) {
         let h: Option<HttpRetry> = yaml.map(|y| yaml_serde::from_str(y).expect("retries"));
-        let mut notes = Notes::default();
-        let r = resource();
-        let out = retry_policy(h.as_ref(), &Site::own(&r, 0), &mut notes);
-        let notes = notes.finish().iter().map(|n| n.reason.clone()).collect();
+        let mut notes = Vec::new();
+        let out = convert_policy(h.as_ref(), hashed, &mut |field: &str, reason: String| {
+            notes.push(format!("{field}: {reason}"))
+        });
         (out, notes)
     }
 
+    /// What a policy says, in the words `weft proxy-config routes` would use.
+    fn summary(p: &proto::RetryPolicy) -> String {
+        format!(
+            "{} on {} codes {:?} previous_hosts {} per_try {:?}",
+            p.num_retries,
+            p.retry_on,
+            p.retriable_status_codes,
+            p.previous_hosts,
+            p.per_try_timeout.map(|d| (d.seconds, d.nanos)),
+        )
+    }
+
     #[test]
-    fn retries_follow_istio() {
-        // Unset: Istio's default policy.
-        assert_eq!(retries(None).0, Some(default_retry_policy()));
-        // attempts 0 disables retries.
-        assert_eq!(retries(Some("{attempts: 0}")).0, None);
-        // attempts alone keeps the default conditions.
-        let (p, _) = retries(Some("{attempts: 3, perTryTimeout: 2s, backoff: 100ms}"));
-        let p = p.expect("a policy");
-        assert_eq!(p.num_retries, 3);
-        assert_eq!(p.retry_on, DEFAULT_RETRY_ON);
-        assert_eq!(p.per_try_timeout.map(|d| d.seconds), Some(2));
-        assert_eq!(p.backoff_base.map(|d| d.nanos), Some(100_000_000));
-        // Status codes pass through; conditions the proxy lacks are noted and left out.
-        let (p, notes) = retries(Some(
-            "{attempts: 1, retryOn: 'gateway-error, 503,reset-before-request', \
-             retryRemoteLocalities: true}",
-        ));
-        assert_eq!(p.expect("a policy").retry_on, "gateway-error,503");
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(notes[0].contains("reset-before-request"));
-        // Nothing left to retry on: no policy.
+    fn retries_follow_istio_convert_policy() {
+        let default = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+        let cases: &[(&str, Option<&str>, bool, Option<String>)] = &[
+            (
+                "no retries block: Istio's default, 503 retried on other hosts",
+                None,
+                false,
+                Some(format!(
+                    "2 on {default} codes [503] previous_hosts true per_try None"
+                )),
+            ),
+            (
+                "no retries block, consistent hash: no previous-hosts predicate",
+                None,
+                true,
+                Some(format!(
+                    "2 on {default} codes [503] previous_hosts false per_try None"
+                )),
+            ),
+            (
+                "attempts 0 disables retries",
+                Some("{attempts: 0}"),
+                false,
+                None,
+            ),
+            (
+                "attempts alone keeps the default conditions and codes",
+                Some("{attempts: 3}"),
+                false,
+                Some(format!(
+                    "3 on {default} codes [503] previous_hosts true per_try None"
+                )),
+            ),
+            (
+                "retryOn with codes: integers are codes, retriable-status-codes added",
+                Some("{attempts: 1, retryOn: '503,connect-failure, 429'}"),
+                false,
+                Some(
+                    "1 on connect-failure,retriable-status-codes codes [503, 429] \
+                     previous_hosts true per_try None"
+                        .to_owned(),
+                ),
+            ),
+            (
+                "retryOn without codes keeps none of the default's",
+                Some("{attempts: 2, retryOn: 5xx}"),
+                false,
+                Some("2 on 5xx codes [] previous_hosts true per_try None".to_owned()),
+            ),
+            (
+                "an integer that is no HTTP status is a condition, left out",
+                Some("{attempts: 2, retryOn: '5xx,999'}"),
+                false,
+                Some("2 on 5xx codes [] previous_hosts true per_try None".to_owned()),
+            ),
+            (
+                "perTryTimeout",
+                Some("{attempts: 2, perTryTimeout: 2.5s}"),
+                false,
+                Some(format!(
+                    "2 on {default} codes [503] previous_hosts true per_try Some((2, 500000000))"
+                )),
+            ),
+            (
+                "retryIgnorePreviousHosts: false clears the predicate",
+                Some("{attempts: 2, retryIgnorePreviousHosts: false}"),
+                false,
+                Some(format!(
+                    "2 on {default} codes [503] previous_hosts false per_try None"
+                )),
+            ),
+            (
+                "retryIgnorePreviousHosts: true sets it even when hashing",
+                Some("{attempts: 2, retryIgnorePreviousHosts: true}"),
+                true,
+                Some(format!(
+                    "2 on {default} codes [503] previous_hosts true per_try None"
+                )),
+            ),
+            (
+                "a retries block on a consistent-hash route starts from the hash default",
+                Some("{attempts: 4, retryOn: gateway-error}"),
+                true,
+                Some("4 on gateway-error codes [] previous_hosts false per_try None".to_owned()),
+            ),
+            (
+                "nothing the proxy can retry on: no policy",
+                Some("{attempts: 1, retryOn: envoy-ratelimited}"),
+                false,
+                None,
+            ),
+        ];
+        for (what, yaml, hashed, want) in cases {
+            let (got, _) = retries(*yaml, *hashed);
+            assert_eq!(got.as_ref().map(summary), *want, "{what}");
+            if let Some(p) = got {
+                assert_eq!(p.host_selection_retry_max_attempts, 5, "{what}");
+            }
+        }
+        let (p, notes) = retries(Some("{attempts: 1, backoff: 100ms}"), false);
         assert_eq!(
-            retries(Some("{attempts: 1, retryOn: envoy-ratelimited}")).0,
-            None
+            p.and_then(|p| p.backoff_base).map(|d| d.nanos),
+            Some(100_000_000)
         );
-        let (_, notes) = retries(Some("{attempts: 1, retryIgnorePreviousHosts: false}"));
-        assert_eq!(notes.len(), 1);
+        assert!(notes.is_empty(), "{notes:?}");
+        // Conditions the proxy lacks are noted and left out.
+        let (p, notes) = retries(
+            Some("{attempts: 1, retryOn: 'gateway-error, 503,reset-before-request'}"),
+            false,
+        );
+        assert_eq!(
+            p.map(|p| p.retry_on).as_deref(),
+            Some("gateway-error,retriable-status-codes")
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("retryOn: ") && notes[0].contains("reset-before-request"));
+    }
+
+    #[test]
+    fn the_mesh_default_policy_replaces_istios() {
+        let mesh: MeshConfig =
+            yaml_serde::from_str("defaultHttpRetryPolicy: {attempts: 5, retryOn: '5xx,reset'}")
+                .expect("mesh config");
+        let mut notes = Notes::default();
+        let p = default_route_retries(&mesh, false, &mut notes).expect("a policy");
+        assert_eq!(
+            summary(&p),
+            "5 on 5xx,reset codes [] previous_hosts true per_try None"
+        );
+        let off: MeshConfig =
+            yaml_serde::from_str("defaultHttpRetryPolicy: {attempts: 0}").expect("mesh config");
+        assert_eq!(default_route_retries(&off, false, &mut notes), None);
+        let none = MeshConfig::default();
+        assert_eq!(
+            default_route_retries(&none, true, &mut notes),
+            Some(default_policy(true))
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use weft_api::networking::gateway::Protocol;
 use weft_api::networking::{Sidecar, VirtualService};
 use weft_xds::proto;
 
+use super::cluster::hashes_consistently;
 use super::cluster::{inbound_connection_pool, outbound_clusters, upstream_protocol};
 use super::http::{RouteCx, http_routes, l4_destinations};
 use super::key::{OutboundKey, selector_label_keys};
@@ -27,7 +28,7 @@ use super::names::{
     BLACKHOLE_CLUSTER, OUTBOUND, OUTBOUND_PORT, PASSTHROUGH_CLUSTER, inbound_cluster,
     inbound_listener, outbound_cluster, virtual_host,
 };
-use super::route_policy::default_retry_policy;
+use super::route_policy::default_route_retries;
 use super::scope::{Scope, destination_rule, select_sidecar};
 use super::{Notes, ProxyResources};
 use crate::host::{matches, more_specific_first, resolve_host};
@@ -352,19 +353,18 @@ fn service_routes(
     if port.protocol == Some(Protocol::Udp) {
         return None;
     }
-    let default = || {
+    let Some((r, vs)) = vs else {
         let mut route = default_route(outbound_cluster(port.port, "", &svc.hostname));
-        // Istio's default route to an HTTP service carries the default retry policy
+        // Istio's default route to an HTTP service carries the mesh's default retry policy
         // (`BuildDefaultHTTPOutboundRoute`); CONNECT tunnels to other ports are not retried.
         if port.is_http()
             && let Some(proto::route::Action::Route(action)) = &mut route.action
         {
-            action.retry_policy = Some(default_retry_policy());
+            let hashed =
+                hashes_consistently(cx.scope, cx.node, cx.mesh, cx.view, svc, "", port.port);
+            action.retry_policy = default_route_retries(cx.mesh, hashed, notes);
         }
-        vec![route]
-    };
-    let Some((r, vs)) = vs else {
-        return Some(default());
+        return Some(vec![route]);
     };
     if port.is_http() {
         let routes = http_routes(cx, r, vs, notes);

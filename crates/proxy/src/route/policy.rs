@@ -30,6 +30,9 @@ pub struct RetryPolicy {
     pub on: RetryOn,
     pub backoff_base: Duration,
     pub buffer_limit: usize,
+    /// How many times a retry's pick is drawn again while it lands on an endpoint already
+    /// tried (Envoy's previous_hosts predicate); 0: no predicate, any endpoint will do.
+    pub previous_host_redraws: u32,
 }
 
 /// The conditions under which an attempt is retried.
@@ -41,7 +44,7 @@ pub struct RetryOn {
     connect_failure: bool,
     retriable_4xx: bool,
     refused_stream: bool,
-    /// Set by `retriable-status-codes`; the codes come from the list's numbers.
+    /// Set by `retriable-status-codes` (or a status code in the list): `statuses` are retried.
     status_codes: bool,
     statuses: Vec<u16>,
     /// gRPC status codes (from `grpc-status` on a Trailers-Only response).
@@ -213,7 +216,19 @@ fn retry(r: &proto::RetryPolicy, resource: &str, at: &str) -> Result<RetryPolicy
         Some(d) => duration(d, resource, &format!("{at}.backoffBase"))?,
         None => DEFAULT_BACKOFF_BASE,
     };
-    let on = RetryOn::parse(&r.retry_on, resource, &format!("{at}.retryOn"))?;
+    let mut on = RetryOn::parse(&r.retry_on, resource, &format!("{at}.retryOn"))?;
+    for (i, &code) in r.retriable_status_codes.iter().enumerate() {
+        match u16::try_from(code) {
+            Ok(n) if (100..=599).contains(&n) => on.statuses.push(n),
+            _ => {
+                return Err(ConfigError::new(
+                    resource,
+                    format!("{at}.retriableStatusCodes[{i}]"),
+                    format!("{code} is not an HTTP status (100-599)"),
+                ));
+            }
+        }
+    }
     if on == RetryOn::default() {
         return Err(ConfigError::new(
             resource,
@@ -234,6 +249,12 @@ fn retry(r: &proto::RetryPolicy, resource: &str, at: &str) -> Result<RetryPolicy
             DEFAULT_BUFFER_LIMIT
         } else {
             r.buffer_limit_bytes as usize
+        },
+        previous_host_redraws: match (r.previous_hosts, r.host_selection_retry_max_attempts) {
+            (false, _) => 0,
+            // Envoy: unset means one more draw.
+            (true, 0) => 1,
+            (true, n) => n,
         },
     })
 }
@@ -373,6 +394,37 @@ mod tests {
     }
 
     #[test]
+    fn retriable_status_codes_need_their_condition() {
+        let policy = |yaml: &str| {
+            let r: proto::RetryPolicy = yaml_serde::from_str(yaml).expect("yaml");
+            retry(&r, "r", "retryPolicy")
+        };
+        // Istio's default policy: the listed 503 is retried, other statuses are not.
+        let p = policy(
+            "{numRetries: 2, retryOn: 'connect-failure,retriable-status-codes', \
+             retriableStatusCodes: [503], previousHosts: true, hostSelectionRetryMaxAttempts: 5}",
+        )
+        .expect("valid");
+        assert!(p.on.retries(response(503)));
+        assert!(!p.on.retries(response(500)));
+        assert_eq!(p.previous_host_redraws, 5);
+        // Listed codes without `retriable-status-codes` are not retried (Envoy).
+        let p =
+            policy("{numRetries: 2, retryOn: 5xx, retriableStatusCodes: [409]}").expect("valid");
+        assert!(!p.on.retries(response(409)));
+        assert_eq!(p.previous_host_redraws, 0);
+        let p = policy("{numRetries: 1, retryOn: gateway-error, previousHosts: true}").expect("ok");
+        assert_eq!(p.previous_host_redraws, 1, "Envoy's default: one more draw");
+        let err = policy("{numRetries: 1, retryOn: 5xx, retriableStatusCodes: [503, 42]}")
+            .expect_err("42 is no status");
+        assert!(
+            err.to_string()
+                .contains("retryPolicy.retriableStatusCodes[1]: 42 is not an HTTP status"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_conditions_are_named() {
         let err = RetryOn::parse("5xx,gateway-eror", "route \"r\"", "retryOn").unwrap_err();
         assert!(
@@ -391,6 +443,7 @@ mod tests {
             on: on("5xx"),
             backoff_base: Duration::from_millis(25),
             buffer_limit: 1024,
+            previous_host_redraws: 0,
         };
         assert_eq!(p.backoff(1, 1.0), Duration::from_millis(25));
         assert_eq!(p.backoff(2, 1.0), Duration::from_millis(75));
