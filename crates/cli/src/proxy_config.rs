@@ -406,8 +406,9 @@ routeConfigs:
     routes:
     - matches: [{headers: {end-user: {exact: jason}}}]
       route: {clusters: [{cluster: "outbound|9080|v2|reviews.default.svc.cluster.local"}]}
-    - route: {clusters: [{cluster: a, weight: 50}, {cluster: b, weight: 50}]}
-      retryPolicy: {numRetries: 2, retryOn: "connect-failure,retriable-status-codes", retriableStatusCodes: [503], previousHosts: true}
+    - route:
+        clusters: [{cluster: a, weight: 50}, {cluster: b, weight: 50}]
+        retryPolicy: {numRetries: 2, retryOn: "connect-failure,retriable-status-codes", retriableStatusCodes: [503], previousHosts: true}
     - matches: [{uri: {prefix: /slow}}]
       route: {clusters: [{cluster: a}], retryPolicy: {numRetries: 3, retryOn: 5xx, perTryTimeout: 2.5s}}
 clusters:
