@@ -2,8 +2,10 @@
 
 use std::convert::Infallible;
 use std::fmt::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -17,8 +19,21 @@ use crate::body::ProxyBody;
 use crate::reply;
 use crate::server::Shared;
 
+/// How long an app probe waits for the application to accept a connection.
+const APP_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Which endpoint a listener serves.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// The admin pages (15000).
+    Admin,
+    /// `/healthz/ready` (15021): the proxy's readiness and the application's, each of these
+    /// addresses accepting a connection.
+    Health { app_probes: Arc<[SocketAddr]> },
+}
+
 /// Serves `listener` with `page` until shutdown.
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener, health_only: bool) {
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener, endpoint: Endpoint) {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         let (stream, _) = tokio::select! {
@@ -29,10 +44,17 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, health_only: bool
             _ = shutdown.wait_for(|s| *s) => return,
         };
         let shared = shared.clone();
+        let endpoint = endpoint.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(page(&shared, req, health_only)) }
+                let endpoint = endpoint.clone();
+                async move {
+                    Ok::<_, Infallible>(match endpoint {
+                        Endpoint::Admin => page(&shared, req),
+                        Endpoint::Health { app_probes } => health(&shared, &req, &app_probes).await,
+                    })
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -50,16 +72,43 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     r
 }
 
-fn page(shared: &Shared, req: Request<Incoming>, health_only: bool) -> Response<ProxyBody> {
-    let path = req.uri().path();
-    let ready = shared.ready.load(Relaxed) && !*shared.shutdown.borrow();
-    if health_only {
-        return match path {
-            "/healthz/ready" if ready => text(StatusCode::OK, ""),
-            "/healthz/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
-        };
+/// The proxy is ready: it has its first config and is not draining.
+fn proxy_ready(shared: &Shared) -> bool {
+    shared.ready.load(Relaxed) && !*shared.shutdown.borrow()
+}
+
+/// The health endpoint: `/healthz/ready` is 200 when the proxy is ready and the application
+/// accepts connections on every probed address, 503 saying which is not otherwise.
+async fn health(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    app_probes: &[SocketAddr],
+) -> Response<ProxyBody> {
+    if req.uri().path() != "/healthz/ready" {
+        return text(StatusCode::NOT_FOUND, "not found\n");
     }
+    if !proxy_ready(shared) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+    }
+    for addr in app_probes {
+        let connected =
+            tokio::time::timeout(APP_PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
+        let why = match connected {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {APP_PROBE_TIMEOUT:?}"),
+        };
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("app not ready: {addr}: {why}\n"),
+        );
+    }
+    text(StatusCode::OK, "")
+}
+
+fn page(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+    let path = req.uri().path();
+    let ready = proxy_ready(shared);
     match (req.method(), path) {
         (_, "/ready") if ready => text(StatusCode::OK, "LIVE\n"),
         (_, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n"),

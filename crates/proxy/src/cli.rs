@@ -130,6 +130,16 @@ async fn serve(args: Args) -> ExitCode {
     } else {
         &admin.health_address
     };
+    let mut app_probes = Vec::with_capacity(admin.app_probes.len());
+    for (i, a) in admin.app_probes.iter().enumerate() {
+        match a.parse::<std::net::SocketAddr>() {
+            Ok(addr) => app_probes.push(addr),
+            Err(_) => {
+                eprintln!("weft-proxy: admin.appProbes[{i}]: {a:?} is not an address (ip:port)");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let (admin_l, health_l) = match (
         TcpListener::bind(admin_addr).await,
         TcpListener::bind(health_addr).await,
@@ -179,8 +189,18 @@ async fn serve(args: Args) -> ExitCode {
             eprintln!("weft-proxy: {name} on {a}");
         }
     }
-    tokio::spawn(crate::admin::serve(shared.clone(), admin_l, false));
-    tokio::spawn(crate::admin::serve(shared.clone(), health_l, true));
+    tokio::spawn(crate::admin::serve(
+        shared.clone(),
+        admin_l,
+        crate::admin::Endpoint::Admin,
+    ));
+    tokio::spawn(crate::admin::serve(
+        shared.clone(),
+        health_l,
+        crate::admin::Endpoint::Health {
+            app_probes: app_probes.into(),
+        },
+    ));
     match crate::xds::client(shared.clone(), &bootstrap) {
         // Dynamic config: ready once the first full config from the control plane is in. The
         // file is not watched (reloading it would drop what xDS sent).

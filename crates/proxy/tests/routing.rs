@@ -295,6 +295,32 @@ async fn admin_shows_config_clusters_and_stats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_apps_readiness() {
+    // The app's port: bound now, refusing once dropped, accepting again when bound anew.
+    let app = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let app_addr = app.local_addr().expect("addr");
+    let proxy = Proxy::start_with_admin(
+        &format!(", appProbes: [\"{app_addr}\"]"),
+        "listeners: []\nclusters: []\n",
+    );
+    let c = client();
+    let ready = get(&c, proxy.health, "health", "/healthz/ready", &[]).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    drop(app);
+    let down = get(&c, proxy.health, "health", "/healthz/ready", &[]).await;
+    assert_eq!(down.status, 503);
+    assert!(
+        down.body
+            .starts_with(&format!("app not ready: {app_addr}: ")),
+        "{}",
+        down.body
+    );
+    let _again = std::net::TcpListener::bind(app_addr).expect("bind again");
+    let up = get(&c, proxy.health, "health", "/healthz/ready", &[]).await;
+    assert_eq!(up.status, 200, "{}", up.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passes_through() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ws = support::upgrade_backend().await;

@@ -96,6 +96,11 @@ impl Drop for TempDir {
 impl Proxy {
     /// Starts weft-proxy with `config` (YAML; admin and health on port 0 are added).
     pub fn start(config: &str) -> Proxy {
+        Proxy::start_with_admin("", config)
+    }
+
+    /// As [`Proxy::start`], with `extra` (`, field: value...`) added to the admin settings.
+    pub fn start_with_admin(extra: &str, config: &str) -> Proxy {
         let dir = std::env::temp_dir().join(format!(
             "weft-proxy-test-{}-{}",
             std::process::id(),
@@ -104,7 +109,7 @@ impl Proxy {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("bootstrap.yaml");
         let full = format!(
-            "admin: {{address: \"127.0.0.1:0\", healthAddress: \"127.0.0.1:0\", drainTimeout: 5s}}\n{config}"
+            "admin: {{address: \"127.0.0.1:0\", healthAddress: \"127.0.0.1:0\", drainTimeout: 5s{extra}}}\n{config}"
         );
         std::fs::write(&path, full).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
