@@ -67,7 +67,7 @@ fn up_serves_through_the_gateway_applies_live_and_stops_cleanly() {
              spec: {{selector: {{app: sleeper}}, ports: [{{name: http, port: 9080}}]}}\n\
              ---\napiVersion: weft.dev/v1alpha1\nkind: Workload\n\
              metadata: {{name: sleeper-v1, labels: {{app: sleeper, version: v1}}}}\n\
-             spec: {{command: [sleep, '600'], ports: [{{name: http, port: 9080}}]}}\n"
+             spec: {{command: [weft, example, httpbin], ports: [{{name: http, port: 9080}}]}}\n"
         ),
     )
     .expect("write mesh");

@@ -49,6 +49,10 @@ pub struct WorkloadInstance {
     pub service_account: String,
     pub ip: IpAddr,
     pub ports: Vec<InstancePort>,
+    /// Whether the instance takes traffic (Kubernetes' pod readiness). An instance that is not
+    /// ready is no endpoint of any service (as Kubernetes leaves a NotReady pod out and
+    /// istiod sends no unhealthy endpoint), though its own sidecar keeps its config.
+    pub ready: bool,
 }
 
 /// A port a workload instance listens on.
@@ -105,6 +109,7 @@ impl WorkloadInstance {
                     protocol: Some(workload_protocol(p.protocol)),
                 })
                 .collect(),
+            ready: true,
         }
     }
 }
@@ -329,7 +334,10 @@ impl Registry {
         let mut endpoints = Vec::new();
         if !spec.selector.is_empty() {
             for inst in &self.instances {
-                if inst.namespace != ns || !selector_matches(&spec.selector, &inst.labels) {
+                if !inst.ready
+                    || inst.namespace != ns
+                    || !selector_matches(&spec.selector, &inst.labels)
+                {
                     continue;
                 }
                 let ports = spec
@@ -421,7 +429,10 @@ impl Registry {
         if let Some(sel) = &se.workload_selector {
             let ns = r.namespace();
             for inst in &self.instances {
-                if inst.namespace != ns || !selector_matches(&sel.labels, &inst.labels) {
+                if !inst.ready
+                    || inst.namespace != ns
+                    || !selector_matches(&sel.labels, &inst.labels)
+                {
                     continue;
                 }
                 out.push(Endpoint {
@@ -673,6 +684,7 @@ mod tests {
             service_account: "default".into(),
             ip: "10.0.0.1".parse().unwrap(),
             ports: Vec::new(),
+            ready: true,
         };
         let cases: [(&[(&str, &str)], &str); 7] = [
             (&[], ""),
@@ -718,6 +730,7 @@ mod tests {
                 port: 8080,
                 protocol: None,
             }],
+            ready: true,
         };
         let mut p = port(Some("http"), None, 80);
         assert_eq!(instance_target_port(&p, &inst), Some(80));

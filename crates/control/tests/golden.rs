@@ -135,6 +135,7 @@ fn instances(case: &CaseFile, view_resources: &[weft_api::Resource]) -> Vec<Work
                         protocol: Protocol::parse(&p.protocol),
                     })
                     .collect(),
+                ready: true,
             },
         })
         .collect()

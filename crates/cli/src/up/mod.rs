@@ -204,7 +204,10 @@ impl Up {
         let instances = self.state.join("instances.yaml");
         let proxies = self.state.join("proxies");
         let written = std::fs::create_dir_all(&proxies).and_then(|()| {
-            let yaml = plan.instances_yaml().map_err(std::io::Error::other)?;
+            // No app listens yet: no replica is an endpoint until its app does.
+            let yaml = plan
+                .instances_yaml(|_| false)
+                .map_err(std::io::Error::other)?;
             state::write_atomic(&instances, yaml.as_bytes())
         });
         if let Err(e) = written {
@@ -230,6 +233,7 @@ impl Up {
         };
         // What the control plane has in force: the Workloads that replicas follow.
         let source = cp.xds().source().clone();
+        let instances_file = cp.instances_file();
         let (cp_stop, mut cp_stopped) = watch::channel(false);
         let control_plane = tokio::spawn(cp.run(async move {
             let _ = cp_stopped.wait_for(|s| *s).await;
@@ -257,7 +261,7 @@ impl Up {
             proxies,
             log_level: self.log_level.clone(),
         };
-        let mut replicas = Replicas::new(plan, launch, instances, self.out.clone());
+        let mut replicas = Replicas::new(plan, launch, instances, instances_file, self.out.clone());
         let mut sup = Supervisor::new(self.out.clone(), GRACE);
         let code = self
             .start(&mut sup, &mut replicas, reservation, &mut quit)
@@ -311,6 +315,7 @@ impl Up {
             gateway,
             &Plan::gateway_node_id(),
             replicas.plan().gateway_admin(),
+            &[],
             color,
         );
         // The supervisor stops the gateway at shutdown; nothing stops it before.
@@ -340,6 +345,12 @@ impl Up {
         );
 
         replicas.start_apps(sup, &all);
+        if !replicas
+            .wait_apps_ready(&all, replicas::APP_READY_TIMEOUT, quit)
+            .await
+        {
+            return Some(ExitCode::SUCCESS);
+        }
         self.out.event(
             true,
             &format!(

@@ -79,6 +79,20 @@ impl Replica {
         Some(SocketAddr::new(IpAddr::V4(self.app_ip), port))
     }
 
+    /// Every address the application listens on: what its readiness is probed at.
+    pub fn app_addrs(&self) -> Vec<SocketAddr> {
+        self.spec
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(SocketAddr::new(
+                    IpAddr::V4(self.app_ip),
+                    u16::try_from(p.port).ok()?,
+                ))
+            })
+            .collect()
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(self.pod_ip), ADMIN_PORT)
     }
@@ -114,8 +128,9 @@ impl Replica {
         env
     }
 
-    fn instance(&self) -> InstanceEntry {
+    fn instance(&self, ready: bool) -> InstanceEntry {
         InstanceEntry {
+            ready,
             name: self.name.clone(),
             namespace: self.namespace.clone(),
             labels: self.labels.clone(),
@@ -319,11 +334,17 @@ impl Plan {
         changes
     }
 
-    /// The instances file's content: every replica, and the gateway (so that the control
-    /// plane learns the gateway's labels, which Gateway selectors match).
-    pub fn instances_yaml(&self) -> Result<String, yaml_serde::Error> {
-        let mut entries: Vec<InstanceEntry> = self.replicas.iter().map(Replica::instance).collect();
+    /// The instances file's content: every replica, ready or not as `ready` says, and the
+    /// gateway (so that the control plane learns the gateway's labels, which Gateway
+    /// selectors match).
+    pub fn instances_yaml(
+        &self,
+        ready: impl Fn(&Replica) -> bool,
+    ) -> Result<String, yaml_serde::Error> {
+        let mut entries: Vec<InstanceEntry> =
+            self.replicas.iter().map(|r| r.instance(ready(r))).collect();
         entries.push(InstanceEntry {
+            ready: true,
             name: GATEWAY_NAME.to_owned(),
             namespace: GATEWAY_NAMESPACE.to_owned(),
             labels: gateway_labels(),
@@ -347,13 +368,25 @@ impl Plan {
     }
 }
 
-/// A proxy's bootstrap: its identity, the control plane, and its admin and health ports.
-pub fn bootstrap(node_id: &str, xds: SocketAddr, admin: SocketAddr) -> String {
+/// A proxy's bootstrap: its identity, the control plane, its admin and health ports, and the
+/// app addresses its readiness includes (a sidecar's app; none for the gateway).
+pub fn bootstrap(
+    node_id: &str,
+    xds: SocketAddr,
+    admin: SocketAddr,
+    app_probes: &[SocketAddr],
+) -> String {
     let health = SocketAddr::new(admin.ip(), HEALTH_PORT);
+    let probes = app_probes
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     // A short drain: local mode is for development, where Ctrl-C should not wait long.
     format!(
         "node: {{id: \"{node_id}\"}}\nxds: {{address: \"http://{xds}\"}}\n\
-         admin: {{address: \"{admin}\", healthAddress: \"{health}\", drainTimeout: 1s}}\n"
+         admin: {{address: \"{admin}\", healthAddress: \"{health}\", drainTimeout: 1s, \
+         appProbes: [{probes}]}}\n"
     )
 }
 
@@ -406,7 +439,7 @@ mod tests {
         assert_eq!(env["SERVICE_VERSION"], "v2");
         assert_eq!(env["POD_NAME"], "reviews-v2-0");
         assert_eq!(env["A"], "b");
-        let instances = plan.instances_yaml().expect("yaml");
+        let instances = plan.instances_yaml(|_| true).expect("yaml");
         assert!(instances.contains("appHost: 127.103.1.1"), "{instances}");
         assert!(instances.contains("istio-ingressgateway-0"), "{instances}");
     }
@@ -473,7 +506,10 @@ mod tests {
             ],
         );
         assert!(third.diff(&again).is_empty());
-        assert_eq!(third.instances_yaml().ok(), again.instances_yaml().ok());
+        assert_eq!(
+            third.instances_yaml(|_| true).ok(),
+            again.instances_yaml(|_| true).ok()
+        );
     }
 
     #[test]

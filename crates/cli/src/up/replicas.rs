@@ -13,6 +13,12 @@
 //! 3. new replicas start as at start-up: sidecar, its first config, then the app.
 //!
 //! Replicas that [`Replica::runs_as`] before are not touched.
+//!
+//! Readiness, as Kubernetes' readiness probes give it: a replica is an endpoint of its services
+//! only while its app listens on every port it declares. The instances file marks it
+//! `ready: false` from its start until the app accepts connections, and again from the moment
+//! the app exits until its restart listens; each change is written and read by the control
+//! plane at once, so other proxies stop sending to a crashed app within a push.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -21,20 +27,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use weft_api::Severity;
-use weft_control::server::{ConfigSnapshot, MeshSource};
+use weft_control::server::{ConfigSnapshot, InstancesFile, MeshSource};
 
 use super::plan::{self, Plan, Replica};
 use super::state;
-use super::supervise::{Child, ChildSpec, Output, Supervisor};
+use super::supervise::{Child, ChildSpec, Output, Readiness, Supervisor};
 use super::wait_ready;
 
 /// How often the control plane's config in force is looked at.
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a move waits for the control plane to read the rewritten instances file.
 const INSTANCES_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long starting replicas waits for their apps to listen before going on.
+pub const APP_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to start a proxy or a workload's process.
 pub struct Launch {
@@ -54,10 +62,12 @@ impl Launch {
         name: &str,
         node_id: &str,
         admin: SocketAddr,
+        app_probes: &[SocketAddr],
         color: usize,
     ) -> std::io::Result<ChildSpec> {
         let file = self.bootstrap_file(name);
-        state::write_atomic(&file, plan::bootstrap(node_id, self.xds, admin).as_bytes())?;
+        let bootstrap = plan::bootstrap(node_id, self.xds, admin, app_probes);
+        state::write_atomic(&file, bootstrap.as_bytes())?;
         Ok(ChildSpec {
             label,
             program: self.exe.clone(),
@@ -73,6 +83,7 @@ impl Launch {
             env: Vec::new(),
             cwd: None,
             color,
+            readiness: Readiness::ProxyLine,
         })
     }
 
@@ -83,7 +94,14 @@ impl Launch {
     /// A replica's sidecar.
     fn sidecar(&self, r: &Replica, color: usize) -> std::io::Result<ChildSpec> {
         let label = format!("{}.proxy", r.name);
-        self.proxy(label, &r.name, &r.node_id(), r.admin_addr(), color)
+        self.proxy(
+            label,
+            &r.name,
+            &r.node_id(),
+            r.admin_addr(),
+            &r.app_addrs(),
+            color,
+        )
     }
 
     /// A replica's process: `weft ...` runs this executable, anything else is found in PATH.
@@ -100,6 +118,7 @@ impl Launch {
             env: r.env(),
             cwd: r.spec.working_dir.as_ref().map(|d| r.base_dir.join(d)),
             color,
+            readiness: Readiness::Listening(r.app_addrs()),
         }
     }
 }
@@ -109,7 +128,20 @@ struct Processes {
     sidecar: Child,
     /// None until the sidecar is ready.
     app: Option<Child>,
+    /// Which start of an app this is: events of an app stopped since are told apart.
+    serial: u64,
+    /// The app has listened once (a later ready is a restart rejoining).
+    listened: bool,
+    /// The app has exited without ever listening (crashing at start).
+    exited_unready: bool,
     color: usize,
+}
+
+/// An app turned ready (listening) or not (exited): its replica, the start it belongs to.
+struct AppEvent {
+    key: Key,
+    serial: u64,
+    ready: bool,
 }
 
 /// (namespace, workload, replica number): [`Replica::key`], owned.
@@ -125,8 +157,16 @@ pub struct Replicas {
     plan: Plan,
     running: BTreeMap<Key, Processes>,
     launch: Launch,
-    /// The instances file the control plane reads.
+    /// The instances file the control plane reads...
     instances: PathBuf,
+    /// ...and the control plane's watch of it, told to read it as soon as it is rewritten.
+    instances_file: Arc<InstancesFile>,
+    /// The replicas whose app listens: the endpoints of their services.
+    ready: BTreeSet<Key>,
+    /// Every running app's readiness changes.
+    events: mpsc::UnboundedReceiver<AppEvent>,
+    events_tx: mpsc::UnboundedSender<AppEvent>,
+    next_serial: u64,
     out: Arc<Output>,
     /// The label color of the next replica started.
     next_color: usize,
@@ -135,15 +175,42 @@ pub struct Replicas {
 impl Replicas {
     /// Nothing running yet; `plan` is what [`Replicas::start_sidecars`] and
     /// [`Replicas::start_apps`] start.
-    pub fn new(plan: Plan, launch: Launch, instances: PathBuf, out: Arc<Output>) -> Replicas {
+    pub fn new(
+        plan: Plan,
+        launch: Launch,
+        instances: PathBuf,
+        instances_file: Arc<InstancesFile>,
+        out: Arc<Output>,
+    ) -> Replicas {
+        let (events_tx, events) = mpsc::unbounded_channel();
         Replicas {
             plan,
             running: BTreeMap::new(),
             launch,
             instances,
+            instances_file,
+            ready: BTreeSet::new(),
+            events,
+            events_tx,
+            next_serial: 0,
             out,
             next_color: 0,
         }
+    }
+
+    /// The instances file's content for `plan`, with the readiness known now.
+    pub fn instances_yaml(&self, plan: &Plan) -> Result<String, yaml_serde::Error> {
+        plan.instances_yaml(|r| self.ready.contains(&key(r)))
+    }
+
+    /// Writes the instances file for the plan in force and has the control plane read it now.
+    async fn write_instances(&self) -> Result<(), String> {
+        let yaml = self.instances_yaml(&self.plan).map_err(|e| e.to_string())?;
+        state::write_atomic(&self.instances, yaml.as_bytes())
+            .map_err(|e| format!("{}: {e}", self.instances.display()))?;
+        let file = self.instances_file.clone();
+        let _ = tokio::task::spawn_blocking(move || file.poll()).await;
+        Ok(())
     }
 
     pub fn plan(&self) -> &Plan {
@@ -178,6 +245,9 @@ impl Replicas {
                 Processes {
                     sidecar,
                     app: None,
+                    serial: 0,
+                    listened: false,
+                    exited_unready: false,
                     color,
                 },
             );
@@ -185,12 +255,120 @@ impl Replicas {
         Ok(ready)
     }
 
-    /// Starts the apps of `replicas`, whose sidecars run.
+    /// Starts the apps of `replicas`, whose sidecars run. Each becomes an endpoint once it
+    /// listens ([`Replicas::wait_apps_ready`], or [`Replicas::follow`]).
     pub fn start_apps(&mut self, sup: &mut Supervisor, replicas: &[Replica]) {
         for r in replicas {
-            if let Some(p) = self.running.get_mut(&key(r)) {
-                p.app = Some(sup.spawn(self.launch.workload(r, p.color)));
+            let Some(p) = self.running.get_mut(&key(r)) else {
+                continue;
+            };
+            let app = sup.spawn(self.launch.workload(r, p.color));
+            self.next_serial += 1;
+            p.serial = self.next_serial;
+            // Forward the app's readiness changes until its task ends.
+            let (mut ready, events, k, serial) =
+                (app.ready(), self.events_tx.clone(), key(r), p.serial);
+            tokio::spawn(async move {
+                while ready.changed().await.is_ok() {
+                    let event = AppEvent {
+                        key: k.clone(),
+                        serial,
+                        ready: *ready.borrow_and_update(),
+                    };
+                    if events.send(event).is_err() {
+                        return;
+                    }
+                }
+            });
+            p.app = Some(app);
+        }
+    }
+
+    /// Waits until the app of every replica in `replicas` listens, or `timeout` passes (those
+    /// still not listening are named). False when a stop was asked for first.
+    pub async fn wait_apps_ready(
+        &mut self,
+        replicas: &[Replica],
+        timeout: Duration,
+        quit: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Not listening yet, and not crashing before it does.
+        let waiting = |me: &Self| {
+            replicas.iter().any(|r| {
+                let k = key(r);
+                !me.ready.contains(&k) && me.running.get(&k).is_some_and(|p| !p.exited_unready)
+            })
+        };
+        while waiting(self) {
+            tokio::select! {
+                Some(event) = self.events.recv() => self.on_app_event(event).await,
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = quit.wait_for(|q| *q) => return false,
             }
+        }
+        let late: Vec<&Replica> = replicas
+            .iter()
+            .filter(|r| !self.ready.contains(&key(r)))
+            .collect();
+        if !late.is_empty() {
+            self.out.event(
+                false,
+                &format!(
+                    "{} not listening yet; going on (each becomes an endpoint once its app \
+                     listens on its ports)",
+                    names(late.into_iter())
+                ),
+            );
+        }
+        true
+    }
+
+    /// An app turned ready or not: its replica joins or leaves the endpoints.
+    async fn on_app_event(&mut self, event: AppEvent) {
+        let Some(r) = self.plan.replicas.iter().find(|r| key(r) == event.key) else {
+            return;
+        };
+        let Some(p) = self
+            .running
+            .get_mut(&event.key)
+            .filter(|p| p.serial == event.serial)
+        else {
+            return;
+        };
+        if self.ready.contains(&event.key) == event.ready {
+            if !event.ready && !p.listened {
+                p.exited_unready = true;
+            }
+            return;
+        }
+        // The first time is the start (its caller says so); later ones are restarts.
+        let restart = std::mem::replace(&mut p.listened, true);
+        let (name, listen) = (r.name.clone(), r.app_addrs());
+        if event.ready {
+            self.ready.insert(event.key);
+        } else {
+            self.ready.remove(&event.key);
+        }
+        let written = self.write_instances().await;
+        let listening = listen
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        match (event.ready, written) {
+            (_, Err(e)) => self
+                .out
+                .event(false, &format!("{e}; {name}'s readiness not recorded")),
+            (true, Ok(())) if !restart => {}
+            (true, Ok(())) => self.out.event(
+                true,
+                &format!("{name} rejoined the endpoints: its app listens again ({listening})"),
+            ),
+            (false, Ok(())) => self.out.event(
+                false,
+                &format!("{name} left the endpoints: its app exited (back when it listens again)"),
+            ),
         }
     }
 
@@ -211,6 +389,10 @@ impl Replicas {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                Some(event) = self.events.recv() => {
+                    self.on_app_event(event).await;
+                    continue;
+                }
                 _ = quit.wait_for(|q| *q) => return,
             }
             let config = source.state().config.clone();
@@ -306,7 +488,10 @@ impl Replicas {
         let start: Vec<Replica> = changes.start.iter().map(|r| (*r).clone()).collect();
         self.out.event(true, &describe(&stop, &start));
 
-        let yaml = match next.instances_yaml() {
+        // Replicas stopped or restarted are endpoints no more; a kept one stays as it is.
+        self.ready
+            .retain(|k| changes.keep.iter().any(|r| key(r) == *k));
+        let yaml = match self.instances_yaml(&next) {
             Ok(y) => y,
             Err(e) => {
                 self.out.event(
@@ -366,7 +551,10 @@ impl Replicas {
             return false;
         }
         self.start_apps(sup, &start);
-        for r in &start {
+        if !self.wait_apps_ready(&start, APP_READY_TIMEOUT, quit).await {
+            return false;
+        }
+        for r in start.iter().filter(|r| self.ready.contains(&key(r))) {
             self.out.event(
                 true,
                 &format!(

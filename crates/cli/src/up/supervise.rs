@@ -24,6 +24,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const STABLE_RUN: Duration = Duration::from_secs(10);
 /// The line a proxy prints once it has its first config.
 const PROXY_READY: &str = "weft-proxy: ready";
+/// How often an app that is not listening yet is probed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A process to run and keep running.
 #[derive(Debug, Clone)]
@@ -36,6 +38,18 @@ pub struct ChildSpec {
     pub cwd: Option<PathBuf>,
     /// Index into the label palette.
     pub color: usize,
+    /// When the child counts as ready.
+    pub readiness: Readiness,
+}
+
+/// When a child counts as ready, until it exits.
+#[derive(Debug, Clone)]
+pub enum Readiness {
+    /// A proxy: once it prints that it has its first config.
+    ProxyLine,
+    /// An application: once every one of these addresses accepts a connection (right away
+    /// when there are none), as a Kubernetes tcpSocket readiness probe sees it.
+    Listening(Vec<std::net::SocketAddr>),
 }
 
 /// Where every child's lines and the runner's events go: stdout, one line at a time.
@@ -142,7 +156,7 @@ pub struct Child {
 }
 
 impl Child {
-    /// Turns true when the child prints the proxy's ready line (false again if it restarts).
+    /// Turns true when the child is ready (its [`Readiness`]), false again when it exits.
     pub fn ready(&self) -> watch::Receiver<bool> {
         self.ready.clone()
     }
@@ -217,11 +231,28 @@ async fn supervise(
                     pumps.spawn(pump(s, spec.clone(), out.clone(), None));
                 }
                 if let Some(s) = child.stderr.take() {
-                    pumps.spawn(pump(s, spec.clone(), out.clone(), Some(ready.clone())));
+                    let proxy = matches!(spec.readiness, Readiness::ProxyLine);
+                    pumps.spawn(pump(
+                        s,
+                        spec.clone(),
+                        out.clone(),
+                        proxy.then(|| ready.clone()),
+                    ));
                 }
-                let status = tokio::select! {
-                    s = child.wait() => Some(s),
-                    () = stop.wait() => None,
+                let listening = async {
+                    if let Readiness::Listening(addrs) = &spec.readiness {
+                        wait_listening(addrs).await;
+                        let _ = ready.send(true);
+                    }
+                };
+                tokio::pin!(listening);
+                let mut probing = true;
+                let status = loop {
+                    tokio::select! {
+                        s = child.wait() => break Some(s),
+                        () = stop.wait() => break None,
+                        () = &mut listening, if probing => probing = false,
+                    }
                 };
                 let Some(status) = status else {
                     terminate(&mut child, group, grace).await;
@@ -233,6 +264,8 @@ async fn supervise(
                     .await;
                     return;
                 };
+                // Not ready from the moment it is gone (what the endpoints follow).
+                let _ = ready.send(false);
                 // Whatever the child left running in its group goes with it.
                 if let Some(g) = group {
                     let _ = kill_process_group(g, Signal::KILL);
@@ -241,7 +274,6 @@ async fn supervise(
                     while pumps.join_next().await.is_some() {}
                 })
                 .await;
-                let _ = ready.send(false);
                 let why = match status {
                     Ok(s) => s.to_string(),
                     Err(e) => e.to_string(),
@@ -267,6 +299,20 @@ async fn supervise(
             () = stop.wait() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Returns once every address in `addrs` accepts a TCP connection, probing every
+/// [`PROBE_INTERVAL`].
+async fn wait_listening(addrs: &[std::net::SocketAddr]) {
+    for addr in addrs {
+        loop {
+            let probe = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+                break;
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
     }
 }
 

@@ -16,6 +16,8 @@
 //!                                 # sidecar's inbound listeners forward (default 127.0.0.1)
 //!   ports:                        # what the application listens on
 //!   - {name: http, port: 9080, protocol: HTTP}   # protocol optional: HTTP, HTTP2, GRPC, TCP, ...
+//!   ready: false                  # optional, default true: false takes the instance out of
+//!                                 # every service's endpoints (a NotReady pod)
 //! ```
 //!
 //! A missing file is an empty list (the runner may not have written it yet). A file that does
@@ -50,6 +52,17 @@ pub struct InstanceEntry {
     pub app_host: Option<IpAddr>,
     #[serde(default)]
     pub ports: Vec<PortEntry>,
+    /// Whether the instance takes traffic (its app is up and listening).
+    #[serde(default = "ready_by_default", skip_serializing_if = "is_ready")]
+    pub ready: bool,
+}
+
+fn ready_by_default() -> bool {
+    true
+}
+
+fn is_ready(ready: &bool) -> bool {
+    *ready
 }
 
 /// A port the instance's application listens on.
@@ -161,6 +174,7 @@ impl InstanceEntry {
                     protocol: p.protocol.as_deref().and_then(Protocol::parse),
                 })
                 .collect(),
+            ready: self.ready,
         }
     }
 }
@@ -270,7 +284,7 @@ mod tests {
   appHost: 127.0.2.3
   ports:
   - {name: http, port: 9080, protocol: HTTP}
-- {name: ratings-v1-0, namespace: prod, ip: 127.0.1.4}
+- {name: ratings-v1-0, namespace: prod, ip: 127.0.1.4, ready: false}
 "#;
         let entries = parse(text).expect("parses");
         assert_eq!(entries.len(), 2);
@@ -280,6 +294,8 @@ mod tests {
         assert_eq!(i.ports[0].protocol, Some(Protocol::Http));
         assert_eq!(entries[0].app_host, Some("127.0.2.3".parse().unwrap()));
         assert_eq!(entries[1].service_account, "default");
+        assert!(i.ready, "ready unless said otherwise");
+        assert!(!entries[1].to_instance().ready);
         assert!(parse("").unwrap().is_empty());
         assert!(parse("# nothing yet\n").unwrap().is_empty());
     }

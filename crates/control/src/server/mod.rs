@@ -174,6 +174,12 @@ impl ControlPlane {
     }
 
     /// The xDS server (its status, its source).
+    /// The instances file it watches: [`InstancesFile::poll`] reads a rewritten file at once,
+    /// instead of at the next poll.
+    pub fn instances_file(&self) -> Arc<InstancesFile> {
+        self.instances.clone()
+    }
+
     pub fn xds(&self) -> &XdsServer<MeshSource> {
         &self.xds
     }
