@@ -31,9 +31,9 @@ TSECS="${THROUGHPUT_SECONDS:-5}"
 POLICIES="${POLICIES:-0}"
 RETRY_ON="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 if [ "$POLICIES" = 1 ]; then
-  WEFT_ROUTE_EXTRA=", retryPolicy: {numRetries: 2, retryOn: \"$RETRY_ON\"}"
+  WEFT_ROUTE_EXTRA=", retryPolicy: {numRetries: 2, retryOn: \"$RETRY_ON\", retriableStatusCodes: [503], previousHosts: true, hostSelectionRetryMaxAttempts: 5}"
   WEFT_CLUSTER_EXTRA=", outlierDetection: {consecutive5xx: 5, interval: 10s, baseEjectionTime: 30s}"
-  ENVOY_ROUTE_EXTRA=", retry_policy: {retry_on: \"$RETRY_ON\", num_retries: 2}"
+  ENVOY_ROUTE_EXTRA=", retry_policy: {retry_on: \"$RETRY_ON\", num_retries: 2, retriable_status_codes: [503], host_selection_retry_max_attempts: 5, retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}]}"
   ENVOY_CLUSTER_EXTRA="    outlier_detection: {consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s}"
 else
   WEFT_ROUTE_EXTRA=""; WEFT_CLUSTER_EXTRA=""; ENVOY_ROUTE_EXTRA=""; ENVOY_CLUSTER_EXTRA=""
