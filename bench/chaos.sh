@@ -85,7 +85,7 @@ assert line in src, "examples/bookinfo/bookinfo.yaml changed"
 open(sys.argv[1], "w").write(src.replace(line, line + "  replicas: 3\n"))
 PY
   port=$(free_port)
-  sed "s/number: 8080/number: $port/" examples/bookinfo/networking/bookinfo-gateway.yaml \
+  sed "s/number: 80$/number: $port/" examples/bookinfo/networking/bookinfo-gateway.yaml \
     >"$WORK/gateway.yaml"
   url="http://127.0.0.1:$port/productpage"
 

@@ -115,7 +115,7 @@ fn bookinfo_traffic_management_tasks_through_the_gateway() {
     let port = free_port();
     let gateway_yaml = std::fs::read_to_string(task("bookinfo-gateway.yaml"))
         .expect("gateway yaml")
-        .replace("number: 8080", &format!("number: {port}"));
+        .replace("number: 80\n", &format!("number: {port}\n"));
     let (gateway_only, vs_only) = gateway_yaml.split_once("\n---\n").expect("two documents");
     let gateway = tmp.join("bookinfo-gateway.yaml");
     let gateway_vs = tmp.join("bookinfo-vs.yaml");

@@ -62,7 +62,7 @@ fn killing_replicas_under_load_fails_no_request() {
             Path::new(REPO).join("examples/bookinfo/networking/bookinfo-gateway.yaml"),
         )
         .expect("gateway yaml")
-        .replace("number: 8080", &format!("number: {port}")),
+        .replace("number: 80\n", &format!("number: {port}\n")),
     )
     .expect("write gateway");
 

@@ -1,4 +1,4 @@
-//! `weft up DIR`: a whole mesh on this machine (DESIGN.md "Local mode").
+//! `weft up DIR`: a whole mesh on this machine (docs/ARCHITECTURE.md "Local mode").
 //!
 //! Start-up order: load and validate DIR's top-level YAML (and what `weft apply` left in the
 //! state directory), write the instances file, start the control plane in this process, start
@@ -8,6 +8,7 @@
 //! (`replicas.rs`). Ctrl-C or SIGTERM stops every child, proxies draining, and leaves none
 //! behind.
 
+mod gateway;
 pub mod kubectl;
 mod plan;
 mod replicas;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use weft_api::Severity;
-use weft_control::server::{ControlPlane, Options};
+use weft_control::server::{ControlPlane, MeshSource, Options};
 
 use crate::table::Table;
 use plan::Plan;
@@ -42,8 +43,9 @@ pub struct Args {
     /// The directory of the mesh: its top-level YAML files (Services, Istio resources,
     /// Workloads) are loaded and watched; subdirectories are not read (`weft apply` them).
     dir: PathBuf,
-    /// The ingress gateway port to print the URL for. The gateway listens on 127.0.0.1 at the
-    /// port numbers of its Gateway servers (bookinfo-gateway: 8080).
+    /// The Gateway port to print the URL for. The gateway listens on 127.0.0.1: a Gateway
+    /// port of its Service (80, 443) at the Service's target port (8080, 8443), any other port
+    /// as written.
     #[arg(long, value_name = "PORT")]
     gateway_port: Option<u16>,
     /// Where applied resources, the instances file and the proxies' bootstraps live.
@@ -97,7 +99,22 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut all = files.clone();
+    // The ingress gateway's Service, as Istio installs it (its ports map Gateway ports 80 and
+    // 443 to the 8080 and 8443 the gateway listens on), first so that DIR or `weft apply` may
+    // replace it.
+    let builtin = state::builtin_dir(&state);
+    let written = std::fs::create_dir_all(&builtin).and_then(|()| {
+        state::write_atomic(
+            &builtin.join("istio-ingressgateway.yaml"),
+            plan::GATEWAY_SERVICE.as_bytes(),
+        )
+    });
+    if let Err(e) = written {
+        eprintln!("weft up: {}: {e}", builtin.display());
+        return ExitCode::from(2);
+    }
+    let mut all = state::top_level_files(&builtin).unwrap_or_default();
+    all.extend(files.iter().cloned());
     all.extend(state::top_level_files(&applied).unwrap_or_default());
     let loaded = weft_api::load_paths(&all);
     for d in &loaded.diagnostics {
@@ -145,7 +162,7 @@ pub fn run(args: Args) -> ExitCode {
     };
     // DIR's own files (new ones too, while it runs), not its subdirectories; and the
     // applied resources.
-    let config_paths = vec![dir.clone(), applied];
+    let config_paths = vec![builtin, dir.clone(), applied];
     let up = Up {
         dir,
         state,
@@ -264,7 +281,7 @@ impl Up {
         let mut replicas = Replicas::new(plan, launch, instances, instances_file, self.out.clone());
         let mut sup = Supervisor::new(self.out.clone(), GRACE);
         let code = self
-            .start(&mut sup, &mut replicas, reservation, &mut quit)
+            .start(&mut sup, &mut replicas, &source, reservation, &mut quit)
             .await;
         if code.is_none() {
             replicas
@@ -288,6 +305,7 @@ impl Up {
         &self,
         sup: &mut Supervisor,
         replicas: &mut Replicas,
+        source: &MeshSource,
         reservation: std::net::TcpListener,
         quit: &mut watch::Receiver<bool>,
     ) -> Option<ExitCode> {
@@ -330,19 +348,7 @@ impl Up {
         if !wait_ready(&self.out, &mut ready, quit).await {
             return Some(ExitCode::SUCCESS);
         }
-        let ports = &replicas.plan().gateway_ports;
-        self.out.event(
-            true,
-            &format!(
-                "Ingress gateway ready (127.0.0.1, port{} {})",
-                if ports.len() == 1 { "" } else { "s" },
-                ports
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
+        self.out.event(true, "Ingress gateway ready (127.0.0.1)");
 
         replicas.start_apps(sup, &all);
         if !replicas
@@ -359,11 +365,13 @@ impl Up {
                 self.started.elapsed().as_secs_f64()
             ),
         );
-        self.print_summary(replicas.plan());
+        self.print_summary(replicas.plan(), &gateway::reachable_now(source));
         None
     }
 
-    fn print_summary(&self, plan: &Plan) {
+    /// The table of replicas, then where the gateway is reachable (`gateway`: its
+    /// [`gateway::reachable`] lines).
+    fn print_summary(&self, plan: &Plan, gateway: &[String]) {
         let mut table = Table::new(&["WORKLOAD", "POD IP", "APP ADDRESS", "SIDECAR ADMIN"]);
         for r in &plan.replicas {
             table.row(vec![
@@ -383,30 +391,38 @@ impl Up {
         self.out.text("");
         self.out.text(table.render().trim_end());
         self.out.text("");
-        let port = match self.gateway_port {
-            Some(p) => {
-                if !plan.gateway_ports.contains(&p) {
-                    self.out.event(
-                        false,
-                        &format!("no Gateway server selecting istio: ingressgateway has port {p}"),
-                    );
-                }
-                Some(p)
-            }
-            None => plan.gateway_ports.first().copied(),
+        for line in gateway {
+            self.out.text(&format!("Ingress gateway {line}"));
+        }
+        // The URL to open: the HTTP server on --gateway-port, else the first one.
+        let url = gateway
+            .iter()
+            .filter(|l| {
+                self.gateway_port
+                    .is_none_or(|p| l.starts_with(&format!("port {p} ")))
+            })
+            .find_map(|l| l.split_once(": http://").map(|(_, a)| a));
+        let path = if plan
+            .replicas
+            .iter()
+            .any(|r| r.name.starts_with("productpage"))
+        {
+            "/productpage"
+        } else {
+            "/"
         };
-        if let Some(p) = port {
-            let path = if plan
-                .replicas
-                .iter()
-                .any(|r| r.name.starts_with("productpage"))
-            {
-                "/productpage"
-            } else {
-                "/"
-            };
-            self.out
-                .text(&format!("Ingress gateway: http://127.0.0.1:{p}{path}"));
+        match (url, self.gateway_port) {
+            (Some(address), _) => self
+                .out
+                .text(&format!("Ingress gateway: http://{address}{path}")),
+            (None, Some(p)) => self.out.event(
+                false,
+                &format!("no HTTP Gateway server selecting istio: ingressgateway has port {p}"),
+            ),
+            (None, None) => self.out.text(
+                "Ingress gateway: no Gateway server selects it yet (`weft apply -f` a Gateway; \
+                 where its ports listen is printed here)",
+            ),
         }
         self.out.text(&format!(
             "Apply more config with `weft apply -f FILE`; Ctrl-C stops the mesh. State: {}",

@@ -28,6 +28,26 @@ use weft_control::server::instances::PortEntry;
 /// Istio's ingress gateway, as Kubernetes installs it.
 pub const GATEWAY_NAME: &str = "istio-ingressgateway-0";
 pub const GATEWAY_NAMESPACE: &str = "istio-system";
+/// The ingress gateway's Service as Istio's default profile installs it: Gateway servers on
+/// ports 80 and 443 are served on its target ports 8080 and 8443, which need no root.
+pub const GATEWAY_SERVICE: &str = "\
+# Written by `weft up`: the ingress gateway's Service, as Istio installs it. A Gateway server's
+# port is a port of this Service; the gateway listens on its targetPort. A Service of the same
+# name in the mesh's directory or applied with `weft apply` replaces this one.
+apiVersion: v1
+kind: Service
+metadata:
+  name: istio-ingressgateway
+  namespace: istio-system
+  labels: {app: istio-ingressgateway, istio: ingressgateway}
+spec:
+  selector: {app: istio-ingressgateway, istio: ingressgateway}
+  ports:
+  - {name: status-port, port: 15021, targetPort: 15021, protocol: TCP}
+  - {name: http2, port: 80, targetPort: 8080, protocol: TCP}
+  - {name: https, port: 443, targetPort: 8443, protocol: TCP}
+";
+
 /// The sidecar's outbound (explicit HTTP proxy) port, `HTTP_PROXY` for the app.
 pub const OUTBOUND_PORT: u16 = 15001;
 const ADMIN_PORT: u16 = 15000;
@@ -159,8 +179,6 @@ pub struct Plan {
     pub replicas: Vec<Replica>,
     /// The mesh octet `M` (see the module docs).
     pub octet: u8,
-    /// Ports of the Gateway servers that select the ingress gateway, sorted.
-    pub gateway_ports: Vec<u16>,
     /// (namespace, name) of every Workload, zero replicas too -> its address block `w`.
     blocks: BTreeMap<(String, String), u8>,
 }
@@ -295,23 +313,9 @@ impl Plan {
                 });
             }
         }
-        let labels = gateway_labels();
-        let mut gateway_ports: Vec<u16> = resources
-            .iter()
-            .filter_map(|r| match &r.spec {
-                Spec::Gateway(g) => Some(g),
-                _ => None,
-            })
-            .filter(|g| weft_api::common::selector_matches(&g.selector, &labels))
-            .flat_map(|g| g.servers.iter())
-            .filter_map(|s| u16::try_from(s.port.as_ref()?.number).ok())
-            .collect();
-        gateway_ports.sort_unstable();
-        gateway_ports.dedup();
         Ok(Plan {
             replicas,
             octet,
-            gateway_ports,
             blocks,
         })
     }
@@ -422,7 +426,6 @@ mod tests {
              spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]}\n",
         );
         let plan = Plan::new(&resources, Path::new("."), 3).expect("plan");
-        assert_eq!(plan.gateway_ports, vec![8080]);
         let [a, b] = &plan.replicas[..] else {
             panic!("two replicas: {:?}", plan.replicas)
         };

@@ -382,6 +382,8 @@ impl Replicas {
     ) {
         let mut seen = None;
         let mut reported = BTreeSet::new();
+        // Where the gateway listens, as last printed.
+        let mut gateway = super::gateway::reachable_now(source);
         // A plan error stands until the resources change it; it is reported once.
         let mut plan_error = None;
         let mut tick = tokio::time::interval(CHECK_INTERVAL);
@@ -401,6 +403,17 @@ impl Replicas {
             }
             seen = Some(config.generation);
             self.report_rejected(&config, &mut reported);
+            let now = super::gateway::reachable_now(source);
+            if now != gateway {
+                if now.is_empty() {
+                    self.out
+                        .event(true, "Ingress gateway: no Gateway server selects it now");
+                }
+                for line in &now {
+                    self.out.event(true, &format!("Ingress gateway {line}"));
+                }
+                gateway = now;
+            }
             let next = match self.plan.replan(&config.resources, base_dir) {
                 Ok(p) => p,
                 Err(e) => {

@@ -3,7 +3,8 @@
 //!
 //! Every Gateway whose selector matches the proxy's labels (in any namespace, Istio's default)
 //! contributes its servers; servers are grouped by port into one listener each, on the proxy's
-//! address:
+//! address, at the target port of the gateway's Service for that port when it has one (a
+//! Gateway's `port.number` is a Service port, as in Istio; see `target_port`):
 //!
 //! - HTTP, and HTTPS with `tls.mode` SIMPLE, MUTUAL or OPTIONAL_MUTUAL (terminated with the
 //!   server's certificate; MUTUAL requires and OPTIONAL_MUTUAL verifies when sent a client
@@ -114,7 +115,7 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
     }
 
     for (port, servers) in by_port {
-        let Ok(listen) = u16::try_from(port) else {
+        let Ok(listen) = u16::try_from(target_port(node, view, port)) else {
             continue;
         };
         // One listener per port: the first server decides what it is; HTTP and terminated
@@ -163,6 +164,17 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
     out.clusters = outbound_clusters(&scope, node, mesh, view, &mut notes);
     out.unsupported = notes.finish();
     out
+}
+
+/// Where the gateway listens for the servers of Gateway port `port`: as Istio's
+/// `MergeGateways`, a Gateway port that is a port of a Service selecting the gateway (in its
+/// namespace; the Kubernetes default `istio-ingressgateway` Service maps 80 to 8080 and 443 to
+/// 8443) is served on that Service's target port; any other port as written.
+pub(crate) fn target_port(node: &ProxyNode, view: &ConfigView, port: u32) -> u32 {
+    view.endpoints_at(&node.ip.to_string())
+        .filter(|(svc, _)| svc.namespace == node.namespace)
+        .find_map(|(_, e)| e.ports.get(&port).copied())
+        .unwrap_or(port)
 }
 
 /// What every server on one port shares.
