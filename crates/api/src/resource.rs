@@ -154,6 +154,11 @@ const KINDS: &[(&str, ApiGroup, KindId)] = &[
     ("Workload", WEFT, KindId::Workload),
 ];
 
+/// The names of every kind weft reads (`VirtualService`, `Service`, `Workload`, ...).
+pub fn kind_names() -> impl Iterator<Item = &'static str> {
+    KINDS.iter().map(|(name, _, _)| *name)
+}
+
 impl KindId {
     /// Istio kinds and weft's own have a schema weft owns whole: unknown fields are errors.
     pub(crate) fn strict(self) -> bool {

@@ -39,7 +39,7 @@ enum Command {
     /// them or as the proxy runs them (--admin).
     ProxyConfig(proxy_config::Args),
     /// Run a whole mesh on this machine: the control plane, a sidecar per workload, the
-    /// ingress gateway and the workloads of DIR (DESIGN.md "Local mode").
+    /// ingress gateway and the workloads of DIR, all on loopback addresses.
     Up(up::Args),
     /// Stop a mesh started with `weft up` (`--detach` or in another terminal).
     Down(up::DownArgs),

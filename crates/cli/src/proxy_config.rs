@@ -16,23 +16,24 @@ pub struct Args {
     /// What to show.
     #[arg(value_enum)]
     what: What,
-    /// The proxy: `name.namespace`, name, or node id. Optional with --admin.
+    /// The proxy: `name.namespace`, name, a Workload's name (one replica), or node id.
+    /// Optional with --admin.
     #[arg(value_name = "PROXY")]
     proxy: Option<String>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Short)]
     output: Format,
-    /// The control plane's monitoring address (its view of the proxy's config).
-    #[arg(
-        long = "control-plane",
-        default_value = "http://127.0.0.1:15014",
-        value_name = "URL",
-        conflicts_with = "admin"
-    )]
-    control_plane: String,
-    /// A proxy's admin address: what the proxy itself runs.
-    #[arg(long, value_name = "URL")]
+    /// The control plane's monitoring address (its view of the proxy's config). Default: the
+    /// local mesh `weft up` runs (found in the state directory), else http://127.0.0.1:15014.
+    #[arg(long = "control-plane", value_name = "URL", conflicts_with = "admin")]
+    control_plane: Option<String>,
+    /// What the proxy itself runs: its admin URL, or in a local mesh the proxy's name (its
+    /// admin address is looked up).
+    #[arg(long, value_name = "URL|PROXY")]
     admin: Option<String>,
+    /// The local mesh's state directory (as `weft up --state-dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -75,14 +76,19 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 fn fetch(args: &Args) -> Result<proto::Bootstrap, String> {
+    let state = args.state_dir.as_deref();
     let (base, path) = match (&args.admin, &args.proxy) {
-        (Some(admin), _) => (admin.as_str(), "/config_dump".to_owned()),
+        (Some(admin), _) => (
+            crate::up::state::admin_url(admin, state)?,
+            "/config_dump".to_owned(),
+        ),
         (None, Some(proxy)) => (
-            args.control_plane.as_str(),
+            crate::up::state::control_plane_url(args.control_plane.as_deref(), state),
             format!("/debug/config_dump?proxy={}", encode(proxy)),
         ),
-        (None, None) => return Err("name a PROXY (or give --admin URL)".to_owned()),
+        (None, None) => return Err("name a PROXY (or give --admin URL|PROXY)".to_owned()),
     };
+    let base = base.as_str();
     let r = http_get::get(base, &path)?;
     if r.status != 200 {
         return Err(format!(

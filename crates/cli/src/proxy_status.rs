@@ -11,20 +11,24 @@ use crate::table::Table;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The control plane's monitoring address.
-    #[arg(
-        long = "control-plane",
-        default_value = "http://127.0.0.1:15014",
-        value_name = "URL"
-    )]
-    control_plane: String,
-    /// Only this proxy (`name.namespace`, name, or node id).
+    /// The control plane's monitoring address. Default: the local mesh `weft up` runs
+    /// (found in the state directory), else http://127.0.0.1:15014.
+    #[arg(long = "control-plane", value_name = "URL")]
+    control_plane: Option<String>,
+    /// The local mesh's state directory (as `weft up --state-dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// Only this proxy (`name.namespace`, name, a Workload's name, or node id).
     #[arg(value_name = "PROXY")]
     proxy: Option<String>,
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let statuses = match fetch(&args.control_plane) {
+    let url = crate::up::state::control_plane_url(
+        args.control_plane.as_deref(),
+        args.state_dir.as_deref(),
+    );
+    let statuses = match fetch(&url) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("weft proxy-status: {e}");
@@ -35,7 +39,8 @@ pub fn run(args: &Args) -> ExitCode {
         .iter()
         .filter(|s| {
             args.proxy.as_deref().is_none_or(|p| {
-                s.proxy == p || s.node_id == p || s.proxy.split('.').next() == Some(p)
+                let (name, namespace) = s.proxy.split_once('.').unwrap_or((&s.proxy, ""));
+                s.node_id == p || weft_control::node::name_match(name, namespace, p).is_some()
             })
         })
         .collect();
@@ -48,7 +53,8 @@ pub fn run(args: &Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn fetch(base: &str) -> Result<Vec<SyncStatus>, String> {
+/// The control plane's `/debug/syncz` at `base`.
+pub fn fetch(base: &str) -> Result<Vec<SyncStatus>, String> {
     let r = http_get::get(base, "/debug/syncz")?;
     if r.status != 200 {
         return Err(format!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Mesh, children, free_port, stop, weft};
+use common::{Mesh, children, free_port, stop, weft, weft_fails};
 
 /// GET `/` through the gateway: the status and body, or None when nothing answers.
 fn get(port: u16) -> Option<(u16, String)> {
@@ -116,9 +116,57 @@ fn up_serves_through_the_gateway_applies_live_and_stops_cleanly() {
     assert!(yaml.contains("directResponse"), "{yaml}");
     let gw = weft(&state, &["get", "gateways"]);
     assert!(gw.contains("demo-gateway"), "{gw}");
+    // A kind that does not exist is an error, as in kubectl.
+    let typo = weft_fails(&state, &["get", "virtualservce"]);
+    assert!(typo.contains("did you mean \"virtualservice\""), "{typo}");
+
+    // proxy-status and proxy-config find the running mesh through the state directory, and
+    // take the names the CLI prints (a Workload's name for its only replica, the gateway's).
+    let status = weft(&state, &["proxy-status"]);
+    assert!(
+        status.contains("sleeper-v1-0.default") && status.contains("SYNCED"),
+        "{status}"
+    );
+    let listeners = weft(
+        &state,
+        &["proxy-config", "listeners", "istio-ingressgateway"],
+    );
+    assert!(
+        listeners.contains(&format!("127.0.0.1:{port}")),
+        "{listeners}"
+    );
+    let routes = weft(&state, &["proxy-config", "routes", "--admin", "sleeper-v1"]);
+    assert!(routes.contains("inbound|9080"), "{routes}");
+
+    // A Gateway port the gateway cannot bind: the apply fails, naming the proxy and why.
+    let taken = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let taken_port = taken.local_addr().expect("addr").port();
+    let bad = tmp.join("bad-gateway.yaml");
+    std::fs::write(
+        &bad,
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: taken}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n\
+             \x20 - port: {{number: {taken_port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n"
+        ),
+    )
+    .expect("write bad gateway");
+    let refused = weft_fails(&state, &["apply", "-f", bad.to_str().expect("utf-8")]);
+    assert!(
+        refused.contains("gateway/taken created")
+            && refused.contains("istio-ingressgateway-0.istio-system refused the new listeners"),
+        "{refused}"
+    );
+    weft(&state, &["delete", "-f", bad.to_str().expect("utf-8")]);
+    drop(taken);
 
     let out = weft(&state, &["delete", "-f", vs.to_str().expect("utf-8")]);
     assert!(out.contains("virtualservice/hello deleted"), "{out}");
+    let again = weft_fails(&state, &["delete", "-f", vs.to_str().expect("utf-8")]);
+    assert!(
+        again.contains("virtualservice \"hello\" not found"),
+        "{again}"
+    );
     until(port, Duration::from_secs(10), "route deleted", |s, _| {
         s == 404
     });

@@ -58,6 +58,36 @@ pub struct ProxyNode {
     pub locality: String,
 }
 
+/// How what a user types names a proxy (`weft proxy-status`, `proxy-config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NameMatch {
+    /// A Workload (or Deployment) name: the pod name less its replica suffix (`-0`), as
+    /// `istio-ingressgateway` for `istio-ingressgateway-0`. Good when only one proxy matches.
+    Workload,
+    /// The pod name (`reviews-v1-0`), with or without `.namespace`.
+    Exact,
+}
+
+/// Whether `wanted` (`name.namespace`, `name`, or a workload name with or without
+/// `.namespace`) names the proxy of pod `name` in `namespace`, and how.
+pub fn name_match(name: &str, namespace: &str, wanted: &str) -> Option<NameMatch> {
+    let (wanted_name, wanted_ns) = match wanted.split_once('.') {
+        Some((n, ns)) => (n, Some(ns)),
+        None => (wanted, None),
+    };
+    if wanted_ns.is_some_and(|ns| ns != namespace) {
+        return None;
+    }
+    if wanted_name == name {
+        return Some(NameMatch::Exact);
+    }
+    let workload = name
+        .rsplit_once('-')
+        .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(w, _)| w);
+    (workload == Some(wanted_name)).then_some(NameMatch::Workload)
+}
+
 /// Why a node id could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeIdError {
@@ -158,6 +188,49 @@ impl fmt::Display for ProxyNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_a_user_types_match_proxies() {
+        use NameMatch::{Exact, Workload};
+        let cases = [
+            ("reviews-v1-0", "default", "reviews-v1-0", Some(Exact)),
+            (
+                "reviews-v1-0",
+                "default",
+                "reviews-v1-0.default",
+                Some(Exact),
+            ),
+            ("reviews-v1-0", "default", "reviews-v1-0.prod", None),
+            ("reviews-v1-0", "default", "reviews-v1", Some(Workload)),
+            (
+                "reviews-v1-0",
+                "default",
+                "reviews-v1.default",
+                Some(Workload),
+            ),
+            ("reviews-v1-0", "default", "reviews", None),
+            (
+                "istio-ingressgateway-0",
+                "istio-system",
+                "istio-ingressgateway",
+                Some(Workload),
+            ),
+            (
+                "istio-ingressgateway-0",
+                "istio-system",
+                "istio-ingressgateway-0.istio-system",
+                Some(Exact),
+            ),
+            ("gw-x", "default", "gw", None),
+        ];
+        for (name, ns, wanted, want) in cases {
+            assert_eq!(
+                name_match(name, ns, wanted),
+                want,
+                "{wanted} vs {name}.{ns}"
+            );
+        }
+    }
 
     #[test]
     fn ids_parse_and_format_round_trip() {

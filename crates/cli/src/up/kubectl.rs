@@ -8,9 +8,11 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use weft_api::Severity;
+use weft_control::server::api::{NackInfo, SyncStatus};
 use yaml_serde::Value;
 
 use super::state::{self, RunningMesh};
@@ -195,7 +197,13 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
         eprintln!("weft apply: {}: {e}", applied.display());
         return ExitCode::from(2);
     }
-    let running = RunningMesh::read(&state).is_some();
+    let running = RunningMesh::read(&state);
+    // What the proxies had refused before, so that only this apply's refusals count.
+    let before = running
+        .as_ref()
+        .and_then(|m| m.monitoring_address)
+        .and_then(|a| crate::proxy_status::fetch(&format!("http://{a}")).ok());
+    let mut changed = false;
     for doc in &docs {
         let text = match yaml_serde::to_string(&doc.value) {
             Ok(t) => t,
@@ -210,21 +218,123 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
             Ok(_) => "configured",
             Err(_) => "created",
         };
-        if verb != "unchanged"
-            && let Err(e) = state::write_atomic(&file, text.as_bytes())
-        {
-            eprintln!("weft apply: {}: {e}", file.display());
-            return ExitCode::FAILURE;
+        if verb != "unchanged" {
+            if let Err(e) = state::write_atomic(&file, text.as_bytes()) {
+                eprintln!("weft apply: {}: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+            changed = true;
         }
         println!("{} {verb}", doc.display());
     }
-    if !running {
+    let Some(mesh) = running else {
         eprintln!(
             "weft apply: no mesh is running (state {}); the resources apply at the next `weft up`",
             state.display()
         );
+        return ExitCode::SUCCESS;
+    };
+    let (Some(monitoring), Some(before)) = (mesh.monitoring_address, before) else {
+        return ExitCode::SUCCESS;
+    };
+    let monitoring = format!("http://{monitoring}");
+    let code = if changed {
+        wait_for_acks(&monitoring, &before)
+    } else {
+        ExitCode::SUCCESS
+    };
+    // A Gateway applied: say where its ports can be reached.
+    if docs.iter().any(|d| d.kind == "Gateway") {
+        for line in gateway_reachable(&monitoring) {
+            println!("Ingress gateway {line}");
+        }
+    }
+    code
+}
+
+/// Where the local mesh's ingress gateway listens, as its control plane configures it.
+fn gateway_reachable(monitoring: &str) -> Vec<String> {
+    let path = format!(
+        "/debug/config_dump?proxy={}.{}",
+        super::plan::GATEWAY_NAME,
+        super::plan::GATEWAY_NAMESPACE
+    );
+    crate::http_get::get(monitoring, &path)
+        .ok()
+        .filter(|r| r.status == 200)
+        .and_then(|r| serde_json::from_str::<weft_xds::proto::Bootstrap>(&r.body).ok())
+        .map(|b| super::gateway::reachable(&b))
+        .unwrap_or_default()
+}
+
+/// How long `weft apply` waits for the proxies to take a change.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+/// The control plane reads a changed file within its poll interval and a quiet period; until
+/// then every proxy still looks in sync with the old config.
+const PICKUP: Duration = Duration::from_millis(500);
+
+/// Waits up to [`ACK_WAIT`] for every proxy to ACK what the control plane now has: SUCCESS when
+/// all did (or some are still catching up, said as a warning), FAILURE naming each proxy that
+/// refused it and why.
+fn wait_for_acks(monitoring: &str, before: &[SyncStatus]) -> ExitCode {
+    let start = Instant::now();
+    let refused_before = |s: &SyncStatus, what: &str, nack: &NackInfo| {
+        before.iter().any(|b| {
+            b.node_id == s.node_id && nack_of(b, what).is_some_and(|n| n.version == nack.version)
+        })
+    };
+    let mut last = Vec::new();
+    while start.elapsed() < ACK_WAIT {
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(now) = crate::proxy_status::fetch(monitoring) else {
+            continue;
+        };
+        let refusals: Vec<String> = now
+            .iter()
+            .flat_map(|s| {
+                ["clusters", "listeners", "routes"]
+                    .into_iter()
+                    .filter_map(move |what| Some((s, what, nack_of(s, what)?)))
+            })
+            .filter(|(s, what, nack)| !refused_before(s, what, nack))
+            .map(|(s, what, nack)| format!("{} refused the new {what}: {}", s.proxy, nack.reason))
+            .collect();
+        if !refusals.is_empty() {
+            for r in &refusals {
+                eprintln!("weft apply: {r}");
+            }
+            eprintln!(
+                "weft apply: {} refusal(s); those proxies keep their previous config \
+                 (`weft proxy-status` shows it)",
+                refusals.len()
+            );
+            return ExitCode::FAILURE;
+        }
+        if start.elapsed() >= PICKUP && now.iter().all(|s| s.in_sync) {
+            return ExitCode::SUCCESS;
+        }
+        last = now;
+    }
+    let behind: Vec<&str> = last
+        .iter()
+        .filter(|s| !s.in_sync)
+        .map(|s| s.proxy.as_str())
+        .collect();
+    if !behind.is_empty() {
+        eprintln!(
+            "weft apply: not yet ACKed after {ACK_WAIT:?} by {} (`weft proxy-status` follows it)",
+            behind.join(", ")
+        );
     }
     ExitCode::SUCCESS
+}
+
+fn nack_of<'a>(s: &'a SyncStatus, what: &str) -> Option<&'a NackInfo> {
+    match what {
+        "clusters" => s.clusters.last_nack.as_ref(),
+        "listeners" => s.listeners.last_nack.as_ref(),
+        _ => s.routes.last_nack.as_ref(),
+    }
 }
 
 pub fn delete(args: &DeleteArgs) -> ExitCode {
@@ -252,9 +362,13 @@ pub fn delete(args: &DeleteArgs) -> ExitCode {
                 Ok(()) => println!("{} deleted", doc.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if !args.ignore_not_found {
+                        // kubectl's words; a resource of weft up's DIR is edited in its file.
                         eprintln!(
-                            "weft delete: {} (namespace {}) is not applied (resources of weft up's DIR are edited in their files)",
-                            doc.display(),
+                            "Error from server (NotFound): {} {:?} not found in namespace {:?} \
+                             (`weft delete` removes what `weft apply` added; resources of \
+                             `weft up`'s DIR are removed from their files)",
+                            doc.kind.to_ascii_lowercase(),
+                            doc.name,
                             doc.namespace
                         );
                         failed = true;
@@ -302,10 +416,29 @@ fn canonical_kind(kind: &str) -> String {
     }
 }
 
+/// What `weft get` takes besides kinds.
+const GET_ALL: &str = "all";
+
 pub fn get(args: &GetArgs) -> ExitCode {
+    let want = canonical_kind(&args.kind);
+    if want != GET_ALL && !weft_api::resource::kind_names().any(|k| k.eq_ignore_ascii_case(&want)) {
+        // kubectl's words for a kind it does not know.
+        let known: Vec<String> = weft_api::resource::kind_names()
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let hint = weft_api::suggest::did_you_mean(&want, known.iter().map(String::as_str))
+            .map_or(String::new(), |k| format!("; did you mean {k:?}?"));
+        eprintln!(
+            "error: the server doesn't have a resource type {:?}{hint} (known: {}, all)",
+            args.kind,
+            known.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
     let state = state::state_dir(args.state_dir.as_deref());
     let mut files = Vec::new();
     if let Some(mesh) = RunningMesh::read(&state) {
+        files.extend(state::top_level_files(&state::builtin_dir(&state)).unwrap_or_default());
         files.extend(state::top_level_files(&mesh.dir).unwrap_or_default());
     }
     files.extend(state::top_level_files(&state::applied_dir(&state)).unwrap_or_default());
@@ -323,9 +456,8 @@ pub fn get(args: &GetArgs) -> ExitCode {
             docs.push(d);
         }
     }
-    let want = canonical_kind(&args.kind);
     docs.retain(|d| {
-        (want == "all" || d.kind.to_ascii_lowercase() == want)
+        (want == GET_ALL || d.kind.to_ascii_lowercase() == want)
             && args.name.as_ref().is_none_or(|n| *n == d.name)
             && args.namespace.as_ref().is_none_or(|n| *n == d.namespace)
     });

@@ -2,6 +2,7 @@
 //! and `down` read.
 //!
 //! ```text
+//! <state-dir>/builtin/            what every local mesh has: the ingress gateway's Service
 //! <state-dir>/applied/            resources added by `weft apply`, one file each (watched)
 //! <state-dir>/instances.yaml      the workload instances that run (watched by the control plane)
 //! <state-dir>/proxies/NAME.yaml   each proxy's bootstrap
@@ -38,6 +39,11 @@ pub fn applied_dir(state: &Path) -> PathBuf {
     state.join("applied")
 }
 
+/// What `weft up` adds to every mesh (the ingress gateway's Service), rewritten at each start.
+pub fn builtin_dir(state: &Path) -> PathBuf {
+    state.join("builtin")
+}
+
 pub fn mesh_file(state: &Path) -> PathBuf {
     state.join("mesh.json")
 }
@@ -65,6 +71,83 @@ impl RunningMesh {
     pub fn write(&self, state: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         write_atomic(&mesh_file(state), text.as_bytes())
+    }
+}
+
+/// Istio's monitoring address: where a control plane started without `--monitoring-address`
+/// serves.
+pub const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:15014";
+
+/// The control plane's monitoring URL for `proxy-status` and `proxy-config`: `flag` when
+/// given, else the running local mesh's (recorded in the state directory `state`, as
+/// `weft apply` finds it), else [`DEFAULT_CONTROL_PLANE`].
+pub fn control_plane_url(flag: Option<&str>, state: Option<&Path>) -> String {
+    if let Some(url) = flag {
+        return url.to_owned();
+    }
+    RunningMesh::read(&state_dir(state))
+        .and_then(|m| m.monitoring_address)
+        .map_or_else(
+            || DEFAULT_CONTROL_PLANE.to_owned(),
+            |a| format!("http://{a}"),
+        )
+}
+
+/// A proxy's admin URL: `proxy` as given when it is a URL, else the admin address in the
+/// bootstrap `weft up` wrote for it (`<state>/proxies/NAME.yaml`), the proxy named as the CLI
+/// prints it (`reviews-v1-0`, `reviews-v1-0.default`, `istio-ingressgateway`, or a Workload
+/// with one replica).
+pub fn admin_url(proxy: &str, state: Option<&Path>) -> Result<String, String> {
+    if proxy.contains("://") {
+        return Ok(proxy.to_owned());
+    }
+    let dir = state_dir(state).join("proxies");
+    let entries = std::fs::read_dir(&dir).map_err(|e| {
+        format!(
+            "{proxy:?} is no URL, and no local mesh has proxies in {}: {e}",
+            dir.display()
+        )
+    })?;
+    // (how the name matches, the proxy's admin address)
+    let mut found: Vec<(weft_control::node::NameMatch, String)> = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let Some(bootstrap) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| yaml_serde::from_str::<weft_xds::proto::Bootstrap>(&t).ok())
+        else {
+            continue;
+        };
+        let node = bootstrap.node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
+        let (Ok(node), Some(admin)) = (
+            weft_control::ProxyNode::parse_id(node),
+            bootstrap.admin.map(|a| a.address).filter(|a| !a.is_empty()),
+        ) else {
+            continue;
+        };
+        if let Some(how) = weft_control::node::name_match(&node.name, &node.namespace, proxy) {
+            found.push((how, admin));
+        }
+    }
+    let best = found.iter().map(|(how, _)| *how).max();
+    let best: Vec<&String> = found
+        .iter()
+        .filter(|(how, _)| Some(*how) == best)
+        .map(|(_, admin)| admin)
+        .collect();
+    match best[..] {
+        [admin] => Ok(format!("http://{admin}")),
+        [] => Err(format!(
+            "no proxy {proxy:?} in the local mesh ({})",
+            dir.display()
+        )),
+        _ => Err(format!(
+            "{proxy:?} names {} proxies; name one replica",
+            best.len()
+        )),
     }
 }
 

@@ -32,6 +32,23 @@ pub fn weft(state: &Path, args: &[&str]) -> String {
     text
 }
 
+/// Runs `weft ARGS --state-dir STATE`, which must fail; its output.
+pub fn weft_fails(state: &Path, args: &[&str]) -> String {
+    let out = Command::new(WEFT)
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("run weft");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "weft {args:?} succeeded: {text}");
+    text
+}
+
 /// The direct children of `pid`, from /proc.
 pub fn children(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

@@ -341,25 +341,22 @@ impl MeshSource {
             let proxies = lock(&self.inner.proxies);
             proxies
                 .get(proxy)
-                .or_else(|| {
-                    let mut named = proxies
-                        .values()
-                        .filter(|s| proxy_name_matches(&s.node, proxy));
-                    let first = named.next()?;
-                    named.next().is_none().then_some(first)
-                })
                 .map(|s| s.node.clone())
+                .or_else(|| best_named(proxies.values().map(|s| &s.node), proxy).cloned())
         };
         let state = self.state();
         let node = match connected {
             Some(node) => node,
             None => {
                 let parsed = ProxyNode::parse_id(proxy).ok().or_else(|| {
-                    let inst = state.view.registry().instances().iter().find(|i| {
-                        let probe = ProxyNode::for_instance(ProxyKind::Sidecar, i);
-                        proxy_name_matches(&probe, proxy)
-                    })?;
-                    Some(ProxyNode::for_instance(ProxyKind::Sidecar, inst))
+                    let probes: Vec<ProxyNode> = state
+                        .view
+                        .registry()
+                        .instances()
+                        .iter()
+                        .map(|i| ProxyNode::for_instance(ProxyKind::Sidecar, i))
+                        .collect();
+                    best_named(probes.iter(), proxy).cloned()
                 })?;
                 Self::node(&state, &parsed.id()).ok()?
             }
@@ -377,9 +374,24 @@ impl MeshSource {
     }
 }
 
-/// `name.namespace` or, without a dot, `name`.
-fn proxy_name_matches(node: &ProxyNode, wanted: &str) -> bool {
-    wanted == format!("{}.{}", node.name, node.namespace) || wanted == node.name
+/// The one node `wanted` names best ([`crate::node::name_match`]): an exact pod name, else
+/// the only proxy of the workload named. None when nothing, or more than one, matches best.
+fn best_named<'a>(
+    nodes: impl Iterator<Item = &'a ProxyNode>,
+    wanted: &str,
+) -> Option<&'a ProxyNode> {
+    let mut best: Option<(crate::node::NameMatch, &ProxyNode, bool)> = None;
+    for node in nodes {
+        let Some(how) = crate::node::name_match(&node.name, &node.namespace, wanted) else {
+            continue;
+        };
+        best = match best {
+            Some((b, first, _)) if b == how => Some((b, first, true)),
+            Some((b, first, twice)) if b > how => Some((b, first, twice)),
+            _ => Some((how, node, false)),
+        };
+    }
+    best.and_then(|(_, node, twice)| (!twice).then_some(node))
 }
 
 /// The translation's resources as the transport carries them.
@@ -536,6 +548,28 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_workload_name_names_its_only_replica() {
+        let node = |id: &str| ProxyNode::parse_id(id).expect("node id");
+        let nodes = [
+            node("sidecar~127.0.1.1~reviews-v1-0.default~default.svc.cluster.local"),
+            node("sidecar~127.0.1.2~reviews-v2-0.default~default.svc.cluster.local"),
+            node("sidecar~127.0.1.3~reviews-v2-1.default~default.svc.cluster.local"),
+            node(
+                "router~127.0.0.1~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local",
+            ),
+        ];
+        let named = |wanted: &str| best_named(nodes.iter(), wanted).map(|n| n.name.as_str());
+        assert_eq!(named("reviews-v1"), Some("reviews-v1-0"));
+        assert_eq!(named("reviews-v2-1.default"), Some("reviews-v2-1"));
+        assert_eq!(named("reviews-v2"), None, "two replicas: ambiguous");
+        assert_eq!(
+            named("istio-ingressgateway"),
+            Some("istio-ingressgateway-0")
+        );
+        assert_eq!(named("ratings"), None);
+    }
     use super::*;
     use crate::server::instances::parse;
 
