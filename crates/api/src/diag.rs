@@ -138,4 +138,6 @@ pub mod code {
     pub const DELEGATE_NOT_EXPORTED: &str = "WA0114";
     /// A delegate VirtualService (no hosts) that no VirtualService delegates to.
     pub const DELEGATE_NOT_REFERENCED: &str = "WA0115";
+    /// A Workload whose command or workingDir cannot be found on this machine.
+    pub const WORKLOAD_NOT_RUNNABLE: &str = "WA0116";
 }

@@ -77,6 +77,7 @@ fn each_code_once_with_exact_message_and_location() {
         code::DELEGATE_HAS_HOSTS,
         code::DELEGATE_NOT_EXPORTED,
         code::DELEGATE_NOT_REFERENCED,
+        code::WORKLOAD_NOT_RUNNABLE,
     ];
     for c in all {
         assert_eq!(

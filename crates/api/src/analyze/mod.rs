@@ -29,6 +29,8 @@ pub struct Report {
     pub diagnostics: Vec<Diagnostic>,
     /// Resources that loaded (and so were analyzed).
     pub resources: usize,
+    /// Resources read but not loaded: each broke its schema or a field rule (WA0003).
+    pub rejected: usize,
     pub files: usize,
     /// Some input could not be read or parsed.
     pub unreadable: bool,
@@ -49,9 +51,16 @@ pub fn analyze_paths<P: AsRef<Path>>(paths: &[P]) -> Report {
     let mut diagnostics = loaded.diagnostics.clone();
     diagnostics.extend(analyze(&loaded.resources));
     sort(&mut diagnostics);
+    let rejected: std::collections::BTreeSet<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error && d.code == crate::diag::code::SCHEMA)
+        .filter_map(|d| d.resource.as_ref().map(ToString::to_string))
+        .collect();
     Report {
         unreadable: loaded.unreadable(),
         resources: loaded.resources.len(),
+        rejected: rejected.len(),
         files: loaded.files,
         diagnostics,
     }

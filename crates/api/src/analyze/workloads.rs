@@ -13,6 +13,64 @@ pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     port_protocols(mesh, out);
     app_version_labels(mesh, out);
     ports_selected_twice(mesh, out);
+    runnable_workloads(mesh, out);
+}
+
+/// A Workload `weft up` could not start on this machine: a command found neither as a path
+/// nor in `PATH` (`weft` itself always runs), or a `workingDir` that is no directory. A
+/// warning, since the machine that runs the mesh may differ. `workingDir` is relative to the
+/// directory of the Workload's file (`weft up DIR` reads DIR's top-level files).
+fn runnable_workloads(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    for r in mesh.resources {
+        let Spec::Workload(w) = &r.spec else { continue };
+        let base = r
+            .origin
+            .as_ref()
+            .and_then(|o| o.source.path.parent())
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let dir = w.working_dir.as_ref().map(|d| base.join(d));
+        if let Some(d) = &dir
+            && !d.is_dir()
+        {
+            out.push(finding(
+                r,
+                "spec.workingDir",
+                Severity::Warning,
+                code::WORKLOAD_NOT_RUNNABLE,
+                format!(
+                    "{} is not a directory (workingDir is relative to the directory of this file)",
+                    d.display()
+                ),
+            ));
+        }
+        let Some(program) = w.command.first() else {
+            continue;
+        };
+        if program == "weft" || found_program(program, dir.as_deref().unwrap_or(&base)) {
+            continue;
+        }
+        out.push(finding(
+            r,
+            "spec.command[0]",
+            Severity::Warning,
+            code::WORKLOAD_NOT_RUNNABLE,
+            format!(
+                "{program:?} is found neither as a path nor in PATH on this machine \
+                 (`weft ...` runs weft itself: the demo apps are `weft example <app>`)"
+            ),
+        ));
+    }
+}
+
+/// Whether `program` can be started: a path (relative to `cwd`, as a child started there
+/// sees it) that exists, or a name found in one of `PATH`'s directories.
+fn found_program(program: &str, cwd: &std::path::Path) -> bool {
+    if program.contains('/') {
+        return cwd.join(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
 
 /// Istio's protocols, as a Service port name prefix (`http-web`) or `appProtocol` names them.
@@ -194,5 +252,46 @@ fn ports_selected_twice(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::code;
+
+    #[test]
+    fn workloads_that_cannot_start_here_are_warned_of() {
+        let dir = std::env::temp_dir().join(format!("weft-runnable-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("app")).expect("mkdir");
+        let yaml = |command: &str, working_dir: &str| {
+            format!(
+                "apiVersion: weft.dev/v1alpha1\nkind: Workload\n\
+                 metadata: {{name: w, labels: {{app: w, version: v1}}}}\n\
+                 spec: {{command: {command}, workingDir: {working_dir}}}\n"
+            )
+        };
+        let findings = |command: &str, working_dir: &str| -> Vec<String> {
+            let loaded = crate::load_str(dir.join("mesh.yaml"), &yaml(command, working_dir));
+            super::super::analyze(&loaded.resources)
+                .into_iter()
+                .filter(|d| d.code == code::WORKLOAD_NOT_RUNNABLE)
+                .map(|d| format!("{}: {}", d.field.unwrap_or_default(), d.message))
+                .collect()
+        };
+        // weft itself, a program in PATH, and a path relative to workingDir all run.
+        assert!(findings("[weft, example, reviews]", "app").is_empty());
+        assert!(findings("[sh, -c, 'true']", "app").is_empty());
+        std::fs::write(dir.join("app/run.sh"), "").expect("write");
+        assert!(findings("[./run.sh]", "app").is_empty());
+        // workingDir is relative to the file's directory, and must be a directory.
+        let missing = findings("[weft, example, reviews]", "nowhere");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].starts_with("spec.workingDir: ") && missing[0].contains("nowhere"),
+            "{missing:?}"
+        );
+        let unknown = findings("[./run.sh]", "nowhere");
+        assert_eq!(unknown.len(), 2, "{unknown:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

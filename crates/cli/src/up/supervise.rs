@@ -214,14 +214,17 @@ async fn supervise(
             cmd.current_dir(dir);
         }
         match cmd.spawn() {
-            Err(e) => out.event(
-                false,
-                &format!(
-                    "[{}] cannot start {}: {e}",
-                    spec.label,
-                    spec.program.display()
-                ),
-            ),
+            Err(e) => {
+                // A missing working directory fails the spawn with the same error as a missing
+                // program: say which it is.
+                let why = match &spec.cwd {
+                    Some(dir) if !dir.is_dir() => {
+                        format!("working directory {}: not a directory", dir.display())
+                    }
+                    _ => format!("{}: {e}", spec.program.display()),
+                };
+                out.event(false, &format!("[{}] cannot start: {why}", spec.label));
+            }
             Ok(mut child) => {
                 let group = child
                     .id()
