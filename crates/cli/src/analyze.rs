@@ -103,9 +103,13 @@ fn print_text(
             report.resources, report.files
         )
     } else {
+        let rejected = match report.rejected {
+            0 => String::new(),
+            n => format!(" ({n} more rejected for their errors)"),
+        };
         writeln!(
             out,
-            "{e} error(s), {w} warning(s), {i} info in {} resource(s) from {} file(s).",
+            "{e} error(s), {w} warning(s), {i} info in {} resource(s){rejected} from {} file(s).",
             report.resources, report.files
         )
     }

@@ -15,7 +15,8 @@ pub struct Args {
     #[arg(long = "config", required = true, num_args = 1.., value_name = "PATH")]
     config: Vec<PathBuf>,
     /// The workload instances that run (a YAML list: name, namespace, labels,
-    /// serviceAccount, ip, appHost, ports), watched. See `weft_control::server::instances`.
+    /// serviceAccount, ip, appHost, ports, ready), watched; the README's `--instances`
+    /// section shows the format.
     #[arg(long, value_name = "FILE")]
     instances: Option<PathBuf>,
     /// Istio mesh config (`meshConfig` fields: outboundTrafficPolicy, rootNamespace, ...).

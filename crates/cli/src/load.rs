@@ -34,6 +34,14 @@ pub struct Args {
     /// Extra request header `name: value`; repeatable.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
+    /// Send as this workload of the local mesh (`sleep`, `productpage-v1-0`): through its
+    /// sidecar's outbound port, so that mesh names (`http://httpbin:8000`) resolve and its
+    /// routing rules apply, as from inside the mesh. Otherwise HTTP_PROXY is honoured.
+    #[arg(long, value_name = "WORKLOAD")]
+    from: Option<String>,
+    /// The local mesh's state directory, for --from (as `weft up --state-dir`).
+    #[arg(long, value_name = "DIR", requires = "from")]
+    state_dir: Option<std::path::PathBuf>,
     /// The http:// URL to GET.
     url: String,
 }
@@ -122,10 +130,16 @@ fn plan(args: &Args) -> Result<Plan, String> {
         (None, Some(t)) => Budget::Duration(t),
         (None, None) => Budget::Duration(DEFAULT_DURATION),
     };
-    let proxy = std::env::var("HTTP_PROXY")
-        .ok()
-        .or_else(|| std::env::var("http_proxy").ok())
-        .filter(|p| !p.is_empty());
+    let proxy = match &args.from {
+        Some(workload) => Some(crate::up::state::sidecar_outbound(
+            workload,
+            args.state_dir.as_deref(),
+        )?),
+        None => std::env::var("HTTP_PROXY")
+            .ok()
+            .or_else(|| std::env::var("http_proxy").ok())
+            .filter(|p| !p.is_empty()),
+    };
     Ok(Plan {
         target,
         headers,

@@ -9,6 +9,7 @@ mod proxy_config;
 mod proxy_status;
 mod table;
 mod up;
+mod version;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,15 @@ enum Command {
     /// Run one of the demo applications (productpage, details, reviews, ratings, httpbin).
     #[command(hide = true)]
     Example(example::Args),
+    /// Print a shell completion script: `source <(weft completion bash)`, as `istioctl
+    /// completion` does.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print weft's version and the running control plane's (as `istioctl version`).
+    Version(version::Args),
 }
 
 fn main() -> ExitCode {
@@ -79,5 +89,11 @@ fn main() -> ExitCode {
         ),
         Command::Load(args) => load::run(args),
         Command::Example(args) => example::run(args),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "weft", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Version(args) => version::run(&args),
     }
 }

@@ -104,3 +104,26 @@ fn threshold_hides_lower_severities() {
     assert!(!stdout(&o).contains("WA0106"));
     assert!(stdout(&o).contains("1 warning(s)"), "{}", stdout(&o));
 }
+
+#[test]
+fn completion_scripts_name_the_commands() {
+    let bash = weft(&["completion", "bash"]);
+    assert_eq!(bash.status.code(), Some(0));
+    let script = stdout(&bash);
+    assert!(
+        script.contains("complete -F") && script.contains("proxy-status"),
+        "{script}"
+    );
+    let zsh = weft(&["completion", "zsh"]);
+    assert!(
+        stdout(&zsh).starts_with("#compdef weft"),
+        "{}",
+        stdout(&zsh)
+    );
+    let wrong = weft(&["completion", "tcsh"]);
+    assert_eq!(
+        wrong.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}

@@ -109,6 +109,16 @@ fn circuit_breaking_and_mirroring_through_the_mesh() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // `weft load --from WORKLOAD` sends as that workload does, through its sidecar.
+    let from = Command::new(WEFT)
+        .args(["load", "--from", "httpbin-v1", "--state-dir"])
+        .arg(&state)
+        .args(["-c", "1", "-n", "3", "http://httpbin:8000/get"])
+        .output()
+        .expect("weft load --from");
+    let text = String::from_utf8_lossy(&from.stdout);
+    assert!(text.contains("Code 200 : 3 (100.0 %)"), "{text}");
+
     // The task's DestinationRule (maxConnections 1, http1MaxPendingRequests 1) is in
     // httpbin.yaml: one connection never trips it, three concurrent ones do.
     let one = load(&pod_ip, 1, 30, "http://httpbin:8000/get");

@@ -122,6 +122,13 @@ fn up_serves_through_the_gateway_applies_live_and_stops_cleanly() {
 
     // proxy-status and proxy-config find the running mesh through the state directory, and
     // take the names the CLI prints (a Workload's name for its only replica, the gateway's).
+    let version = weft(&state, &["version"]);
+    let v = env!("CARGO_PKG_VERSION");
+    assert!(
+        version.contains(&format!("client version: {v}"))
+            && version.contains(&format!("control plane version: {v}")),
+        "{version}"
+    );
     let status = weft(&state, &["proxy-status"]);
     assert!(
         status.contains("sleeper-v1-0.default") && status.contains("SYNCED"),

@@ -151,6 +151,9 @@ impl ConfigHandler for Handler {
     fn connection_changed(&mut self, connected: bool) {
         if connected {
             tracing::info!("xds: connected");
+        } else if *self.shared.shutdown.borrow() {
+            // Stopping: the stream ends because the proxy does; nothing to warn of.
+            tracing::debug!("xds: disconnected (stopping)");
         } else {
             tracing::warn!("xds: disconnected; serving the last config while reconnecting");
         }

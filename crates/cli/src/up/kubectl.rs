@@ -37,6 +37,7 @@ pub struct DeleteArgs {
     /// Do not fail for resources that are not applied.
     #[arg(long)]
     ignore_not_found: bool,
+    /// The mesh's state directory (as `weft up --state-dir`).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 }
@@ -53,6 +54,7 @@ pub struct GetArgs {
     /// `yaml` prints the resources themselves.
     #[arg(short = 'o', long = "output", value_name = "FORMAT")]
     output: Option<String>,
+    /// The mesh's state directory (as `weft up --state-dir`).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 }

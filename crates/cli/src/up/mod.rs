@@ -33,6 +33,8 @@ use replicas::{Launch, Replicas};
 use state::RunningMesh;
 use supervise::{Output, Supervisor};
 
+/// Set in the environment of a `weft up` that `--detach` started (its log then says how it stops).
+const DETACHED_ENV: &str = "WEFT_UP_DETACHED";
 /// How long a child may take to exit after SIGTERM (proxies drain for 1 s).
 const GRACE: Duration = Duration::from_secs(5);
 /// How long start-up waits for a proxy's first config before going on without it.
@@ -113,9 +115,24 @@ pub fn run(args: Args) -> ExitCode {
         eprintln!("weft up: {}: {e}", builtin.display());
         return ExitCode::from(2);
     }
+    let restored = state::top_level_files(&applied).unwrap_or_default();
+    if !restored.is_empty() {
+        // Applied resources outlive a mesh, as a cluster's would: say so, whatever DIR is.
+        let names: Vec<String> = restored
+            .iter()
+            .filter_map(|p| p.file_stem()?.to_str().map(str::to_owned))
+            .collect();
+        println!(
+            "Restoring {} resource(s) applied earlier, from {} ({}); `weft delete -f FILE` \
+             removes them",
+            restored.len(),
+            applied.display(),
+            names.join(", ")
+        );
+    }
     let mut all = state::top_level_files(&builtin).unwrap_or_default();
     all.extend(files.iter().cloned());
-    all.extend(state::top_level_files(&applied).unwrap_or_default());
+    all.extend(restored);
     let loaded = weft_api::load_paths(&all);
     for d in &loaded.diagnostics {
         if d.severity >= Severity::Warning {
@@ -425,7 +442,12 @@ impl Up {
             ),
         }
         self.out.text(&format!(
-            "Apply more config with `weft apply -f FILE`; Ctrl-C stops the mesh. State: {}",
+            "Apply more config with `weft apply -f FILE`; {} stops the mesh. State: {}",
+            if std::env::var_os(DETACHED_ENV).is_some() {
+                "`weft down`"
+            } else {
+                "Ctrl-C"
+            },
             self.state.display()
         ));
         self.out.text("");
@@ -482,6 +504,7 @@ fn detach(state: &Path) -> ExitCode {
         .stdout(file)
         .stderr(err)
         .env("NO_COLOR", "1")
+        .env(DETACHED_ENV, "1")
         .process_group(0)
         .spawn()
     {

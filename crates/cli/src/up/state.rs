@@ -101,15 +101,37 @@ pub fn admin_url(proxy: &str, state: Option<&Path>) -> Result<String, String> {
     if proxy.contains("://") {
         return Ok(proxy.to_owned());
     }
+    let (_, bootstrap) = local_proxy(proxy, state)?;
+    let admin = bootstrap.admin.map(|a| a.address).unwrap_or_default();
+    if admin.is_empty() {
+        return Err(format!("proxy {proxy:?} has no admin address"));
+    }
+    Ok(format!("http://{admin}"))
+}
+
+/// The outbound (explicit HTTP proxy) address of the sidecar of `workload` in the local mesh:
+/// what its app has as `HTTP_PROXY`.
+pub fn sidecar_outbound(workload: &str, state: Option<&Path>) -> Result<String, String> {
+    let (node, _) = local_proxy(workload, state)?;
+    if node.kind != weft_control::ProxyKind::Sidecar {
+        return Err(format!("{workload:?} is no workload with a sidecar"));
+    }
+    Ok(format!(
+        "http://{}",
+        std::net::SocketAddr::new(node.ip, super::plan::OUTBOUND_PORT)
+    ))
+}
+
+/// The proxy of the local mesh that `name` names best ([`weft_control::node::name_match`]),
+/// from the bootstraps `weft up` wrote: its node and bootstrap.
+fn local_proxy(
+    name: &str,
+    state: Option<&Path>,
+) -> Result<(weft_control::ProxyNode, weft_xds::proto::Bootstrap), String> {
     let dir = state_dir(state).join("proxies");
-    let entries = std::fs::read_dir(&dir).map_err(|e| {
-        format!(
-            "{proxy:?} is no URL, and no local mesh has proxies in {}: {e}",
-            dir.display()
-        )
-    })?;
-    // (how the name matches, the proxy's admin address)
-    let mut found: Vec<(weft_control::node::NameMatch, String)> = Vec::new();
+    let entries = std::fs::read_dir(&dir)
+        .map_err(|e| format!("no local mesh has proxies in {}: {e}", dir.display()))?;
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "yaml") {
@@ -121,33 +143,26 @@ pub fn admin_url(proxy: &str, state: Option<&Path>) -> Result<String, String> {
         else {
             continue;
         };
-        let node = bootstrap.node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
-        let (Ok(node), Some(admin)) = (
-            weft_control::ProxyNode::parse_id(node),
-            bootstrap.admin.map(|a| a.address).filter(|a| !a.is_empty()),
-        ) else {
+        let id = bootstrap.node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
+        let Ok(node) = weft_control::ProxyNode::parse_id(id) else {
             continue;
         };
-        if let Some(how) = weft_control::node::name_match(&node.name, &node.namespace, proxy) {
-            found.push((how, admin));
+        if let Some(how) = weft_control::node::name_match(&node.name, &node.namespace, name) {
+            found.push((how, node, bootstrap));
         }
     }
-    let best = found.iter().map(|(how, _)| *how).max();
-    let best: Vec<&String> = found
-        .iter()
-        .filter(|(how, _)| Some(*how) == best)
-        .map(|(_, admin)| admin)
-        .collect();
-    match best[..] {
-        [admin] => Ok(format!("http://{admin}")),
-        [] => Err(format!(
-            "no proxy {proxy:?} in the local mesh ({})",
+    let best = found.iter().map(|(how, _, _)| *how).max();
+    found.retain(|(how, _, _)| Some(*how) == best);
+    match found.len() {
+        1 => {
+            let (_, node, bootstrap) = found.remove(0);
+            Ok((node, bootstrap))
+        }
+        0 => Err(format!(
+            "no proxy {name:?} in the local mesh ({})",
             dir.display()
         )),
-        _ => Err(format!(
-            "{proxy:?} names {} proxies; name one replica",
-            best.len()
-        )),
+        n => Err(format!("{name:?} names {n} proxies; name one replica")),
     }
 }
 

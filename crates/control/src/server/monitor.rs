@@ -71,6 +71,7 @@ fn respond(xds: &XdsServer<MeshSource>, req: &Request<Incoming>) -> Response<Ful
     let query = req.uri().query().unwrap_or("");
     match req.uri().path() {
         "/ready" => text(StatusCode::OK, "ready\n".into()),
+        "/version" => text(StatusCode::OK, format!("{}\n", env!("CARGO_PKG_VERSION"))),
         "/debug/syncz" => json(&syncz(xds)),
         "/debug/config_errors" => json(&config_errors(xds.source())),
         "/debug/config_dump" => match query_param(query, "proxy") {
@@ -88,7 +89,7 @@ fn respond(xds: &XdsServer<MeshSource>, req: &Request<Incoming>) -> Response<Ful
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "monitoring: /ready /debug/syncz /debug/config_dump?proxy=P /debug/config_errors\n"
+            "monitoring: /ready /version /debug/syncz /debug/config_dump?proxy=P /debug/config_errors\n"
                 .into(),
         ),
     }

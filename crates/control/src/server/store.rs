@@ -14,7 +14,7 @@
 //! kind/namespace/name the later one wins, as applying the files in order would
 //! (weft-api's `Loaded::effective`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -216,6 +216,7 @@ fn load_file(path: &Path, stamp: Stamp, prev: Option<&FileState>) -> FileState {
 }
 
 fn snapshot(files: &BTreeMap<(usize, PathBuf), FileState>, generation: u64) -> ConfigSnapshot {
+    warn_replaced(files.values().flat_map(|f| f.resources.iter()));
     let all = Loaded {
         files: files.len(),
         resources: files
@@ -228,6 +229,35 @@ fn snapshot(files: &BTreeMap<(usize, PathBuf), FileState>, generation: u64) -> C
         generation,
         resources: all.effective().into_iter().cloned().collect(),
         errors: files.values().filter_map(|f| f.error.clone()).collect(),
+    }
+}
+
+/// Warns of each resource a later file defines again (as `weft analyze`'s WA0006 does): the
+/// later definition is the one in force, which is easy to miss when a directory of task files
+/// is loaded whole.
+fn warn_replaced<'a>(resources: impl Iterator<Item = &'a Resource>) {
+    let mut first: HashMap<(&str, &str, &str), &'a Resource> = HashMap::new();
+    for r in resources {
+        let key = (r.kind(), r.namespace(), r.name());
+        let Some(earlier) = first.insert(key, r) else {
+            continue;
+        };
+        let file = |r: &Resource| {
+            r.origin
+                .as_ref()
+                .map_or_else(String::new, |o| o.source.path.display().to_string())
+        };
+        if file(earlier) != file(r) {
+            tracing::warn!(
+                "{} {}/{} in {} replaces its definition in {} (files apply in order, as \
+                 kubectl apply does; the later one is in force)",
+                r.kind(),
+                r.namespace(),
+                r.name(),
+                file(r),
+                file(earlier)
+            );
+        }
     }
 }
 
