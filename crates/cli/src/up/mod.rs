@@ -160,7 +160,10 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log_level.clone());
+    // Rejected files are reported by `weft up` itself (`Replicas::follow`), once and on stdout
+    // with the rest of its events; the control plane's store would say it again.
+    let filter = std::env::var("RUST_LOG")
+        .unwrap_or_else(|_| format!("{},weft_control::server::store=error", args.log_level));
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)

@@ -438,8 +438,9 @@ impl Replicas {
         }
     }
 
-    /// Reports files whose rejected version changes a Workload (once per version): the
-    /// control plane keeps their last good version, and so do the running replicas.
+    /// Reports each rejected version of a file once, with its errors: the control plane keeps
+    /// the file's last good version, and so do the running replicas. (The control plane's own
+    /// warning of it is silenced in `weft up`, so that it is said once.)
     fn report_rejected(
         &self,
         config: &ConfigSnapshot,
@@ -455,30 +456,27 @@ impl Replicas {
             if !reported.insert((e.path.clone(), e.since)) {
                 continue;
             }
-            let workload_errors: Vec<_> = e
+            let errors: Vec<_> = e
                 .diagnostics
                 .iter()
-                .filter(|d| {
-                    d.severity == Severity::Error
-                        && d.resource.as_ref().is_some_and(|r| r.kind == "Workload")
-                })
+                .filter(|d| d.severity == Severity::Error)
                 .collect();
-            if workload_errors.is_empty() {
-                continue;
-            }
+            let workloads = errors
+                .iter()
+                .any(|d| d.resource.as_ref().is_some_and(|r| r.kind == "Workload"));
             let kept = if e.previous_in_force {
                 "its previous version stays in force"
             } else {
                 "none of its resources are in force"
             };
-            self.out.event(
-                false,
-                &format!(
-                    "{}: Workload change not applied ({kept}):",
-                    e.path.display()
-                ),
-            );
-            for d in workload_errors {
+            let what = if workloads {
+                "Workload change not applied"
+            } else {
+                "edit not applied"
+            };
+            self.out
+                .event(false, &format!("{}: {what} ({kept}):", e.path.display()));
+            for d in errors {
                 self.out.text(&format!("  {d}"));
             }
         }
