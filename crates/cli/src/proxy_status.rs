@@ -11,24 +11,15 @@ use crate::table::Table;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The control plane's monitoring address. Default: the local mesh `weft up` runs
-    /// (found in the state directory), else http://127.0.0.1:15014.
-    #[arg(long = "control-plane", value_name = "URL")]
-    control_plane: Option<String>,
-    /// The local mesh's state directory (as `weft up --state-dir`).
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    mesh: crate::up::state::ControlPlaneArgs,
     /// Only this proxy (`name.namespace`, name, a Workload's name, or node id).
     #[arg(value_name = "PROXY")]
     proxy: Option<String>,
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let url = crate::up::state::control_plane_url(
-        args.control_plane.as_deref(),
-        args.state_dir.as_deref(),
-    );
-    let statuses = match fetch(&url) {
+    let statuses = match fetch(&args.mesh.url()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("weft proxy-status: {e}");

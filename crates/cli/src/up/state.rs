@@ -78,6 +78,26 @@ impl RunningMesh {
 /// serves.
 pub const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:15014";
 
+/// Where a command finds the control plane: `--control-plane`, else the local mesh's state
+/// directory (shared by `proxy-status`, `proxy-config` and `version`).
+#[derive(Debug, clap::Args)]
+pub struct ControlPlaneArgs {
+    /// The control plane's monitoring address. Default: the local mesh `weft up` runs (found
+    /// in the state directory), else http://127.0.0.1:15014.
+    #[arg(long = "control-plane", value_name = "URL")]
+    pub control_plane: Option<String>,
+    /// The local mesh's state directory (as `weft up --state-dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ControlPlaneArgs {
+    /// The monitoring URL ([`control_plane_url`]).
+    pub fn url(&self) -> String {
+        control_plane_url(self.control_plane.as_deref(), self.state_dir.as_deref())
+    }
+}
+
 /// The control plane's monitoring URL for `proxy-status` and `proxy-config`: `flag` when
 /// given, else the running local mesh's (recorded in the state directory `state`, as
 /// `weft apply` finds it), else [`DEFAULT_CONTROL_PLANE`].

@@ -16,7 +16,8 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-pub fn weft(state: &Path, args: &[&str]) -> String {
+/// Runs `weft ARGS --state-dir STATE`: whether it succeeded, and its output.
+fn run_weft(state: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(WEFT)
         .args(args)
         .arg("--state-dir")
@@ -28,24 +29,20 @@ pub fn weft(state: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "weft {args:?}: {text}");
+    (out.status.success(), text)
+}
+
+/// Runs `weft ARGS --state-dir STATE`, which must succeed; its output.
+pub fn weft(state: &Path, args: &[&str]) -> String {
+    let (ok, text) = run_weft(state, args);
+    assert!(ok, "weft {args:?}: {text}");
     text
 }
 
 /// Runs `weft ARGS --state-dir STATE`, which must fail; its output.
 pub fn weft_fails(state: &Path, args: &[&str]) -> String {
-    let out = Command::new(WEFT)
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .expect("run weft");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "weft {args:?} succeeded: {text}");
+    let (ok, text) = run_weft(state, args);
+    assert!(!ok, "weft {args:?} succeeded: {text}");
     text
 }
 
