@@ -120,6 +120,7 @@ impl EndpointPools {
                 http: http.clone(),
                 target: target.clone(),
                 tls: config.map(|(c, name)| (tokio_rustls::TlsConnector::from(c), name)),
+                handshake_timeout: cluster.connect_timeout(),
             };
         let with = |pick: fn(&ClientTls) -> &Arc<rustls::ClientConfig>| {
             tls.as_ref()
@@ -163,6 +164,10 @@ pub struct EndpointConnector {
     http: HttpConnector,
     target: Uri,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    /// The TLS handshake's bound: the cluster's connect timeout, as for the TCP connect (a
+    /// server that accepts and never answers must not hold the request until the route
+    /// timeout, or forever without one).
+    handshake_timeout: std::time::Duration,
 }
 
 impl tower_service::Service<Uri> for EndpointConnector {
@@ -177,16 +182,57 @@ impl tower_service::Service<Uri> for EndpointConnector {
     fn call(&mut self, _request_uri: Uri) -> Self::Future {
         let connecting = self.http.call(self.target.clone());
         let tls = self.tls.clone();
+        let handshake_timeout = self.handshake_timeout;
         Box::pin(async move {
             let tcp = connecting.await?;
             let Some((connector, name)) = tls else {
                 return Ok(MaybeHttpsStream::Http(tcp));
             };
-            let stream = connector
-                .connect(name, TokioIo::new(tcp))
+            let handshake = connector.connect(name, TokioIo::new(tcp));
+            let stream = tokio::time::timeout(handshake_timeout, handshake)
                 .await
+                .map_err(|_| format!("TLS handshake: timed out after {handshake_timeout:?}"))?
                 .map_err(|e| format!("TLS handshake: {e}"))?;
             Ok(MaybeHttpsStream::Https(TokioIo::new(stream)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_xds::proto;
+
+    #[tokio::test]
+    async fn the_tls_handshake_is_bounded_by_the_connect_timeout() {
+        // A server that accepts and never answers the ClientHello.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = silent.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                open.push(s);
+            }
+        });
+        let yaml = format!(
+            "{{name: c, connectTimeout: 0.2s, tls: {{insecureSkipVerify: true}}, \
+             endpoints: [{{address: \"{address}\"}}]}}"
+        );
+        let config: proto::Cluster = yaml_serde::from_str(&yaml).expect("cluster");
+        let cluster = Cluster::build(&config).expect("builds");
+        let upstream = Upstream::new(&cluster).expect("upstream");
+        let endpoint = &cluster.endpoints()[0];
+        // The outer bound only keeps a failing test from hanging.
+        let result = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            upstream.connect(endpoint),
+        )
+        .await
+        .expect("the handshake gave up on its own");
+        let Err(e) = result else {
+            panic!("a handshake with a silent server succeeded");
+        };
+        assert_eq!(e.to_string(), "TLS handshake: timed out after 200ms");
+        held.abort();
     }
 }
