@@ -751,7 +751,7 @@ async fn join_upgraded(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::u
     };
     let mut down = hyper_util::rt::TokioIo::new(down);
     let mut up = hyper_util::rt::TokioIo::new(up);
-    crate::tunnel::splice(&mut down, &mut up).await;
+    crate::tunnel::splice(&mut down, &mut up, None).await;
 }
 
 /// CONNECT (HTTP/1.1, or HTTP/2's stream form): open a connection to the picked endpoint,
@@ -774,12 +774,13 @@ async fn tunnel(
             return local_reply(cx, Flag::UpstreamConnectFailure, &detail, grpc, log);
         }
     };
+    let idle = state.cluster.tcp_idle_timeout();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(down) => {
                 let mut down = hyper_util::rt::TokioIo::new(down);
                 let mut up = hyper_util::rt::TokioIo::new(upstream);
-                crate::tunnel::splice(&mut down, &mut up).await;
+                crate::tunnel::splice(&mut down, &mut up, idle).await;
             }
             Err(e) => tracing::debug!("CONNECT tunnel: {e}"),
         }

@@ -49,6 +49,7 @@ pub struct Cluster {
     discovery: proto::Discovery,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    tcp_idle_timeout: Duration,
     hash_key: Option<HashKey>,
     /// Endpoints by priority, most preferred first; empty when there are no endpoints.
     levels: Box<[Level]>,
@@ -133,6 +134,10 @@ impl Cluster {
             None => DEFAULT_IDLE_TIMEOUT,
             Some(d) => duration(d, &resource, "idleTimeout")?,
         };
+        let tcp_idle_timeout = match &cfg.tcp_idle_timeout {
+            None => DEFAULT_IDLE_TIMEOUT,
+            Some(d) => duration(d, &resource, "tcpIdleTimeout")?,
+        };
         if let Some(tls) = &cfg.tls {
             check_tls(tls, &resource)?;
         }
@@ -157,6 +162,7 @@ impl Cluster {
             discovery,
             connect_timeout,
             idle_timeout,
+            tcp_idle_timeout,
             hash_key,
             levels,
             outlier,
@@ -195,6 +201,12 @@ impl Cluster {
     /// zero (configured `0s`) means never, as Envoy.
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout
+    }
+
+    /// How long a TCP proxy, TLS passthrough or CONNECT tunnel may carry no bytes before it is
+    /// closed. Default 1h (Istio's); None when configured `0s` (never).
+    pub fn tcp_idle_timeout(&self) -> Option<Duration> {
+        (!self.tcp_idle_timeout.is_zero()).then_some(self.tcp_idle_timeout)
     }
 
     pub fn protocol(&self) -> proto::UpstreamProtocol {
