@@ -224,16 +224,25 @@ pub async fn handle(
         }
     }
 
+    // The route timeout starts here (after a fault's delay, as in Envoy, where the fault
+    // filter runs before the router); it bounds an ORIGINAL_DST name lookup too.
+    let deadline = policy.timeout.map(|t| tokio::time::Instant::now() + t);
+
     // An ORIGINAL_DST cluster: the cluster of the destination the request asked for.
     let original;
     let state: &ClusterState = match &state.original_dst {
         None => state,
         Some(destinations) => {
             let default_port = if scheme == "https" { 443 } else { 80 };
-            match destinations
-                .state_for(state, &authority, default_port, cx.local)
-                .await
-            {
+            let lookup = destinations.state_for(state, &authority, default_port, cx.local);
+            let found = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, lookup).await {
+                    Ok(found) => found,
+                    Err(_) => return Ok(route_timeout(&cx, policy, grpc, log)),
+                },
+                None => lookup.await,
+            };
+            match found {
                 Ok(s) => {
                     original = s;
                     &original
@@ -328,7 +337,6 @@ pub async fn handle(
     // Attempts: one, or more under a retry policy (never for upgrades: the downstream
     // connection is handed over). The route timeout bounds them all, backoff included.
     let retry = policy.retry.as_ref().filter(|_| upgrade.is_none());
-    let deadline = policy.timeout.map(|t| tokio::time::Instant::now() + t);
     let empty_body = body.is_end_stream();
     let mut body: ProxyBody = body.map_err(Into::into).boxed_unsync();
     if !policy.mirrors.is_empty() && upgrade.is_none() {

@@ -67,7 +67,11 @@ impl OriginalDst {
         }
         let (address, resolved) = match host.parse::<IpAddr>() {
             Ok(ip) => (SocketAddr::new(ip, port), None),
-            Err(_) => (resolve(&host, port).await?, Some(now)),
+            Err(_) => {
+                let within = parent.cluster.connect_timeout();
+                let lookup = tokio::net::lookup_host((host.as_str(), port));
+                (lookup_within(lookup, &host, within).await?, Some(now))
+            }
         };
         if address == local {
             return Err(format!(
@@ -138,9 +142,20 @@ fn split_authority(authority: &str, default_port: u16) -> Result<(String, u16), 
     Ok((host.to_owned(), port))
 }
 
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    let mut addresses = tokio::net::lookup_host((host, port))
+/// The first address `lookup` answers for `host`, if it answers within `within` (the cluster's
+/// connect timeout: resolving is the first part of connecting, and the system resolver can
+/// take far longer than any request should wait).
+async fn lookup_within<I>(
+    lookup: impl std::future::Future<Output = std::io::Result<I>>,
+    host: &str,
+    within: Duration,
+) -> Result<SocketAddr, String>
+where
+    I: Iterator<Item = SocketAddr>,
+{
+    let mut addresses = tokio::time::timeout(within, lookup)
         .await
+        .map_err(|_| format!("resolving {host:?}: no answer within {within:?}"))?
         .map_err(|e| format!("resolving {host:?}: {e}"))?;
     addresses
         .next()
@@ -154,6 +169,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_that_does_not_answer_gives_up() {
+        let never = std::future::pending::<std::io::Result<std::vec::IntoIter<SocketAddr>>>();
+        let result = lookup_within(never, "slow.example", Duration::from_secs(2)).await;
+        assert_eq!(
+            result,
+            Err("resolving \"slow.example\": no answer within 2s".to_owned())
+        );
+        let answer = async { Ok(vec![SocketAddr::from(([127, 0, 0, 9], 80))].into_iter()) };
+        let result = lookup_within(answer, "fast.example", Duration::from_secs(2)).await;
+        assert_eq!(result, Ok(SocketAddr::from(([127, 0, 0, 9], 80))));
+    }
 
     #[test]
     fn authorities_split_with_default_ports() {
