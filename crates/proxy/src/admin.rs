@@ -35,12 +35,17 @@ async fn serve_with(
 ) {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                let name = if health_only { "health" } else { "admin" };
+                crate::server::accept_failed(&e, name).await;
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {

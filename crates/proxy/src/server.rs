@@ -77,9 +77,7 @@ pub async fn serve_listener(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(listener = %name, "accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                accept_failed(&e, &name).await;
                 continue;
             }
         };
@@ -146,6 +144,25 @@ pub async fn serve_listener(
     {
         tracing::warn!(listener = %name, "drain timeout: closing remaining connections");
     }
+}
+
+/// How long an accept loop waits after an error that is not one connection's own (out of file
+/// descriptors, out of memory): accepting again at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// After a failed accept on listener `name`: nothing to wait for when one connection failed
+/// (it was reset or aborted before it was accepted), else a pause of [`ACCEPT_BACKOFF`].
+pub(crate) async fn accept_failed(e: &std::io::Error, name: &str) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    ) {
+        tracing::debug!(listener = %name, "accept: {e}");
+        return;
+    }
+    tracing::warn!(listener = %name, "accept: {e}; retrying in {ACCEPT_BACKOFF:?}");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
 /// A client has this long to finish its TLS handshake.
@@ -319,5 +336,24 @@ pub async fn watch_config(shared: Arc<Shared>, path: PathBuf, mut last: Option<S
         if changed {
             reload(&shared, &path).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_errors_that_are_not_one_connections_back_off() {
+        let waited = |e: std::io::Error| async move {
+            let start = tokio::time::Instant::now();
+            accept_failed(&e, "test").await;
+            start.elapsed()
+        };
+        // EMFILE: out of file descriptors. Accepting again at once would spin.
+        let emfile = std::io::Error::from_raw_os_error(24);
+        assert_eq!(waited(emfile).await, ACCEPT_BACKOFF);
+        let aborted = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        assert_eq!(waited(aborted).await, Duration::ZERO);
     }
 }
