@@ -248,14 +248,14 @@ pub async fn handle(
                     &original
                 }
                 Err(why) => {
+                    let flag = match why {
+                        crate::original_dst::Unavailable::Full => Flag::UpstreamOverflow,
+                        crate::original_dst::Unavailable::NoDestination(_) => {
+                            Flag::NoHealthyUpstream
+                        }
+                    };
                     let detail = format!("cluster {:?}: {why}", destination.cluster);
-                    return Ok(local_reply(
-                        &cx,
-                        Flag::NoHealthyUpstream,
-                        &detail,
-                        grpc,
-                        log,
-                    ));
+                    return Ok(local_reply(&cx, flag, &detail, grpc, log));
                 }
             }
         }
