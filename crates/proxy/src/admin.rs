@@ -172,30 +172,14 @@ fn page(shared: &Shared, req: Request<Incoming>, health_only: bool) -> Response<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    fn shared() -> Arc<Shared> {
-        let stats = crate::stats::Stats::default();
-        let snapshot = crate::snapshot::Snapshot::build(Default::default(), None, &stats)
-            .expect("an empty config builds");
-        Arc::new(Shared {
-            snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
-            stats,
-            access_log: crate::access_log::AccessLog::disabled(),
-            ready: AtomicBool::new(true),
-            shutdown: tokio::sync::watch::channel(false).0,
-            set_log_level: Box::new(|_| Ok(())),
-            listeners: crate::listeners::Listeners::new(Duration::from_secs(1)),
-        })
-    }
 
     #[tokio::test]
     async fn a_client_that_never_finishes_its_headers_is_dropped() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let server = tokio::spawn(serve_with(
-            shared(),
+            Shared::for_test(),
             listener,
             true,
             Duration::from_millis(200),

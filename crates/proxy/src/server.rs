@@ -280,9 +280,14 @@ pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) {
 /// routes and clusters, atomically. Prints each newly bound listener's address.
 pub fn apply(shared: &Arc<Shared>, next: Snapshot) -> Result<(), String> {
     let specs = next.listeners.clone();
+    let clusters: std::collections::HashSet<Arc<str>> = next.clusters.keys().cloned().collect();
+    let commit = || {
+        shared.snapshot.store(Arc::new(next));
+        shared.stats.retain_clusters(&clusters);
+    };
     let bound = shared
         .listeners
-        .apply(shared, &specs, || shared.snapshot.store(Arc::new(next)))
+        .apply(shared, &specs, commit)
         .map_err(|errors| {
             errors
                 .iter()
@@ -340,8 +345,51 @@ pub async fn watch_config(shared: Arc<Shared>, path: PathBuf, mut last: Option<S
 }
 
 #[cfg(test)]
+impl Shared {
+    /// A proxy's shared state with an empty config, no listeners and no access log.
+    pub(crate) fn for_test() -> Arc<Shared> {
+        let stats = Stats::default();
+        let snapshot = Snapshot::build(Default::default(), None, &stats)
+            .unwrap_or_else(|e| panic!("an empty config builds: {e:?}"));
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            stats,
+            access_log: AccessLog::disabled(),
+            ready: AtomicBool::new(true),
+            shutdown,
+            set_log_level: Box::new(|_| Ok(())),
+            listeners: Listeners::new(Duration::from_secs(1)),
+        })
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_counters_of_removed_clusters_are_dropped() {
+        let shared = Shared::for_test();
+        let build = |clusters: &[&str]| {
+            let yaml: String = clusters
+                .iter()
+                .map(|c| format!("- {{name: {c}, endpoints: [{{address: \"127.0.0.1:1\"}}]}}\n"))
+                .collect();
+            let bootstrap: proto::Bootstrap =
+                yaml_serde::from_str(&format!("clusters:\n{yaml}")).expect("config");
+            let current = shared.snapshot.load();
+            Snapshot::build(bootstrap, Some(&current), &shared.stats).expect("builds")
+        };
+        apply(&shared, build(&["a", "b"])).expect("applies");
+        let stats = shared.stats.render();
+        assert!(stats.contains("cluster.b.upstream_rq_total"), "{stats}");
+        apply(&shared, build(&["a", "c"])).expect("applies");
+        let stats = shared.stats.render();
+        assert!(stats.contains("cluster.a.upstream_rq_total"), "{stats}");
+        assert!(stats.contains("cluster.c.upstream_rq_total"), "{stats}");
+        assert!(!stats.contains("cluster.b."), "{stats}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn accept_errors_that_are_not_one_connections_back_off() {
