@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Instant, SystemTime};
 
@@ -20,6 +21,8 @@ pub struct Entry {
     pub protocol: &'static str,
     pub status: u16,
     pub flags: &'static str,
+    /// Request body bytes read from the client so far (counted as they arrive).
+    pub bytes_received: Arc<AtomicU64>,
     pub bytes_sent: u64,
     pub upstream_ms: Option<u128>,
     pub forwarded_for: String,
@@ -58,6 +61,7 @@ impl Entry {
             },
             status: 0,
             flags: "-",
+            bytes_received: Arc::default(),
             bytes_sent: 0,
             upstream_ms: None,
             forwarded_for: header(parts, "x-forwarded-for"),
@@ -84,13 +88,14 @@ impl Entry {
     /// UPSTREAM_TIME "XFF" "UA" "REQUEST_ID" "AUTHORITY" "UPSTREAM_HOST" CLUSTER ROUTE`.
     pub fn text(&self) -> String {
         format!(
-            "[{}] \"{} {} {}\" {} {} - {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {}\n",
+            "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {}\n",
             humantime::format_rfc3339_millis(self.start_time),
             self.method,
             self.path,
             self.protocol,
             self.status,
             self.flags,
+            self.bytes_received.load(Relaxed),
             self.bytes_sent,
             self.duration_ms(),
             self.upstream_ms
@@ -113,6 +118,7 @@ impl Entry {
             "protocol": self.protocol,
             "response_code": self.status,
             "response_flags": self.flags,
+            "bytes_received": self.bytes_received.load(Relaxed),
             "bytes_sent": self.bytes_sent,
             "duration": self.duration_ms() as u64,
             "upstream_service_time": self.upstream_ms.map(|m| m as u64),

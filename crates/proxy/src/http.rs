@@ -338,7 +338,21 @@ pub async fn handle(
     // connection is handed over). The route timeout bounds them all, backoff included.
     let retry = policy.retry.as_ref().filter(|_| upgrade.is_none());
     let empty_body = body.is_end_stream();
-    let mut body: ProxyBody = body.map_err(Into::into).boxed_unsync();
+    let mut body: ProxyBody = match log.as_ref() {
+        // %BYTES_RECEIVED%: the request body's bytes, counted as they are read.
+        Some(l) => {
+            let received = l.bytes_received.clone();
+            body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    received.fetch_add(data.len() as u64, Relaxed);
+                }
+                frame
+            })
+            .map_err(Into::into)
+            .boxed_unsync()
+        }
+        None => body.map_err(Into::into).boxed_unsync(),
+    };
     if !policy.mirrors.is_empty() && upgrade.is_none() {
         let original = crate::mirror::Original {
             method: &parts.method,
