@@ -9,7 +9,7 @@ use std::sync::Arc;
 use weft_xds::proto;
 
 use crate::breaker::Breaker;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, only_endpoints_differ};
 use crate::config::{ConfigError, NodeInfo};
 use crate::original_dst::OriginalDst;
 use crate::ratelimit::{Buckets, TokenBucket};
@@ -165,32 +165,40 @@ impl Snapshot {
 
         let mut clusters = HashMap::new();
         for c in &bootstrap.clusters {
-            let reused = previous
-                .and_then(|p| p.clusters.get(c.name.as_str()))
-                .filter(|s| s.cluster.config() == c)
-                .cloned();
+            let was = previous.and_then(|p| p.clusters.get(c.name.as_str()));
+            let reused = was.filter(|s| s.cluster.config() == c).cloned();
+            // Only the endpoint list changed (a scale event): hosts that stay keep their pools
+            // and outlier state, and the cluster its circuit breaker counts, as in Envoy.
+            let scaled = was.filter(|s| only_endpoints_differ(s.cluster.config(), c));
             let state = match reused {
                 Some(s) => s,
-                None => match Cluster::build(c).and_then(|cluster| {
-                    let upstream = Upstream::new(&cluster)?;
-                    Ok((cluster, upstream))
-                }) {
-                    Ok((cluster, upstream)) => {
-                        let stats = stats.cluster(cluster.name());
-                        Arc::new(ClusterState {
-                            breaker: Arc::new(Breaker::new(c.circuit_breakers.as_ref())),
-                            original_dst: (cluster.discovery() == proto::Discovery::OriginalDst)
-                                .then(OriginalDst::default),
-                            cluster,
-                            upstream,
-                            stats,
-                        })
+                None => {
+                    match Cluster::build_after(c, scaled.map(|s| &s.cluster)).and_then(|cluster| {
+                        let upstream = Upstream::new_after(&cluster, scaled.map(|s| &s.upstream))?;
+                        Ok((cluster, upstream))
+                    }) {
+                        Ok((cluster, upstream)) => {
+                            let stats = stats.cluster(cluster.name());
+                            let breaker = match scaled {
+                                Some(s) => s.breaker.clone(),
+                                None => Arc::new(Breaker::new(c.circuit_breakers.as_ref())),
+                            };
+                            Arc::new(ClusterState {
+                                breaker,
+                                original_dst: (cluster.discovery()
+                                    == proto::Discovery::OriginalDst)
+                                    .then(OriginalDst::default),
+                                cluster,
+                                upstream,
+                                stats,
+                            })
+                        }
+                        Err(e) => {
+                            errors.push(e);
+                            continue;
+                        }
                     }
-                    Err(e) => {
-                        errors.push(e);
-                        continue;
-                    }
-                },
+                }
             };
             if clusters
                 .insert(state.cluster.name().clone(), state)
@@ -573,6 +581,70 @@ clusters:
         // The route's own limit changes: a new, full bucket.
         let third = build(yaml("127.0.0.1:2", 3), Some(&second));
         assert!(take(&third) && take(&third) && take(&third) && !take(&third));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hosts_that_stay_keep_their_state_when_only_endpoints_change() {
+        let yaml = |endpoints: &[&str], max_requests: u32| {
+            let endpoints: Vec<String> = endpoints
+                .iter()
+                .map(|a| format!("{{address: \"{a}\"}}"))
+                .collect();
+            format!(
+                "clusters:\n- {{name: c, endpoints: [{}], circuitBreakers: {{maxRequests: {max_requests}}}, \
+                 outlierDetection: {{consecutive5xx: 1, maxEjectionPercent: 100}}}}\n",
+                endpoints.join(", ")
+            )
+        };
+        let build = |text: String, previous: Option<&Snapshot>| {
+            let bootstrap: proto::Bootstrap = yaml_serde::from_str(&text).expect("parses");
+            Snapshot::build(bootstrap, previous, &Stats::default()).expect("builds")
+        };
+        let (a, b, c): (SocketAddr, SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+            "10.0.0.3:80".parse().unwrap(),
+        );
+        let first = build(yaml(&["10.0.0.1:80", "10.0.0.2:80"], 5), None);
+        let state = &first.clusters["c"];
+        let endpoint = |s: &ClusterState, at: SocketAddr| {
+            s.cluster
+                .endpoints()
+                .iter()
+                .find(|e| e.address == at)
+                .cloned()
+                .expect("endpoint")
+        };
+        state
+            .cluster
+            .report(&endpoint(state, a), crate::cluster::Reported::Status(500));
+        assert!(state.cluster.is_ejected(&endpoint(state, a)));
+
+        // Scaled up, with the first endpoint moved: a stays ejected, keeps its pools, and the
+        // breaker is the same one.
+        let second = build(
+            yaml(&["10.0.0.3:80", "10.0.0.2:80", "10.0.0.1:80"], 5),
+            Some(&first),
+        );
+        let next = &second.clusters["c"];
+        assert!(next.cluster.is_ejected(&endpoint(next, a)), "ejection lost");
+        assert!(!next.cluster.is_ejected(&endpoint(next, c)));
+        assert!(next.upstream.shares_pools(&state.upstream, a));
+        assert!(next.upstream.shares_pools(&state.upstream, b));
+        assert!(
+            Arc::ptr_eq(&state.breaker, &next.breaker),
+            "breaker counts lost"
+        );
+        tokio::time::advance(std::time::Duration::from_secs(31)).await;
+        assert!(
+            !next.cluster.is_ejected(&endpoint(next, a)),
+            "back after 30 s"
+        );
+
+        // Any other change builds the cluster afresh.
+        let third = build(yaml(&["10.0.0.2:80"], 6), Some(&second));
+        assert!(!Arc::ptr_eq(&next.breaker, &third.clusters["c"].breaker));
+        assert!(!third.clusters["c"].upstream.shares_pools(&next.upstream, b));
     }
 
     #[test]

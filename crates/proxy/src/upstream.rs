@@ -35,7 +35,7 @@ pub struct Upstream {
     protocol: UpstreamProtocol,
     tls: bool,
     /// In the cluster's endpoint order ([`Endpoint::index`]).
-    endpoints: Vec<EndpointPools>,
+    endpoints: Vec<Arc<EndpointPools>>,
 }
 
 /// One endpoint's pools. The HTTP/2 one serves HTTP2 clusters, and USE_DOWNSTREAM clusters
@@ -51,14 +51,26 @@ struct EndpointPools {
 impl Upstream {
     /// Fails when the cluster's TLS files cannot be read or do not make a valid config.
     pub fn new(cluster: &Cluster) -> Result<Self, ConfigError> {
+        Self::new_after(cluster, None)
+    }
+
+    /// As [`Upstream::new`]; when `previous` served this cluster before a change of its
+    /// endpoint list alone, an endpoint that stays (same address) keeps its pools and their
+    /// connections.
+    pub fn new_after(cluster: &Cluster, previous: Option<&Upstream>) -> Result<Self, ConfigError> {
         let resource = format!("cluster {:?}", cluster.name());
         let mut endpoints = Vec::with_capacity(cluster.endpoints().len());
         for e in cluster.endpoints() {
+            let kept = previous.and_then(|p| p.endpoints.iter().find(|k| k.address == e.address));
+            if let Some(pools) = kept {
+                endpoints.push(pools.clone());
+                continue;
+            }
             let tls = match &cluster.config().tls {
                 Some(t) => Some(client_tls(t, Some(e.address.ip()), &resource)?),
                 None => None,
             };
-            endpoints.push(EndpointPools::new(cluster, e.address, tls));
+            endpoints.push(Arc::new(EndpointPools::new(cluster, e.address, tls)));
         }
         Ok(Upstream {
             protocol: cluster.protocol(),
@@ -104,6 +116,14 @@ impl Upstream {
         self.endpoints
             .get(endpoint.index)
             .filter(|p| p.address == endpoint.address)
+            .map(|p| &**p)
+    }
+
+    /// Whether this and `other` use the very same pools for `address`.
+    #[cfg(test)]
+    pub(crate) fn shares_pools(&self, other: &Upstream, address: SocketAddr) -> bool {
+        let of = |u: &Upstream| u.endpoints.iter().find(|p| p.address == address).cloned();
+        matches!((of(self), of(other)), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
     }
 }
 
