@@ -33,6 +33,9 @@ pub struct Entry {
     pub cluster: String,
     pub route: String,
     pub peer: SocketAddr,
+    /// What a local reply's cause was in detail (Envoy's %RESPONSE_CODE_DETAILS%); empty for
+    /// upstream responses.
+    pub details: String,
 }
 
 fn header(parts: &Parts, name: &str) -> String {
@@ -72,6 +75,7 @@ impl Entry {
             cluster: "-".into(),
             route: "-".into(),
             peer,
+            details: String::new(),
         }
     }
 
@@ -130,6 +134,7 @@ impl Entry {
             "upstream_cluster": self.cluster,
             "route_name": self.route,
             "downstream_remote_address": self.peer.to_string(),
+            "response_code_details": Self::or_dash(&self.details),
         })
         .to_string();
         line.push('\n');

@@ -40,6 +40,11 @@ pub struct ConnContext {
     pub tls: Option<TlsConn>,
     /// The listener's rate limit, taken before routing.
     pub rate_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
+    /// Local replies carry their detail (addresses, socket errors, TLS reasons) in the body:
+    /// true on sidecars, whose callers are in the mesh; false on gateways
+    /// ([`crate::config::NodeInfo::gateway`]), where the detail goes to the access log and
+    /// the debug log only.
+    pub reply_detail: bool,
 }
 
 /// What a TLS connection was handshaken with.
@@ -714,9 +719,14 @@ fn local_reply(
     flag: Flag,
     detail: &str,
     grpc: bool,
-    log: Option<Box<Entry>>,
+    mut log: Option<Box<Entry>>,
 ) -> Response<ProxyBody> {
-    finish(cx, reply::local(flag, detail, grpc), Some(flag), log, ())
+    tracing::debug!(peer = %cx.peer, flag = flag.code(), "local reply: {detail}");
+    if let Some(l) = log.as_mut() {
+        detail.clone_into(&mut l.details);
+    }
+    let shown = cx.reply_detail.then_some(detail);
+    finish(cx, reply::local_for(flag, shown, grpc), Some(flag), log, ())
 }
 
 /// Counts the response, and wraps its body so that the access log line is written (and the
