@@ -60,17 +60,30 @@ impl Upstream {
     pub fn new_after(cluster: &Cluster, previous: Option<&Upstream>) -> Result<Self, ConfigError> {
         let resource = format!("cluster {:?}", cluster.name());
         let mut endpoints = Vec::with_capacity(cluster.endpoints().len());
+        // Roots and client certificates are read once for the cluster, when an endpoint
+        // first needs them, not once per endpoint.
+        let mut tls: Option<ClientTls> = None;
         for e in cluster.endpoints() {
             let kept = previous.and_then(|p| p.endpoints.iter().find(|k| k.address == e.address));
             if let Some(pools) = kept {
                 endpoints.push(pools.clone());
                 continue;
             }
-            let tls = match &cluster.config().tls {
-                Some(t) => Some(client_tls(t, Some(e.address.ip()), &resource)?),
+            let endpoint_tls = match &cluster.config().tls {
+                Some(t) => {
+                    let base = match &tls {
+                        Some(base) => base,
+                        None => tls.insert(client_tls(t, None, &resource)?),
+                    };
+                    Some(base.for_endpoint(t, e.address.ip()))
+                }
                 None => None,
             };
-            endpoints.push(Arc::new(EndpointPools::new(cluster, e.address, tls)));
+            endpoints.push(Arc::new(EndpointPools::new(
+                cluster,
+                e.address,
+                endpoint_tls,
+            )));
         }
         Ok(Upstream {
             protocol: cluster.protocol(),
@@ -222,6 +235,39 @@ impl tower_service::Service<Uri> for EndpointConnector {
 mod tests {
     use super::*;
     use weft_xds::proto;
+
+    #[test]
+    fn roots_are_read_once_per_cluster() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "weft-roots-once-{}-{}.pem",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::write(&path, ca.pem()).unwrap();
+        let endpoints: Vec<String> = (1..=20)
+            .map(|i| format!("{{address: \"10.0.0.{i}:443\"}}"))
+            .collect();
+        let yaml = format!(
+            "{{name: c, tls: {{caFile: \"{}\"}}, endpoints: [{}]}}",
+            path.display(),
+            endpoints.join(", ")
+        );
+        let config: proto::Cluster = yaml_serde::from_str(&yaml).expect("cluster");
+        let cluster = Cluster::build(&config).expect("builds");
+        let before = crate::tls::ROOT_LOADS.with(std::cell::Cell::get);
+        let upstream = Upstream::new(&cluster);
+        let loads = crate::tls::ROOT_LOADS.with(std::cell::Cell::get) - before;
+        let _ = std::fs::remove_file(&path);
+        assert!(upstream.is_ok());
+        assert_eq!(
+            loads, 1,
+            "the CA file was read {loads} times for 20 endpoints"
+        );
+    }
 
     #[tokio::test]
     async fn the_tls_handshake_is_bounded_by_the_connect_timeout() {
