@@ -254,16 +254,10 @@ async fn run_conn(
 /// Rebuilds the snapshot from `path` and swaps it in, binding new listeners first; on any
 /// error the current config stays whole.
 pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) {
-    let result = read_bootstrap(path).and_then(|b| {
-        let current = shared.snapshot.load();
-        Snapshot::build(b, Some(&current), &shared.stats).map_err(|errors| {
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-    });
+    let result = match read_bootstrap(path) {
+        Ok(b) => build(shared, b).await,
+        Err(e) => Err(e),
+    };
     let applied = result.and_then(|next| apply(shared, next));
     match applied {
         Ok(()) => {
@@ -275,6 +269,26 @@ pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) {
             tracing::error!(path = %path.display(), "config rejected, the previous config keeps serving: {e}");
         }
     }
+}
+
+/// Builds a snapshot after the current one on the blocking pool: compiling regexes, reading
+/// certificates and building Maglev tables takes long enough that requests, which may share
+/// one worker thread with the caller, must not wait behind it. The error joins every reason.
+pub async fn build(shared: &Arc<Shared>, bootstrap: proto::Bootstrap) -> Result<Snapshot, String> {
+    let shared = shared.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let current = shared.snapshot.load_full();
+        Snapshot::build(bootstrap, Some(&current), &shared.stats)
+    })
+    .await
+    .map_err(|e| format!("building the config failed: {e}"))?;
+    built.map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 /// Puts a built snapshot in force: listeners first (a bind failure refuses it), then the
