@@ -43,7 +43,7 @@ struct Handler {
 }
 
 impl ConfigHandler for Handler {
-    fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
+    async fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
         if update.type_url == ROUTE_CONFIGURATION_TYPE_URL {
             let at = self.seen.start.elapsed().as_nanos() as u64;
             self.seen.last_routes[self.index].store(at.max(1), Relaxed);

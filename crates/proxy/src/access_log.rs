@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Instant, SystemTime};
 
@@ -20,6 +21,8 @@ pub struct Entry {
     pub protocol: &'static str,
     pub status: u16,
     pub flags: &'static str,
+    /// Request body bytes read from the client so far (counted as they arrive).
+    pub bytes_received: Arc<AtomicU64>,
     pub bytes_sent: u64,
     pub upstream_ms: Option<u128>,
     pub forwarded_for: String,
@@ -30,6 +33,9 @@ pub struct Entry {
     pub cluster: String,
     pub route: String,
     pub peer: SocketAddr,
+    /// What a local reply's cause was in detail (Envoy's %RESPONSE_CODE_DETAILS%); empty for
+    /// upstream responses.
+    pub details: String,
 }
 
 fn header(parts: &Parts, name: &str) -> String {
@@ -58,6 +64,7 @@ impl Entry {
             },
             status: 0,
             flags: "-",
+            bytes_received: Arc::default(),
             bytes_sent: 0,
             upstream_ms: None,
             forwarded_for: header(parts, "x-forwarded-for"),
@@ -68,6 +75,7 @@ impl Entry {
             cluster: "-".into(),
             route: "-".into(),
             peer,
+            details: String::new(),
         }
     }
 
@@ -84,13 +92,14 @@ impl Entry {
     /// UPSTREAM_TIME "XFF" "UA" "REQUEST_ID" "AUTHORITY" "UPSTREAM_HOST" CLUSTER ROUTE`.
     pub fn text(&self) -> String {
         format!(
-            "[{}] \"{} {} {}\" {} {} - {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {}\n",
+            "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {}\n",
             humantime::format_rfc3339_millis(self.start_time),
             self.method,
             self.path,
             self.protocol,
             self.status,
             self.flags,
+            self.bytes_received.load(Relaxed),
             self.bytes_sent,
             self.duration_ms(),
             self.upstream_ms
@@ -113,6 +122,7 @@ impl Entry {
             "protocol": self.protocol,
             "response_code": self.status,
             "response_flags": self.flags,
+            "bytes_received": self.bytes_received.load(Relaxed),
             "bytes_sent": self.bytes_sent,
             "duration": self.duration_ms() as u64,
             "upstream_service_time": self.upstream_ms.map(|m| m as u64),
@@ -124,6 +134,7 @@ impl Entry {
             "upstream_cluster": self.cluster,
             "route_name": self.route,
             "downstream_remote_address": self.peer.to_string(),
+            "response_code_details": Self::or_dash(&self.details),
         })
         .to_string();
         line.push('\n');

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
@@ -21,6 +21,10 @@ use crate::server::Shared;
 
 /// How long an app probe waits for the application to accept a connection.
 const APP_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A client has this long to send a request's headers (hyper's default 30 s is generous for
+/// a kubelet probe or a curl, and idle half-open connections would hold sockets that long).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which endpoint a listener serves.
 #[derive(Debug, Clone)]
@@ -34,14 +38,31 @@ pub enum Endpoint {
 
 /// Serves `listener` with `page` until shutdown.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, endpoint: Endpoint) {
+    serve_with(shared, listener, endpoint, HEADER_READ_TIMEOUT).await;
+}
+
+async fn serve_with(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    endpoint: Endpoint,
+    header_read_timeout: Duration,
+) {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                let name = match endpoint {
+                    Endpoint::Admin => "admin",
+                    Endpoint::Health { .. } => "health",
+                };
+                crate::server::accept_failed(&e, name).await;
+                continue;
+            }
         };
         let shared = shared.clone();
         let endpoint = endpoint.clone();
@@ -56,9 +77,12 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, endpoint: Endpoin
                     })
                 }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
@@ -193,5 +217,36 @@ fn page(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
             StatusCode::NOT_FOUND,
             "admin: /config_dump /clusters /stats /ready (GET), /logging?level=L /quitquitquit (POST)\n",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_with(
+            Shared::for_test(),
+            listener,
+            Endpoint::Health {
+                app_probes: Arc::from([]),
+            },
+            Duration::from_millis(200),
+        ));
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"GET /healthz/ready HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        // The outer bound only keeps a failing test from hanging.
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the connection was kept open");
+        server.abort();
     }
 }

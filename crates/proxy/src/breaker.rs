@@ -13,7 +13,7 @@ pub struct Breaker {
     limits: proto::CircuitBreakers,
     /// HTTP/1.1 connections busy with a request: one permit each. None: no limit.
     connections: Option<Arc<Semaphore>>,
-    pending: AtomicU32,
+    pending: Arc<AtomicU32>,
     requests: Arc<AtomicU32>,
     retries: Arc<AtomicU32>,
 }
@@ -73,6 +73,15 @@ impl Drop for RetryPlace {
     }
 }
 
+/// A request's place in the pending queue while it waits for a connection.
+struct Pending(Arc<AtomicU32>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 impl Breaker {
     pub fn new(limits: Option<&proto::CircuitBreakers>) -> Self {
         let limits = limits.cloned().unwrap_or_default();
@@ -81,7 +90,7 @@ impl Breaker {
         Breaker {
             limits,
             connections,
-            pending: AtomicU32::new(0),
+            pending: Arc::new(AtomicU32::new(0)),
             requests: Arc::new(AtomicU32::new(0)),
             retries: Arc::new(AtomicU32::new(0)),
         }
@@ -114,15 +123,17 @@ impl Breaker {
         }
         let max_pending = self.limits.max_pending_requests;
         let waiting = self.pending.fetch_add(1, Relaxed);
+        // Given back on drop: the wait below is cancelled when a route or per-try timeout
+        // passes or the client goes away, and the place must not stay taken.
+        let pending = Pending(self.pending.clone());
         if max_pending > 0 && waiting >= max_pending {
-            self.pending.fetch_sub(1, Relaxed);
             return Err(Overflow::Pending {
                 connections: self.limits.max_connections,
                 pending: max_pending,
             });
         }
         let permit = connections.clone().acquire_owned().await;
-        self.pending.fetch_sub(1, Relaxed);
+        drop(pending);
         // The semaphore is never closed; a closed one would mean "no limit".
         admission._connection = permit.ok();
         Ok(admission)
@@ -142,6 +153,7 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn breaker(yaml: &str) -> Breaker {
         let limits: proto::CircuitBreakers = yaml_serde::from_str(yaml).expect("limits");
@@ -202,5 +214,31 @@ mod tests {
             held.push(b.admit(false).await.unwrap());
         }
         assert!(b.retry().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_wait_gives_its_pending_place_back() {
+        let b = Arc::new(breaker("{maxConnections: 1, maxPendingRequests: 1}"));
+        let first = b.admit(false).await.expect("a free connection");
+        // A request waits for the connection, and its route timeout passes.
+        let waited = tokio::time::timeout(Duration::from_millis(100), b.admit(false)).await;
+        assert!(waited.is_err(), "still waiting when the timeout passed");
+        assert_eq!(
+            b.pending.load(Relaxed),
+            0,
+            "the cancelled wait left the queue"
+        );
+        // The next request can still queue, and is admitted once the connection is free.
+        let next = tokio::spawn({
+            let b = b.clone();
+            async move { b.admit(false).await.map(|_| ()) }
+        });
+        while b.pending.load(Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(first);
+        next.await
+            .unwrap()
+            .expect("queued and admitted, not refused as overflow");
     }
 }

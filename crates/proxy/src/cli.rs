@@ -66,6 +66,27 @@ where
     rt.block_on(serve(args))
 }
 
+/// The health port's address when the bootstrap names none: the pod's IP from an Istio node
+/// id (`sidecar~10.1.2.3~...`, `router~...`), where the kubelet's probes reach it and as the
+/// listeners bind it; without one, the admin address's IP. Never every interface.
+fn default_health_address(node_id: &str, admin_address: &str) -> String {
+    const HEALTH_PORT: u16 = 15021;
+    let mut parts = node_id.split('~');
+    let node_ip = match (parts.next(), parts.next()) {
+        (Some("sidecar" | "router"), Some(ip)) => ip.parse::<std::net::IpAddr>().ok(),
+        _ => None,
+    };
+    let ip = node_ip
+        .or_else(|| {
+            admin_address
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.ip())
+        })
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    std::net::SocketAddr::new(ip, HEALTH_PORT).to_string()
+}
+
 async fn serve(args: Args) -> ExitCode {
     let filter = std::env::var("RUST_LOG").unwrap_or(args.log_level.clone());
     let (filter_layer, reload) = tracing_subscriber::reload::Layer::new(
@@ -126,9 +147,9 @@ async fn serve(args: Args) -> ExitCode {
         &admin.address
     };
     let health_addr = if admin.health_address.is_empty() {
-        "0.0.0.0:15021"
+        default_health_address(snapshot.node.id.as_str(), admin_addr)
     } else {
-        &admin.health_address
+        admin.health_address.clone()
     };
     let mut app_probes = Vec::with_capacity(admin.app_probes.len());
     for (i, a) in admin.app_probes.iter().enumerate() {
@@ -142,7 +163,7 @@ async fn serve(args: Args) -> ExitCode {
     }
     let (admin_l, health_l) = match (
         TcpListener::bind(admin_addr).await,
-        TcpListener::bind(health_addr).await,
+        TcpListener::bind(&health_addr).await,
     ) {
         (Ok(a), Ok(h)) => (a, h),
         (Err(e), _) => {
@@ -247,4 +268,33 @@ async fn serve(args: Args) -> ExitCode {
     shared.listeners.shutdown().await;
     eprintln!("weft-proxy: stopped");
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_port_binds_the_pod_ip_not_every_interface() {
+        let id = "sidecar~10.1.2.3~reviews-v1-0.default~default.svc.cluster.local";
+        assert_eq!(
+            default_health_address(id, "127.0.0.1:15000"),
+            "10.1.2.3:15021"
+        );
+        let gateway = "router~127.0.1.2~ingress.istio-system~istio-system.svc.cluster.local";
+        assert_eq!(
+            default_health_address(gateway, "127.0.0.1:15000"),
+            "127.0.1.2:15021"
+        );
+        // No Istio node id: the admin address's IP.
+        assert_eq!(
+            default_health_address("", "127.0.0.9:15000"),
+            "127.0.0.9:15021"
+        );
+        assert_eq!(
+            default_health_address("my-proxy", "[::1]:15000"),
+            "[::1]:15021"
+        );
+        assert_eq!(default_health_address("", "nonsense"), "127.0.0.1:15021");
+    }
 }

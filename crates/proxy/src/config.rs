@@ -50,11 +50,16 @@ pub struct NodeInfo {
     pub namespace: String,
     pub cluster_domain: String,
     pub labels: BTreeMap<String, String>,
+    /// A gateway (Istio's node id `router~IP~...`) rather than a sidecar (`sidecar~...`) or a
+    /// proxy of a static config: its callers are outside the mesh, so its local replies carry
+    /// their cause and not the detail behind it (addresses, socket errors, TLS reasons).
+    pub gateway: bool,
 }
 
 impl Default for NodeInfo {
     fn default() -> Self {
         NodeInfo {
+            gateway: false,
             id: String::new(),
             namespace: "default".into(),
             cluster_domain: "cluster.local".into(),
@@ -68,6 +73,7 @@ impl From<Option<&proto::Node>> for NodeInfo {
         let mut info = NodeInfo::default();
         if let Some(n) = node {
             info.id = n.id.clone();
+            info.gateway = n.id.starts_with("router~");
             if !n.namespace.is_empty() {
                 info.namespace = n.namespace.clone();
             }

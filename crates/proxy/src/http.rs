@@ -40,6 +40,11 @@ pub struct ConnContext {
     pub tls: Option<TlsConn>,
     /// The listener's rate limit, taken before routing.
     pub rate_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
+    /// Local replies carry their detail (addresses, socket errors, TLS reasons) in the body:
+    /// true on sidecars, whose callers are in the mesh; false on gateways
+    /// ([`crate::config::NodeInfo::gateway`]), where the detail goes to the access log and
+    /// the debug log only.
+    pub reply_detail: bool,
 }
 
 /// What a TLS connection was handshaken with.
@@ -224,29 +229,38 @@ pub async fn handle(
         }
     }
 
+    // The route timeout starts here (after a fault's delay, as in Envoy, where the fault
+    // filter runs before the router); it bounds an ORIGINAL_DST name lookup too.
+    let deadline = policy.timeout.map(|t| tokio::time::Instant::now() + t);
+
     // An ORIGINAL_DST cluster: the cluster of the destination the request asked for.
     let original;
     let state: &ClusterState = match &state.original_dst {
         None => state,
         Some(destinations) => {
             let default_port = if scheme == "https" { 443 } else { 80 };
-            match destinations
-                .state_for(state, &authority, default_port, cx.local)
-                .await
-            {
+            let lookup = destinations.state_for(state, &authority, default_port, cx.local);
+            let found = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, lookup).await {
+                    Ok(found) => found,
+                    Err(_) => return Ok(route_timeout(&cx, policy, grpc, log)),
+                },
+                None => lookup.await,
+            };
+            match found {
                 Ok(s) => {
                     original = s;
                     &original
                 }
                 Err(why) => {
+                    let flag = match why {
+                        crate::original_dst::Unavailable::Full => Flag::UpstreamOverflow,
+                        crate::original_dst::Unavailable::NoDestination(_) => {
+                            Flag::NoHealthyUpstream
+                        }
+                    };
                     let detail = format!("cluster {:?}: {why}", destination.cluster);
-                    return Ok(local_reply(
-                        &cx,
-                        Flag::NoHealthyUpstream,
-                        &detail,
-                        grpc,
-                        log,
-                    ));
+                    return Ok(local_reply(&cx, flag, &detail, grpc, log));
                 }
             }
         }
@@ -328,9 +342,22 @@ pub async fn handle(
     // Attempts: one, or more under a retry policy (never for upgrades: the downstream
     // connection is handed over). The route timeout bounds them all, backoff included.
     let retry = policy.retry.as_ref().filter(|_| upgrade.is_none());
-    let deadline = policy.timeout.map(|t| tokio::time::Instant::now() + t);
     let empty_body = body.is_end_stream();
-    let mut body: ProxyBody = body.map_err(Into::into).boxed_unsync();
+    let mut body: ProxyBody = match log.as_ref() {
+        // %BYTES_RECEIVED%: the request body's bytes, counted as they are read.
+        Some(l) => {
+            let received = l.bytes_received.clone();
+            body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    received.fetch_add(data.len() as u64, Relaxed);
+                }
+                frame
+            })
+            .map_err(Into::into)
+            .boxed_unsync()
+        }
+        None => body.map_err(Into::into).boxed_unsync(),
+    };
     if !policy.mirrors.is_empty() && upgrade.is_none() {
         let original = crate::mirror::Original {
             method: &parts.method,
@@ -694,9 +721,14 @@ fn local_reply(
     flag: Flag,
     detail: &str,
     grpc: bool,
-    log: Option<Box<Entry>>,
+    mut log: Option<Box<Entry>>,
 ) -> Response<ProxyBody> {
-    finish(cx, reply::local(flag, detail, grpc), Some(flag), log, ())
+    tracing::debug!(peer = %cx.peer, flag = flag.code(), "local reply: {detail}");
+    if let Some(l) = log.as_mut() {
+        detail.clone_into(&mut l.details);
+    }
+    let shown = cx.reply_detail.then_some(detail);
+    finish(cx, reply::local_for(flag, shown, grpc), Some(flag), log, ())
 }
 
 /// Counts the response, and wraps its body so that the access log line is written (and the
@@ -753,7 +785,7 @@ async fn join_upgraded(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::u
     };
     let mut down = hyper_util::rt::TokioIo::new(down);
     let mut up = hyper_util::rt::TokioIo::new(up);
-    crate::tunnel::splice(&mut down, &mut up).await;
+    crate::tunnel::splice(&mut down, &mut up, None).await;
 }
 
 /// CONNECT (HTTP/1.1, or HTTP/2's stream form): open a connection to the picked endpoint,
@@ -776,12 +808,13 @@ async fn tunnel(
             return local_reply(cx, Flag::UpstreamConnectFailure, &detail, grpc, log);
         }
     };
+    let idle = state.cluster.tcp_idle_timeout();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(down) => {
                 let mut down = hyper_util::rt::TokioIo::new(down);
                 let mut up = hyper_util::rt::TokioIo::new(upstream);
-                crate::tunnel::splice(&mut down, &mut up).await;
+                crate::tunnel::splice(&mut down, &mut up, idle).await;
             }
             Err(e) => tracing::debug!("CONNECT tunnel: {e}"),
         }

@@ -128,13 +128,6 @@ fn send(snapshot: Arc<Snapshot>, cluster: Arc<str>, original: &Original<'_>, bod
         let Some((client, h2)) = state.upstream.client(&pick.endpoint, downstream_h2) else {
             return;
         };
-        let Ok(_admission) = state.breaker.admit(h2).await else {
-            state
-                .stats
-                .upstream_rq_pending_overflow
-                .fetch_add(1, Relaxed);
-            return;
-        };
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -147,13 +140,22 @@ fn send(snapshot: Arc<Snapshot>, cluster: Arc<str>, original: &Original<'_>, bod
             headers.remove(header::HOST);
         }
         *req.headers_mut() = headers;
-        state.stats.upstream_rq_total.fetch_add(1, Relaxed);
+        // The wait for the circuit breaker is inside the timeout: a saturated mirror cluster
+        // must not keep copies (and their bodies) waiting for ever.
         let exchange = async {
+            let Ok(_admission) = state.breaker.admit(h2).await else {
+                state
+                    .stats
+                    .upstream_rq_pending_overflow
+                    .fetch_add(1, Relaxed);
+                return;
+            };
+            state.stats.upstream_rq_total.fetch_add(1, Relaxed);
             match client.request(req).await {
                 Ok(resp) => {
                     let class = crate::stats::class_index(resp.status().as_u16());
                     state.stats.upstream_rq_xx[class].fetch_add(1, Relaxed);
-                    let _ = resp.into_body().collect().await;
+                    drain(resp.into_body()).await;
                 }
                 Err(e) => tracing::debug!(%cluster, "mirror: {e}"),
             }
@@ -163,6 +165,16 @@ fn send(snapshot: Arc<Snapshot>, cluster: Arc<str>, original: &Original<'_>, bod
         }
         drop(pick);
     });
+}
+
+/// Reads a mirror's response body to its end, dropping each frame as it comes: nobody reads
+/// the answer, and a large one must not be held in memory.
+async fn drain<B: Body + Unpin>(mut body: B) {
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            return;
+        }
+    }
 }
 
 /// A piece of the original body on its way to a mirror.
@@ -285,6 +297,57 @@ mod tests {
         assert!(
             copy.is_err(),
             "the copy fails instead of being truncated silently"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_mirror_response_is_dropped_frame_by_frame() {
+        // Frames whose bytes count themselves while alive.
+        struct Tracked(Arc<std::sync::atomic::AtomicUsize>);
+        impl AsRef<[u8]> for Tracked {
+            fn as_ref(&self) -> &[u8] {
+                b"0123456789"
+            }
+        }
+        impl Drop for Tracked {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Relaxed);
+            }
+        }
+        struct Counted {
+            left: usize,
+            alive: Arc<std::sync::atomic::AtomicUsize>,
+            most_alive: usize,
+        }
+        impl Body for Counted {
+            type Data = Bytes;
+            type Error = BodyError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+                let alive = self.alive.load(Relaxed);
+                self.most_alive = self.most_alive.max(alive);
+                if self.left == 0 {
+                    return Poll::Ready(None);
+                }
+                self.left -= 1;
+                self.alive.fetch_add(1, Relaxed);
+                let bytes = Bytes::from_owner(Tracked(self.alive.clone()));
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+        }
+        let mut body = Counted {
+            left: 1000,
+            alive: Arc::default(),
+            most_alive: 0,
+        };
+        drain(&mut body).await;
+        assert_eq!(body.left, 0, "read to the end");
+        assert!(
+            body.most_alive <= 1,
+            "{} frames were held at once",
+            body.most_alive
         );
     }
 

@@ -27,7 +27,8 @@ use crate::cluster::Cluster;
 use crate::snapshot::ClusterState;
 use crate::upstream::Upstream;
 
-/// Destinations kept at most; past it, the ones no request uses are dropped.
+/// Destinations kept at most; past it, the ones no request uses are dropped, and a new
+/// destination is refused while every one kept is in use.
 const MAX_DESTINATIONS: usize = 1024;
 /// How long a resolved name is used before it is looked up again (Envoy's dynamic forward
 /// proxy refreshes its DNS cache every 60 s by default).
@@ -48,15 +49,16 @@ struct Destination {
 impl OriginalDst {
     /// The cluster state for the destination `authority` asks for. `default_port` is the
     /// scheme's; `local` is the listener's own address, which a request must not loop back to.
-    /// The error says why there is no destination (the caller answers 503 UH).
+    /// The error says why there is no destination.
     pub async fn state_for(
         &self,
         parent: &ClusterState,
         authority: &str,
         default_port: u16,
         local: SocketAddr,
-    ) -> Result<Arc<ClusterState>, String> {
-        let (host, port) = split_authority(authority, default_port)?;
+    ) -> Result<Arc<ClusterState>, Unavailable> {
+        let (host, port) =
+            split_authority(authority, default_port).map_err(Unavailable::NoDestination)?;
         let key = format!("{host}:{port}");
         let now = Instant::now();
         if let Some(d) = lock(&self.destinations).get(&key)
@@ -67,17 +69,28 @@ impl OriginalDst {
         }
         let (address, resolved) = match host.parse::<IpAddr>() {
             Ok(ip) => (SocketAddr::new(ip, port), None),
-            Err(_) => (resolve(&host, port).await?, Some(now)),
+            Err(_) => {
+                let within = parent.cluster.connect_timeout();
+                let lookup = tokio::net::lookup_host((host.as_str(), port));
+                let address = lookup_within(lookup, &host, within)
+                    .await
+                    .map_err(Unavailable::NoDestination)?;
+                (address, Some(now))
+            }
         };
         if address == local {
-            return Err(format!(
+            return Err(Unavailable::NoDestination(format!(
                 "the original destination {address} is this listener: the request would loop"
-            ));
+            )));
         }
-        let state = Arc::new(destination(parent, address)?);
+        let state = Arc::new(destination(parent, address).map_err(Unavailable::NoDestination)?);
         let mut destinations = lock(&self.destinations);
-        if destinations.len() >= MAX_DESTINATIONS {
+        if destinations.len() >= MAX_DESTINATIONS && !destinations.contains_key(&key) {
             destinations.retain(|_, d| Arc::strong_count(&d.state) > 1);
+            // Every destination kept is in use: a new one would grow the map past its bound.
+            if destinations.len() >= MAX_DESTINATIONS {
+                return Err(Unavailable::Full);
+            }
         }
         // Another request may have built it meanwhile; either serves.
         destinations.insert(
@@ -98,6 +111,28 @@ impl OriginalDst {
             .collect();
         out.sort_by_key(|s| s.cluster.endpoints().first().map(|e| e.address));
         out
+    }
+}
+
+/// Why a request has no destination cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The authority names no destination that can be used (503 UH): why.
+    NoDestination(String),
+    /// [`MAX_DESTINATIONS`] destinations are in use, none can be dropped (503 UO).
+    Full,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::NoDestination(why) => f.write_str(why),
+            Unavailable::Full => write!(
+                f,
+                "{MAX_DESTINATIONS} original destinations are in use; no new one is taken \
+                 until one is free"
+            ),
+        }
     }
 }
 
@@ -138,9 +173,20 @@ fn split_authority(authority: &str, default_port: u16) -> Result<(String, u16), 
     Ok((host.to_owned(), port))
 }
 
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    let mut addresses = tokio::net::lookup_host((host, port))
+/// The first address `lookup` answers for `host`, if it answers within `within` (the cluster's
+/// connect timeout: resolving is the first part of connecting, and the system resolver can
+/// take far longer than any request should wait).
+async fn lookup_within<I>(
+    lookup: impl std::future::Future<Output = std::io::Result<I>>,
+    host: &str,
+    within: Duration,
+) -> Result<SocketAddr, String>
+where
+    I: Iterator<Item = SocketAddr>,
+{
+    let mut addresses = tokio::time::timeout(within, lookup)
         .await
+        .map_err(|_| format!("resolving {host:?}: no answer within {within:?}"))?
         .map_err(|e| format!("resolving {host:?}: {e}"))?;
     addresses
         .next()
@@ -154,6 +200,65 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn destinations_in_use_stay_bounded() {
+        let config = proto::Cluster {
+            name: "PassthroughCluster".into(),
+            discovery: proto::Discovery::OriginalDst.into(),
+            ..Default::default()
+        };
+        let cluster = Cluster::build(&config).expect("builds");
+        let parent = ClusterState {
+            upstream: Upstream::new(&cluster).expect("upstream"),
+            stats: Default::default(),
+            breaker: Arc::new(crate::breaker::Breaker::new(None)),
+            original_dst: None,
+            cluster,
+        };
+        let local = SocketAddr::from(([127, 0, 0, 1], 15001));
+        let dst = OriginalDst::default();
+        let authority = |i: usize| format!("10.0.{}.{}:80", i / 256, i % 256);
+        // Held, as requests in flight hold them.
+        let mut held = Vec::new();
+        for i in 0..MAX_DESTINATIONS {
+            held.push(
+                dst.state_for(&parent, &authority(i), 80, local)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let refused = dst.state_for(&parent, "10.9.9.9:80", 80, local).await;
+        assert_eq!(refused.err(), Some(Unavailable::Full));
+        assert_eq!(lock(&dst.destinations).len(), MAX_DESTINATIONS);
+        // A destination already kept is still served.
+        assert!(
+            dst.state_for(&parent, &authority(7), 80, local)
+                .await
+                .is_ok()
+        );
+        // Once one is free, it makes room for the new one.
+        held.swap_remove(3);
+        assert!(
+            dst.state_for(&parent, "10.9.9.9:80", 80, local)
+                .await
+                .is_ok()
+        );
+        assert!(lock(&dst.destinations).len() <= MAX_DESTINATIONS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_that_does_not_answer_gives_up() {
+        let never = std::future::pending::<std::io::Result<std::vec::IntoIter<SocketAddr>>>();
+        let result = lookup_within(never, "slow.example", Duration::from_secs(2)).await;
+        assert_eq!(
+            result,
+            Err("resolving \"slow.example\": no answer within 2s".to_owned())
+        );
+        let answer = async { Ok(vec![SocketAddr::from(([127, 0, 0, 9], 80))].into_iter()) };
+        let result = lookup_within(answer, "fast.example", Duration::from_secs(2)).await;
+        assert_eq!(result, Ok(SocketAddr::from(([127, 0, 0, 9], 80))));
+    }
 
     #[test]
     fn authorities_split_with_default_ports() {

@@ -1,8 +1,10 @@
 //! Local rate limiting: Envoy's token bucket, per route or per listener. A request takes a
-//! token or is answered 429 with flag RL. The bucket lives in the config snapshot, so a config
-//! change starts it full again.
+//! token or is answered 429 with flag RL. The bucket lives in the config snapshot; a rebuilt
+//! snapshot takes over the previous one's bucket for the same route or listener when its limit
+//! is unchanged ([`Buckets`]), so only a change to the limit itself starts it full again.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,6 +25,55 @@ struct State {
     tokens: u32,
     /// When the last whole fill happened.
     filled: Instant,
+}
+
+/// A snapshot's token buckets by owner (the listener, or the route configuration, virtual host
+/// and route), with the limit each was built from: what the next snapshot may take over.
+#[derive(Debug, Default)]
+pub struct Buckets {
+    /// The previous snapshot's buckets.
+    previous: HashMap<String, (proto::RateLimit, Arc<TokenBucket>)>,
+    /// This snapshot's, filled while it is built.
+    kept: Mutex<HashMap<String, (proto::RateLimit, Arc<TokenBucket>)>>,
+}
+
+impl Buckets {
+    /// An empty set for a snapshot built after the one that holds `previous`.
+    pub fn after(previous: Option<&Buckets>) -> Buckets {
+        let previous = previous
+            .map(|p| p.kept.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default();
+        Buckets {
+            previous,
+            kept: Mutex::default(),
+        }
+    }
+
+    /// The bucket of `owner` for `rate_limit`: the previous snapshot's when its limit is the
+    /// same (its tokens carry over), else a new full one. `None` without a local limit.
+    pub fn bucket(
+        &self,
+        owner: String,
+        rate_limit: Option<&proto::RateLimit>,
+        resource: &str,
+        at: &str,
+    ) -> Result<Option<Arc<TokenBucket>>, ConfigError> {
+        let Some(config) = rate_limit.filter(|r| r.local.is_some()) else {
+            return Ok(None);
+        };
+        let bucket = match self.previous.get(&owner) {
+            Some((was, bucket)) if was == config => bucket.clone(),
+            _ => match TokenBucket::build(Some(config), resource, at)? {
+                Some(b) => Arc::new(b),
+                None => return Ok(None),
+            },
+        };
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(owner, (*config, bucket.clone()));
+        Ok(Some(bucket))
+    }
 }
 
 impl TokenBucket {

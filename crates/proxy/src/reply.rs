@@ -85,8 +85,17 @@ impl Flag {
 /// maps HTTP statuses to gRPC codes) so that gRPC clients see a proper status.
 /// `grpc`: the request was gRPC ([`is_grpc`] of its headers).
 pub fn local(flag: Flag, detail: &str, grpc: bool) -> Response<ProxyBody> {
+    local_for(flag, Some(detail), grpc)
+}
+
+/// As [`local`]; without `detail` (a gateway's reply to a caller outside the mesh) the body
+/// names the cause alone: `upstream connect error (UF)`.
+pub fn local_for(flag: Flag, detail: Option<&str>, grpc: bool) -> Response<ProxyBody> {
     let status = flag.status();
-    let message = format!("{} ({}): {detail}\n", reason(flag), flag.code());
+    let message = match detail {
+        Some(detail) => format!("{} ({}): {detail}\n", reason(flag), flag.code()),
+        None => format!("{} ({})\n", reason(flag), flag.code()),
+    };
     let mut resp = if grpc {
         let mut r = Response::new(empty());
         let h = r.headers_mut();
@@ -218,6 +227,19 @@ mod tests {
         let r = local(Flag::NoRoute, "no route for reviews:9080/x", false);
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(r.headers()[FLAGS_HEADER], "NR");
+    }
+
+    #[tokio::test]
+    async fn without_detail_the_body_names_the_cause_alone() {
+        use http_body_util::BodyExt;
+        let r = local_for(Flag::UpstreamConnectFailure, None, false);
+        assert_eq!(r.headers()[FLAGS_HEADER], "UF");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "upstream connect error (UF)\n");
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        let r = local_for(Flag::UpstreamConnectFailure, None, is_grpc(&h));
+        assert_eq!(r.headers()["grpc-message"], "upstream connect error (UF)");
     }
 
     #[test]

@@ -77,9 +77,7 @@ pub async fn serve_listener(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(listener = %name, "accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                accept_failed(&e, &name).await;
                 continue;
             }
         };
@@ -104,6 +102,7 @@ pub async fn serve_listener(
                     access_log: spec.access_log.is_some(),
                     tls: None,
                     rate_limit: rate_limit.clone(),
+                    reply_detail: !shared.snapshot.load().node.gateway,
                 };
                 let max_header_bytes = *max_header_bytes;
                 match tls {
@@ -146,6 +145,25 @@ pub async fn serve_listener(
     {
         tracing::warn!(listener = %name, "drain timeout: closing remaining connections");
     }
+}
+
+/// How long an accept loop waits after an error that is not one connection's own (out of file
+/// descriptors, out of memory): accepting again at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// After a failed accept on listener `name`: nothing to wait for when one connection failed
+/// (it was reset or aborted before it was accepted), else a pause of [`ACCEPT_BACKOFF`].
+pub(crate) async fn accept_failed(e: &std::io::Error, name: &str) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    ) {
+        tracing::debug!(listener = %name, "accept: {e}");
+        return;
+    }
+    tracing::warn!(listener = %name, "accept: {e}; retrying in {ACCEPT_BACKOFF:?}");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
 /// A client has this long to finish its TLS handshake.
@@ -236,16 +254,10 @@ async fn run_conn(
 /// Rebuilds the snapshot from `path` and swaps it in, binding new listeners first; on any
 /// error the current config stays whole.
 pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) {
-    let result = read_bootstrap(path).and_then(|b| {
-        let current = shared.snapshot.load();
-        Snapshot::build(b, Some(&current), &shared.stats).map_err(|errors| {
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-    });
+    let result = match read_bootstrap(path) {
+        Ok(b) => build(shared, b).await,
+        Err(e) => Err(e),
+    };
     let applied = result.and_then(|next| apply(shared, next));
     match applied {
         Ok(()) => {
@@ -259,13 +271,38 @@ pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) {
     }
 }
 
+/// Builds a snapshot after the current one on the blocking pool: compiling regexes, reading
+/// certificates and building Maglev tables takes long enough that requests, which may share
+/// one worker thread with the caller, must not wait behind it. The error joins every reason.
+pub async fn build(shared: &Arc<Shared>, bootstrap: proto::Bootstrap) -> Result<Snapshot, String> {
+    let shared = shared.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let current = shared.snapshot.load_full();
+        Snapshot::build(bootstrap, Some(&current), &shared.stats)
+    })
+    .await
+    .map_err(|e| format!("building the config failed: {e}"))?;
+    built.map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
 /// Puts a built snapshot in force: listeners first (a bind failure refuses it), then the
 /// routes and clusters, atomically. Prints each newly bound listener's address.
 pub fn apply(shared: &Arc<Shared>, next: Snapshot) -> Result<(), String> {
     let specs = next.listeners.clone();
+    let clusters: std::collections::HashSet<Arc<str>> = next.clusters.keys().cloned().collect();
+    let commit = || {
+        shared.snapshot.store(Arc::new(next));
+        shared.stats.retain_clusters(&clusters);
+    };
     let bound = shared
         .listeners
-        .apply(shared, &specs, || shared.snapshot.store(Arc::new(next)))
+        .apply(shared, &specs, commit)
         .map_err(|errors| {
             errors
                 .iter()
@@ -319,5 +356,67 @@ pub async fn watch_config(shared: Arc<Shared>, path: PathBuf, mut last: Option<S
         if changed {
             reload(&shared, &path).await;
         }
+    }
+}
+
+#[cfg(test)]
+impl Shared {
+    /// A proxy's shared state with an empty config, no listeners and no access log.
+    pub(crate) fn for_test() -> Arc<Shared> {
+        let stats = Stats::default();
+        let snapshot = Snapshot::build(Default::default(), None, &stats)
+            .unwrap_or_else(|e| panic!("an empty config builds: {e:?}"));
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            stats,
+            access_log: AccessLog::disabled(),
+            ready: AtomicBool::new(true),
+            shutdown,
+            set_log_level: Box::new(|_| Ok(())),
+            listeners: Listeners::new(Duration::from_secs(1)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_counters_of_removed_clusters_are_dropped() {
+        let shared = Shared::for_test();
+        let build = |clusters: &[&str]| {
+            let yaml: String = clusters
+                .iter()
+                .map(|c| format!("- {{name: {c}, endpoints: [{{address: \"127.0.0.1:1\"}}]}}\n"))
+                .collect();
+            let bootstrap: proto::Bootstrap =
+                yaml_serde::from_str(&format!("clusters:\n{yaml}")).expect("config");
+            let current = shared.snapshot.load();
+            Snapshot::build(bootstrap, Some(&current), &shared.stats).expect("builds")
+        };
+        apply(&shared, build(&["a", "b"])).expect("applies");
+        let stats = shared.stats.render();
+        assert!(stats.contains("cluster.b.upstream_rq_total"), "{stats}");
+        apply(&shared, build(&["a", "c"])).expect("applies");
+        let stats = shared.stats.render();
+        assert!(stats.contains("cluster.a.upstream_rq_total"), "{stats}");
+        assert!(stats.contains("cluster.c.upstream_rq_total"), "{stats}");
+        assert!(!stats.contains("cluster.b."), "{stats}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_errors_that_are_not_one_connections_back_off() {
+        let waited = |e: std::io::Error| async move {
+            let start = tokio::time::Instant::now();
+            accept_failed(&e, "test").await;
+            start.elapsed()
+        };
+        // EMFILE: out of file descriptors. Accepting again at once would spin.
+        let emfile = std::io::Error::from_raw_os_error(24);
+        assert_eq!(waited(emfile).await, ACCEPT_BACKOFF);
+        let aborted = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        assert_eq!(waited(aborted).await, Duration::ZERO);
     }
 }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use weft_xds::proto;
 
 use crate::breaker::Breaker;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, only_endpoints_differ};
 use crate::config::{ConfigError, NodeInfo};
 use crate::original_dst::OriginalDst;
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{Buckets, TokenBucket};
 use crate::route::RouteTable;
 use crate::stats::{ClusterStats, Stats};
 use crate::tls::SniTable;
@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSpec>,
     pub routes: HashMap<String, Arc<RouteTable>>,
     pub clusters: HashMap<Arc<str>, Arc<ClusterState>>,
+    /// The rate limit buckets of routes and listeners, for the next snapshot to take over.
+    pub buckets: Buckets,
 }
 
 /// A cluster with what serves it: its connection pools and counters.
@@ -115,10 +117,11 @@ impl Snapshot {
     ) -> Result<Snapshot, Vec<ConfigError>> {
         let node = NodeInfo::from(bootstrap.node.as_ref());
         let mut errors = Vec::new();
+        let buckets = Buckets::after(previous.map(|p| &p.buckets));
 
         let mut listeners = Vec::new();
         for (i, l) in bootstrap.listeners.iter().enumerate() {
-            match listener(l, i) {
+            match listener(l, i, &buckets) {
                 Ok(spec) => listeners.push(spec),
                 Err(e) => errors.push(e),
             }
@@ -126,7 +129,7 @@ impl Snapshot {
 
         let mut routes = HashMap::new();
         for rc in &bootstrap.route_configs {
-            match RouteTable::build(rc, &node) {
+            match RouteTable::build_with(rc, &node, &buckets) {
                 Ok(t) => {
                     if routes.insert(rc.name.clone(), Arc::new(t)).is_some() {
                         errors.push(ConfigError::new(
@@ -148,7 +151,7 @@ impl Snapshot {
                 continue;
             }
             let table = compose(rc, &bootstrap.route_configs)
-                .and_then(|composed| RouteTable::build(&composed, &node));
+                .and_then(|composed| RouteTable::build_with(&composed, &node, &buckets));
             match table {
                 Ok(t) => {
                     routes.insert(rc.name.clone(), Arc::new(t));
@@ -162,32 +165,40 @@ impl Snapshot {
 
         let mut clusters = HashMap::new();
         for c in &bootstrap.clusters {
-            let reused = previous
-                .and_then(|p| p.clusters.get(c.name.as_str()))
-                .filter(|s| s.cluster.config() == c)
-                .cloned();
+            let was = previous.and_then(|p| p.clusters.get(c.name.as_str()));
+            let reused = was.filter(|s| s.cluster.config() == c).cloned();
+            // Only the endpoint list changed (a scale event): hosts that stay keep their pools
+            // and outlier state, and the cluster its circuit breaker counts, as in Envoy.
+            let scaled = was.filter(|s| only_endpoints_differ(s.cluster.config(), c));
             let state = match reused {
                 Some(s) => s,
-                None => match Cluster::build(c).and_then(|cluster| {
-                    let upstream = Upstream::new(&cluster)?;
-                    Ok((cluster, upstream))
-                }) {
-                    Ok((cluster, upstream)) => {
-                        let stats = stats.cluster(cluster.name());
-                        Arc::new(ClusterState {
-                            breaker: Arc::new(Breaker::new(c.circuit_breakers.as_ref())),
-                            original_dst: (cluster.discovery() == proto::Discovery::OriginalDst)
-                                .then(OriginalDst::default),
-                            cluster,
-                            upstream,
-                            stats,
-                        })
+                None => {
+                    match Cluster::build_after(c, scaled.map(|s| &s.cluster)).and_then(|cluster| {
+                        let upstream = Upstream::new_after(&cluster, scaled.map(|s| &s.upstream))?;
+                        Ok((cluster, upstream))
+                    }) {
+                        Ok((cluster, upstream)) => {
+                            let stats = stats.cluster(cluster.name());
+                            let breaker = match scaled {
+                                Some(s) => s.breaker.clone(),
+                                None => Arc::new(Breaker::new(c.circuit_breakers.as_ref())),
+                            };
+                            Arc::new(ClusterState {
+                                breaker,
+                                original_dst: (cluster.discovery()
+                                    == proto::Discovery::OriginalDst)
+                                    .then(OriginalDst::default),
+                                cluster,
+                                upstream,
+                                stats,
+                            })
+                        }
+                        Err(e) => {
+                            errors.push(e);
+                            continue;
+                        }
                     }
-                    Err(e) => {
-                        errors.push(e);
-                        continue;
-                    }
-                },
+                }
             };
             if clusters
                 .insert(state.cluster.name().clone(), state)
@@ -254,6 +265,7 @@ impl Snapshot {
             listeners,
             routes,
             clusters,
+            buckets,
         })
     }
 }
@@ -299,7 +311,11 @@ fn sni_routes(
     Ok(table)
 }
 
-fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigError> {
+fn listener(
+    l: &proto::Listener,
+    index: usize,
+    buckets: &Buckets,
+) -> Result<ListenerSpec, ConfigError> {
     let resource = if l.name.is_empty() {
         format!("listeners[{index}]")
     } else {
@@ -334,8 +350,12 @@ fn listener(l: &proto::Listener, index: usize) -> Result<ListenerSpec, ConfigErr
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,
                 tls,
-                rate_limit: TokenBucket::build(h.rate_limit.as_ref(), &resource, "http.rateLimit")?
-                    .map(Arc::new),
+                rate_limit: buckets.bucket(
+                    resource.clone(),
+                    h.rate_limit.as_ref(),
+                    &resource,
+                    "http.rateLimit",
+                )?,
             }
         }
         Some(proto::listener::Protocol::Tcp(t)) => ListenerKind::Tcp {
@@ -490,6 +510,141 @@ clusters:
             text.iter().any(|t| t.starts_with("route_config \"outbound/a\": includePrefix: it is included by route_config \"outbound\"")),
             "{text:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_buckets_outlive_rebuilds_that_leave_their_limit_alone() {
+        let yaml = |endpoint: &str, route_tokens: u32| {
+            format!(
+                r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", http: {{routeConfig: r, rateLimit: {{local: {{maxTokens: 2, fillInterval: 60s}}}}}}}}
+routeConfigs:
+- name: r
+  virtualHosts:
+  - name: v
+    domains: ["*"]
+    routes:
+    - name: limited
+      rateLimit: {{local: {{maxTokens: {route_tokens}, fillInterval: 60s}}}}
+      route: {{clusters: [{{cluster: c}}]}}
+clusters:
+- {{name: c, endpoints: [{{address: "{endpoint}"}}]}}
+"#
+            )
+        };
+        let build = |text: String, previous: Option<&Snapshot>| {
+            let bootstrap: proto::Bootstrap = yaml_serde::from_str(&text).expect("parses");
+            Snapshot::build(bootstrap, previous, &Stats::default()).expect("builds")
+        };
+        let (method, headers, labels) = (
+            http::Method::GET,
+            http::HeaderMap::new(),
+            std::collections::BTreeMap::new(),
+        );
+        let req = crate::route::RequestView {
+            method: &method,
+            scheme: "http",
+            authority: "any",
+            path_and_query: "/",
+            headers: &headers,
+            port: 80,
+            source_labels: &labels,
+        };
+        let route_bucket = |s: &Snapshot| {
+            s.routes["r"]
+                .route(&req)
+                .and_then(|m| m.rate_limit().map(|b| b as *const TokenBucket))
+        };
+        let listener_bucket = |s: &Snapshot| match &s.listeners[0].kind {
+            ListenerKind::Http { rate_limit, .. } => rate_limit.clone().expect("a bucket"),
+            _ => panic!("an HTTP listener"),
+        };
+        let first = build(yaml("127.0.0.1:1", 2), None);
+        let take = |s: &Snapshot| {
+            let m = s.routes["r"].route(&req).expect("route");
+            m.rate_limit().expect("a bucket").try_acquire()
+        };
+        assert!(take(&first) && take(&first) && !take(&first), "two tokens");
+        assert!(listener_bucket(&first).try_acquire());
+        assert!(listener_bucket(&first).try_acquire());
+
+        // A push that changes only a cluster: the buckets stay as empty as they were.
+        let second = build(yaml("127.0.0.1:2", 2), Some(&first));
+        assert_eq!(route_bucket(&first), route_bucket(&second));
+        assert!(!take(&second), "the route's bucket started full again");
+        assert!(
+            !listener_bucket(&second).try_acquire(),
+            "the listener's too"
+        );
+
+        // The route's own limit changes: a new, full bucket.
+        let third = build(yaml("127.0.0.1:2", 3), Some(&second));
+        assert!(take(&third) && take(&third) && take(&third) && !take(&third));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hosts_that_stay_keep_their_state_when_only_endpoints_change() {
+        let yaml = |endpoints: &[&str], max_requests: u32| {
+            let endpoints: Vec<String> = endpoints
+                .iter()
+                .map(|a| format!("{{address: \"{a}\"}}"))
+                .collect();
+            format!(
+                "clusters:\n- {{name: c, endpoints: [{}], circuitBreakers: {{maxRequests: {max_requests}}}, \
+                 outlierDetection: {{consecutive5xx: 1, maxEjectionPercent: 100}}}}\n",
+                endpoints.join(", ")
+            )
+        };
+        let build = |text: String, previous: Option<&Snapshot>| {
+            let bootstrap: proto::Bootstrap = yaml_serde::from_str(&text).expect("parses");
+            Snapshot::build(bootstrap, previous, &Stats::default()).expect("builds")
+        };
+        let (a, b, c): (SocketAddr, SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+            "10.0.0.3:80".parse().unwrap(),
+        );
+        let first = build(yaml(&["10.0.0.1:80", "10.0.0.2:80"], 5), None);
+        let state = &first.clusters["c"];
+        let endpoint = |s: &ClusterState, at: SocketAddr| {
+            s.cluster
+                .endpoints()
+                .iter()
+                .find(|e| e.address == at)
+                .cloned()
+                .expect("endpoint")
+        };
+        state
+            .cluster
+            .report(&endpoint(state, a), crate::cluster::Reported::Status(500));
+        assert!(state.cluster.is_ejected(&endpoint(state, a)));
+
+        // Scaled up, with the first endpoint moved: a stays ejected, keeps its pools, and the
+        // breaker is the same one.
+        let second = build(
+            yaml(&["10.0.0.3:80", "10.0.0.2:80", "10.0.0.1:80"], 5),
+            Some(&first),
+        );
+        let next = &second.clusters["c"];
+        assert!(next.cluster.is_ejected(&endpoint(next, a)), "ejection lost");
+        assert!(!next.cluster.is_ejected(&endpoint(next, c)));
+        assert!(next.upstream.shares_pools(&state.upstream, a));
+        assert!(next.upstream.shares_pools(&state.upstream, b));
+        assert!(
+            Arc::ptr_eq(&state.breaker, &next.breaker),
+            "breaker counts lost"
+        );
+        tokio::time::advance(std::time::Duration::from_secs(31)).await;
+        assert!(
+            !next.cluster.is_ejected(&endpoint(next, a)),
+            "back after 30 s"
+        );
+
+        // Any other change builds the cluster afresh.
+        let third = build(yaml(&["10.0.0.2:80"], 6), Some(&second));
+        assert!(!Arc::ptr_eq(&next.breaker, &third.clusters["c"].breaker));
+        assert!(!third.clusters["c"].upstream.shares_pools(&next.upstream, b));
     }
 
     #[test]

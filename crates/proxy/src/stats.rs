@@ -55,6 +55,14 @@ impl Stats {
         map.entry(name.clone()).or_default().clone()
     }
 
+    /// Drops the counters of clusters the config no longer has (called when a new snapshot is
+    /// put in force), so that a mesh whose clusters come and go does not grow this map for
+    /// ever. A cluster that comes back starts from zero, as in Envoy.
+    pub fn retain_clusters(&self, keep: &std::collections::HashSet<Arc<str>>) {
+        let mut map = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|name, _| keep.contains(name));
+    }
+
     /// Counts a failed downstream TLS handshake; `None` when it timed out.
     pub fn ssl_failure(&self, why: Option<crate::tls::HandshakeFailure>) {
         use crate::tls::HandshakeFailure as F;

@@ -2,8 +2,10 @@
 //! and HTTP upgrades end in.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -19,14 +21,107 @@ use crate::tls::SniTable;
 /// A client has this long to send its whole ClientHello on a passthrough listener.
 const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Copies bytes both ways until both sides have closed (or either fails).
-pub async fn splice<A, B>(a: &mut A, b: &mut B)
+/// Copies bytes both ways until both sides have closed (or either fails), or until no byte
+/// has moved either way for `idle` (the cluster's TCP idle timeout; None: never).
+pub async fn splice<A, B>(a: &mut A, b: &mut B, idle: Option<Duration>)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err(e) = tokio::io::copy_bidirectional(a, b).await {
-        tracing::debug!("tunnel: {e}");
+    let Some(idle) = idle else {
+        if let Err(e) = tokio::io::copy_bidirectional(a, b).await {
+            tracing::debug!("tunnel: {e}");
+        }
+        return;
+    };
+    let activity = Activity {
+        since: tokio::time::Instant::now(),
+        last: AtomicU64::new(0),
+    };
+    let mut a = Watched {
+        inner: a,
+        activity: &activity,
+    };
+    let copy = tokio::io::copy_bidirectional(&mut a, b);
+    tokio::pin!(copy);
+    loop {
+        let last = activity.last();
+        tokio::select! {
+            result = &mut copy => {
+                if let Err(e) = result {
+                    tracing::debug!("tunnel: {e}");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(last + idle) => {
+                if activity.last() == last {
+                    tracing::debug!(?idle, "tunnel: idle timeout, closing");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When bytes last moved on one side of a splice. Every byte crosses that side (read from it
+/// or written to it), so this sees activity either way.
+struct Activity {
+    since: tokio::time::Instant,
+    /// Milliseconds from `since`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn last(&self) -> tokio::time::Instant {
+        self.since + Duration::from_millis(self.last.load(Relaxed))
+    }
+
+    fn moved(&self) {
+        let ms = self.since.elapsed().as_millis();
+        self.last
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
+    }
+}
+
+struct Watched<'a, T> {
+    inner: &'a mut T,
+    activity: &'a Activity,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.moved();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut *self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.moved();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 
@@ -112,7 +207,12 @@ async fn forward(
         return;
     }
     shared.stats.downstream_cx_active.fetch_add(1, Relaxed);
-    splice(&mut downstream, &mut upstream).await;
+    splice(
+        &mut downstream,
+        &mut upstream,
+        state.cluster.tcp_idle_timeout(),
+    )
+    .await;
     shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
     drop(pick);
 }
@@ -138,4 +238,45 @@ pub async fn connect(
     };
     state.cluster.report(&pick.endpoint, reported);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, duplex};
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_tunnel_is_closed_and_a_busy_one_is_not() {
+        let idle = Duration::from_secs(60);
+        let (mut client, mut down) = duplex(64);
+        let (mut up, mut server) = duplex(64);
+        let started = tokio::time::Instant::now();
+        let tunnel = tokio::spawn(async move { splice(&mut down, &mut up, Some(idle)).await });
+        // Bytes each way every 40 s keep it open well past one idle timeout...
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            client.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            server.read_exact(&mut buf).await.unwrap();
+            server.write_all(b"pong").await.unwrap();
+            client.read_exact(&mut buf).await.unwrap();
+        }
+        assert!(!tunnel.is_finished(), "closed while in use");
+        // ... and once nothing moves, it closes after the idle timeout.
+        tokio::time::timeout(Duration::from_secs(3600), tunnel)
+            .await
+            .expect("closed when idle")
+            .unwrap();
+        let quiet = started.elapsed() - Duration::from_secs(160);
+        assert!(
+            quiet >= idle && quiet < idle + Duration::from_secs(1),
+            "closed after {quiet:?} idle"
+        );
+        let mut rest = Vec::new();
+        assert_eq!(
+            client.read_to_end(&mut rest).await.unwrap(),
+            0,
+            "client sees the close"
+        );
+    }
 }

@@ -35,7 +35,7 @@ pub struct Upstream {
     protocol: UpstreamProtocol,
     tls: bool,
     /// In the cluster's endpoint order ([`Endpoint::index`]).
-    endpoints: Vec<EndpointPools>,
+    endpoints: Vec<Arc<EndpointPools>>,
 }
 
 /// One endpoint's pools. The HTTP/2 one serves HTTP2 clusters, and USE_DOWNSTREAM clusters
@@ -51,14 +51,39 @@ struct EndpointPools {
 impl Upstream {
     /// Fails when the cluster's TLS files cannot be read or do not make a valid config.
     pub fn new(cluster: &Cluster) -> Result<Self, ConfigError> {
+        Self::new_after(cluster, None)
+    }
+
+    /// As [`Upstream::new`]; when `previous` served this cluster before a change of its
+    /// endpoint list alone, an endpoint that stays (same address) keeps its pools and their
+    /// connections.
+    pub fn new_after(cluster: &Cluster, previous: Option<&Upstream>) -> Result<Self, ConfigError> {
         let resource = format!("cluster {:?}", cluster.name());
         let mut endpoints = Vec::with_capacity(cluster.endpoints().len());
+        // Roots and client certificates are read once for the cluster, when an endpoint
+        // first needs them, not once per endpoint.
+        let mut tls: Option<ClientTls> = None;
         for e in cluster.endpoints() {
-            let tls = match &cluster.config().tls {
-                Some(t) => Some(client_tls(t, Some(e.address.ip()), &resource)?),
+            let kept = previous.and_then(|p| p.endpoints.iter().find(|k| k.address == e.address));
+            if let Some(pools) = kept {
+                endpoints.push(pools.clone());
+                continue;
+            }
+            let endpoint_tls = match &cluster.config().tls {
+                Some(t) => {
+                    let base = match &tls {
+                        Some(base) => base,
+                        None => tls.insert(client_tls(t, None, &resource)?),
+                    };
+                    Some(base.for_endpoint(t, e.address.ip()))
+                }
                 None => None,
             };
-            endpoints.push(EndpointPools::new(cluster, e.address, tls));
+            endpoints.push(Arc::new(EndpointPools::new(
+                cluster,
+                e.address,
+                endpoint_tls,
+            )));
         }
         Ok(Upstream {
             protocol: cluster.protocol(),
@@ -104,6 +129,14 @@ impl Upstream {
         self.endpoints
             .get(endpoint.index)
             .filter(|p| p.address == endpoint.address)
+            .map(|p| &**p)
+    }
+
+    /// Whether this and `other` use the very same pools for `address`.
+    #[cfg(test)]
+    pub(crate) fn shares_pools(&self, other: &Upstream, address: SocketAddr) -> bool {
+        let of = |u: &Upstream| u.endpoints.iter().find(|p| p.address == address).cloned();
+        matches!((of(self), of(other)), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
     }
 }
 
@@ -120,6 +153,7 @@ impl EndpointPools {
                 http: http.clone(),
                 target: target.clone(),
                 tls: config.map(|(c, name)| (tokio_rustls::TlsConnector::from(c), name)),
+                handshake_timeout: cluster.connect_timeout(),
             };
         let with = |pick: fn(&ClientTls) -> &Arc<rustls::ClientConfig>| {
             tls.as_ref()
@@ -163,6 +197,10 @@ pub struct EndpointConnector {
     http: HttpConnector,
     target: Uri,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    /// The TLS handshake's bound: the cluster's connect timeout, as for the TCP connect (a
+    /// server that accepts and never answers must not hold the request until the route
+    /// timeout, or forever without one).
+    handshake_timeout: std::time::Duration,
 }
 
 impl tower_service::Service<Uri> for EndpointConnector {
@@ -177,16 +215,90 @@ impl tower_service::Service<Uri> for EndpointConnector {
     fn call(&mut self, _request_uri: Uri) -> Self::Future {
         let connecting = self.http.call(self.target.clone());
         let tls = self.tls.clone();
+        let handshake_timeout = self.handshake_timeout;
         Box::pin(async move {
             let tcp = connecting.await?;
             let Some((connector, name)) = tls else {
                 return Ok(MaybeHttpsStream::Http(tcp));
             };
-            let stream = connector
-                .connect(name, TokioIo::new(tcp))
+            let handshake = connector.connect(name, TokioIo::new(tcp));
+            let stream = tokio::time::timeout(handshake_timeout, handshake)
                 .await
+                .map_err(|_| format!("TLS handshake: timed out after {handshake_timeout:?}"))?
                 .map_err(|e| format!("TLS handshake: {e}"))?;
             Ok(MaybeHttpsStream::Https(TokioIo::new(stream)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_xds::proto;
+
+    #[test]
+    fn roots_are_read_once_per_cluster() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "weft-roots-once-{}-{}.pem",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::write(&path, ca.pem()).unwrap();
+        let endpoints: Vec<String> = (1..=20)
+            .map(|i| format!("{{address: \"10.0.0.{i}:443\"}}"))
+            .collect();
+        let yaml = format!(
+            "{{name: c, tls: {{caFile: \"{}\"}}, endpoints: [{}]}}",
+            path.display(),
+            endpoints.join(", ")
+        );
+        let config: proto::Cluster = yaml_serde::from_str(&yaml).expect("cluster");
+        let cluster = Cluster::build(&config).expect("builds");
+        let before = crate::tls::ROOT_LOADS.with(std::cell::Cell::get);
+        let upstream = Upstream::new(&cluster);
+        let loads = crate::tls::ROOT_LOADS.with(std::cell::Cell::get) - before;
+        let _ = std::fs::remove_file(&path);
+        assert!(upstream.is_ok());
+        assert_eq!(
+            loads, 1,
+            "the CA file was read {loads} times for 20 endpoints"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_tls_handshake_is_bounded_by_the_connect_timeout() {
+        // A server that accepts and never answers the ClientHello.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = silent.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                open.push(s);
+            }
+        });
+        let yaml = format!(
+            "{{name: c, connectTimeout: 0.2s, tls: {{insecureSkipVerify: true}}, \
+             endpoints: [{{address: \"{address}\"}}]}}"
+        );
+        let config: proto::Cluster = yaml_serde::from_str(&yaml).expect("cluster");
+        let cluster = Cluster::build(&config).expect("builds");
+        let upstream = Upstream::new(&cluster).expect("upstream");
+        let endpoint = &cluster.endpoints()[0];
+        // The outer bound only keeps a failing test from hanging.
+        let result = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            upstream.connect(endpoint),
+        )
+        .await
+        .expect("the handshake gave up on its own");
+        let Err(e) = result else {
+            panic!("a handshake with a silent server succeeded");
+        };
+        assert_eq!(e.to_string(), "TLS handshake: timed out after 200ms");
+        held.abort();
     }
 }

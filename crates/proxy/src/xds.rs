@@ -14,8 +14,7 @@ use weft_xds::resource::{
     CLUSTER_TYPE_URL, LISTENER_TYPE_URL, ROUTE_CONFIGURATION_TYPE_URL, XdsResource, unpack,
 };
 
-use crate::server::{Shared, apply};
-use crate::snapshot::Snapshot;
+use crate::server::{Shared, apply, build};
 
 /// Applies xDS updates to the running proxy.
 pub struct Handler {
@@ -95,7 +94,7 @@ impl Handler {
     }
 
     /// Builds and applies the config with this type's new set; on failure nothing changes.
-    fn try_apply(&mut self, update: &Update<'_>) -> Result<(), String> {
+    async fn try_apply(&mut self, update: &Update<'_>) -> Result<(), String> {
         let mut next = Handler {
             shared: self.shared.clone(),
             base: self.base.clone(),
@@ -109,15 +108,7 @@ impl Handler {
             CLUSTER_TYPE_URL => next.clusters = decode(update)?,
             other => return Err(format!("type {other} is not one weft-proxy takes")),
         }
-        let current = self.shared.snapshot.load_full();
-        let snapshot = Snapshot::build(next.bootstrap(), Some(&current), &self.shared.stats)
-            .map_err(|errors| {
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })?;
+        let snapshot = build(&self.shared, next.bootstrap()).await?;
         apply(&self.shared, snapshot)?;
         *self = next;
         Ok(())
@@ -125,8 +116,8 @@ impl Handler {
 }
 
 impl ConfigHandler for Handler {
-    fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
-        let result = self.try_apply(update);
+    async fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
+        let result = self.try_apply(update).await;
         match &result {
             Ok(()) => {
                 self.shared.stats.config_reloads.fetch_add(1, Relaxed);
@@ -163,6 +154,65 @@ impl ConfigHandler for Handler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weft_xds::resource::{VersionedResource, pack};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn config_is_built_off_the_runtime_that_serves_requests() {
+        let shared = Shared::for_test();
+        let bootstrap = proto::Bootstrap::default();
+        let mut handler = Handler {
+            shared: shared.clone(),
+            base: bootstrap,
+            listeners: BTreeMap::new(),
+            route_configs: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+        };
+        // A cluster with a Maglev table to build.
+        let cluster = proto::Cluster {
+            name: "big".into(),
+            lb_policy: proto::LbPolicy::Maglev.into(),
+            consistent_hash: Some(yaml_serde::from_str("{header: x}").unwrap()),
+            endpoints: (1..=50)
+                .map(|i| proto::Endpoint {
+                    address: format!("10.0.0.{i}:80"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let resources = BTreeMap::from([(
+            "big".to_owned(),
+            VersionedResource {
+                version: "1".into(),
+                resource: pack(&cluster),
+            },
+        )]);
+        let update = Update {
+            type_url: CLUSTER_TYPE_URL,
+            system_version: "1",
+            changed: &[],
+            removed: &[],
+            resources: &resources,
+        };
+        // A request's task on the proxy's one worker: it must get turns during the build.
+        let turns = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let request = tokio::spawn({
+            let turns = turns.clone();
+            async move {
+                loop {
+                    turns.fetch_add(1, Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        handler.apply(&update).await.expect("applies");
+        request.abort();
+        assert!(shared.snapshot.load().clusters.contains_key("big"));
+        assert!(
+            turns.load(Relaxed) > 0,
+            "requests waited for the whole build"
+        );
+    }
 
     #[test]
     fn dynamic_resources_replace_static_ones_of_the_same_name() {

@@ -718,3 +718,45 @@ clusters:
     let stats = get(&c, proxy.admin, "admin", "/stats", &[]).await.body;
     assert!(stats.contains("http.local_reply.RL: 3"), "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_waiting_for_its_breaker_gives_up_at_the_route_timeout() {
+    let (app, _) = flaky("app", 0).await;
+    let (shadow, gate) = support::gated_backend("shadow").await;
+    let proxy = Proxy::start(&config(
+        r#"    - matches: [{uri: {prefix: /hold}}]
+      route: {clusters: [{cluster: shadow}]}
+    - matches: [{uri: {prefix: /mirrored}}]
+      route: {clusters: [{cluster: app}], timeout: 0.3s, mirrors: [{cluster: shadow, percentage: 100}]}"#,
+        &format!(
+            "- {{name: app, endpoints: [{{address: \"{app}\"}}]}}\n- {{name: shadow, endpoints: [{{address: \"{shadow}\"}}], \
+             circuitBreakers: {{maxConnections: 1, maxPendingRequests: 10}}}}"
+        ),
+    ));
+    let addr = proxy.addr("http");
+    let c = client();
+
+    // The mirror cluster's one connection is busy with a request the backend holds.
+    let held = tokio::spawn({
+        let c = c.clone();
+        async move { get(&c, addr, "svc", "/hold", &[]).await.status }
+    });
+    gate.held_more_than(0).await;
+
+    // The copy waits for that connection, and gives up when the route timeout passes.
+    assert_eq!(get(&c, addr, "svc", "/mirrored", &[]).await.status, 200);
+    let mut stats = String::new();
+    for _ in 0..100 {
+        stats = get(&c, proxy.admin, "admin", "/stats", &[]).await.body;
+        if stats.contains("cluster.shadow.upstream_rq_timeout: 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stats.contains("cluster.shadow.upstream_rq_timeout: 1"),
+        "the mirror is still waiting: {stats}"
+    );
+    gate.open();
+    assert_eq!(held.await.unwrap(), 200);
+}

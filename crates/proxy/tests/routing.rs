@@ -442,3 +442,103 @@ clusters:
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_counts_request_body_bytes() {
+    let app = backend("app").await;
+    let dir = support::TempDir(std::env::temp_dir().join(format!(
+        "weft-access-log-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    )));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let log = dir.0.join("access.log");
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+- {{name: http, address: 127.0.0.1:0, http: {{routeConfig: main}}, accessLog: {{path: "{}"}}}}
+routeConfigs:
+- name: main
+  virtualHosts: [{{name: all, domains: ["*"], routes: [{{route: {{clusters: [{{cluster: app}}]}}}}]}}]
+clusters:
+- {{name: app, endpoints: [{{address: "{app}"}}]}}
+"#,
+        log.display()
+    ));
+    let req = http::Request::post(format!("http://{}/upload", proxy.addr("http")))
+        .header("host", "app")
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+            b'x';
+            1234
+        ])))
+        .unwrap();
+    let r = support::send(&client(), req).await;
+    assert_eq!(r.status, 200);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("/upload") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // STATUS FLAGS BYTES_RECEIVED BYTES_SENT: the 1234 bytes sent, then the echo's length.
+    let sent = r.body.len();
+    assert!(
+        text.contains(&format!("\"POST /upload HTTP/1.1\" 200 - 1234 {sent} ")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_keeps_the_detail_of_local_replies_to_itself() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = support::TempDir(std::env::temp_dir().join(format!(
+        "weft-gateway-detail-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    )));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let log = dir.0.join("access.log");
+    let proxy = Proxy::start(&format!(
+        r#"
+node: {{id: "router~127.0.0.1~ingress.istio-system~istio-system.svc.cluster.local"}}
+listeners:
+- {{name: http, address: 127.0.0.1:0, http: {{routeConfig: main}}, accessLog: {{path: "{}", format: JSON}}}}
+routeConfigs:
+- name: main
+  virtualHosts: [{{name: all, domains: ["*"], routes: [{{route: {{clusters: [{{cluster: dead}}]}}}}]}}]
+clusters:
+- {{name: dead, connectTimeout: 2s, endpoints: [{{address: "{closed}"}}]}}
+"#,
+        log.display()
+    ));
+    let uf = get(&client(), proxy.addr("http"), "app.example.com", "/", &[]).await;
+    assert_eq!(
+        (
+            uf.status,
+            uf.headers["x-weft-response-flags"].to_str().unwrap()
+        ),
+        (503, "UF")
+    );
+    // The cause, not the endpoint's address or the socket error.
+    assert_eq!(uf.body, "upstream connect error (UF)\n");
+    // Those are in the access log.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("response_code_details") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+    let details = line["response_code_details"].as_str().unwrap_or_default();
+    assert!(
+        details.contains(&closed.to_string()) && details.to_lowercase().contains("refused"),
+        "{text}"
+    );
+}

@@ -164,7 +164,7 @@ struct Handler {
 }
 
 impl ConfigHandler for Handler {
-    fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
+    async fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
         let mut result = Ok(());
         for r in update.changed {
             let Some(any) = &r.resource else { continue };

@@ -589,6 +589,8 @@ fn connection_pool(
         if idle.is_none() {
             idle = tcp.idle_timeout.as_ref().and_then(duration);
         }
+        // The tunnels' own idle timeout (unset: the proxy's default 1h, Istio's).
+        c.tcp_idle_timeout = tcp.idle_timeout.as_ref().and_then(duration);
     }
     c.idle_timeout = idle;
     (upgrade, client)
@@ -673,5 +675,32 @@ mod tests {
         assert_eq!(upstream_protocol(Some(Protocol::Grpc), d, false), P::Http2);
         assert_eq!(upstream_protocol(Some(Protocol::Tcp), d, true), P::Tcp);
         assert_eq!(upstream_protocol(None, d, false), P::Tcp);
+    }
+
+    #[test]
+    fn tcp_idle_timeout_bounds_tunnels() {
+        let loaded = weft_api::load_str(
+            "dr.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+             metadata: {name: r, namespace: default}\nspec: {host: r}\n",
+        );
+        let resource = &loaded.resources[0];
+        let translate = |yaml: &str| {
+            let pool: ConnectionPoolSettings = yaml_serde::from_str(yaml).expect("pool");
+            let part = Part {
+                value: &pool,
+                resource,
+                field: "spec.trafficPolicy.connectionPool".into(),
+            };
+            let mut c = proto::Cluster::default();
+            connection_pool(&mut c, &part, &mut Notes::default());
+            c
+        };
+        let c = translate("{tcp: {idleTimeout: 90s}}");
+        assert_eq!(c.tcp_idle_timeout.map(|d| d.seconds), Some(90));
+        // Unset: the proxy applies Istio's default (1h) itself.
+        let c = translate("{tcp: {maxConnections: 5}, http: {idleTimeout: 30s}}");
+        assert_eq!(c.tcp_idle_timeout, None);
+        assert_eq!(c.idle_timeout.map(|d| d.seconds), Some(30));
     }
 }

@@ -27,8 +27,9 @@ pub struct Endpoint {
     pub priority: u32,
     /// Position in the cluster's endpoint list (per-endpoint state elsewhere is indexed by it).
     pub index: usize,
-    /// Outlier detection's counters and ejection state.
-    pub(crate) health: super::outlier::Health,
+    /// Outlier detection's counters and ejection state; shared with this address's endpoint
+    /// in the cluster's next build when only the endpoint list changed.
+    pub(crate) health: std::sync::Arc<super::outlier::Health>,
 }
 
 /// Where an endpoint runs, as Istio's `region/zone/subzone`. Empty strings when unknown.

@@ -49,6 +49,7 @@ pub struct Cluster {
     discovery: proto::Discovery,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    tcp_idle_timeout: Duration,
     hash_key: Option<HashKey>,
     /// Endpoints by priority, most preferred first; empty when there are no endpoints.
     levels: Box<[Level]>,
@@ -100,6 +101,17 @@ impl Cluster {
     /// ring or Maglev table here, never per request). Errors name the resource
     /// (`cluster "<name>"`) and the field path in proto JSON names (`endpoints[2].address`).
     pub fn build(cfg: &proto::Cluster) -> Result<Cluster, ConfigError> {
+        Self::build_after(cfg, None)
+    }
+
+    /// As [`Cluster::build`]; when `previous` is this cluster before a change of its endpoint
+    /// list alone ([`only_endpoints_differ`]), an endpoint that stays (same address) keeps its
+    /// outlier detection state, as a host that stays keeps it in Envoy.
+    pub fn build_after(
+        cfg: &proto::Cluster,
+        previous: Option<&Cluster>,
+    ) -> Result<Cluster, ConfigError> {
+        let previous = previous.filter(|p| only_endpoints_differ(p.config(), cfg));
         let resource = format!("cluster \"{}\"", cfg.name);
         let err = |field: &str, reason: String| ConfigError::new(resource.as_str(), field, reason);
         if cfg.name.is_empty() {
@@ -133,6 +145,10 @@ impl Cluster {
             None => DEFAULT_IDLE_TIMEOUT,
             Some(d) => duration(d, &resource, "idleTimeout")?,
         };
+        let tcp_idle_timeout = match &cfg.tcp_idle_timeout {
+            None => DEFAULT_IDLE_TIMEOUT,
+            Some(d) => duration(d, &resource, "tcpIdleTimeout")?,
+        };
         if let Some(tls) = &cfg.tls {
             check_tls(tls, &resource)?;
         }
@@ -140,12 +156,27 @@ impl Cluster {
             .endpoints
             .iter()
             .enumerate()
-            .map(|(i, ep)| Endpoint::from_proto(ep, &resource, i).map(Arc::new))
-            .collect::<Result<Box<[_]>, _>>()?;
+            .map(|(i, ep)| {
+                let mut endpoint = Endpoint::from_proto(ep, &resource, i)?;
+                if let Some(was) = previous
+                    .and_then(|p| p.endpoints.iter().find(|e| e.address == endpoint.address))
+                {
+                    endpoint.health = was.health.clone();
+                }
+                Ok(Arc::new(endpoint))
+            })
+            .collect::<Result<Box<[_]>, ConfigError>>()?;
         let (algorithm, hash_key) = algorithm(lb_policy, cfg.consistent_hash.as_ref(), &resource)?;
         let levels = levels(algorithm, &endpoints);
         let outlier = match &cfg.outlier_detection {
-            Some(o) => Some(Detector::build(o, &resource)?),
+            Some(o) => {
+                let mut detector = Detector::build(o, &resource)?;
+                if let Some(was) = previous.and_then(|p| p.outlier.as_ref()) {
+                    // Ejection times kept are counted from the previous detector's epoch.
+                    detector.continue_from(was);
+                }
+                Some(detector)
+            }
             None => None,
         };
         Ok(Cluster {
@@ -157,6 +188,7 @@ impl Cluster {
             discovery,
             connect_timeout,
             idle_timeout,
+            tcp_idle_timeout,
             hash_key,
             levels,
             outlier,
@@ -195,6 +227,12 @@ impl Cluster {
     /// zero (configured `0s`) means never, as Envoy.
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout
+    }
+
+    /// How long a TCP proxy, TLS passthrough or CONNECT tunnel may carry no bytes before it is
+    /// closed. Default 1h (Istio's); None when configured `0s` (never).
+    pub fn tcp_idle_timeout(&self) -> Option<Duration> {
+        (!self.tcp_idle_timeout.is_zero()).then_some(self.tcp_idle_timeout)
     }
 
     pub fn protocol(&self) -> proto::UpstreamProtocol {
@@ -289,6 +327,17 @@ impl fmt::Debug for Cluster {
             .field("endpoints", &self.endpoints.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Whether two configs of a cluster differ in their endpoint lists alone (a scale event):
+/// then hosts that stay keep their state (outlier detection, pools) and the cluster keeps its
+/// circuit breaker counts.
+pub fn only_endpoints_differ(a: &proto::Cluster, b: &proto::Cluster) -> bool {
+    let without = |c: &proto::Cluster| proto::Cluster {
+        endpoints: Vec::new(),
+        ..c.clone()
+    };
+    without(a) == without(b)
 }
 
 /// The load balancing algorithm and hash key for `lbPolicy` and `consistentHash`: a hash key

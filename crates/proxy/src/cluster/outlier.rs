@@ -99,6 +99,12 @@ impl Detector {
         })
     }
 
+    /// Counts time from `previous`'s epoch, so that the ejection times of endpoints kept
+    /// across a rebuild (see `Cluster::build_after`) stay right.
+    pub(super) fn continue_from(&mut self, previous: &Detector) {
+        self.epoch = previous.epoch;
+    }
+
     fn now(&self) -> u64 {
         // +1 so that 0 can mean "never".
         Instant::now().duration_since(self.epoch).as_millis() as u64 + 1

@@ -23,6 +23,7 @@ mod rewrite;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use weft_xds::proto;
 
@@ -31,6 +32,7 @@ pub use headers::HeaderOps;
 pub(crate) use host::split_port;
 
 use crate::config::{ConfigError, NodeInfo};
+use crate::ratelimit::Buckets;
 
 /// One `RouteConfiguration`, converted and indexed. Immutable; shared by every request that
 /// arrives while its snapshot is current.
@@ -56,7 +58,7 @@ struct Route {
     request_headers: HeaderOps,
     response_headers: HeaderOps,
     cors: Option<Box<cors::Cors>>,
-    rate_limit: Option<crate::ratelimit::TokenBucket>,
+    rate_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
 }
 
 /// What routing reads from a request. Borrowed, so the data path builds it for free.
@@ -107,6 +109,16 @@ impl RouteTable {
         cfg: &proto::RouteConfiguration,
         node: &NodeInfo,
     ) -> Result<RouteTable, ConfigError> {
+        Self::build_with(cfg, node, &Buckets::default())
+    }
+
+    /// As [`RouteTable::build`], taking rate limit buckets over from `buckets` (the previous
+    /// snapshot's) where a route's limit is unchanged.
+    pub fn build_with(
+        cfg: &proto::RouteConfiguration,
+        node: &NodeInfo,
+        buckets: &Buckets,
+    ) -> Result<RouteTable, ConfigError> {
         let cx = Cx {
             resource: format!("route_config {:?}", cfg.name),
             node,
@@ -116,7 +128,7 @@ impl RouteTable {
             .virtual_hosts
             .iter()
             .enumerate()
-            .map(|(i, vh)| VirtualHost::build(vh, &cx, &format!("virtualHosts[{i}]")))
+            .map(|(i, vh)| VirtualHost::build(vh, &cx, &format!("virtualHosts[{i}]"), buckets))
             .collect::<Result<_, _>>()?;
         Ok(RouteTable {
             name: cfg.name.as_str().into(),
@@ -153,12 +165,28 @@ impl RouteTable {
 }
 
 impl VirtualHost {
-    fn build(vh: &proto::VirtualHost, cx: &Cx<'_>, at: &str) -> Result<VirtualHost, ConfigError> {
+    fn build(
+        vh: &proto::VirtualHost,
+        cx: &Cx<'_>,
+        at: &str,
+        buckets: &Buckets,
+    ) -> Result<VirtualHost, ConfigError> {
         let routes = vh
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| Route::build(r, cx, &format!("{at}.routes[{i}]")))
+            .map(|(i, r)| {
+                // A route's bucket belongs to it by virtual host and route name (its position
+                // when unnamed), not by position in the table, so that virtual hosts added or
+                // removed around it leave it alone.
+                let route = if r.name.is_empty() {
+                    format!("#{i}")
+                } else {
+                    format!("{:?}", r.name)
+                };
+                let owner = format!("{} {:?} {route}", cx.resource, vh.name);
+                Route::build(r, cx, &format!("{at}.routes[{i}]"), buckets, owner)
+            })
             .collect::<Result<_, _>>()?;
         Ok(VirtualHost {
             name: vh.name.as_str().into(),
@@ -168,7 +196,13 @@ impl VirtualHost {
 }
 
 impl Route {
-    fn build(r: &proto::Route, cx: &Cx<'_>, at: &str) -> Result<Route, ConfigError> {
+    fn build(
+        r: &proto::Route,
+        cx: &Cx<'_>,
+        at: &str,
+        buckets: &Buckets,
+        owner: String,
+    ) -> Result<Route, ConfigError> {
         let matches = r
             .matches
             .iter()
@@ -193,7 +227,8 @@ impl Route {
                 Some(c) => Some(Box::new(cors::Cors::build(c, cx, &format!("{at}.cors"))?)),
                 None => None,
             },
-            rate_limit: crate::ratelimit::TokenBucket::build(
+            rate_limit: buckets.bucket(
+                owner,
                 r.rate_limit.as_ref(),
                 &cx.resource,
                 &format!("{at}.rateLimit"),
@@ -216,7 +251,7 @@ impl<'a> Matched<'a> {
     }
 
     pub fn rate_limit(&self) -> Option<&'a crate::ratelimit::TokenBucket> {
-        self.route.rate_limit.as_ref()
+        self.route.rate_limit.as_deref()
     }
 
     pub fn virtual_host_name(&self) -> &'a str {

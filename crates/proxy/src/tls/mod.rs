@@ -352,8 +352,28 @@ pub fn client_tls(
     })
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread loaded upstream roots.
+    pub(crate) static ROOT_LOADS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl ClientTls {
+    /// This config for the endpoint at `ip`: without an `sni`, the name sent and checked is
+    /// the endpoint's IP. The rest (roots, client certificate) is the cluster's, shared.
+    pub fn for_endpoint(&self, tls: &proto::UpstreamTls, ip: std::net::IpAddr) -> ClientTls {
+        let mut c = self.clone();
+        if tls.sni.is_empty() {
+            c.server_name = ServerName::IpAddress(ip.into());
+        }
+        c
+    }
+}
+
 /// The CA certificates of `ca_file`, or the system's when it is empty.
 fn load_roots(ca_file: &str, resource: &str) -> Result<RootCertStore, ConfigError> {
+    #[cfg(test)]
+    ROOT_LOADS.with(|n| n.set(n.get() + 1));
     if ca_file.is_empty() {
         let mut roots = RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();

@@ -37,7 +37,10 @@ pub trait ConfigHandler: Send + 'static {
     /// Applies one response. `Err(reason)` NACKs it: the client then keeps its previous set
     /// of this type and reports the reason to the control plane. A handler that applies the
     /// good resources and rejects the bad ones alone still returns `Err`, naming them.
-    fn apply(&mut self, update: &Update<'_>) -> Result<(), String>;
+    ///
+    /// A future, so that a handler can do heavy work (building its config) off the runtime
+    /// that serves traffic and await it; the client answers once it resolves.
+    fn apply(&mut self, update: &Update<'_>) -> impl Future<Output = Result<(), String>> + Send;
 
     /// The stream to the control plane came up (true) or went down (false).
     fn connection_changed(&mut self, _connected: bool) {}
@@ -225,14 +228,14 @@ impl<H: ConfigHandler> XdsClient<H> {
             };
             // The control plane answered: the next loss starts the backoff afresh.
             self.delays.reset();
-            let answer = self.handle(response);
+            let answer = self.handle(response).await;
             tx.send(answer).await.map_err(|_| ConnectionError::Ended)?;
         }
     }
 
     /// Applies one response and builds its ACK or NACK.
-    fn handle(&mut self, response: DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
-        let result = self.apply(&response);
+    async fn handle(&mut self, response: DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+        let result = self.apply(&response).await;
         if let Err(reason) = &result {
             tracing::warn!(
                 type_url = response.type_url,
@@ -261,7 +264,7 @@ impl<H: ConfigHandler> XdsClient<H> {
         }
     }
 
-    fn apply(&mut self, response: &DeltaDiscoveryResponse) -> Result<(), String> {
+    async fn apply(&mut self, response: &DeltaDiscoveryResponse) -> Result<(), String> {
         let type_url = response.type_url.as_str();
         if !self.config.type_urls.iter().any(|t| t == type_url) {
             return Err(format!("not subscribed to type URL {type_url:?}"));
@@ -295,7 +298,7 @@ impl<H: ConfigHandler> XdsClient<H> {
             removed: &response.removed_resources,
             resources: set,
         };
-        let result = self.handler.apply(&update);
+        let result = self.handler.apply(&update).await;
         if result.is_err() {
             for (name, prev) in undo.into_iter().rev() {
                 match prev {
@@ -339,7 +342,7 @@ mod tests {
     }
 
     impl ConfigHandler for Recorder {
-        fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
+        async fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
             self.shown.push(update.resources.keys().cloned().collect());
             match update.changed.iter().find(|r| r.name.starts_with("bad")) {
                 Some(r) => Err(format!("{} is bad", r.name)),
@@ -393,14 +396,18 @@ mod tests {
             .unwrap_or_default()
     }
 
-    #[test]
-    fn ack_applies_and_nack_keeps_the_previous_set() {
+    #[tokio::test]
+    async fn ack_applies_and_nack_keeps_the_previous_set() {
         let mut c = client();
-        let ack = c.handle(response(CLUSTER_TYPE_URL, "1", &["a", "b"], &[]));
+        let ack = c
+            .handle(response(CLUSTER_TYPE_URL, "1", &["a", "b"], &[]))
+            .await;
         assert_eq!((ack.response_nonce.as_str(), ack.error_detail), ("1", None));
         assert_eq!(held(&c, CLUSTER_TYPE_URL), ["a", "b"]);
 
-        let nack = c.handle(response(CLUSTER_TYPE_URL, "2", &["bad", "c"], &["a"]));
+        let nack = c
+            .handle(response(CLUSTER_TYPE_URL, "2", &["bad", "c"], &["a"]))
+            .await;
         assert_eq!(nack.response_nonce, "2");
         let detail = nack.error_detail.expect("a NACK");
         assert_eq!((detail.code, detail.message.as_str()), (3, "bad is bad"));
@@ -409,13 +416,15 @@ mod tests {
         assert_eq!(held(&c, CLUSTER_TYPE_URL), ["a", "b"]);
         assert_eq!(c.accepted[CLUSTER_TYPE_URL]["a"].version, "v-a");
 
-        let ack = c.handle(response(CLUSTER_TYPE_URL, "3", &[], &["a", "never-had"]));
+        let ack = c
+            .handle(response(CLUSTER_TYPE_URL, "3", &[], &["a", "never-had"]))
+            .await;
         assert!(ack.error_detail.is_none());
         assert_eq!(held(&c, CLUSTER_TYPE_URL), ["b"]);
     }
 
-    #[test]
-    fn malformed_responses_are_nacked_without_the_handler() {
+    #[tokio::test]
+    async fn malformed_responses_are_nacked_without_the_handler() {
         let mut c = client();
         let cases = [
             (
@@ -450,7 +459,7 @@ mod tests {
         ];
         for (r, want) in cases {
             let nonce = r.nonce.clone();
-            let nack = c.handle(r);
+            let nack = c.handle(r).await;
             assert_eq!(nack.response_nonce, nonce);
             let msg = nack.error_detail.expect("NACK").message;
             assert!(msg.contains(want), "{msg:?} lacks {want:?}");
@@ -459,20 +468,23 @@ mod tests {
         assert!(held(&c, CLUSTER_TYPE_URL).is_empty());
     }
 
-    #[test]
-    fn ready_after_every_type_answered_even_if_rejected() {
+    #[tokio::test]
+    async fn ready_after_every_type_answered_even_if_rejected() {
         let mut c = client();
         let ready = c.ready();
-        c.handle(response(CLUSTER_TYPE_URL, "1", &["bad"], &[]));
-        c.handle(response("type.googleapis.com/x.Y", "2", &[], &[]));
-        c.handle(response(LISTENER_TYPE_URL, "3", &[], &[]));
+        c.handle(response(CLUSTER_TYPE_URL, "1", &["bad"], &[]))
+            .await;
+        c.handle(response("type.googleapis.com/x.Y", "2", &[], &[]))
+            .await;
+        c.handle(response(LISTENER_TYPE_URL, "3", &[], &[])).await;
         assert!(!*ready.borrow());
         c.handle(response(
             crate::resource::ROUTE_CONFIGURATION_TYPE_URL,
             "4",
             &[],
             &[],
-        ));
+        ))
+        .await;
         assert!(*ready.borrow());
     }
 
