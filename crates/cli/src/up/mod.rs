@@ -271,6 +271,7 @@ impl Up {
         // What the control plane has in force: the Workloads that replicas follow.
         let source = cp.xds().source().clone();
         let instances_file = cp.instances_file();
+        let xds_server = cp.xds().clone();
         let (cp_stop, mut cp_stopped) = watch::channel(false);
         let control_plane = tokio::spawn(cp.run(async move {
             let _ = cp_stopped.wait_for(|s| *s).await;
@@ -298,7 +299,14 @@ impl Up {
             proxies,
             log_level: self.log_level.clone(),
         };
-        let mut replicas = Replicas::new(plan, launch, instances, instances_file, self.out.clone());
+        let mut replicas = Replicas::new(
+            plan,
+            launch,
+            instances,
+            instances_file,
+            xds_server,
+            self.out.clone(),
+        );
         let mut sup = Supervisor::new(self.out.clone(), GRACE);
         let code = self
             .start(&mut sup, &mut replicas, &source, reservation, &mut quit)

@@ -30,7 +30,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use weft_api::Severity;
-use weft_control::server::{ConfigSnapshot, InstancesFile, MeshSource};
+use weft_control::server::{ConfigSnapshot, InstancesFile, MeshSource, monitor};
+use weft_xds::server::XdsServer;
 
 use super::plan::{self, Plan, Replica};
 use super::state;
@@ -41,6 +42,8 @@ use super::wait_ready;
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a move waits for the control plane to read the rewritten instances file.
 const INSTANCES_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long starting replicas waits for the proxies to have their endpoints.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long starting replicas waits for their apps to listen before going on.
 pub const APP_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -161,6 +164,8 @@ pub struct Replicas {
     instances: PathBuf,
     /// ...and the control plane's watch of it, told to read it as soon as it is rewritten.
     instances_file: Arc<InstancesFile>,
+    /// The control plane's xDS server: whether the proxies have what it pushed.
+    xds: XdsServer<MeshSource>,
     /// The replicas whose app listens: the endpoints of their services.
     ready: BTreeSet<Key>,
     /// Every running app's readiness changes.
@@ -180,6 +185,7 @@ impl Replicas {
         launch: Launch,
         instances: PathBuf,
         instances_file: Arc<InstancesFile>,
+        xds: XdsServer<MeshSource>,
         out: Arc<Output>,
     ) -> Replicas {
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -189,6 +195,7 @@ impl Replicas {
             launch,
             instances,
             instances_file,
+            xds,
             ready: BTreeSet::new(),
             events,
             events_tx,
@@ -307,6 +314,9 @@ impl Replicas {
                 _ = quit.wait_for(|q| *q) => return false,
             }
         }
+        // The apps listen; so that "started" means reachable, wait until the proxies have the
+        // endpoints their readiness made.
+        self.wait_pushed(quit).await;
         let late: Vec<&Replica> = replicas
             .iter()
             .filter(|r| !self.ready.contains(&key(r)))
@@ -322,6 +332,27 @@ impl Replicas {
             );
         }
         true
+    }
+
+    /// Waits (at most [`PUSH_TIMEOUT`]) until the control plane has pushed the instances file
+    /// as last written and every proxy has ACKed what it has.
+    async fn wait_pushed(&self, quit: &mut watch::Receiver<bool>) {
+        let written = self.instances_file.current().generation;
+        let source = self.xds.source();
+        let deadline = tokio::time::Instant::now() + PUSH_TIMEOUT;
+        loop {
+            let pushed = source.state().instances.generation >= written;
+            if pushed && monitor::syncz(&self.xds).iter().all(|s| s.in_sync) {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = quit.wait_for(|q| *q) => return,
+            }
+        }
     }
 
     /// An app turned ready or not: its replica joins or leaves the endpoints.
