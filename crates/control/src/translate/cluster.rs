@@ -224,45 +224,6 @@ pub(crate) fn outbound_clusters(
     out
 }
 
-/// Whether the cluster of `svc`'s `subset` (empty: the whole service) on `port` balances by a
-/// consistent hash, as `outbound_clusters` builds it: Istio sends retries of such routes to the
-/// same hash (no previous-hosts predicate).
-pub(crate) fn hashes_consistently(
-    scope: &Scope<'_>,
-    node: &ProxyNode,
-    mesh: &MeshConfig,
-    view: &ConfigView,
-    svc: &Service,
-    subset: &str,
-    port: u32,
-) -> bool {
-    let Some(rule) = destination_rule(view, mesh, scope.namespace, &node.labels, svc) else {
-        return false;
-    };
-    let base = rule
-        .rule
-        .traffic_policy
-        .as_ref()
-        .map(|p| for_port(p, rule.resource, "spec.trafficPolicy", port).0);
-    let sub = (!subset.is_empty())
-        .then(|| rule.subsets.iter().find(|(_, _, s)| s.name == subset))
-        .flatten()
-        .and_then(|(r, j, s)| {
-            let at = format!("spec.subsets[{j}].trafficPolicy");
-            s.traffic_policy.as_ref().map(|p| for_port(p, r, &at, port))
-        });
-    merged(base, sub).load_balancer.is_some_and(|lb| {
-        lb.value.consistent_hash.as_ref().is_some_and(|ch| {
-            // Without a key the hash is left out (`load_balancer`), and the cluster does not
-            // hash.
-            ch.http_header_name.is_some()
-                || ch.http_cookie.is_some()
-                || ch.use_source_ip == Some(true)
-                || ch.http_query_parameter_name.is_some()
-        })
-    })
-}
-
 /// The connection pool of an inbound cluster, as Istio's `buildInboundClusterForPortOrUDS`:
 /// the DestinationRule's for the service the port serves (its port-level settings for
 /// `service_port` replacing the rule's policy), replaced whole by the Sidecar's for the port

@@ -38,7 +38,9 @@ use weft_api::networking::gateway::{Protocol, Server, ServerTlsMode, ServerTlsSe
 use weft_xds::proto;
 
 use super::cluster::outbound_clusters;
-use super::http::{RouteCx, http_routes, qualify_gateway, source_applies, weighted};
+use super::http::{
+    RouteCx, hashed_clusters, http_routes, qualify_gateway, source_applies, weighted,
+};
 use super::names::{gateway_routes, virtual_host};
 use super::scope::Scope;
 use super::{Notes, ProxyResources};
@@ -83,7 +85,12 @@ impl GatewayServer<'_> {
 pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyResources {
     let mut notes = Notes::default();
     let scope = Scope::for_gateway(node, mesh, view);
-    let mut out = ProxyResources::default();
+    // Clusters first: a route's retries depend on whether its cluster hashes.
+    let mut out = ProxyResources {
+        clusters: outbound_clusters(&scope, node, mesh, view, &mut notes),
+        ..Default::default()
+    };
+    let hashed = hashed_clusters(&out.clusters);
 
     let mut by_port: BTreeMap<u32, Vec<GatewayServer<'_>>> = BTreeMap::new();
     for (r, g) in view.gateways() {
@@ -135,6 +142,7 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
             view,
             mesh,
             port,
+            hashed: &hashed,
         };
         let protocol = match kind {
             Kind::Http | Kind::Https => {
@@ -161,7 +169,6 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
         }
     }
 
-    out.clusters = outbound_clusters(&scope, node, mesh, view, &mut notes);
     out.unsupported = notes.finish();
     out
 }
@@ -184,6 +191,7 @@ struct Base<'a> {
     view: &'a ConfigView,
     mesh: &'a MeshConfig,
     port: u32,
+    hashed: &'a HashSet<String>,
 }
 
 impl<'a> Base<'a> {
@@ -212,6 +220,7 @@ impl<'a> GatewayCx<'a> {
             scope: self.base.scope,
             view: self.base.view,
             mesh: self.base.mesh,
+            hashed: self.base.hashed,
         }
     }
 

@@ -5,7 +5,7 @@
 //! `gateways`, `port`) are decided here, as Istio does: a match that cannot hold for this
 //! proxy and port is left out, and a route left without matches is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use weft_api::Resource;
 use weft_api::common::selector_matches;
@@ -40,6 +40,18 @@ pub(crate) struct RouteCx<'a> {
     /// The mesh's config: where root VirtualServices find their delegates.
     pub view: &'a ConfigView,
     pub mesh: &'a MeshConfig,
+    /// The outbound clusters that balance by consistent hash (their routes' retries keep to
+    /// the hashed endpoint, as Istio's do).
+    pub hashed: &'a HashSet<String>,
+}
+
+/// The names of `clusters` that balance by consistent hash.
+pub(crate) fn hashed_clusters(clusters: &[proto::Cluster]) -> HashSet<String> {
+    clusters
+        .iter()
+        .filter(|c| c.consistent_hash.is_some())
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// The cluster for a destination: its port, else the service's only port, else the listener
@@ -57,12 +69,7 @@ pub(crate) fn destination_cluster(
 
 /// The port of a destination whose host resolved to `host`: its own, else the service's only
 /// port, else the listener port.
-pub(crate) fn destination_port(
-    dest: &Destination,
-    host: &str,
-    port: u32,
-    scope: &Scope<'_>,
-) -> u32 {
+fn destination_port(dest: &Destination, host: &str, port: u32, scope: &Scope<'_>) -> u32 {
     match &dest.port {
         Some(p) if p.number != 0 => p.number,
         _ => match scope.service(host) {
@@ -555,6 +562,7 @@ mod tests {
             ProxyNode::parse_id("router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local")
                 .expect("node");
         let scope = Scope::for_gateway(&node, &mesh, &view);
+        let hashed = HashSet::new();
         let cx = |port, tls| RouteCx {
             node: &node,
             port,
@@ -563,6 +571,7 @@ mod tests {
             scope: &scope,
             view: &view,
             mesh: &mesh,
+            hashed: &hashed,
         };
         let from_request = Some(RedirectPortSelection::FromRequestPort);
         let from_default = Some(RedirectPortSelection::FromProtocolDefault);

@@ -8,11 +8,9 @@ use weft_api::networking::virtual_service::{
 };
 use weft_xds::proto;
 
-use super::cluster;
 use super::delegate::Site;
-use super::http::{RouteCx, destination_cluster, destination_port};
+use super::http::{RouteCx, destination_cluster};
 use super::{Notes, duration};
-use crate::host::resolve_host;
 use crate::mesh_config::MeshConfig;
 
 /// Istio's retries when a route sets none (`retry.DefaultPolicy`): 2 retries...
@@ -107,12 +105,8 @@ pub(crate) fn apply(
 
 /// Whether the cluster `dest` names balances by consistent hash.
 fn hashes_consistently(cx: &RouteCx<'_>, dest: &Destination, namespace: &str) -> bool {
-    let host = resolve_host(&dest.host, namespace);
-    let Some(svc) = cx.scope.service(&host) else {
-        return false;
-    };
-    let port = destination_port(dest, &host, cx.port, cx.scope);
-    cluster::hashes_consistently(cx.scope, cx.node, cx.mesh, cx.view, svc, &dest.subset, port)
+    cx.hashed
+        .contains(&destination_cluster(dest, namespace, cx.port, cx.scope))
 }
 
 /// Istio's `retry.ConvertPolicy`: unset gives the default policy; `attempts` 0 (or less)
@@ -479,6 +473,7 @@ mod tests {
         )
         .expect("node");
         let scope = super::super::scope::Scope::for_gateway(&node, &mesh, &view);
+        let hashed = std::collections::HashSet::new();
         let cx = RouteCx {
             node: &node,
             port: 8000,
@@ -487,6 +482,7 @@ mod tests {
             scope: &scope,
             view: &view,
             mesh: &mesh,
+            hashed: &hashed,
         };
         let r = resource();
         let mirrors = |yaml: &str| -> Vec<(String, f64)> {

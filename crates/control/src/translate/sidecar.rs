@@ -20,9 +20,8 @@ use weft_api::networking::gateway::Protocol;
 use weft_api::networking::{Sidecar, VirtualService};
 use weft_xds::proto;
 
-use super::cluster::hashes_consistently;
 use super::cluster::{inbound_connection_pool, outbound_clusters, upstream_protocol};
-use super::http::{RouteCx, http_routes, l4_destinations};
+use super::http::{RouteCx, hashed_clusters, http_routes, l4_destinations};
 use super::key::{OutboundKey, selector_label_keys};
 use super::names::{
     BLACKHOLE_CLUSTER, OUTBOUND, OUTBOUND_PORT, PASSTHROUGH_CLUSTER, inbound_cluster,
@@ -58,10 +57,15 @@ pub fn sidecar_outbound(key: &OutboundKey, mesh: &MeshConfig, view: &ConfigView)
     let node = key.node();
     let mut notes = Notes::default();
     let scope = Scope::for_sidecar(&node, mesh, view, &mut notes);
-    let mut out = ProxyResources::default();
-    out.route_configs
-        .push(outbound_routes(&node, &scope, mesh, view, &mut notes));
-    out.clusters = outbound_clusters(&scope, &node, mesh, view, &mut notes);
+    // Clusters first: a route's retries depend on whether its cluster hashes.
+    let mut out = ProxyResources {
+        clusters: outbound_clusters(&scope, &node, mesh, view, &mut notes),
+        ..Default::default()
+    };
+    let hashed = hashed_clusters(&out.clusters);
+    out.route_configs.push(outbound_routes(
+        &node, &scope, mesh, view, &hashed, &mut notes,
+    ));
     if scope.mode == Mode::AllowAny {
         // Hosts outside the registry go where they were addressed (Istio's
         // `buildDefaultPassthroughCluster`), with the mesh's connect timeout.
@@ -161,6 +165,7 @@ fn outbound_routes(
     scope: &Scope<'_>,
     mesh: &MeshConfig,
     view: &ConfigView,
+    hashed: &HashSet<String>,
     notes: &mut Notes,
 ) -> proto::RouteConfiguration {
     let cx = |port| RouteCx {
@@ -171,6 +176,7 @@ fn outbound_routes(
         scope,
         view,
         mesh,
+        hashed,
     };
     let mut vhosts = VirtualHosts::default();
     // (host, port) pairs a VirtualService has routed.
@@ -360,8 +366,8 @@ fn service_routes(
         if port.is_http()
             && let Some(proto::route::Action::Route(action)) = &mut route.action
         {
-            let hashed =
-                hashes_consistently(cx.scope, cx.node, cx.mesh, cx.view, svc, "", port.port);
+            let cluster = outbound_cluster(port.port, "", &svc.hostname);
+            let hashed = cx.hashed.contains(&cluster);
             action.retry_policy = default_route_retries(cx.mesh, hashed, notes);
         }
         return Some(vec![route]);
