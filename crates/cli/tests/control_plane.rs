@@ -279,6 +279,12 @@ fn start_sidecar(dir: &Path, name: &str, ip: IpAddr, xds: SocketAddr) -> Sidecar
 fn app(addr: SocketAddr, name: &'static str) {
     let listener =
         TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind app {name} on {addr}: {e}"));
+    serve_app(listener, name);
+}
+
+/// [`app`] on a listener already bound (a port 0 one keeps its port: released and bound again,
+/// an outgoing connection of a test running alongside may take it meanwhile).
+fn serve_app(listener: TcpListener, name: &'static str) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -619,8 +625,7 @@ fn egress_follows_the_mesh_outbound_traffic_policy() {
     app(outside, "outside");
     let named = TcpListener::bind("127.0.0.1:0").expect("bind");
     let named_port = named.local_addr().expect("addr").port();
-    drop(named);
-    app(SocketAddr::from(([127, 0, 0, 1], named_port)), "by-dns");
+    serve_app(named, "by-dns");
     write(
         &dir.join("config").join("egress.yaml"),
         &format!(

@@ -9,11 +9,24 @@ use std::time::{Duration, Instant};
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
+/// A port free on 127.0.0.1 for a server the test starts later (a Gateway's). Taken below
+/// Linux's ephemeral range (32768-60999): a port 0 bind would hand out one of those, which an
+/// outgoing connection of a test running alongside may take before the server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..1000 {
+        let n = seed.wrapping_add(NEXT.fetch_add(7, Ordering::Relaxed));
+        let port = 20_000 + (n % 12_000) as u16;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999 on 127.0.0.1");
 }
 
 /// Runs `weft ARGS --state-dir STATE`: whether it succeeded, and its output.
