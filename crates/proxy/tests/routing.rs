@@ -443,16 +443,22 @@ clusters:
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_access_log_counts_request_body_bytes() {
-    let app = backend("app").await;
+/// A fresh directory (removed when the guard drops) and the access log path in it.
+fn access_log_file(name: &str) -> (support::TempDir, std::path::PathBuf) {
     let dir = support::TempDir(std::env::temp_dir().join(format!(
-        "weft-access-log-{}-{}",
+        "{name}-{}-{}",
         std::process::id(),
         fastrand::u64(..)
     )));
     std::fs::create_dir_all(&dir.0).unwrap();
     let log = dir.0.join("access.log");
+    (dir, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_counts_request_body_bytes() {
+    let app = backend("app").await;
+    let (_dir, log) = access_log_file("weft-access-log");
     let proxy = Proxy::start(&format!(
         r#"
 listeners:
@@ -496,13 +502,7 @@ async fn a_gateway_keeps_the_detail_of_local_replies_to_itself() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let dir = support::TempDir(std::env::temp_dir().join(format!(
-        "weft-gateway-detail-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    )));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let log = dir.0.join("access.log");
+    let (_dir, log) = access_log_file("weft-gateway-detail");
     let proxy = Proxy::start(&format!(
         r#"
 node: {{id: "router~127.0.0.1~ingress.istio-system~istio-system.svc.cluster.local"}}
