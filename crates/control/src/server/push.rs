@@ -167,7 +167,8 @@ fn reuse(fresh: ResourceMap, before: Option<&Arc<ResourceMap>>) -> Arc<ResourceM
 /// A node id with a subscribed stream.
 struct Subscribed {
     node: ProxyNode,
-    tx: watch::Sender<Arc<XdsResources>>,
+    /// Shared so that a push can send to it without holding the proxies lock.
+    tx: Arc<watch::Sender<Arc<XdsResources>>>,
     /// Open streams of this node id (a reconnecting proxy can briefly have two).
     streams: usize,
 }
@@ -180,7 +181,14 @@ pub struct MeshSource {
 
 struct Inner {
     state: RwLock<Arc<State>>,
+    /// Held only to look up, add or remove entries, never while translating: a proxy that
+    /// connects during a long push is translated and served at once.
     proxies: Mutex<BTreeMap<String, Subscribed>>,
+    /// Serializes pushes (one [`MeshSource::update`] at a time); subscribers never take it.
+    pushing: Mutex<()>,
+    /// Called before each proxy a push translates (tests pause a push with it).
+    #[cfg(test)]
+    on_push_translate: Mutex<Option<Box<dyn Fn() + Send>>>,
     /// Every unsupported note of the last push (and of proxies translated since).
     unsupported: Mutex<BTreeSet<Unsupported>>,
 }
@@ -204,6 +212,9 @@ impl MeshSource {
             inner: Arc::new(Inner {
                 state: RwLock::new(Arc::new(state)),
                 proxies: Mutex::new(BTreeMap::new()),
+                pushing: Mutex::new(()),
+                #[cfg(test)]
+                on_push_translate: Mutex::new(None),
                 unsupported: Mutex::new(BTreeSet::new()),
             }),
         };
@@ -273,26 +284,40 @@ impl MeshSource {
 
     /// Installs a new mesh version and recomputes every subscribed proxy; proxies whose
     /// resources changed are woken. Blocking (CPU): call it off the async workers.
+    ///
+    /// The proxies lock is held only to list the subscribers, not while translating them;
+    /// a proxy subscribing meanwhile translates from the new state itself (see
+    /// [`ResourceSource::subscribe`]), so none is left on the old one.
     pub fn update(&self, inputs: Inputs) -> PushStats {
+        let _one_push = lock(&self.inner.pushing);
         let started = Instant::now();
         let previous = self.state();
         let state = Arc::new(State::new(inputs, Some(&previous)));
         drop(previous);
         *write(&self.inner.state) = state.clone();
+        let subscribers: Vec<(String, Arc<watch::Sender<Arc<XdsResources>>>)> =
+            lock(&self.inner.proxies)
+                .iter()
+                .map(|(id, sub)| (id.clone(), sub.tx.clone()))
+                .collect();
         let mut notes: BTreeSet<Unsupported> = state.view.unsupported().iter().cloned().collect();
-        let mut proxies = lock(&self.inner.proxies);
+        let mut completed = Vec::with_capacity(subscribers.len());
         let mut changed = 0;
-        for (id, sub) in proxies.iter_mut() {
+        for (id, tx) in &subscribers {
+            #[cfg(test)]
+            if let Some(hook) = &*lock(&self.inner.on_push_translate) {
+                hook();
+            }
             // Ids are parsed on subscribe; an id that parsed then parses now.
             let Ok(node) = Self::node(&state, id) else {
                 continue;
             };
             let (xds, translated_notes) = self.resources_for(&state, &node);
             notes.extend(translated_notes);
-            sub.node = node;
+            completed.push((id, tx, node));
             // Unchanged shared sets are the same Arcs (see `State::previous`), so this
             // check does not walk them; sets that differ hold different content.
-            if sub.tx.send_if_modified(|cur| {
+            if tx.send_if_modified(|cur| {
                 if cur.same_sets(&xds) {
                     false
                 } else {
@@ -303,11 +328,20 @@ impl MeshSource {
                 changed += 1;
             }
         }
-        let n = proxies.len();
-        drop(proxies);
+        {
+            let mut proxies = lock(&self.inner.proxies);
+            for (id, tx, node) in completed {
+                // Unless the proxy went away (and perhaps came back) meanwhile.
+                if let Some(sub) = proxies.get_mut(id.as_str())
+                    && Arc::ptr_eq(&sub.tx, tx)
+                {
+                    sub.node = node;
+                }
+            }
+        }
         self.note_unsupported(notes.into_iter().collect(), true);
         PushStats {
-            proxies: n,
+            proxies: subscribers.len(),
             changed,
             outbound_translations: lock(&state.outbound).len(),
             duration: started.elapsed(),
@@ -330,6 +364,14 @@ impl MeshSource {
         } else {
             known.extend(fresh);
         }
+    }
+
+    /// Another stream of a node id already subscribed shares its channel.
+    fn join_stream(&self, id: &str) -> Option<watch::Receiver<Arc<XdsResources>>> {
+        let mut proxies = lock(&self.inner.proxies);
+        let sub = proxies.get_mut(id)?;
+        sub.streams += 1;
+        Some(sub.tx.subscribe())
     }
 
     /// The resources the control plane has for a proxy, in the translation's own types: a
@@ -411,32 +453,47 @@ pub fn to_xds(r: &ProxyResources) -> XdsResources {
 
 impl ResourceSource for MeshSource {
     fn subscribe(&self, node: &Node) -> Result<watch::Receiver<Arc<XdsResources>>, tonic::Status> {
-        let mut proxies = lock(&self.inner.proxies);
-        if let Some(sub) = proxies.get_mut(&node.id) {
-            sub.streams += 1;
-            return Ok(sub.tx.subscribe());
+        if let Some(rx) = self.join_stream(&node.id) {
+            return Ok(rx);
         }
-        let state = self.state();
-        let parsed = Self::node(&state, &node.id).map_err(tonic::Status::invalid_argument)?;
-        if state.view.instance_of(&parsed).is_none() {
-            tracing::info!(
-                node = node.id,
-                "proxy connected for no known instance; it gets the resources its id implies"
+        // Translated without the proxies lock, so a push in progress does not hold this up;
+        // when a push installs a newer state before this one is in the table, translate
+        // again: that push may have listed the subscribers before this one was added.
+        let mut state = self.state();
+        loop {
+            let parsed = Self::node(&state, &node.id).map_err(tonic::Status::invalid_argument)?;
+            let (xds, notes) = self.resources_for(&state, &parsed);
+            let mut proxies = lock(&self.inner.proxies);
+            if let Some(sub) = proxies.get_mut(&node.id) {
+                // Another stream of this id subscribed meanwhile.
+                sub.streams += 1;
+                return Ok(sub.tx.subscribe());
+            }
+            let now = self.state();
+            if !Arc::ptr_eq(&now, &state) {
+                drop(proxies);
+                state = now;
+                continue;
+            }
+            if state.view.instance_of(&parsed).is_none() {
+                tracing::info!(
+                    node = node.id,
+                    "proxy connected for no known instance; it gets the resources its id implies"
+                );
+            }
+            let (tx, rx) = watch::channel(Arc::new(xds));
+            proxies.insert(
+                node.id.clone(),
+                Subscribed {
+                    node: parsed,
+                    tx: Arc::new(tx),
+                    streams: 1,
+                },
             );
+            drop(proxies);
+            self.note_unsupported(notes, false);
+            return Ok(rx);
         }
-        let (xds, notes) = self.resources_for(&state, &parsed);
-        let (tx, rx) = watch::channel(Arc::new(xds));
-        proxies.insert(
-            node.id.clone(),
-            Subscribed {
-                node: parsed,
-                tx,
-                streams: 1,
-            },
-        );
-        drop(proxies);
-        self.note_unsupported(notes, false);
-        Ok(rx)
     }
 
     fn on_nack(&self, node: &Node, type_url: &str, nack: &Nack) {
@@ -694,6 +751,81 @@ spec:
                 .proxies,
             0
         );
+    }
+
+    /// The packed route configuration for reviews names subset `subset`'s cluster.
+    fn routes_to_subset(xds: &XdsResources, subset: &str) -> bool {
+        let route = xds
+            .get(
+                ROUTE_CONFIGURATION_TYPE_URL,
+                "outbound/reviews.default.svc.cluster.local:9080",
+            )
+            .expect("reviews' routes");
+        let cluster = format!("outbound|9080|{subset}|reviews.default.svc.cluster.local");
+        route
+            .resource
+            .value
+            .windows(cluster.len())
+            .any(|w| w == cluster.as_bytes())
+    }
+
+    #[test]
+    fn a_proxy_connecting_during_a_push_is_served_without_waiting_for_it() {
+        use std::sync::mpsc;
+        let source = MeshSource::new(Inputs::new(
+            MeshConfig::default(),
+            config(1, "v1"),
+            instances(),
+        ));
+        let mut first = source.subscribe(&node(ID)).expect("subscribes");
+        assert!(routes_to_subset(&first.borrow_and_update(), "v1"));
+
+        // Pause the next push inside its work, before it translates the first proxy.
+        let (started_tx, started) = mpsc::channel::<()>();
+        let (resume, resume_rx) = mpsc::channel::<()>();
+        let resume_rx = Mutex::new(resume_rx);
+        *lock(&source.inner.on_push_translate) = Some(Box::new(move || {
+            let _ = started_tx.send(());
+            let _ = lock(&resume_rx).recv_timeout(Duration::from_secs(10));
+        }));
+        let pushing = {
+            let source = source.clone();
+            std::thread::spawn(move || {
+                source.update(Inputs::new(
+                    MeshConfig::default(),
+                    config(2, "v2"),
+                    instances(),
+                ))
+            })
+        };
+        started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the push started");
+
+        // A new proxy subscribes while the push is paused: it gets its resources at once,
+        // from the new mesh version.
+        let (subscribed_tx, subscribed) = mpsc::channel();
+        let connecting = {
+            let source = source.clone();
+            std::thread::spawn(move || {
+                let id = "sidecar~10.0.0.9~other-0.default~default.svc.cluster.local";
+                let _ = subscribed_tx.send(source.subscribe(&node(id)));
+            })
+        };
+        let late = subscribed
+            .recv_timeout(Duration::from_secs(5))
+            .expect("subscribe returned while the push was still running")
+            .expect("subscribes");
+        assert!(routes_to_subset(&late.borrow(), "v2"));
+
+        resume.send(()).expect("push waiting");
+        let stats = pushing.join().expect("push thread");
+        connecting.join().expect("subscribe thread");
+        // The push went through the proxies it listed when it started; the first one was
+        // woken with the new routes.
+        assert_eq!((stats.proxies, stats.changed), (1, 1));
+        assert!(routes_to_subset(&first.borrow_and_update(), "v2"));
+        assert_eq!(source.subscribed().len(), 2);
     }
 
     #[test]
