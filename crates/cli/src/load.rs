@@ -1,6 +1,7 @@
 //! `weft load`: a fortio-like load client with fixed concurrency. `-c` keep-alive
-//! connections send requests back to back, either `-n` in total (shared across connections,
-//! as fortio's `-n`) or for `-t`; at the end it prints latency percentiles and a
+//! connections send requests back to back (or at `-q` requests per second in total, as
+//! fortio's `-qps`), either `-n` in total (shared across connections, as fortio's `-n`) or
+//! for `-t`; at the end it prints latency percentiles and a
 //! response-code histogram in fortio's words (`Code 503 : 13 (43.3 %)`), which Istio's
 //! circuit-breaking task reads. Honours `HTTP_PROXY` like the demo apps.
 
@@ -31,6 +32,11 @@ pub struct Args {
     /// How long to run (`10s`, `500ms`, `1m`); default 5s when -n is not given.
     #[arg(short = 't', long = "duration", value_parser = parse_duration)]
     duration: Option<Duration>,
+    /// Requests per second over all connections (fortio's `-qps`); 0, the default, sends
+    /// each connection's next request as soon as its response arrives. A server slower than
+    /// the rate lowers it: each connection waits for its response before the next request.
+    #[arg(short = 'q', long = "qps", default_value_t = 0.0, value_parser = parse_qps)]
+    qps: f64,
     /// Extra request header `name: value`; repeatable.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -60,6 +66,8 @@ pub struct Plan {
     pub headers: HeaderMap,
     pub connections: u32,
     pub budget: Budget,
+    /// Requests per second over all connections; 0 for as fast as responses come.
+    pub qps: f64,
     pub client: Client,
 }
 
@@ -145,21 +153,27 @@ fn plan(args: &Args) -> Result<Plan, String> {
         headers,
         connections: args.connections,
         budget,
+        qps: args.qps,
         client: Client::new(proxy.as_deref()),
     })
 }
 
 fn describe(plan: &Plan) -> String {
     let c = plan.connections;
+    let rate = if plan.qps > 0.0 {
+        format!("{} qps", plan.qps)
+    } else {
+        "max qps".to_owned()
+    };
     match plan.budget {
         Budget::Requests(n) => format!(
-            "Starting at max qps with {c} connection(s) for exactly {n} calls ({} per connection + {}) to {}",
+            "Starting at {rate} with {c} connection(s) for exactly {n} calls ({} per connection + {}) to {}",
             n / u64::from(c),
             n % u64::from(c),
             plan.target.url()
         ),
         Budget::Duration(t) => format!(
-            "Starting at max qps with {c} connection(s) for {t:?} to {}",
+            "Starting at {rate} with {c} connection(s) for {t:?} to {}",
             plan.target.url()
         ),
     }
@@ -178,7 +192,15 @@ pub async fn load(plan: Plan) -> Report {
         Budget::Requests(_) => None,
     };
     let workers: Vec<_> = (0..plan.connections)
-        .map(|_| tokio::spawn(worker(Arc::clone(&plan), Arc::clone(&remaining), deadline)))
+        .map(|i| {
+            let pace = pacing(plan.qps, plan.connections, i);
+            tokio::spawn(worker(
+                Arc::clone(&plan),
+                Arc::clone(&remaining),
+                deadline,
+                pace,
+            ))
+        })
         .collect();
     let mut report = Report::default();
     for worker in workers {
@@ -198,11 +220,49 @@ pub async fn load(plan: Plan) -> Report {
     report
 }
 
-/// One connection's loop: take a request from the shared budget, send it, count the result.
-async fn worker(plan: Arc<Plan>, remaining: Arc<AtomicU64>, deadline: Option<Instant>) -> Report {
+/// When connection `index` of `connections` sends: every `period` from `offset`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Pace {
+    offset: Duration,
+    period: Duration,
+}
+
+/// The schedule of connection `index` for `qps` requests per second over `connections`:
+/// each sends every `connections / qps` seconds, the connections staggered evenly across
+/// one period so that the total is smooth. None at max qps (`qps` 0).
+fn pacing(qps: f64, connections: u32, index: u32) -> Option<Pace> {
+    if qps <= 0.0 || connections == 0 {
+        return None;
+    }
+    let period = Duration::try_from_secs_f64(f64::from(connections) / qps).ok()?;
+    Some(Pace {
+        offset: period.mul_f64(f64::from(index) / f64::from(connections)),
+        period,
+    })
+}
+
+/// One connection's loop: take a request from the shared budget, send it (at its turn when
+/// paced), count the result.
+async fn worker(
+    plan: Arc<Plan>,
+    remaining: Arc<AtomicU64>,
+    deadline: Option<Instant>,
+    pace: Option<Pace>,
+) -> Report {
     let mut report = Report::default();
     let mut conn: Option<Connection> = None;
+    let mut ticks = pace.map(|p| {
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + p.offset, p.period);
+        // Behind schedule (a slow response): send the next one now, and keep the period
+        // from there rather than bursting to catch up.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     loop {
+        if let Some(ticks) = ticks.as_mut() {
+            ticks.tick().await;
+        }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
@@ -334,6 +394,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// A rate: a finite number of requests per second, 0 or more.
+fn parse_qps(input: &str) -> Result<f64, String> {
+    match input.trim().parse::<f64>() {
+        Ok(q) if q.is_finite() && q >= 0.0 => Ok(q),
+        _ => Err(format!(
+            "`{input}`: expected requests per second, 0 or more (0: as fast as possible)"
+        )),
+    }
+}
+
 /// `10s`, `500ms`, `1.5m`, `2h`, or a bare number of seconds.
 fn parse_duration(input: &str) -> Result<Duration, String> {
     let input = input.trim();
@@ -421,6 +491,7 @@ mod tests {
             headers: HeaderMap::new(),
             connections,
             budget: Budget::Requests(n),
+            qps: 0.0,
             client: Client::new(proxy),
         }
     }
@@ -472,6 +543,34 @@ mod tests {
         let report = load(plan_for(&format!("http://{addr}/"), None, 2, 4)).await;
         assert_eq!(report.codes.get(&SOCKET_ERROR), Some(&4));
         assert!(format_report(&report).contains("Code -1 : 4 (100.0 %)"));
+    }
+
+    #[test]
+    fn a_rate_is_shared_evenly_and_staggered() {
+        assert_eq!(pacing(0.0, 4, 0), None);
+        let p = |i| pacing(500.0, 4, i).expect("paced");
+        assert_eq!(p(0).period, Duration::from_millis(8));
+        assert_eq!(p(0).offset, Duration::ZERO);
+        assert_eq!(p(2).offset, Duration::from_millis(4));
+        for bad in ["-1", "x", "inf", "NaN"] {
+            assert!(parse_qps(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_qps("0"), Ok(0.0));
+    }
+
+    #[tokio::test]
+    async fn a_paced_run_sends_no_faster_than_its_rate() {
+        let (addr, _) = mixed_server(false).await;
+        let mut plan = plan_for(&format!("http://{addr}/"), None, 2, 10);
+        plan.qps = 50.0;
+        let report = load(plan).await;
+        assert_eq!(report.calls(), 10);
+        // 10 requests at 50/s: the last one goes out 9 intervals of 20 ms after the first.
+        assert!(
+            report.elapsed >= Duration::from_millis(180),
+            "{:?}",
+            report.elapsed
+        );
     }
 
     #[test]
