@@ -171,6 +171,12 @@ fn page(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
                     let a = ep.address;
                     let _ = writeln!(out, "{name}::{a}::weight::{}", ep.weight);
                     let _ = writeln!(out, "{name}::{a}::rq_active::{}", ep.active_requests());
+                    // Envoy's per-host request counters: every exchange (attempt) this
+                    // proxy had with the endpoint, kept across config pushes.
+                    let (success, error) = ep.health.requests();
+                    let _ = writeln!(out, "{name}::{a}::rq_success::{success}");
+                    let _ = writeln!(out, "{name}::{a}::rq_error::{error}");
+                    let _ = writeln!(out, "{name}::{a}::rq_total::{}", success + error);
                     // Envoy's flag for an endpoint outlier detection ejected.
                     let flags = if state.cluster.is_ejected(ep) {
                         "/failed_outlier_check"

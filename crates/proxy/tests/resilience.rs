@@ -597,6 +597,20 @@ async fn a_killed_endpoint_is_ejected_and_retries_hide_it() {
         retries <= 2,
         "retries after the ejection: {retries}\n{stats}"
     );
+    // The per-host counters tell the same: b had its 10 answers and then a failure or two
+    // before the ejection, nothing since; a and c took the rest.
+    let counter = |host: SocketAddr, name: &str| -> u64 {
+        clusters
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("app::{host}::{name}::")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} for {host}:\n{clusters}"))
+    };
+    assert_eq!(counter(b, "rq_success"), 10, "{clusters}");
+    assert!((1..=2).contains(&counter(b, "rq_error")), "{clusters}");
+    assert_eq!(counter(b, "rq_total"), 10 + counter(b, "rq_error"));
+    assert_eq!(counter(a, "rq_success") + counter(c, "rq_success"), 120);
+    assert_eq!(counter(a, "rq_error"), 0, "{clusters}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -302,8 +302,9 @@ impl Cluster {
         self.levels.last()
     }
 
-    /// Tells outlier detection how an exchange with `endpoint` went (no-op without it).
+    /// Counts an exchange with `endpoint` and tells outlier detection, if any, how it went.
     pub fn report(&self, endpoint: &Endpoint, result: Reported) {
+        endpoint.health.count(result);
         if let Some(outlier) = &self.outlier {
             outlier.report(&self.endpoints, endpoint, result);
         }

@@ -41,6 +41,25 @@ pub struct Health {
     ejections: AtomicU32,
     /// When the multiplier last changed (ejection or decay).
     last_change: AtomicU64,
+    /// Exchanges reported, with or without outlier detection (admin `/clusters`): answered
+    /// below 500, and answered 5xx or failed locally.
+    rq_success: AtomicU64,
+    rq_error: AtomicU64,
+}
+
+impl Health {
+    /// Counts an exchange for the endpoint's admin stats.
+    pub(super) fn count(&self, result: Reported) {
+        match result {
+            Reported::Status(s) if s < 500 => self.rq_success.fetch_add(1, Relaxed),
+            _ => self.rq_error.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// (succeeded, failed) exchanges so far.
+    pub fn requests(&self) -> (u64, u64) {
+        (self.rq_success.load(Relaxed), self.rq_error.load(Relaxed))
+    }
 }
 
 /// A cluster's outlier detection settings, and the clock they count in.
