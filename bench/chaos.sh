@@ -14,12 +14,27 @@
 #                  VirtualService is applied again and again (`weft apply`, which waits for
 #                  every proxy to ACK), alternating v1 and v3: a routing push each time, PUSHES
 #                  at most. Goal: 0 failed requests.
+#   control-plane  A mesh run from its parts (`weft control-plane`, `weft proxy` for the gateway
+#                  and three httpbin sidecars, `weft example httpbin` apps), so that the control
+#                  plane is a process of its own. `weft load -q RATE` through the gateway for
+#                  CP_SECONDS; the control plane is SIGKILLed at 10 s and started again 5 s
+#                  later, SIGKILLed again 10 s after that and restarted at once; then a routing
+#                  change is written and must reach the gateway (resync). Goal: 0 failed
+#                  requests, every proxy SYNCED again.
+#   endpoint-kill  The same mesh, with a DestinationRule's outlierDetection and Istio's default
+#                  retry policy; the app of one of the three httpbin replicas SIGKILLed under
+#                  load (a crashed container: its sidecar lives on and answers 503 for it). Its
+#                  endpoint stays in the registry, as a crashed pod's does until its readiness
+#                  probe fails. Goal: 0 failed requests; the gateway ejects the endpoint
+#                  (`/clusters` health_flags) and stops trying it (its rq_total stays flat).
+#                  (Killing the sidecar too would fail the requests in flight on it with
+#                  503 UC, as in Istio: `reset` is not in Istio's default retryOn.)
 #
 # Each scenario ends with a line
 #   RESULT scenario=NAME requests=N failed=F failed_pct=P
 # and the mesh's own account of the faults (replicas leaving and rejoining the endpoints).
 # Knobs: CONNECTIONS (8), DURATION (20s), KILL_AT (5), KILL_EVERY (5), PUSHES (1000),
-# PUSH_SECONDS (600).
+# PUSH_SECONDS (600), RATE (500), CP_SECONDS (45), EJECT_SECONDS (40).
 # Everything runs on loopback; every load loop is bounded by DURATION.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +45,9 @@ KILL_AT="${KILL_AT:-5}"
 KILL_EVERY="${KILL_EVERY:-5}"
 PUSHES="${PUSHES:-1000}"
 PUSH_SECONDS="${PUSH_SECONDS:-600}"
+RATE="${RATE:-500}"
+CP_SECONDS="${CP_SECONDS:-45}"
+EJECT_SECONDS="${EJECT_SECONDS:-40}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 echo "== building weft (release)"
@@ -38,11 +56,19 @@ WEFT="$CARGO_TARGET_DIR/release/weft"
 
 WORK=$(mktemp -d /tmp/weft-chaos.XXXXXX)
 UP_PID=""
+PARTS=() # the processes of a mesh run from its parts
+stop_parts() {
+  local p
+  for p in "${PARTS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PARTS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PARTS=()
+}
 cleanup() {
   if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
     kill -TERM "$UP_PID" 2>/dev/null || true
     wait "$UP_PID" 2>/dev/null || true
   fi
+  stop_parts
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -174,12 +200,204 @@ pushes() {
   result pushes "$WORK/load.out" " pushes=$n push_seconds=$pushed_in refused_applies=$refused"
 }
 
+# --- A mesh run from its parts --------------------------------------------------------------
+# Addresses: the gateway at 127.250.0.100, httpbin-i's sidecar at 127.250.0.i and its app at
+# 127.251.0.i:8000 (loopback ranges `weft up` does not use).
+GW_IP=127.250.0.100
+CP_PID=""
+
+# The control plane on fixed ports (the proxies reconnect to the same address after a restart).
+start_cp() {
+  "$WEFT" control-plane --config "$PARTS_DIR/config" --instances "$PARTS_DIR/instances.yaml" \
+    --xds-address "127.0.0.1:$XDS_PORT" --monitoring-address "127.0.0.1:$MON_PORT" \
+    --log-level warn >>"$WORK/cp.log" 2>&1 &
+  CP_PID=$!
+  PARTS+=("$CP_PID")
+  local i
+  for ((i = 0; i < 100; i++)); do
+    curl -fsS "http://127.0.0.1:$MON_PORT/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "control plane not ready" >&2
+  tail -n 20 "$WORK/cp.log" >&2
+  return 1
+}
+
+# `weft proxy` for node $1 with admin and health on $2, probing its app at $3 (or nothing);
+# bootstrap and log named $4. Sets PID_<name>.
+start_proxy() {
+  local node="$1" ip="$2" probe="$3" name="$4" probes=""
+  [ -n "$probe" ] && probes="\"$probe\""
+  printf 'node: {id: "%s"}\nxds: {address: "http://127.0.0.1:%s"}\nadmin: {address: "%s:15000", healthAddress: "%s:15021", drainTimeout: 1s, appProbes: [%s]}\n' \
+    "$node" "$XDS_PORT" "$ip" "$ip" "$probes" >"$PARTS_DIR/$name.yaml"
+  "$WEFT" proxy --config "$PARTS_DIR/$name.yaml" --concurrency 1 --log-level info \
+    >>"$WORK/$name.log" 2>&1 &
+  PARTS+=("$!")
+  printf -v "PID_${name//-/_}" '%s' "$!"
+}
+
+# Starts the control plane, three httpbin replicas with sidecars, and the gateway; sets URL
+# (through the gateway). $1: more resources (YAML documents) for the config.
+start_parts() {
+  PARTS_DIR="$WORK/parts"
+  rm -rf "$PARTS_DIR" && mkdir -p "$PARTS_DIR/config"
+  XDS_PORT=$(free_port)
+  MON_PORT=$(free_port)
+  GW_PORT=$(free_port)
+  : >"$WORK/cp.log"
+  {
+    echo "- {name: istio-ingressgateway-0, namespace: istio-system, labels: {istio: ingressgateway, app: istio-ingressgateway}, ip: $GW_IP, ports: []}"
+    for i in 1 2 3; do
+      echo "- {name: httpbin-$i, labels: {app: httpbin, version: v1}, serviceAccount: httpbin, ip: 127.250.0.$i, appHost: 127.251.0.$i, ports: [{name: http, port: 8000, protocol: HTTP}]}"
+    done
+  } >"$PARTS_DIR/instances.yaml"
+  cat >"$PARTS_DIR/config/httpbin.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, labels: {app: httpbin}}
+spec:
+  ports: [{name: http, port: 8000}]
+  selector: {app: httpbin}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: httpbin-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: $GW_PORT, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin}
+spec:
+  hosts: ["*"]
+  gateways: [httpbin-gateway]
+  http:
+  - route:
+    - destination: {host: httpbin, port: {number: 8000}}
+$1
+YAML
+  start_cp
+  local i
+  for i in 1 2 3; do
+    WEFT_LISTEN_ADDR=127.251.0.$i:8000 POD_NAME=httpbin-$i HOSTNAME=httpbin-$i \
+      "$WEFT" example httpbin >>"$WORK/app-$i.log" 2>&1 &
+    PARTS+=("$!")
+    printf -v "PID_app_$i" '%s' "$!"
+    start_proxy "sidecar~127.250.0.$i~httpbin-$i.default~default.svc.cluster.local" \
+      "127.250.0.$i" "127.251.0.$i:8000" "sidecar-$i"
+  done
+  start_proxy "router~$GW_IP~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local" \
+    "$GW_IP" "" gateway
+  URL="http://$GW_IP:$GW_PORT/get"
+  for ((i = 0; i < 100; i++)); do
+    "$WEFT" load -c 1 -n 1 "$URL" 2>/dev/null | grep -q '^Code 200 : 1 ' && return 0
+    sleep 0.1
+  done
+  echo "the gateway does not serve $URL" >&2
+  tail -n 20 "$WORK/cp.log" "$WORK/gateway.log" >&2
+  return 1
+}
+
+# How many proxies `weft proxy-status` lists as SYNCED for every type.
+synced_proxies() {
+  "$WEFT" proxy-status --control-plane "http://127.0.0.1:$MON_PORT" 2>/dev/null |
+    awk 'NR > 1 { n++; for (i = 2; i <= NF; i++) if ($i ~ /^(STALE|NOT|ERROR)/) { n--; break } } END { print n + 0 }'
+}
+
+control_plane() {
+  start_parts ""
+  echo "== control-plane: $RATE req/s over $CONNS connections for ${CP_SECONDS}s on $URL"
+  "$WEFT" load -q "$RATE" -c "$CONNS" -t "${CP_SECONDS}s" "$URL" >"$WORK/load.out" 2>&1 &
+  local load=$!
+  sleep 10
+  echo "   $(date +%T) SIGKILL control plane (pid $CP_PID)"
+  kill -KILL "$CP_PID"
+  { wait "$CP_PID"; } 2>/dev/null || true
+  sleep 5
+  start_cp
+  echo "   $(date +%T) control plane started again (pid $CP_PID)"
+  sleep 10
+  echo "   $(date +%T) SIGKILL control plane (pid $CP_PID), started again at once"
+  kill -KILL "$CP_PID"
+  { wait "$CP_PID"; } 2>/dev/null || true
+  start_cp
+  # Resync: a routing change made after the restarts reaches the gateway.
+  sleep 2
+  sed -i 's|^    - destination: {host: httpbin, port: {number: 8000}}$|&\n    headers: {response: {set: {x-chaos: resynced}}}|' \
+    "$PARTS_DIR/config/httpbin.yaml"
+  local i resynced=no
+  for ((i = 0; i < 50; i++)); do
+    if curl -sS -o /dev/null -D - "$URL" 2>/dev/null | grep -qi '^x-chaos: resynced'; then
+      resynced=yes
+      break
+    fi
+    sleep 0.1
+  done
+  echo "   $(date +%T) routing change written after the restarts, served by the gateway: $resynced"
+  wait "$load"
+  cat "$WORK/load.out"
+  local synced
+  synced=$(synced_proxies)
+  echo "-- proxy-status after the restarts:"
+  "$WEFT" proxy-status --control-plane "http://127.0.0.1:$MON_PORT" || true
+  echo "-- the gateway's log of its xDS stream:"
+  grep -iE "xds|control plane|reconnect" "$WORK/gateway.log" | tail -n 8 || true
+  stop_parts
+  result control-plane "$WORK/load.out" " synced_proxies=$synced/4 resynced=$resynced"
+}
+
+# Stat $2 of endpoint $1 in httpbin's cluster, from the gateway's /clusters.
+host_stat() {
+  curl -fsS "http://$GW_IP:15000/clusters" |
+    awk -F'::' -v h="$1" -v s="$2" '$1 ~ /^outbound\|8000\|\|httpbin/ && $2 == h && $3 == s { print $4 }'
+}
+
+endpoint_kill() {
+  start_parts "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin}
+spec:
+  host: httpbin
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3, interval: 5s, baseEjectionTime: 30s, maxEjectionPercent: 50}"
+  local dead=127.250.0.3:8000
+  echo "== endpoint-kill: $CONNS connections for ${EJECT_SECONDS}s on $URL; httpbin-3's app ($dead) SIGKILLed at 10 s"
+  "$WEFT" load -c "$CONNS" -t "${EJECT_SECONDS}s" "$URL" >"$WORK/load.out" 2>&1 &
+  local load=$!
+  sleep 10
+  echo "   $(date +%T) SIGKILL httpbin-3's app (pid $PID_app_3)"
+  kill -KILL "$PID_app_3"
+  { wait "$PID_app_3"; } 2>/dev/null || true
+  sleep 3
+  local flags1 total1 flags2 total2
+  flags1=$(host_stat "$dead" health_flags)
+  total1=$(host_stat "$dead" rq_total)
+  echo "   $(date +%T) $dead: $flags1, rq_total $total1, rq_error $(host_stat "$dead" rq_error)"
+  sleep 15
+  flags2=$(host_stat "$dead" health_flags)
+  total2=$(host_stat "$dead" rq_total)
+  echo "   $(date +%T) $dead: $flags2, rq_total $total2: tried $((total2 - total1)) times in 15 s"
+  wait "$load"
+  cat "$WORK/load.out"
+  echo "-- the gateway's /clusters for httpbin:"
+  curl -fsS "http://$GW_IP:15000/clusters" |
+    grep -E '^outbound\|8000\|\|httpbin.*::(health_flags|rq_total|rq_error)::' || true
+  stop_parts
+  result endpoint-kill "$WORK/load.out" " ejected=$flags1 tried_while_ejected=$((total2 - total1))"
+}
+
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(replica-crash pushes)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(replica-crash pushes control-plane endpoint-kill)
 for s in "${scenarios[@]}"; do
   case "$s" in
     replica-crash) replica_crash ;;
     pushes) pushes ;;
-    *) echo "unknown scenario: $s (known: replica-crash, pushes)" >&2; exit 2 ;;
+    control-plane) control_plane ;;
+    endpoint-kill) endpoint_kill ;;
+    *) echo "unknown scenario: $s (known: replica-crash, pushes, control-plane, endpoint-kill)" >&2; exit 2 ;;
   esac
 done
