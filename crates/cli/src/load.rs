@@ -252,8 +252,7 @@ async fn worker(
     let mut report = Report::default();
     let mut conn: Option<Connection> = None;
     let mut ticks = pace.map(|p| {
-        let mut ticks =
-            tokio::time::interval_at(tokio::time::Instant::now() + p.offset, p.period);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + p.offset, p.period);
         // Behind schedule (a slow response): send the next one now, and keep the period
         // from there rather than bursting to catch up.
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

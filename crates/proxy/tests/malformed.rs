@@ -117,9 +117,13 @@ async fn recording_backend() -> (SocketAddr, Recorder) {
                     .lines()
                     .find_map(|l| l.strip_prefix("content-length:"))
                     .and_then(|v| v.trim().parse::<usize>().ok());
+                let chunked = head
+                    .lines()
+                    .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
                 let mut body = buf.split_off(head_end);
                 let done = |body: &[u8]| match declared {
                     Some(n) => body.len() >= n,
+                    None if !chunked => true,
                     None => {
                         body.starts_with(b"0\r\n\r\n") || find(body, b"\r\n0\r\n\r\n").is_some()
                     }
@@ -287,6 +291,85 @@ async fn bad_request_heads_get_400() {
         let answer = send_raw(addr, &bytes).await;
         assert_eq!(answer.status, Some(400), "{what}: {:?}", answer.head);
         assert_serving(&mut proxy, what).await;
+    }
+}
+
+/// Reads everything until the proxy closes the connection (the test fails if it does not).
+async fn read_to_close(s: &mut TcpStream, what: &str) -> String {
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        closed.is_ok(),
+        "{what}: the proxy left the connection open after {text:?}"
+    );
+    text
+}
+
+/// Request smuggling needs two hops that disagree on where a body ends. The proxy reads each
+/// request's framing once and forwards it re-framed, so the upstream sees what the proxy saw:
+/// - Content-Length with Transfer-Encoding: chunked wins (RFC 9112 6.1), Content-Length is
+///   not forwarded, and the connection closes after the response, so what follows the body
+///   is never read (Envoy answers 400 instead);
+/// - two equal Content-Lengths are read as one (RFC 9110 8.6 allows it; Envoy answers 400),
+///   and what follows the body is the next request, forwarded as a request of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_attempts_reach_the_upstream_as_the_proxy_read_them() {
+    let (mut proxy, mut recorder) = setup().await;
+    let addr = proxy.addr("http");
+    let hidden = "GET /hidden HTTP/1.1\r\nHost: record.test\r\nConnection: close\r\n\r\n";
+    for (what, head) in [
+        (
+            "Content-Length before Transfer-Encoding",
+            "POST /cl-te HTTP/1.1\r\nHost: record.test\r\nContent-Length: 4\r\n\
+             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "Transfer-Encoding before Content-Length",
+            "POST /te-cl HTTP/1.1\r\nHost: record.test\r\nTransfer-Encoding: chunked\r\n\
+             Content-Length: 48\r\n\r\n0\r\n\r\n",
+        ),
+    ] {
+        let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+        let _ = s.write_all(format!("{head}{hidden}").as_bytes()).await;
+        let answer = read_to_close(&mut s, what).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{what}: {answer:?}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{what}: {answer:?}");
+        let seen = recorder.seen().await;
+        assert!(seen.line.starts_with("post /"), "{what}: {seen:?}");
+        assert_eq!(seen.declared, None, "{what}: forwarded chunked: {seen:?}");
+        assert!(seen.complete, "{what}: {seen:?}");
+        assert_serving(&mut proxy, what).await;
+    }
+
+    let what = "two equal Content-Lengths";
+    let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+    let head = "POST /cl-cl HTTP/1.1\r\nHost: record.test\r\nContent-Length: 0\r\n\
+                Content-Length: 0\r\n\r\n";
+    let _ = s.write_all(format!("{head}{hidden}").as_bytes()).await;
+    let answer = read_to_close(&mut s, what).await;
+    assert_eq!(
+        answer.matches("HTTP/1.1 200 ").count(),
+        2,
+        "{what}: {answer:?}"
+    );
+    let first = recorder.seen().await;
+    let second = recorder.seen().await;
+    assert_eq!(
+        (first.line.as_str(), first.declared),
+        ("post /cl-cl http/1.1", Some(0)),
+        "{what}"
+    );
+    assert!(
+        second.line.starts_with("get /hidden "),
+        "{what}: {second:?}"
+    );
+    assert_serving(&mut proxy, what).await;
+    while let Ok(line) = recorder.heads.try_recv() {
+        assert!(
+            !line.contains("hidden") || line.starts_with("get /hidden "),
+            "{line}"
+        );
     }
 }
 
