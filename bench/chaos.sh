@@ -29,12 +29,27 @@
 #                  (`/clusters` health_flags) and stops trying it (its rq_total stays flat).
 #                  (Killing the sidecar too would fail the requests in flight on it with
 #                  503 UC, as in Istio: `reset` is not in Istio's default retryOn.)
+#   soak           bookinfo behind the gateway at SOAK_RATE req/s for SOAK_SECONDS, reviews' route
+#                  pushed every 30 s; RSS and open file descriptors of `weft up` (where the
+#                  control plane runs) and of every proxy sampled every 10 s. Goal: after
+#                  SOAK_WARMUP seconds every RSS stays within 10% of its value then, no process
+#                  has more fds open in the second half than at most in the first (pools grow
+#                  and shrink with the routing; a leak only grows), and 0 failed requests.
+#   hostile        The mesh run from its parts; `weft-loadgen hostile` attacks the gateway
+#                  (slowloris, oversized headers, HTTP/2 rapid reset, a burst of new
+#                  connections, CL+TE and double Content-Length smuggling) while HOSTILE_RATE
+#                  req/s of ordinary load run beside it. Goal: each attack gets Envoy's answer
+#                  (closed, 431, connection ended, all served, 400), the ordinary load loses
+#                  nothing, and the gateway's memory stays bounded.
 #
 # Each scenario ends with a line
 #   RESULT scenario=NAME requests=N failed=F failed_pct=P
 # and the mesh's own account of the faults (replicas leaving and rejoining the endpoints).
 # Knobs: CONNECTIONS (8), DURATION (20s), KILL_AT (5), KILL_EVERY (5), PUSHES (1000),
-# PUSH_SECONDS (600), RATE (500), CP_SECONDS (45), EJECT_SECONDS (40).
+# PUSH_SECONDS (600), RATE (500), CP_SECONDS (45), EJECT_SECONDS (40), SOAK_RATE (200),
+# HOSTILE_RATE (200), HOSTILE_SECONDS (120), HOSTILE_CONNECTIONS (500),
+# SOAK_SECONDS (600), SOAK_WARMUP (60), SOAK_SAMPLES (a file to keep the samples in: seconds,
+# process, RSS kB, fds).
 # Everything runs on loopback; every load loop is bounded by DURATION.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,10 +63,16 @@ PUSH_SECONDS="${PUSH_SECONDS:-600}"
 RATE="${RATE:-500}"
 CP_SECONDS="${CP_SECONDS:-45}"
 EJECT_SECONDS="${EJECT_SECONDS:-40}"
+SOAK_RATE="${SOAK_RATE:-200}"
+HOSTILE_RATE="${HOSTILE_RATE:-200}"
+HOSTILE_SECONDS="${HOSTILE_SECONDS:-120}"
+HOSTILE_CONNECTIONS="${HOSTILE_CONNECTIONS:-500}"
+SOAK_SECONDS="${SOAK_SECONDS:-600}"
+SOAK_WARMUP="${SOAK_WARMUP:-60}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 echo "== building weft (release)"
-cargo build --release --locked -q -p weft
+cargo build --release --locked -q -p weft -p weft-loadgen
 WEFT="$CARGO_TARGET_DIR/release/weft"
 
 WORK=$(mktemp -d /tmp/weft-chaos.XXXXXX)
@@ -198,6 +219,78 @@ pushes() {
   cat "$WORK/load.out"
   stop_bookinfo
   result pushes "$WORK/load.out" " pushes=$n push_seconds=$pushed_in refused_applies=$refused"
+}
+
+# RSS (kB) and open file descriptors of process $1: `rss fds`.
+usage_of() {
+  local rss fds
+  rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null) || return 1
+  fds=$(find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+  echo "$rss $fds"
+}
+
+soak() {
+  start_bookinfo 1
+  "$WEFT" apply -f examples/bookinfo/networking/destination-rule-all.yaml --state-dir "$STATE" >/dev/null
+  # The processes watched: `weft up` (the control plane runs in it) and every proxy.
+  local watched=("$UP_PID") names=(weft-up) p
+  for p in $(pgrep -P "$UP_PID"); do
+    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q ' proxy --config '; then
+      watched+=("$p")
+      names+=("$(basename "$(tr '\0' '\n' <"/proc/$p/cmdline" | sed -n 's/\.yaml$//p' | tail -n 1)")")
+    fi
+  done
+  echo "== soak: $SOAK_RATE req/s over $CONNS connections for ${SOAK_SECONDS}s on $URL, reviews' route pushed every 30 s;"
+  echo "   watching ${names[*]}; warm-up ${SOAK_WARMUP}s, a sample every 10 s"
+  "$WEFT" load -q "$SOAK_RATE" -c "$CONNS" -t "${SOAK_SECONDS}s" "$URL" >"$WORK/load.out" 2>&1 &
+  local load=$! started=$SECONDS next_push=30 i
+  : >"$WORK/soak.samples"
+  while kill -0 "$load" 2>/dev/null; do
+    local t=$((SECONDS - started))
+    for i in "${!watched[@]}"; do
+      echo "$t ${names[$i]} $(usage_of "${watched[$i]}")" >>"$WORK/soak.samples"
+    done
+    if [ "$t" -ge "$next_push" ]; then
+      local file=examples/bookinfo/networking/virtual-service-all-v1.yaml
+      [ $(((next_push / 30) % 2)) = 1 ] && file=examples/bookinfo/networking/virtual-service-reviews-v3.yaml
+      "$WEFT" apply -f "$file" --state-dir "$STATE" >/dev/null 2>&1 || echo "   apply of $file refused" >&2
+      next_push=$((next_push + 30))
+    fi
+    sleep 10
+  done
+  wait "$load" || true
+  cat "$WORK/load.out"
+  echo "-- after warm-up (${SOAK_WARMUP}s): RSS (MB) at its end, min, max, last; most open fds in the first and the second half"
+  local verdict
+  verdict=$(awk -v warm="$SOAK_WARMUP" '
+    NF == 4 && $1 >= warm {
+      n = $2
+      if (!(n in rss0)) { rss0[n] = $3; lo[n] = $3; hi[n] = $3; order[++k] = n }
+      if ($3 < lo[n]) lo[n] = $3
+      if ($3 > hi[n]) hi[n] = $3
+      last[n] = $3
+      c[n]++; t[n, c[n]] = $1; fd[n, c[n]] = $4
+      if ($1 > end) end = $1
+    }
+    END {
+      flat = 1; fds = 1; mid = (warm + end) / 2
+      for (i = 1; i <= k; i++) {
+        n = order[i]; early = 0; late = 0
+        for (j = 1; j <= c[n]; j++) {
+          if (t[n, j] < mid) { if (fd[n, j] > early) early = fd[n, j] }
+          else if (fd[n, j] > late) late = fd[n, j]
+        }
+        dev = 100 * ((hi[n] - rss0[n] > rss0[n] - lo[n]) ? hi[n] - rss0[n] : rss0[n] - lo[n]) / rss0[n]
+        printf "   %-28s RSS %.1f min %.1f max %.1f last %.1f (%.1f%%)  fds at most %d, then %d\n", n, rss0[n] / 1024, lo[n] / 1024, hi[n] / 1024, last[n] / 1024, dev, early, late > "/dev/stderr"
+        if (dev > 10) flat = 0
+        if (late > early) fds = 0
+      }
+      printf "rss_flat=%s fds_flat=%s", flat ? "yes" : "no", fds ? "yes" : "no"
+    }' "$WORK/soak.samples" 2>&1 >"$WORK/verdict")
+  echo "$verdict"
+  [ -z "${SOAK_SAMPLES:-}" ] || cp "$WORK/soak.samples" "$SOAK_SAMPLES"
+  stop_bookinfo
+  result soak "$WORK/load.out" " $(cat "$WORK/verdict")"
 }
 
 # --- A mesh run from its parts --------------------------------------------------------------
@@ -390,14 +483,46 @@ spec:
   result endpoint-kill "$WORK/load.out" " ejected=$flags1 tried_while_ejected=$((total2 - total1))"
 }
 
+hostile() {
+  start_parts ""
+  local loadgen="$CARGO_TARGET_DIR/release/weft-loadgen" gw_pid="$PID_gateway"
+  echo "== hostile: attacks on the gateway ($GW_IP:$GW_PORT) while $HOSTILE_RATE req/s of ordinary load run beside them"
+  "$WEFT" load -q "$HOSTILE_RATE" -c 4 -t "${HOSTILE_SECONDS}s" "$URL" >"$WORK/load.out" 2>&1 &
+  local load=$!
+  local peak=0 rss0
+  rss0=$(awk '/^VmRSS:/ { print $2 }' "/proc/$gw_pid/status")
+  (
+    while kill -0 "$load" 2>/dev/null; do
+      awk '/^VmRSS:/ { print $2 }' "/proc/$gw_pid/status" 2>/dev/null
+      sleep 0.5
+    done
+  ) >"$WORK/gw.rss" &
+  local sampler=$!
+  local attacks=0
+  "$loadgen" hostile --addr "$GW_IP:$GW_PORT" --host httpbin --connections "$HOSTILE_CONNECTIONS" \
+    >"$WORK/hostile.out" 2>&1 || attacks=$?
+  cat "$WORK/hostile.out"
+  wait "$load" || true
+  wait "$sampler" || true
+  cat "$WORK/load.out"
+  peak=$(sort -n "$WORK/gw.rss" | tail -n 1)
+  local after
+  after=$(awk '/^VmRSS:/ { print $2 }' "/proc/$gw_pid/status")
+  echo "-- the gateway's RSS: $((rss0 / 1024)) MB before, $((peak / 1024)) MB at most, $((after / 1024)) MB after"
+  stop_parts
+  result hostile "$WORK/load.out" " attacks_answered_as_expected=$(grep -c 'ok=yes' "$WORK/hostile.out")/$(grep -c '^HOSTILE' "$WORK/hostile.out") gateway_rss_mb=$((rss0 / 1024))/$((peak / 1024))/$((after / 1024))"
+}
+
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(replica-crash pushes control-plane endpoint-kill)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(replica-crash pushes control-plane endpoint-kill hostile soak)
 for s in "${scenarios[@]}"; do
   case "$s" in
     replica-crash) replica_crash ;;
     pushes) pushes ;;
     control-plane) control_plane ;;
     endpoint-kill) endpoint_kill ;;
-    *) echo "unknown scenario: $s (known: replica-crash, pushes, control-plane, endpoint-kill)" >&2; exit 2 ;;
+    soak) soak ;;
+    hostile) hostile ;;
+    *) echo "unknown scenario: $s (known: replica-crash, pushes, control-plane, endpoint-kill, hostile, soak)" >&2; exit 2 ;;
   esac
 done

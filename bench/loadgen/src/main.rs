@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+mod hostile;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -61,6 +63,9 @@ enum Mode {
         #[arg(long, default_value_t = 1000)]
         rps: u64,
     },
+    /// Hostile clients (slowloris, oversized headers, HTTP/2 rapid reset, a connection
+    /// burst, request smuggling), each reported with what the listener answered.
+    Hostile(hostile::Options),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +85,11 @@ fn main() -> ExitCode {
         match args.mode {
             Mode::Throughput(t) => throughput(t).await,
             Mode::Rate { target, rps } => rate(target, rps).await,
+            Mode::Hostile(options) => match hostile::run(options).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("some attacks did not get the expected answer".to_owned()),
+                Err(e) => Err(e),
+            },
         }
     });
     match result {
