@@ -40,11 +40,12 @@ pub struct ConnContext {
     pub tls: Option<TlsConn>,
     /// The listener's rate limit, taken before routing.
     pub rate_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
-    /// Local replies carry their detail (addresses, socket errors, TLS reasons) in the body:
-    /// true on sidecars, whose callers are in the mesh; false on gateways
-    /// ([`crate::config::NodeInfo::gateway`]), where the detail goes to the access log and
-    /// the debug log only.
-    pub reply_detail: bool,
+    /// The downstream is in the mesh: true on sidecars (their callers are apps and other
+    /// sidecars), false on gateways ([`crate::config::NodeInfo::gateway`]), whose clients
+    /// are outside. An outside client gets local replies without their detail (addresses,
+    /// socket errors, TLS reasons: those go to the access log and the debug log), and the
+    /// `x-envoy-*` headers it sends are dropped, as Envoy drops them from external requests.
+    pub internal_downstream: bool,
 }
 
 /// What a TLS connection was handshaken with.
@@ -58,6 +59,7 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+static ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 
 /// Handles one request. Never fails: every error becomes a response.
 pub async fn handle(
@@ -72,6 +74,9 @@ pub async fn handle(
 
     let (mut parts, body) = req.into_parts();
     let downstream_h2 = parts.version == Version::HTTP_2;
+    if !cx.internal_downstream {
+        remove_envoy_headers(&mut parts.headers);
+    }
     if !parts.headers.contains_key(&REQUEST_ID) {
         parts.headers.insert(REQUEST_ID.clone(), new_request_id());
     }
@@ -441,6 +446,9 @@ pub async fn handle(
             // HTTP/2 carries the authority in :authority, not Host.
             req.headers_mut().remove(header::HOST);
         }
+        // Which attempt this is, from 1, as Envoy with Istio's `include_request_attempt_count`.
+        req.headers_mut()
+            .insert(ATTEMPT_COUNT.clone(), HeaderValue::from(retries_done + 1));
 
         // Admission under the circuit breaker (maybe waiting for a connection), then the
         // exchange; the route and per-try timeouts bound both.
@@ -727,7 +735,7 @@ fn local_reply(
     if let Some(l) = log.as_mut() {
         detail.clone_into(&mut l.details);
     }
-    let shown = cx.reply_detail.then_some(detail);
+    let shown = cx.internal_downstream.then_some(detail);
     finish(cx, reply::local_for(flag, shown, grpc), Some(flag), log, ())
 }
 
@@ -837,10 +845,25 @@ fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
     r
 }
 
+/// Drops every `x-envoy-*` header an outside client sent. They steer proxies (retries,
+/// timeouts, `x-envoy-internal`), so only the mesh may set them; Envoy drops its list of
+/// them from external requests, weft the whole prefix.
+fn remove_envoy_headers(headers: &mut HeaderMap) {
+    let envoy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-envoy-"))
+        .cloned()
+        .collect();
+    for name in envoy {
+        headers.remove(&name);
+    }
+}
+
 /// The authority a request is for: the absolute-form URI's (explicit proxy), HTTP/2's
 /// :authority, or the Host header. Requests RFC 9112 says to answer with 400 are refused:
 /// no Host, several Host headers, a Host that is not an authority, a CONNECT whose target
-/// is not `host:port`, and `*` for anything but OPTIONS.
+/// is not `host:port`, a `host:port` target for anything but CONNECT, and `*` for anything
+/// but OPTIONS.
 fn request_authority(
     method: &Method,
     uri: &Uri,
@@ -849,6 +872,11 @@ fn request_authority(
 ) -> Result<String, &'static str> {
     if method == Method::CONNECT && uri.authority().is_none_or(|a| a.port().is_none()) {
         return Err("CONNECT needs a host:port target");
+    }
+    // `GET example.com HTTP/1.1`: the authority form is CONNECT's alone (RFC 9112 3.2.3);
+    // routing it by its target while Host says otherwise would let the two disagree.
+    if method != Method::CONNECT && uri.scheme().is_none() && uri.authority().is_some() {
+        return Err("only CONNECT takes a host:port request target");
     }
     if uri.path() == "*" && uri.authority().is_none() && method != Method::OPTIONS {
         return Err("the * target is for OPTIONS only");

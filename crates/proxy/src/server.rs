@@ -102,7 +102,7 @@ pub async fn serve_listener(
                     access_log: spec.access_log.is_some(),
                     tls: None,
                     rate_limit: rate_limit.clone(),
-                    reply_detail: !shared.snapshot.load().node.gateway,
+                    internal_downstream: !shared.snapshot.load().node.gateway,
                 };
                 let max_header_bytes = *max_header_bytes;
                 match tls {

@@ -251,6 +251,14 @@ async fn bad_request_heads_get_400() {
         ),
         ("request line without a version", b"GET /\r\n\r\n".to_vec()),
         (
+            "authority-form target on GET (RFC 9112 3.2.3: CONNECT only)",
+            b"GET other.test HTTP/1.1\r\nHost: ok.test\r\n\r\n".to_vec(),
+        ),
+        (
+            "authority-form target with a port on GET",
+            b"GET other.test:80 HTTP/1.1\r\nHost: ok.test\r\n\r\n".to_vec(),
+        ),
+        (
             "method with a non-token character",
             b"G(T / HTTP/1.1\r\nHost: ok.test\r\n\r\n".to_vec(),
         ),

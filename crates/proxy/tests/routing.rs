@@ -542,3 +542,70 @@ clusters:
         "{text}"
     );
 }
+
+/// A proxy (gateway when `node` is a `router~` id) with one route to an echoing backend,
+/// retrying 5xx twice.
+async fn echo_proxy(node: &str) -> Proxy {
+    let echo = backend("echo").await;
+    Proxy::start(&format!(
+        r#"
+node: {{id: "{node}"}}
+listeners:
+- {{name: http, address: 127.0.0.1:0, http: {{routeConfig: main}}}}
+routeConfigs:
+- name: main
+  virtualHosts: [{{name: all, domains: ["*"], routes: [{{route: {{clusters: [{{cluster: echo}}], retryPolicy: {{numRetries: 2, retryOn: "5xx"}}}}}}]}}]
+clusters:
+- {{name: echo, endpoints: [{{address: "{echo}"}}]}}
+"#
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_drops_the_envoy_headers_of_outside_clients() {
+    let steering = [
+        ("x-envoy-max-retries", "10"),
+        ("x-envoy-retry-on", "5xx"),
+        ("x-envoy-internal", "true"),
+        ("x-envoy-upstream-rq-timeout-ms", "1"),
+    ];
+    let gateway = echo_proxy("router~127.0.0.1~ingress.istio-system~istio-system.svc.cluster.local")
+        .await;
+    let r = get(&client(), gateway.addr("http"), "app", "/", &steering).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (name, _) in steering {
+        assert!(
+            !r.headers.contains_key(format!("x-echo-{name}").as_str()),
+            "{name} reached the backend through a gateway"
+        );
+    }
+    // The proxy's own x-envoy headers still go upstream.
+    assert_eq!(r.headers["x-echo-x-envoy-attempt-count"], "1");
+
+    // A sidecar's callers are in the mesh: their headers pass.
+    let sidecar =
+        echo_proxy("sidecar~127.0.0.1~app-0.default~default.svc.cluster.local").await;
+    let r = get(&client(), sidecar.addr("http"), "app", "/", &steering).await;
+    for (name, value) in steering {
+        assert_eq!(r.headers[format!("x-echo-{name}").as_str()], value, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_upstream_attempt_says_which_it_is() {
+    let proxy = echo_proxy("sidecar~127.0.0.1~app-0.default~default.svc.cluster.local").await;
+    // 503 every time: two retries, and the client sees the third attempt's answer.
+    let r = get(&client(), proxy.addr("http"), "app", "/status/503", &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-echo-x-envoy-attempt-count"], "3");
+    // A client cannot set it for the proxy.
+    let r = get(
+        &client(),
+        proxy.addr("http"),
+        "app",
+        "/",
+        &[("x-envoy-attempt-count", "7")],
+    )
+    .await;
+    assert_eq!(r.headers["x-echo-x-envoy-attempt-count"], "1");
+}
