@@ -291,14 +291,29 @@ pub async fn handle(
             ));
         }
     };
-    // HTTP/1.1 Upgrade (WebSocket and others): the upgrade headers travel on, and on a 101
-    // both connections are handed over and joined byte for byte.
+    // HTTP/1.1 Upgrade to WebSocket, the one upgrade Istio configures: the upgrade headers
+    // travel on, and on a 101 both connections are handed over and joined byte for byte.
+    // Other protocols get 403, as from Envoy (a raw tunnel past routing and policy).
     let upgrade = if parts.version <= Version::HTTP_11 && wants_upgrade(&parts.headers) {
-        let protocol = parts.headers.get(header::UPGRADE).cloned();
-        parts
-            .extensions
-            .remove::<hyper::upgrade::OnUpgrade>()
-            .zip(protocol)
+        match parts.headers.get(header::UPGRADE) {
+            Some(protocol) if is_websocket(protocol) => {
+                let protocol = protocol.clone();
+                parts
+                    .extensions
+                    .remove::<hyper::upgrade::OnUpgrade>()
+                    .map(|on| (on, protocol))
+            }
+            // HTTP/2 over cleartext: served as the HTTP/1.1 request it also is; dropping the
+            // hop-by-hop headers below drops the offer.
+            Some(protocol) if protocol.as_bytes().eq_ignore_ascii_case(b"h2c") => None,
+            protocol => {
+                let detail = format!(
+                    "Upgrade: {}: this listener upgrades to websocket only",
+                    protocol.and_then(|p| p.to_str().ok()).unwrap_or("?")
+                );
+                return Ok(local_reply(&cx, Flag::UpgradeFailed, &detail, grpc, log));
+            }
+        }
     } else {
         None
     };
@@ -769,6 +784,11 @@ fn finish<H: Send + Unpin + 'static>(
         }
     });
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// `Upgrade: websocket` (any case; a list is not a WebSocket handshake).
+fn is_websocket(protocol: &HeaderValue) -> bool {
+    protocol.as_bytes().eq_ignore_ascii_case(b"websocket")
 }
 
 /// True for `Connection: upgrade` with an `Upgrade` header.

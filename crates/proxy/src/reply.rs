@@ -39,6 +39,9 @@ pub enum Flag {
     UpstreamOverflow,
     /// RL: a local rate limit refused the request.
     RateLimited,
+    /// An `Upgrade` to a protocol the listener does not tunnel (403). Envoy has no flag for
+    /// it (`-`); its response code details say `upgrade_failed`.
+    UpgradeFailed,
 }
 
 impl Flag {
@@ -57,6 +60,7 @@ impl Flag {
             Flag::DelayInjected => "DI",
             Flag::UpstreamOverflow => "UO",
             Flag::RateLimited => "RL",
+            Flag::UpgradeFailed => "-",
         }
     }
 
@@ -67,6 +71,7 @@ impl Flag {
             Flag::DownstreamProtocolError => StatusCode::BAD_REQUEST,
             Flag::UpstreamRequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Flag::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Flag::UpgradeFailed => StatusCode::FORBIDDEN,
             // An HTTP abort's status is its own (`fault_abort`); this is the fallback.
             Flag::FaultInjected => StatusCode::INTERNAL_SERVER_ERROR,
             Flag::NoCluster
@@ -151,6 +156,7 @@ fn reason(flag: Flag) -> &'static str {
         Flag::DelayInjected => "fault filter delay",
         Flag::UpstreamOverflow => "upstream overflow",
         Flag::RateLimited => "local rate limited",
+        Flag::UpgradeFailed => "upgrade failed",
     }
 }
 

@@ -569,8 +569,8 @@ async fn a_gateway_drops_the_envoy_headers_of_outside_clients() {
         ("x-envoy-internal", "true"),
         ("x-envoy-upstream-rq-timeout-ms", "1"),
     ];
-    let gateway = echo_proxy("router~127.0.0.1~ingress.istio-system~istio-system.svc.cluster.local")
-        .await;
+    let gateway =
+        echo_proxy("router~127.0.0.1~ingress.istio-system~istio-system.svc.cluster.local").await;
     let r = get(&client(), gateway.addr("http"), "app", "/", &steering).await;
     assert_eq!(r.status, 200, "{}", r.body);
     for (name, _) in steering {
@@ -583,11 +583,14 @@ async fn a_gateway_drops_the_envoy_headers_of_outside_clients() {
     assert_eq!(r.headers["x-echo-x-envoy-attempt-count"], "1");
 
     // A sidecar's callers are in the mesh: their headers pass.
-    let sidecar =
-        echo_proxy("sidecar~127.0.0.1~app-0.default~default.svc.cluster.local").await;
+    let sidecar = echo_proxy("sidecar~127.0.0.1~app-0.default~default.svc.cluster.local").await;
     let r = get(&client(), sidecar.addr("http"), "app", "/", &steering).await;
     for (name, value) in steering {
-        assert_eq!(r.headers[format!("x-echo-{name}").as_str()], value, "{name}");
+        assert_eq!(
+            r.headers[format!("x-echo-{name}").as_str()],
+            value,
+            "{name}"
+        );
     }
 }
 
@@ -608,4 +611,62 @@ async fn each_upstream_attempt_says_which_it_is() {
     )
     .await;
     assert_eq!(r.headers["x-echo-x-envoy-attempt-count"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_other_than_websocket_are_not_tunnelled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A backend that would switch to any protocol it is offered.
+    let any = support::upgrade_backend().await;
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", http: {{routeConfig: main}}}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - {{name: any, domains: ["*"], routes: [{{route: {{clusters: [{{cluster: any}}]}}}}]}}
+clusters:
+- {{name: any, endpoints: [{{address: "{any}"}}]}}
+"#
+    ));
+    let addr = proxy.addr("http");
+    let exchange = |request: &'static [u8]| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !String::from_utf8_lossy(&out).contains("\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        // The rest of a short body, if any.
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), s.read(&mut chunk)).await
+        {
+            out.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&out).to_lowercase()
+    };
+    // Envoy answers 403 to an upgrade it is not configured for (Istio configures websocket).
+    let foo =
+        exchange(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+            .await;
+    assert!(foo.starts_with("http/1.1 403"), "{foo}");
+    assert!(foo.contains("upgrade failed"), "{foo}");
+    // h2c is dropped (the h2c smuggling bypass): the request goes on as HTTP/1.1 without the
+    // offer, and this backend says it expected one.
+    let h2c = exchange(
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+          HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(h2c.starts_with("http/1.1 400"), "{h2c}");
+    assert!(h2c.contains("expected an upgrade"), "{h2c}");
 }
