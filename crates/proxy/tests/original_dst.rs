@@ -36,7 +36,7 @@ listeners:
 routeConfigs:
 - name: out
   virtualHosts:
-  - {name: allow_any, domains: ["*"], routes: [{route: {clusters: [{cluster: PassthroughCluster}]}}]}
+  - {name: allow_any, domains: ["*"], routes: [{connect: true, route: {clusters: [{cluster: PassthroughCluster}]}}, {route: {clusters: [{cluster: PassthroughCluster}]}}]}
 clusters:
 - {name: PassthroughCluster, discovery: ORIGINAL_DST, connectTimeout: 2s}
 "#,

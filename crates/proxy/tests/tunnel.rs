@@ -53,8 +53,9 @@ listeners:
 routeConfigs:
 - name: out
   virtualHosts:
-  - {{name: echo, domains: ["echo.example.com:7000"], routes: [{{route: {{clusters: [{{cluster: echo}}]}}}}]}}
-  - {{name: dead, domains: ["dead.example.com:7000"], routes: [{{route: {{clusters: [{{cluster: dead}}]}}}}]}}
+  - {{name: echo, domains: ["echo.example.com:7000"], routes: [{{connect: true, route: {{clusters: [{{cluster: echo}}]}}}}]}}
+  - {{name: dead, domains: ["dead.example.com:7000"], routes: [{{connect: true, route: {{clusters: [{{cluster: dead}}]}}}}]}}
+  - {{name: web, domains: ["web.example.com:7000"], routes: [{{route: {{clusters: [{{cluster: echo}}]}}}}]}}
 clusters:
 - {{name: echo, endpoints: [{{address: "{echo}"}}]}}
 - {{name: dead, endpoints: [{{address: "{closed}"}}]}}
@@ -79,10 +80,12 @@ clusters:
     }
     drop(s);
 
-    // A dead endpoint: 503 UF with the socket error; an unknown authority: 404 NR.
+    // A dead endpoint: 503 UF with the socket error; an unknown authority: 404 NR; a host
+    // whose routes do not ask for CONNECT (Envoy's connect_matcher): 404 NR, no tunnel.
     for (authority, status, flag) in [
         ("dead.example.com:7000", "503", "UF"),
         ("nowhere.example.com:7000", "404", "NR"),
+        ("web.example.com:7000", "404", "NR"),
     ] {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
@@ -97,4 +100,13 @@ clusters:
             "{head}"
         );
     }
+    // A CONNECT route matches CONNECT only: a GET to its host finds no route.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET http://echo.example.com:7000/ HTTP/1.1\r\nHost: echo.example.com:7000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 404"), "{head}");
 }

@@ -6,8 +6,10 @@
 //! `host:port` (and the bare host for port 80; the proxy resolves Kubernetes short names
 //! itself). HTTP ports get the VirtualService's `http` routes; other ports (TCP, TLS, and ports
 //! that do not declare a protocol, which weft treats as TCP) are reachable with `CONNECT
-//! host:port` and get the first matching `tcp` (or `tls`) route, or a default route. A `*`
-//! virtual host applies the outbound traffic policy to every other host.
+//! host:port` and get the first matching `tcp` (or `tls`) route, or a default route; those
+//! routes are CONNECT routes (Envoy's `connect_matcher`), and CONNECT matches nothing else. A
+//! `*` virtual host applies the outbound traffic policy to every other host, for CONNECT and
+//! for other requests.
 //!
 //! Inbound: a listener per workload port (`inbound|PORT` on the proxy's address) forwarding to
 //! the application (`inbound|PORT||`, at the app host).
@@ -295,25 +297,26 @@ fn outbound_routes(
         domains: vhosts.domains,
     };
     match scope.mode {
-        Mode::RegistryOnly => rest.push(
-            "block_all".into(),
-            vec!["*".into()],
-            vec![proto::Route {
+        Mode::RegistryOnly => {
+            let block = proto::Route {
                 name: "block_all".into(),
-                action: Some(proto::route::Action::DirectResponse(proto::DirectResponse {
-                    status: 502,
-                    body: format!(
-                        "{BLACKHOLE_CLUSTER}: the host is not in the mesh's service registry and \
+                action: Some(proto::route::Action::DirectResponse(
+                    proto::DirectResponse {
+                        status: 502,
+                        body: format!(
+                            "{BLACKHOLE_CLUSTER}: the host is not in the mesh's service registry and \
                          the outbound traffic policy is REGISTRY_ONLY\n"
-                    ),
-                })),
+                        ),
+                    },
+                )),
                 ..Default::default()
-            }],
-        ),
+            };
+            rest.push("block_all".into(), vec!["*".into()], with_connect(block));
+        }
         Mode::AllowAny => rest.push(
             "allow_any".into(),
             vec!["*".into()],
-            vec![default_route(PASSTHROUGH_CLUSTER.to_owned())],
+            with_connect(default_route(PASSTHROUGH_CLUSTER.to_owned())),
         ),
     }
     virtual_hosts.extend(rest.hosts);
@@ -322,6 +325,16 @@ fn outbound_routes(
         virtual_hosts,
         ..Default::default()
     }
+}
+
+/// `route` for CONNECT (an HTTPS_PROXY client's tunnel to a host outside the registry), then
+/// for every other request.
+fn with_connect(route: proto::Route) -> Vec<proto::Route> {
+    let connect = proto::Route {
+        connect: true,
+        ..route.clone()
+    };
+    vec![connect, route]
 }
 
 /// `host:port`, and the bare host on port 80 (the authority a client sends for it).
@@ -347,9 +360,28 @@ fn default_route(cluster: String) -> proto::Route {
     }
 }
 
+/// The routes of one service port (see [`port_routes`]). A port that is not HTTP is reached
+/// with `CONNECT host:port` through the explicit proxy: its routes match CONNECT only
+/// (Envoy's `connect_matcher`), and a CONNECT to an HTTP port matches nothing (404 NR).
+fn service_routes(
+    cx: &RouteCx<'_>,
+    svc: &Service,
+    port: &ServicePort,
+    vs: Option<(&Resource, &VirtualService)>,
+    notes: &mut Notes,
+) -> Option<Vec<proto::Route>> {
+    let mut routes = port_routes(cx, svc, port, vs, notes)?;
+    if !port.is_http() {
+        for route in &mut routes {
+            route.connect = true;
+        }
+    }
+    Some(routes)
+}
+
 /// The routes of one service port: from `vs` when it has routes for the port (`None`
 /// otherwise, so the port falls back to its default), else the default route.
-fn service_routes(
+fn port_routes(
     cx: &RouteCx<'_>,
     svc: &Service,
     port: &ServicePort,

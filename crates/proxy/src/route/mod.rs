@@ -59,6 +59,8 @@ struct Route {
     response_headers: HeaderOps,
     cors: Option<Box<cors::Cors>>,
     rate_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
+    /// For CONNECT requests only, and the only routes CONNECT matches.
+    connect: bool,
 }
 
 /// What routing reads from a request. Borrowed, so the data path builds it for free.
@@ -142,11 +144,16 @@ impl RouteTable {
     }
 
     /// The virtual host for the request's authority, then the first of its routes whose matches
-    /// hold. `None` means no route: the caller answers 404 with response flag NR, as Envoy does.
+    /// hold (CONNECT: of its CONNECT routes). `None` means no route: the caller answers 404
+    /// with response flag NR, as Envoy does.
     pub fn route<'a>(&'a self, req: &RequestView<'_>) -> Option<Matched<'a>> {
         let virtual_host = self.virtual_hosts.get(self.hosts.find(req.authority)?)?;
         let target = matcher::Target::of(req.path_and_query);
+        let connect = req.method == http::Method::CONNECT;
         virtual_host.routes.iter().find_map(|route| {
+            if route.connect != connect {
+                return None;
+            }
             if route.matches.is_empty() {
                 return Some(Matched {
                     virtual_host,
@@ -233,6 +240,7 @@ impl Route {
                 &cx.resource,
                 &format!("{at}.rateLimit"),
             )?,
+            connect: r.connect,
         })
     }
 }
