@@ -549,6 +549,7 @@ fn downstream_tls(
                     key_file,
                     server_names: names.clone(),
                     client_validation: client_validation.clone(),
+                    ..Default::default()
                 }),
         );
     }
@@ -623,6 +624,7 @@ fn client_validation(
         subject_alt_names: tls.subject_alt_names.clone(),
         optional: tls.mode == ServerTlsMode::OptionalMutual,
         crl_file,
+        ..Default::default()
     }
 }
 
