@@ -53,9 +53,20 @@ fn make_ca(dir: &Path, certs: &str) {
         dir,
         "openssl",
         &[
-            "req", "-x509", "-sha256", "-nodes", "-days", "365", "-newkey", "rsa:2048", "-subj",
-            "/O=example Inc./CN=example.com", "-keyout",
-            &format!("{certs}/example.com.key"), "-out", &format!("{certs}/example.com.crt"),
+            "req",
+            "-x509",
+            "-sha256",
+            "-nodes",
+            "-days",
+            "365",
+            "-newkey",
+            "rsa:2048",
+            "-subj",
+            "/O=example Inc./CN=example.com",
+            "-keyout",
+            &format!("{certs}/example.com.key"),
+            "-out",
+            &format!("{certs}/example.com.crt"),
         ],
     );
 }
@@ -65,17 +76,36 @@ fn make_cert(dir: &Path, certs: &str, name: &str, org: &str, serial: &str) {
         dir,
         "openssl",
         &[
-            "req", "-out", &format!("{certs}/{name}.csr"), "-newkey", "rsa:2048", "-nodes",
-            "-keyout", &format!("{certs}/{name}.key"), "-subj", &format!("/CN={name}/O={org}"),
+            "req",
+            "-out",
+            &format!("{certs}/{name}.csr"),
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{certs}/{name}.key"),
+            "-subj",
+            &format!("/CN={name}/O={org}"),
         ],
     );
     run(
         dir,
         "openssl",
         &[
-            "x509", "-req", "-sha256", "-days", "365", "-CA",
-            &format!("{certs}/example.com.crt"), "-CAkey", &format!("{certs}/example.com.key"),
-            "-set_serial", serial, "-in", &format!("{certs}/{name}.csr"), "-out",
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "365",
+            "-CA",
+            &format!("{certs}/example.com.crt"),
+            "-CAkey",
+            &format!("{certs}/example.com.key"),
+            "-set_serial",
+            serial,
+            "-in",
+            &format!("{certs}/{name}.csr"),
+            "-out",
             &format!("{certs}/{name}.crt"),
         ],
     );
@@ -90,10 +120,8 @@ fn base64_of(dir: &Path, file: &str) -> String {
 /// The Secret `kubectl create -n istio-system secret tls|generic NAME --from-file ...
 /// --dry-run=client -o yaml` prints: `(key, file)` pairs; `tls` sets the TLS type.
 fn secret_yaml(dir: &Path, name: &str, tls: bool, files: &[(&str, &str)]) -> String {
-    let mut data: Vec<(&str, String)> = files
-        .iter()
-        .map(|(k, f)| (*k, base64_of(dir, f)))
-        .collect();
+    let mut data: Vec<(&str, String)> =
+        files.iter().map(|(k, f)| (*k, base64_of(dir, f))).collect();
     data.sort();
     let mut out = String::from("apiVersion: v1\ndata:\n");
     for (k, v) in data {
@@ -139,8 +167,19 @@ fn curl(dir: &Path, port: u16, host: &str, cacert: &str, client: Option<&str>) -
     let url = format!("https://{host}:{port}/status/418");
     let host_header = format!("-HHost:{host}");
     let mut args = vec![
-        "-v", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", &host_header,
-        "--resolve", &resolve, "--cacert", cacert,
+        "-v",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+        &host_header,
+        "--resolve",
+        &resolve,
+        "--cacert",
+        cacert,
     ];
     let (cert, key);
     if let Some(c) = client {
@@ -154,12 +193,22 @@ fn curl(dir: &Path, port: u16, host: &str, cacert: &str, client: Option<&str>) -
         .current_dir(dir)
         .output()
         .expect("curl");
-    let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     (code, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Repeats `curl` until it answers `want` (the gateway takes config within a second).
-fn until_status(dir: &Path, port: u16, host: &str, cacert: &str, client: Option<&str>, want: u16) -> String {
+fn until_status(
+    dir: &Path,
+    port: u16,
+    host: &str,
+    cacert: &str,
+    client: Option<&str>,
+    want: u16,
+) -> String {
     let start = Instant::now();
     loop {
         let (code, text) = curl(dir, port, host, cacert, client);
@@ -193,7 +242,11 @@ fn apply(state: &Path, file: &Path) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "weft apply {}: {text}", file.display());
+    assert!(
+        out.status.success(),
+        "weft apply {}: {text}",
+        file.display()
+    );
     text
 }
 
@@ -244,11 +297,35 @@ fn istios_secure_gateways_task() {
 
     // The task's certificates (while the mesh starts).
     make_ca(&work, "example_certs1");
-    make_cert(&work, "example_certs1", "httpbin.example.com", "httpbin organization", "0");
-    make_cert(&work, "example_certs1", "helloworld.example.com", "helloworld organization", "1");
-    make_cert(&work, "example_certs1", "client.example.com", "client organization", "1");
+    make_cert(
+        &work,
+        "example_certs1",
+        "httpbin.example.com",
+        "httpbin organization",
+        "0",
+    );
+    make_cert(
+        &work,
+        "example_certs1",
+        "helloworld.example.com",
+        "helloworld organization",
+        "1",
+    );
+    make_cert(
+        &work,
+        "example_certs1",
+        "client.example.com",
+        "client organization",
+        "1",
+    );
     make_ca(&work, "example_certs2");
-    make_cert(&work, "example_certs2", "httpbin.example.com", "httpbin organization", "0");
+    make_cert(
+        &work,
+        "example_certs2",
+        "httpbin.example.com",
+        "httpbin organization",
+        "0",
+    );
 
     let start = Instant::now();
     while !lines
@@ -257,7 +334,10 @@ fn istios_secure_gateways_task() {
         .iter()
         .any(|l| l.contains("workloads started"))
     {
-        assert!(start.elapsed() < Duration::from_secs(60), "weft up did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "weft up did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -286,7 +366,11 @@ fn istios_secure_gateways_task() {
     assert!(!out.contains("warning"), "{out}");
     apply(
         &state,
-        &write(&work, "vs-httpbin.yaml", &virtual_service_yaml("httpbin", "httpbin.example.com")),
+        &write(
+            &work,
+            "vs-httpbin.yaml",
+            &virtual_service_yaml("httpbin", "httpbin.example.com"),
+        ),
     );
     let ca1 = "example_certs1/example.com.crt";
     let text = until_status(&work, port, "httpbin.example.com", ca1, None, 418);
@@ -295,12 +379,20 @@ fn istios_secure_gateways_task() {
     // Key material is never printed.
     let key_b64 = base64_of(&work, "example_certs1/httpbin.example.com.key");
     let got = weft(&state, &["get", "secrets", "-o", "yaml"]);
-    assert!(got.contains("httpbin-credential") && !got.contains(&key_b64[..40]), "{got}");
-    let dump = weft(&state, &["proxy-config", "all", "istio-ingressgateway", "-o", "json"]);
+    assert!(
+        got.contains("httpbin-credential") && !got.contains(&key_b64[..40]),
+        "{got}"
+    );
+    let dump = weft(
+        &state,
+        &["proxy-config", "all", "istio-ingressgateway", "-o", "json"],
+    );
     assert!(!dump.contains("PRIVATE KEY"), "{dump}");
     let applied = state.join("applied/secret.istio-system.httpbin-credential.yaml");
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&applied).expect("applied secret").permissions(),
+        &std::fs::metadata(&applied)
+            .expect("applied secret")
+            .permissions(),
     );
     assert_eq!(mode & 0o077, 0, "{mode:o}");
 
@@ -334,7 +426,11 @@ fn istios_secure_gateways_task() {
     );
     apply(
         &state,
-        &write(&work, "vs-helloworld.yaml", &virtual_service_yaml("helloworld", "helloworld.example.com")),
+        &write(
+            &work,
+            "vs-helloworld.yaml",
+            &virtual_service_yaml("helloworld", "helloworld.example.com"),
+        ),
     );
     let text = until_status(&work, port, "helloworld.example.com", ca1, None, 418);
     assert!(text.contains("CN=helloworld.example.com"), "{text}");
@@ -381,7 +477,10 @@ fn istios_secure_gateways_task() {
     };
     std::thread::sleep(Duration::from_secs(2));
     let out = apply(&state, &rotated);
-    assert!(out.contains("secret/httpbin-credential configured"), "{out}");
+    assert!(
+        out.contains("secret/httpbin-credential configured"),
+        "{out}"
+    );
     let ca2 = "example_certs2/example.com.crt";
     until_status(&work, port, "httpbin.example.com", ca2, None, 418);
     std::thread::sleep(Duration::from_secs(2));
@@ -394,7 +493,11 @@ fn istios_secure_gateways_task() {
         failed.len()
     );
     assert!(results.len() >= 50, "too few requests: {}", results.len());
-    assert!(failed.is_empty(), "failed during rotation: {:?}", failed.first());
+    assert!(
+        failed.is_empty(),
+        "failed during rotation: {:?}",
+        failed.first()
+    );
     // The old CA no longer verifies what new handshakes get.
     let (code, _) = curl(&work, port, "httpbin.example.com", ca1, None);
     assert_eq!(code, 0, "the old certificate is still served");

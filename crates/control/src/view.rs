@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use weft_api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use weft_api::kube::Secret;
+use weft_api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use weft_api::{Resource, Spec};
 
 use crate::dns::DnsTable;

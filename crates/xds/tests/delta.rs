@@ -14,8 +14,8 @@ use weft_xds::envoy::aggregated_discovery_service_client::AggregatedDiscoverySer
 use weft_xds::envoy::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Node};
 use weft_xds::proto;
 use weft_xds::resource::{
-    CLUSTER_TYPE_URL, LISTENER_TYPE_URL, ProxyResources, ROUTE_CONFIGURATION_TYPE_URL, SECRET_TYPE_URL,
-    WEFT_TYPE_URLS, unpack,
+    CLUSTER_TYPE_URL, LISTENER_TYPE_URL, ProxyResources, ROUTE_CONFIGURATION_TYPE_URL,
+    SECRET_TYPE_URL, WEFT_TYPE_URLS, unpack,
 };
 use weft_xds::server::{Nack, ProxyStatus, ResourceSource, ServerConfig, XdsServer};
 

@@ -186,7 +186,9 @@ impl Validate for Secret {
                     cx.check(data_key(k));
                     if decode_base64(v).is_err() {
                         // The value is secret: say what is wrong, not what it is.
-                        cx.error("not valid base64 (data values are base64; use stringData for text)");
+                        cx.error(
+                            "not valid base64 (data values are base64; use stringData for text)",
+                        );
                     }
                 });
             }
@@ -225,24 +227,28 @@ fn data_key(k: &str) -> Result<(), String> {
     }
 }
 
+/// A value that is not base64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotBase64;
+
 /// Standard base64 (RFC 4648, with padding), as Kubernetes writes `data`. Line breaks are
 /// tolerated, as the API server's decoder does not see them (YAML folds them away anyway).
-pub fn decode_base64(text: &str) -> Result<Vec<u8>, ()> {
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, NotBase64> {
     let digits: Vec<u8> = text
         .bytes()
         .filter(|b| !matches!(b, b'\n' | b'\r'))
         .collect();
-    if digits.len() % 4 != 0 {
-        return Err(());
+    if !digits.len().is_multiple_of(4) {
+        return Err(NotBase64);
     }
-    let value = |b: u8| -> Result<u32, ()> {
+    let value = |b: u8| -> Result<u32, NotBase64> {
         Ok(match b {
             b'A'..=b'Z' => b - b'A',
             b'a'..=b'z' => b - b'a' + 26,
             b'0'..=b'9' => b - b'0' + 52,
             b'+' => 62,
             b'/' => 63,
-            _ => return Err(()),
+            _ => return Err(NotBase64),
         } as u32)
     };
     let mut out = Vec::with_capacity(digits.len() / 4 * 3);
@@ -251,7 +257,7 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, ()> {
     for (i, quad) in quads.enumerate() {
         let pad = quad.iter().rev().take_while(|b| **b == b'=').count();
         if pad > 2 || (pad > 0 && i != last) {
-            return Err(());
+            return Err(NotBase64);
         }
         let mut n = 0u32;
         for &b in &quad[..4 - pad] {
@@ -313,7 +319,10 @@ mod tests {
     fn values_are_never_shown() {
         let s = secret("stringData: {tls.key: TOPSECRET}\ndata: {tls.crt: U0VDUkVUQ0VSVA==}\n");
         let debug = format!("{s:?}");
-        assert!(!debug.contains("TOPSECRET") && !debug.contains("U0VD"), "{debug}");
+        assert!(
+            !debug.contains("TOPSECRET") && !debug.contains("U0VD"),
+            "{debug}"
+        );
         let bad = secret("data: {tls.key: 'TOPSECRET!'}\n");
         let errors = doc_errors(&bad);
         assert_eq!(errors.len(), 1, "{errors:?}");
@@ -327,7 +336,11 @@ mod tests {
         let errors = doc_errors(&s);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].1.contains("\"tls.key\""), "{errors:?}");
-        assert!(doc_errors(&secret("data: {'a b': Qw==}\n"))[0].1.contains("invalid key"));
+        assert!(
+            doc_errors(&secret("data: {'a b': Qw==}\n"))[0]
+                .1
+                .contains("invalid key")
+        );
     }
 
     #[test]
@@ -340,8 +353,13 @@ mod tests {
         let loaded = crate::load::load_str("secret.yaml", yaml);
         assert_eq!(loaded.diagnostics, [], "{:?}", loaded.diagnostics);
         let r = &loaded.resources[0];
-        assert_eq!((r.kind(), r.namespace(), r.name()), ("Secret", "istio-system", "httpbin-credential"));
-        let crate::Spec::Secret(s) = &r.spec else { panic!("{r:?}") };
+        assert_eq!(
+            (r.kind(), r.namespace(), r.name()),
+            ("Secret", "istio-system", "httpbin-credential")
+        );
+        let crate::Spec::Secret(s) = &r.spec else {
+            panic!("{r:?}")
+        };
         assert_eq!(s.key_and_cert().unwrap(), ("K".into(), "C".into()));
     }
 }

@@ -286,7 +286,11 @@ fn warn_missing_credentials(state: &Path, running: Option<&RunningMesh>, docs: &
         });
         if ours && d.code == weft_api::diag::code::GATEWAY_SECRET_NOT_FOUND {
             let field = d.field.as_deref().unwrap_or_default();
-            let r = d.resource.as_ref().map(ToString::to_string).unwrap_or_default();
+            let r = d
+                .resource
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             eprintln!("weft apply: warning: {r} {field}: {}", d.message);
         }
     }
@@ -581,7 +585,10 @@ mod tests {
             !secret.contains("S0VZS0VZ") && !secret.contains("TOPSECRET"),
             "{secret}"
         );
-        assert!(secret.contains("tls.key: '[redacted: 8 characters]'"), "{secret}");
+        assert!(
+            secret.contains("tls.key: '[redacted: 8 characters]'"),
+            "{secret}"
+        );
         assert!(secret.contains("type: kubernetes.io/tls"), "{secret}");
         assert_eq!(redact(&docs[1]), docs[1].value);
     }

@@ -785,7 +785,8 @@ fn client_validation(
             v.preferred_ca_file = format!("{dir}-cacert/ca.crt");
         }
         None => {
-            let dir = dir_of(&ca_name).map_err(|e| (field.clone(), format!("no client CA: {e}")))?;
+            let dir =
+                dir_of(&ca_name).map_err(|e| (field.clone(), format!("no client CA: {e}")))?;
             v.ca_file = format!("{dir}/ca.crt");
         }
     }

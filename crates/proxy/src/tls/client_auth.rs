@@ -37,7 +37,8 @@ pub(super) fn verifier(
         let crls = if ctx.crl.is_empty() {
             Vec::new()
         } else {
-            pem_crls(ctx.crl.as_bytes(), &source).map_err(|e| ConfigError::new(resource, &field, e))?
+            pem_crls(ctx.crl.as_bytes(), &source)
+                .map_err(|e| ConfigError::new(resource, &field, e))?
         };
         (roots, crls, field.clone(), field, source)
     };
@@ -88,7 +89,11 @@ type Sources = (
 );
 
 /// The CA (and CRL) files of `v`.
-fn from_files(v: &proto::ClientValidation, resource: &str, at: &str) -> Result<Sources, ConfigError> {
+fn from_files(
+    v: &proto::ClientValidation,
+    resource: &str,
+    at: &str,
+) -> Result<Sources, ConfigError> {
     let (ca_file, field) = ca_file(v);
     if ca_file.is_empty() {
         return Err(ConfigError::new(
@@ -121,9 +126,7 @@ fn pem_crls(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{source}: {e}"))?;
     if crls.is_empty() {
-        return Err(format!(
-            "{source}: no certificate revocation list in it"
-        ));
+        return Err(format!("{source}: no certificate revocation list in it"));
     }
     Ok(crls)
 }
@@ -268,7 +271,8 @@ impl ClientCertVerifier for AnyVersion {
             super::v1::verify_leaf(end_entity, &self.roots, now, self.algorithms.all)?;
             return Ok(ClientCertVerified::assertion());
         }
-        self.chain.verify_client_cert(end_entity, intermediates, now)
+        self.chain
+            .verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(

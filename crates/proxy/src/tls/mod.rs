@@ -94,7 +94,11 @@ impl<'a> Secrets<'a> {
         let mut by_name = HashMap::new();
         for (i, s) in secrets.iter().enumerate() {
             if s.name.is_empty() {
-                return Err(ConfigError::new(format!("secrets[{i}]"), "name", "required"));
+                return Err(ConfigError::new(
+                    format!("secrets[{i}]"),
+                    "name",
+                    "required",
+                ));
             }
             if by_name.insert(s.name.as_str(), s).is_some() {
                 return Err(ConfigError::new(
@@ -107,7 +111,12 @@ impl<'a> Secrets<'a> {
         Ok(Secrets(by_name))
     }
 
-    fn get(&self, name: &str, resource: &str, field: &str) -> Result<&'a proto::Secret, ConfigError> {
+    fn get(
+        &self,
+        name: &str,
+        resource: &str,
+        field: &str,
+    ) -> Result<&'a proto::Secret, ConfigError> {
         self.0.get(name).copied().ok_or_else(|| {
             ConfigError::new(resource, field, format!("secret {name:?} is not defined"))
         })
@@ -189,15 +198,17 @@ fn secret_pair(
     let chain = pem_certificates(c.certificate_chain.as_bytes(), &source)
         .map_err(|e| ConfigError::new(resource, field, e))?;
     // The parser's messages never quote the key.
-    let key = PrivateKeyDer::from_pem_slice(c.private_key.as_bytes()).map_err(|e| {
-        ConfigError::new(resource, field, format!("{source}: private key: {e}"))
-    })?;
+    let key = PrivateKeyDer::from_pem_slice(c.private_key.as_bytes())
+        .map_err(|e| ConfigError::new(resource, field, format!("{source}: private key: {e}")))?;
     Ok((chain, key))
 }
 
 /// Whether `key` belongs to the leaf of `chain`: rustls's `keys_match`, which also takes the
 /// version 1 certificates webpki does not parse (see [`v1`]).
-fn keys_match(chain: &[CertificateDer<'static>], key: &dyn rustls::sign::SigningKey) -> Result<(), String> {
+fn keys_match(
+    chain: &[CertificateDer<'static>],
+    key: &dyn rustls::sign::SigningKey,
+) -> Result<(), String> {
     let Some(spki) = key.public_key() else {
         return Ok(());
     };

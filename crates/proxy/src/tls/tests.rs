@@ -555,7 +555,10 @@ fn task_termination(secrets: &[proto::Secret], mutual: bool) -> Result<Terminati
 fn task_secrets() -> Vec<proto::Secret> {
     vec![
         tls_secret("kubernetes://istio-system/httpbin-credential", TASK_SERVER),
-        ca_secret("kubernetes://istio-system/httpbin-credential-cacert", TASK_CA),
+        ca_secret(
+            "kubernetes://istio-system/httpbin-credential-cacert",
+            TASK_CA,
+        ),
     ]
 }
 
@@ -658,7 +661,11 @@ async fn mutual_from_a_secret_verifies_the_tasks_version_1_client_certificate() 
     let other = (TASK_CLIENT_OTHER_CA, TASK_CLIENT.1);
     let out = connect(&t, lenient_client(Some(other)), "httpbin.example.com").await;
     let err = out.server.expect_err("refused");
-    assert_eq!(HandshakeFailure::of(&err), HandshakeFailure::Certificate, "{err}");
+    assert_eq!(
+        HandshakeFailure::of(&err),
+        HandshakeFailure::Certificate,
+        "{err}"
+    );
 
     // A version 3 client certificate from another CA: refused by webpki as before.
     let stranger = Ca::new("stranger").issue(&["client.example.com"], None);
@@ -679,7 +686,10 @@ fn secrets_are_checked_when_config_arrives() {
             "kubernetes://istio-system/httpbin-credential",
             (TASK_SERVER.0, TASK_CLIENT.1),
         ),
-        ca_secret("kubernetes://istio-system/httpbin-credential-cacert", TASK_CA),
+        ca_secret(
+            "kubernetes://istio-system/httpbin-credential-cacert",
+            TASK_CA,
+        ),
     ];
     let err = task_termination(&wrong_key, false).unwrap_err().to_string();
     assert!(
@@ -692,10 +702,16 @@ fn secrets_are_checked_when_config_arrives() {
     let err = task_termination(&task_secrets()[1..], false)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("secret \"kubernetes://istio-system/httpbin-credential\" is not defined"), "{err}");
+    assert!(
+        err.contains("secret \"kubernetes://istio-system/httpbin-credential\" is not defined"),
+        "{err}"
+    );
     let swapped = vec![
         tls_secret("kubernetes://istio-system/httpbin-credential", TASK_SERVER),
-        tls_secret("kubernetes://istio-system/httpbin-credential-cacert", TASK_SERVER),
+        tls_secret(
+            "kubernetes://istio-system/httpbin-credential-cacert",
+            TASK_SERVER,
+        ),
     ];
     let err = task_termination(&swapped, true).unwrap_err().to_string();
     assert!(err.contains("holds no validationContext"), "{err}");

@@ -35,7 +35,8 @@ pub(super) fn verify_leaf(
     use rustls::CertificateError as E;
     let bad = || rustls::Error::InvalidCertificate(E::BadEncoding);
     let (_, leaf) = X509Certificate::from_der(end_entity).map_err(|_| bad())?;
-    let now = x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64).map_err(|_| bad())?;
+    let now =
+        x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64).map_err(|_| bad())?;
     if !leaf.validity().is_valid_at(now) {
         return Err(rustls::Error::InvalidCertificate(
             if leaf.validity().not_after < now {
@@ -45,8 +46,8 @@ pub(super) fn verify_leaf(
             },
         ));
     }
-    let signature_alg = signature_algorithm(leaf.as_raw(), leaf.tbs_certificate.as_ref().len())
-        .ok_or_else(bad)?;
+    let signature_alg =
+        signature_algorithm(leaf.as_raw(), leaf.tbs_certificate.as_ref().len()).ok_or_else(bad)?;
     for root in roots {
         let Ok((_, ca)) = X509Certificate::from_der(root) else {
             continue;
@@ -106,16 +107,21 @@ pub(super) fn handshake_signature(
     if tls13 && !tls13_scheme {
         return Err(invalid());
     }
-    let (_, c) = X509Certificate::from_der(cert).map_err(|_| {
-        rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-    })?;
+    let (_, c) = X509Certificate::from_der(cert)
+        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
     let spki = c.public_key();
     let key_alg = first_contents(spki.raw).ok_or_else(invalid)?;
     let candidates = algorithms
         .mapping
         .iter()
         .find(|(scheme, _)| *scheme == dss.scheme)
-        .map(|(_, algs)| if tls13 { &algs[..algs.len().min(1)] } else { algs })
+        .map(|(_, algs)| {
+            if tls13 {
+                &algs[..algs.len().min(1)]
+            } else {
+                algs
+            }
+        })
         .ok_or_else(invalid)?;
     let verified = candidates
         .iter()

@@ -34,10 +34,9 @@ fn translate_with(servers: &str, more: &str, mesh: &MeshConfig) -> ProxyResource
     );
     assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
     let view = ConfigView::new(loaded.resources, Vec::new());
-    let mut node = ProxyNode::parse_id(
-        "router~10.0.0.5~gw-0.istio-system~istio-system.svc.cluster.local",
-    )
-    .expect("id");
+    let mut node =
+        ProxyNode::parse_id("router~10.0.0.5~gw-0.istio-system~istio-system.svc.cluster.local")
+            .expect("id");
     node.labels
         .insert("istio".to_owned(), "ingressgateway".to_owned());
     crate::translate(&node, mesh, &view)
@@ -286,18 +285,35 @@ fn credentials_come_from_secrets_in_the_gateways_namespace() {
     let certs = certificates(&res);
     let got: Vec<(&str, &[String], &str)> = certs
         .iter()
-        .map(|c| (c.secret.as_str(), c.server_names.as_slice(), c.cert_file.as_str()))
+        .map(|c| {
+            (
+                c.secret.as_str(),
+                c.server_names.as_slice(),
+                c.cert_file.as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
         [
-            ("kubernetes://istio-system/a", &["a.example.com".to_owned()][..], ""),
-            ("kubernetes://istio-system/b", &["b.example.com".to_owned()][..], ""),
+            (
+                "kubernetes://istio-system/a",
+                &["a.example.com".to_owned()][..],
+                ""
+            ),
+            (
+                "kubernetes://istio-system/b",
+                &["b.example.com".to_owned()][..],
+                ""
+            ),
         ]
     );
     // Only what the listeners name travels, key and certificate from the Secret.
     let names: Vec<&str> = res.secrets.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["kubernetes://istio-system/a", "kubernetes://istio-system/b"]);
+    assert_eq!(
+        names,
+        ["kubernetes://istio-system/a", "kubernetes://istio-system/b"]
+    );
     assert_eq!(
         secret_pem(&res, "kubernetes://istio-system/a"),
         Some(proto::secret::Type::TlsCertificate(proto::TlsCertificate {
@@ -327,7 +343,8 @@ fn a_missing_secret_leaves_its_server_out_and_the_rest_serving() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0].0, "spec.servers[1].tls.credentialName");
     assert!(
-        notes[0].1.contains("Secret istio-system/missing not found") && notes[0].1.contains("left out"),
+        notes[0].1.contains("Secret istio-system/missing not found")
+            && notes[0].1.contains("left out"),
         "{}",
         notes[0].1
     );
@@ -335,10 +352,17 @@ fn a_missing_secret_leaves_its_server_out_and_the_rest_serving() {
     let domains: Vec<(&str, &str)> = res
         .route_configs
         .iter()
-        .flat_map(|rc| rc.virtual_hosts.iter().map(move |vh| (rc.name.as_str(), vh)))
+        .flat_map(|rc| {
+            rc.virtual_hosts
+                .iter()
+                .map(move |vh| (rc.name.as_str(), vh))
+        })
         .flat_map(|(rc, vh)| vh.domains.iter().map(move |d| (rc, d.as_str())))
         .collect();
-    assert_eq!(domains, [("http.80", "c.example.com"), ("http.443", "a.example.com")]);
+    assert_eq!(
+        domains,
+        [("http.80", "c.example.com"), ("http.443", "a.example.com")]
+    );
 
     // The only server on its port: no listener there at all.
     let res = translate_with(
@@ -366,7 +390,10 @@ fn mutual_takes_the_cacert_secret_else_the_credentials_own_ca() {
         &MeshConfig::default(),
     );
     assert_eq!(ca_of(&own).as_deref(), Some("CA"));
-    let v = certificates(&own)[0].client_validation.clone().expect("mutual");
+    let v = certificates(&own)[0]
+        .client_validation
+        .clone()
+        .expect("mutual");
     assert_eq!(v.ca_secret, "kubernetes://istio-system/a-cacert");
     assert_eq!((v.ca_file.as_str(), v.optional), ("", false));
     // A separate a-cacert Secret (Istio's) wins.
