@@ -140,4 +140,6 @@ pub mod code {
     pub const DELEGATE_NOT_REFERENCED: &str = "WA0115";
     /// A Workload whose command or workingDir cannot be found on this machine.
     pub const WORKLOAD_NOT_RUNNABLE: &str = "WA0116";
+    /// A Gateway's credentialName names a Secret that is not in the gateway's namespace.
+    pub const GATEWAY_SECRET_NOT_FOUND: &str = "WA0117";
 }

@@ -26,6 +26,7 @@ pub enum Spec {
     RequestAuthentication(security::RequestAuthentication),
     Namespace(kube::Namespace),
     ServiceAccount(kube::ServiceAccount),
+    Secret(kube::Secret),
     Service(kube::Service),
     Deployment(Box<kube::Deployment>),
     Pod(Box<kube::Pod>),
@@ -48,6 +49,7 @@ impl Spec {
             Spec::RequestAuthentication(_) => "RequestAuthentication",
             Spec::Namespace(_) => "Namespace",
             Spec::ServiceAccount(_) => "ServiceAccount",
+            Spec::Secret(_) => "Secret",
             Spec::Service(_) => "Service",
             Spec::Deployment(_) => "Deployment",
             Spec::Pod(_) => "Pod",
@@ -72,6 +74,7 @@ impl Spec {
             Spec::Workload(s) => cx.field("spec", |cx| s.validate(cx)),
             Spec::Namespace(s) => s.validate(cx),
             Spec::ServiceAccount(s) => s.validate(cx),
+            Spec::Secret(s) => s.validate(cx),
             Spec::Service(s) => s.validate(cx),
             Spec::Deployment(s) => s.validate(cx),
             Spec::Pod(s) => s.validate(cx),
@@ -94,6 +97,7 @@ pub(crate) enum KindId {
     RequestAuthentication,
     Namespace,
     ServiceAccount,
+    Secret,
     Service,
     Deployment,
     Pod,
@@ -147,6 +151,7 @@ const KINDS: &[(&str, ApiGroup, KindId)] = &[
     ),
     ("Namespace", CORE, KindId::Namespace),
     ("ServiceAccount", CORE, KindId::ServiceAccount),
+    ("Secret", CORE, KindId::Secret),
     ("Service", CORE, KindId::Service),
     ("Pod", CORE, KindId::Pod),
     ("Deployment", APPS, KindId::Deployment),
@@ -166,6 +171,7 @@ impl KindId {
             self,
             KindId::Namespace
                 | KindId::ServiceAccount
+                | KindId::Secret
                 | KindId::Service
                 | KindId::Pod
                 | KindId::Deployment
@@ -237,11 +243,20 @@ pub(crate) fn known_kinds() -> impl Iterator<Item = &'static str> {
 }
 
 /// One file's text, kept so diagnostics can be located after loading.
-#[derive(Debug)]
 pub struct Source {
     pub path: PathBuf,
     text: String,
     index: OnceLock<Vec<DocIndex>>,
+}
+
+/// The path and size only: a file may hold a Secret, whose values must not reach a log.
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("path", &self.path)
+            .field("bytes", &self.text.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Source {

@@ -78,6 +78,7 @@ fn each_code_once_with_exact_message_and_location() {
         code::DELEGATE_NOT_EXPORTED,
         code::DELEGATE_NOT_REFERENCED,
         code::WORKLOAD_NOT_RUNNABLE,
+        code::GATEWAY_SECRET_NOT_FOUND,
     ];
     for c in all {
         assert_eq!(

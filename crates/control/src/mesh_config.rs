@@ -28,9 +28,12 @@ pub struct MeshConfig {
     pub default_service_export_to: Vec<String>,
     pub default_virtual_service_export_to: Vec<String>,
     pub default_destination_rule_export_to: Vec<String>,
-    /// weft: where a gateway's `credentialName` is looked up until secrets are served by the
-    /// control plane: `<credentialDir>/<credentialName>/{tls.crt,tls.key,ca.crt}`, the file
-    /// names of a Kubernetes TLS secret.
+    /// weft: a directory of credentials read from files, the explicit file source of a
+    /// gateway's `credentialName` when no Secret of that name exists in the gateway's
+    /// namespace: `<credentialDir>/<credentialName>/{tls.crt,tls.key,ca.crt}` (the keys of a
+    /// Kubernetes TLS secret as files). Unset (the default): credentials come from Secrets
+    /// (and `file://DIR` names) only. A DestinationRule's `credentialName` is still read from
+    /// files only, from here or [`DEFAULT_CREDENTIAL_DIR`].
     pub credential_dir: String,
     /// Locality load balancing for destinations whose DestinationRule says nothing of it
     /// (a rule's `localityLbSetting` replaces this whole). Istio's default is
@@ -79,7 +82,7 @@ impl Default for MeshConfig {
             default_service_export_to: Vec::new(),
             default_virtual_service_export_to: Vec::new(),
             default_destination_rule_export_to: Vec::new(),
-            credential_dir: "/etc/weft/credentials".to_owned(),
+            credential_dir: String::new(),
             locality_lb_setting: Some(LocalityLoadBalancerSetting {
                 enabled: Some(true),
                 ..LocalityLoadBalancerSetting::default()
@@ -90,10 +93,22 @@ impl Default for MeshConfig {
     }
 }
 
+/// Where a DestinationRule's `credentialName` is read from when `credentialDir` is unset.
+pub const DEFAULT_CREDENTIAL_DIR: &str = "/etc/weft/credentials";
+
 /// `dnsRefreshRate` when unset, as Istio.
 pub const DEFAULT_DNS_REFRESH_RATE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl MeshConfig {
+    /// The directory a DestinationRule's `credentialName` is read from.
+    pub fn file_credential_dir(&self) -> &str {
+        if self.credential_dir.is_empty() {
+            DEFAULT_CREDENTIAL_DIR
+        } else {
+            &self.credential_dir
+        }
+    }
+
     /// `dnsRefreshRate`, or Istio's default; a value that does not parse or is zero counts
     /// as the default (`check` reports it).
     pub fn dns_refresh_rate(&self) -> std::time::Duration {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use weft_api::kube::Secret;
 use weft_api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use weft_api::{Resource, Spec};
 
@@ -29,6 +30,8 @@ pub struct ConfigView {
     /// VirtualServices by (namespace, name), as indexes into `resources`: root VirtualServices
     /// look their delegates up by name.
     virtual_service_by_name: HashMap<(String, String), usize>,
+    /// Secrets by (namespace, name): gateways look their credentials up by name.
+    secret_by_name: HashMap<(String, String), usize>,
 }
 
 impl ConfigView {
@@ -54,14 +57,19 @@ impl ConfigView {
             }
         }
         let mut virtual_service_by_name = HashMap::new();
+        let mut secret_by_name = HashMap::new();
         for (i, r) in resources.iter().enumerate() {
-            if matches!(r.spec, Spec::VirtualService(_)) {
-                virtual_service_by_name
-                    .entry((r.namespace().to_owned(), r.name().to_owned()))
-                    .or_insert(i);
-            }
+            let index = match r.spec {
+                Spec::VirtualService(_) => &mut virtual_service_by_name,
+                Spec::Secret(_) => &mut secret_by_name,
+                _ => continue,
+            };
+            index
+                .entry((r.namespace().to_owned(), r.name().to_owned()))
+                .or_insert(i);
         }
         ConfigView {
+            secret_by_name,
             virtual_service_by_name,
             resources,
             registry,
@@ -163,6 +171,18 @@ impl ConfigView {
         let r = self.resources.get(i)?;
         match &r.spec {
             Spec::VirtualService(vs) => Some((r, vs)),
+            _ => None,
+        }
+    }
+
+    /// The Secret `namespace/name`, if there is one.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<(&Resource, &Secret)> {
+        let i = *self
+            .secret_by_name
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        let r = self.resources.get(i)?;
+        match &r.spec {
+            Spec::Secret(s) => Some((r, s)),
             _ => None,
         }
     }

@@ -5,7 +5,8 @@
 //!   proxies to translate for.
 //! - every other `*.yaml` in the directory, except outputs, is input.
 //! - `<output>.golden.yaml` is the expected translation for each proxy: listeners, route
-//!   configurations and clusters in the proto3 JSON mapping (what `weft-proxy --config` reads),
+//!   configurations, clusters and secrets (private keys redacted) in the proto3 JSON mapping
+//!   (what `weft-proxy --config` reads),
 //!   the unsupported fields, and the clusters routes name that the proxy has no definition
 //!   for (a 503 NC if traffic goes there).
 //!
@@ -95,6 +96,9 @@ struct Rendered<'a> {
     listeners: &'a [proto::Listener],
     route_configs: &'a [proto::RouteConfiguration],
     clusters: &'a [proto::Cluster],
+    /// Private keys redacted, as every dump shows them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<proto::Secret>,
     unsupported: Vec<String>,
     missing_clusters: Vec<String>,
 }
@@ -331,6 +335,7 @@ fn run_case(dir: &Path) -> Vec<String> {
             listeners: &res.listeners,
             route_configs: &res.route_configs,
             clusters: &res.clusters,
+            secrets: weft_xds::resource::redacted(&res.bootstrap(&node)).secrets,
             unsupported,
             missing_clusters,
         };

@@ -138,7 +138,7 @@ fn page(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
         (_, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n"),
         (&Method::GET, "/config_dump") => {
             let snapshot = shared.snapshot.load();
-            match serde_json::to_string_pretty(&snapshot.bootstrap) {
+            match serde_json::to_string_pretty(&weft_xds::resource::redacted(&snapshot.bootstrap)) {
                 Ok(json) => {
                     let mut r = text(StatusCode::OK, json + "\n");
                     r.headers_mut().insert(

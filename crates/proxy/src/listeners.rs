@@ -80,11 +80,13 @@ impl Listeners {
             return Err(errors);
         }
         commit();
-        // 2. Update listeners that stay on their socket; new connections see the new spec.
+        // 2. Update listeners that stay on their socket; new connections see the new spec
+        // (a new certificate included: connections already up keep theirs).
         for spec in specs {
             if let Some(r) = running.get(&spec.name)
                 && r.address == spec.address
-                && r.spec.borrow().config != spec.config
+                && (r.spec.borrow().config != spec.config
+                    || r.spec.borrow().secrets != spec.secrets)
             {
                 r.spec.send_replace(Arc::new(spec.clone()));
             }

@@ -49,6 +49,9 @@ pub struct ListenerSpec {
     pub access_log: Option<proto::AccessLog>,
     /// As received: a listener whose config is unchanged is left alone on reload.
     pub config: proto::Listener,
+    /// The secrets its TLS names, as they were when it was built: a listener whose secrets
+    /// changed (a rotated certificate) is updated in place like one whose config did.
+    pub secrets: Vec<proto::Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,9 +122,16 @@ impl Snapshot {
         let mut errors = Vec::new();
         let buckets = Buckets::after(previous.map(|p| &p.buckets));
 
+        let secrets = match crate::tls::Secrets::new(&bootstrap.secrets) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(e);
+                crate::tls::Secrets::default()
+            }
+        };
         let mut listeners = Vec::new();
         for (i, l) in bootstrap.listeners.iter().enumerate() {
-            match listener(l, i, &buckets) {
+            match listener(l, i, &buckets, &secrets) {
                 Ok(spec) => listeners.push(spec),
                 Err(e) => errors.push(e),
             }
@@ -315,6 +325,7 @@ fn listener(
     l: &proto::Listener,
     index: usize,
     buckets: &Buckets,
+    secrets: &crate::tls::Secrets<'_>,
 ) -> Result<ListenerSpec, ConfigError> {
     let resource = if l.name.is_empty() {
         format!("listeners[{index}]")
@@ -328,10 +339,16 @@ fn listener(
             format!("{:?} is not ip:port", l.address),
         )
     })?;
+    let mut used_secrets = Vec::new();
     let kind = match &l.protocol {
         Some(proto::listener::Protocol::Http(h)) => {
             let tls = match &h.tls {
-                Some(t) => Some(Arc::new(crate::tls::termination(t, &resource, "http.tls")?)),
+                Some(t) => {
+                    used_secrets = secrets.used_by(t);
+                    Some(Arc::new(crate::tls::termination(
+                        t, secrets, &resource, "http.tls",
+                    )?))
+                }
                 None => None,
             };
             let kb = match h.max_request_headers_kb {
@@ -378,6 +395,7 @@ fn listener(
         kind,
         access_log: l.access_log.clone().filter(|a| !a.disabled),
         config: l.clone(),
+        secrets: used_secrets,
     })
 }
 

@@ -11,7 +11,8 @@ use weft_xds::client::{ClientConfig, ConfigHandler, Update, XdsClient};
 use weft_xds::envoy::Node;
 use weft_xds::proto;
 use weft_xds::resource::{
-    CLUSTER_TYPE_URL, LISTENER_TYPE_URL, ROUTE_CONFIGURATION_TYPE_URL, XdsResource, unpack,
+    CLUSTER_TYPE_URL, LISTENER_TYPE_URL, ROUTE_CONFIGURATION_TYPE_URL, SECRET_TYPE_URL,
+    XdsResource, unpack,
 };
 
 use crate::server::{Shared, apply, build};
@@ -24,6 +25,8 @@ pub struct Handler {
     listeners: BTreeMap<String, proto::Listener>,
     route_configs: BTreeMap<String, proto::RouteConfiguration>,
     clusters: BTreeMap<String, proto::Cluster>,
+    /// Key material, in memory only: never written anywhere.
+    secrets: BTreeMap<String, proto::Secret>,
 }
 
 /// Builds the client for `bootstrap.xds`; its `ready()` says when the first full config is in.
@@ -43,6 +46,7 @@ pub fn client(shared: Arc<Shared>, bootstrap: &proto::Bootstrap) -> Option<XdsCl
         listeners: BTreeMap::new(),
         route_configs: BTreeMap::new(),
         clusters: BTreeMap::new(),
+        secrets: BTreeMap::new(),
     };
     Some(XdsClient::new(
         ClientConfig::new(&xds.address, node),
@@ -90,6 +94,7 @@ impl Handler {
         b.listeners = join(&self.base.listeners, &self.listeners, |l| &l.name);
         b.route_configs = join(&self.base.route_configs, &self.route_configs, |r| &r.name);
         b.clusters = join(&self.base.clusters, &self.clusters, |c| &c.name);
+        b.secrets = join(&self.base.secrets, &self.secrets, |s| &s.name);
         b
     }
 
@@ -101,11 +106,13 @@ impl Handler {
             listeners: self.listeners.clone(),
             route_configs: self.route_configs.clone(),
             clusters: self.clusters.clone(),
+            secrets: self.secrets.clone(),
         };
         match update.type_url {
             LISTENER_TYPE_URL => next.listeners = decode(update)?,
             ROUTE_CONFIGURATION_TYPE_URL => next.route_configs = decode(update)?,
             CLUSTER_TYPE_URL => next.clusters = decode(update)?,
+            SECRET_TYPE_URL => next.secrets = decode(update)?,
             other => return Err(format!("type {other} is not one weft-proxy takes")),
         }
         let snapshot = build(&self.shared, next.bootstrap()).await?;
@@ -166,6 +173,7 @@ mod tests {
             listeners: BTreeMap::new(),
             route_configs: BTreeMap::new(),
             clusters: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         };
         // A cluster with a Maglev table to build.
         let cluster = proto::Cluster {

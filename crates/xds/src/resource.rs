@@ -20,12 +20,15 @@ pub const ROUTE_CONFIGURATION_TYPE_URL: &str =
     "type.googleapis.com/weft.config.v1.RouteConfiguration";
 /// Type URL of a [`proto::Cluster`].
 pub const CLUSTER_TYPE_URL: &str = "type.googleapis.com/weft.config.v1.Cluster";
+/// Type URL of a [`proto::Secret`].
+pub const SECRET_TYPE_URL: &str = "type.googleapis.com/weft.config.v1.Secret";
 
 /// The type URLs a weft proxy subscribes to, in the order a server sends them: what a
-/// resource refers to comes before what refers to it (clusters, then route
+/// resource refers to comes before what refers to it (secrets, clusters, then route
 /// configurations, then listeners), so a proxy never sees a dangling name it could have
 /// been given first.
-pub const WEFT_TYPE_URLS: [&str; 3] = [
+pub const WEFT_TYPE_URLS: [&str; 4] = [
+    SECRET_TYPE_URL,
     CLUSTER_TYPE_URL,
     ROUTE_CONFIGURATION_TYPE_URL,
     LISTENER_TYPE_URL,
@@ -59,6 +62,30 @@ impl XdsResource for proto::Cluster {
     fn resource_name(&self) -> &str {
         &self.name
     }
+}
+
+impl XdsResource for proto::Secret {
+    const TYPE_URL: &'static str = SECRET_TYPE_URL;
+    fn resource_name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What a config dump shows of a private key.
+pub const REDACTED: &str = "[redacted]";
+
+/// `bootstrap` as a config dump may show it: every secret's private key replaced by
+/// [`REDACTED`] (as Envoy's `/config_dump` does). Certificates and CAs are public and stay.
+pub fn redacted(bootstrap: &proto::Bootstrap) -> proto::Bootstrap {
+    let mut out = bootstrap.clone();
+    for s in &mut out.secrets {
+        if let Some(proto::secret::Type::TlsCertificate(c)) = &mut s.r#type
+            && !c.private_key.is_empty()
+        {
+            c.private_key = REDACTED.to_owned();
+        }
+    }
+    out
 }
 
 /// Why an `Any` could not be turned back into a typed message.
@@ -466,6 +493,22 @@ mod tests {
         for url in WEFT_TYPE_URLS {
             assert!(names.iter().any(|n| n == url), "{url} not in {names:?}");
         }
+    }
+
+    #[test]
+    fn config_dumps_show_no_private_key() {
+        let b = proto::Bootstrap {
+            secrets: vec![proto::Secret {
+                name: "kubernetes://istio-system/c".into(),
+                r#type: Some(proto::secret::Type::TlsCertificate(proto::TlsCertificate {
+                    certificate_chain: "CERT".into(),
+                    private_key: "KEY".into(),
+                })),
+            }],
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&redacted(&b)).unwrap();
+        assert!(!json.contains("KEY") && json.contains("CERT") && json.contains(REDACTED));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use weft_xds::envoy::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Node};
 use weft_xds::proto;
 use weft_xds::resource::{
     CLUSTER_TYPE_URL, LISTENER_TYPE_URL, ProxyResources, ROUTE_CONFIGURATION_TYPE_URL,
-    WEFT_TYPE_URLS, unpack,
+    SECRET_TYPE_URL, WEFT_TYPE_URLS, unpack,
 };
 use weft_xds::server::{Nack, ProxyStatus, ResourceSource, ServerConfig, XdsServer};
 
@@ -323,9 +323,11 @@ async fn initial_push_then_only_what_changed() {
     let mut proxy = Proxy::start(cp.url(), "sidecar~a");
 
     let first = initial(&mut proxy).await;
-    assert_eq!(first[0].changed, ["a", "b"]);
-    assert_eq!(first[1].changed, ["outbound"]);
+    // No secrets: an empty answer first.
+    assert!(first[0].changed.is_empty());
+    assert_eq!(first[1].changed, ["a", "b"]);
     assert_eq!(first[2].changed, ["outbound"]);
+    assert_eq!(first[3].changed, ["outbound"]);
     assert!(first.iter().all(|s| s.accepted && s.removed.is_empty()));
     proxy.wait_ready().await;
 
@@ -358,7 +360,7 @@ async fn initial_push_then_only_what_changed() {
     let status = cp
         .wait_status("sidecar~a", |s| s.types.values().all(|t| t.in_sync()))
         .await;
-    assert_eq!(status.types.len(), 3);
+    assert_eq!(status.types.len(), 4);
     cp.stop().await;
 }
 
@@ -488,7 +490,7 @@ async fn a_proxy_that_never_reads_does_not_block_another() {
     let (_keep, _stuck) = stuck_client(cp.url(), "sidecar~stuck").await;
     let mut proxy = Proxy::start(cp.url(), "sidecar~live");
     initial(&mut proxy).await;
-    cp.wait_status("sidecar~stuck", |s| s.types.len() == 3)
+    cp.wait_status("sidecar~stuck", |s| s.types.len() == 4)
         .await;
 
     // Far more than the stuck stream's buffers and HTTP/2 windows can take: its task ends
@@ -540,14 +542,17 @@ async fn reconnect_sends_initial_versions_and_gets_only_what_changed() {
             s.stream_id != first_stream && s.types.values().all(|t| t.in_sync())
         })
         .await;
-    assert_eq!(back.types.len(), 3);
+    assert_eq!(back.types.len(), 4);
     // Clusters: the change, then (in a response of its own, after every update) the
     // removal; unchanged types get an empty answer, which also tells the proxy it is in
     // sync.
     let mut again = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         again.push(proxy.next().await);
     }
+    let secrets = again.remove(0);
+    assert_eq!(secrets.type_url, SECRET_TYPE_URL);
+    assert!(secrets.changed.is_empty() && secrets.removed.is_empty());
     let order: Vec<&str> = again.iter().map(|s| s.type_url.as_str()).collect();
     assert_eq!(
         order,

@@ -10,6 +10,7 @@ use crate::resource::{Resource, Spec};
 
 pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     gateway_selectors(mesh, out);
+    gateway_secrets(mesh, out);
     port_protocols(mesh, out);
     app_version_labels(mesh, out);
     ports_selected_twice(mesh, out);
@@ -130,6 +131,86 @@ fn gateway_selectors(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
                 code::GATEWAY_SELECTOR_NO_WORKLOAD,
                 format!("selector {sel} matches no workload in this configuration (the gateway may run elsewhere)"),
             ));
+        }
+    }
+}
+
+/// The namespaces the gateway workloads a selector picks run in (Istio reads a Gateway's
+/// credentials there, not in the Gateway's own namespace): the namespaces of the matching
+/// workloads, and `istio-system` for the gateways every weft mesh runs.
+fn gateway_namespaces<'m>(
+    mesh: &Mesh<'m>,
+    selector: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeSet<&'m str> {
+    let mut namespaces: std::collections::BTreeSet<&str> = mesh
+        .workloads
+        .iter()
+        .filter(|w| crate::common::selector_matches(selector, w.labels))
+        .map(|w| w.resource.namespace())
+        .collect();
+    let builtin = !selector.is_empty()
+        && selector.iter().all(|(k, v)| {
+            BUILTIN_GATEWAY_LABELS
+                .iter()
+                .any(|(bk, bv)| bk == k && bv == v)
+        });
+    if builtin {
+        namespaces.insert(BUILTIN_GATEWAY_NAMESPACE);
+    }
+    namespaces
+}
+
+/// Where the built-in gateways run (Istio's default profile installs them there).
+const BUILTIN_GATEWAY_NAMESPACE: &str = "istio-system";
+
+/// A `credentialName` (or one of `credentialNames`) with no Secret of that name in the
+/// namespace of a gateway the Gateway selects (Istio's IST0161 InvalidGatewayCredential). The
+/// control plane leaves such a server out, so its hosts are not served on that port. A
+/// warning: the Secret may be applied apart from this configuration. `file://` names are
+/// files, not Secrets; a selector matching no workload is WA0106's finding.
+fn gateway_secrets(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    let secrets: std::collections::HashSet<(&str, &str)> = mesh
+        .resources
+        .iter()
+        .filter(|r| matches!(r.spec, Spec::Secret(_)))
+        .map(|r| (r.namespace(), r.name()))
+        .collect();
+    for r in mesh.resources {
+        let Spec::Gateway(gw) = &r.spec else { continue };
+        let namespaces = gateway_namespaces(mesh, &gw.selector);
+        for (i, server) in gw.servers.iter().enumerate() {
+            let Some(tls) = &server.tls else { continue };
+            let mut names: Vec<(String, &str)> = Vec::new();
+            if !tls.credential_name.is_empty() {
+                names.push((
+                    format!("spec.servers[{i}].tls.credentialName"),
+                    &tls.credential_name,
+                ));
+            }
+            for (j, n) in tls.credential_names.iter().enumerate() {
+                names.push((format!("spec.servers[{i}].tls.credentialNames[{j}]"), n));
+            }
+            for (field, name) in names {
+                if name.starts_with("file://") {
+                    continue;
+                }
+                for ns in &namespaces {
+                    if secrets.contains(&(*ns, name)) {
+                        continue;
+                    }
+                    out.push(finding(
+                        r,
+                        &field,
+                        Severity::Warning,
+                        code::GATEWAY_SECRET_NOT_FOUND,
+                        format!(
+                            "Secret {ns}/{name} not found: credentialName is read from the \
+                             namespace of the gateway the selector picks ({ns}); until the \
+                             Secret exists this server is left out (not served)"
+                        ),
+                    ));
+                }
+            }
         }
     }
 }

@@ -5,10 +5,12 @@
 
 pub mod endpoint_slice;
 pub mod namespace;
+pub mod secret;
 pub mod service;
 pub mod workload;
 
 pub use endpoint_slice::EndpointSlice;
 pub use namespace::{Namespace, ServiceAccount};
+pub use secret::Secret;
 pub use service::Service;
 pub use workload::{Deployment, Pod};

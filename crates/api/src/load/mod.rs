@@ -534,6 +534,7 @@ fn decode_spec(
         }
         KindId::Namespace => Spec::Namespace(typed(value, root, report, out)?),
         KindId::ServiceAccount => Spec::ServiceAccount(typed(value, root, report, out)?),
+        KindId::Secret => Spec::Secret(typed(value, root, report, out)?),
         KindId::Service => Spec::Service(typed(value, root, report, out)?),
         KindId::Deployment => Spec::Deployment(Box::new(typed(value, root, report, out)?)),
         KindId::Pod => Spec::Pod(Box::new(typed(value, root, report, out)?)),

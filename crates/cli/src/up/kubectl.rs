@@ -221,7 +221,9 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
             Err(_) => "created",
         };
         if verb != "unchanged" {
-            if let Err(e) = state::write_atomic(&file, text.as_bytes()) {
+            // A Secret's key material is the owner's alone.
+            let mode = if doc.kind == "Secret" { 0o600 } else { 0o644 };
+            if let Err(e) = state::write_atomic_mode(&file, text.as_bytes(), mode) {
                 eprintln!("weft apply: {}: {e}", file.display());
                 return ExitCode::FAILURE;
             }
@@ -229,6 +231,7 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
         }
         println!("{} {verb}", doc.display());
     }
+    warn_missing_credentials(&state, running.as_ref(), &docs);
     let Some(mesh) = running else {
         eprintln!(
             "weft apply: no mesh is running (state {}); the resources apply at the next `weft up`",
@@ -252,6 +255,45 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
         }
     }
     code
+}
+
+/// Warns of each Gateway just applied whose `credentialName` has no Secret where the gateway
+/// reads it (`weft analyze`'s WA0117, over the mesh's resources as `weft up` loads them): the
+/// control plane leaves such a server out until the Secret exists.
+fn warn_missing_credentials(state: &Path, running: Option<&RunningMesh>, docs: &[Doc]) {
+    let gateways: Vec<(&str, &str)> = docs
+        .iter()
+        .filter(|d| d.kind == "Gateway")
+        .map(|d| (d.namespace.as_str(), d.name.as_str()))
+        .collect();
+    if gateways.is_empty() {
+        return;
+    }
+    let mut paths = vec![state::builtin_dir(state)];
+    if let Some(mesh) = running {
+        paths.push(mesh.dir.clone());
+    }
+    paths.push(state::applied_dir(state));
+    let mut files = Vec::new();
+    for p in &paths {
+        files.extend(state::top_level_files(p).unwrap_or_default());
+    }
+    let loaded = weft_api::load::load_paths(&files);
+    let resources: Vec<weft_api::Resource> = loaded.effective().into_iter().cloned().collect();
+    for d in weft_api::analyze::analyze(&resources) {
+        let ours = d.resource.as_ref().is_some_and(|r| {
+            r.kind == "Gateway" && gateways.contains(&(r.namespace.as_str(), r.name.as_str()))
+        });
+        if ours && d.code == weft_api::diag::code::GATEWAY_SECRET_NOT_FOUND {
+            let field = d.field.as_deref().unwrap_or_default();
+            let r = d
+                .resource
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            eprintln!("weft apply: warning: {r} {field}: {}", d.message);
+        }
+    }
 }
 
 /// Where the local mesh's ingress gateway listens, as its control plane configures it.
@@ -481,7 +523,7 @@ pub fn get(args: &GetArgs) -> ExitCode {
                 if i > 0 {
                     println!("---");
                 }
-                match yaml_serde::to_string(&d.value) {
+                match yaml_serde::to_string(&redact(d)) {
                     Ok(t) => print!("{t}"),
                     Err(e) => eprintln!("weft get: {}: {e}", d.display()),
                 }
@@ -507,9 +549,49 @@ pub fn get(args: &GetArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A document as `weft get -o yaml` prints it: a Secret's values replaced by their size, so
+/// key material never reaches a terminal or a log.
+fn redact(d: &Doc) -> Value {
+    let mut value = d.value.clone();
+    if d.kind != "Secret" {
+        return value;
+    }
+    for field in ["data", "stringData"] {
+        if let Some(Value::Mapping(m)) = value.get_mut(field) {
+            for (_, v) in m.iter_mut() {
+                let len = v.as_str().map_or(0, str::len);
+                *v = Value::String(format!("[redacted: {len} characters]"));
+            }
+        }
+    }
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_printed_redacted() {
+        let docs = documents(
+            Path::new("s.yaml"),
+            "kind: Secret\nmetadata: {name: c, namespace: istio-system}\ntype: kubernetes.io/tls\n\
+             data: {tls.key: S0VZS0VZ}\nstringData: {ca.crt: TOPSECRET}\n---\n\
+             kind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n",
+        )
+        .expect("docs");
+        let secret = yaml_serde::to_string(&redact(&docs[0])).unwrap();
+        assert!(
+            !secret.contains("S0VZS0VZ") && !secret.contains("TOPSECRET"),
+            "{secret}"
+        );
+        assert!(
+            secret.contains("tls.key: '[redacted: 8 characters]'"),
+            "{secret}"
+        );
+        assert!(secret.contains("type: kubernetes.io/tls"), "{secret}");
+        assert_eq!(redact(&docs[1]), docs[1].value);
+    }
 
     #[test]
     fn kinds_are_read_as_kubectl_reads_them() {

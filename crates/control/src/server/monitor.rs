@@ -80,7 +80,7 @@ fn respond(xds: &XdsServer<MeshSource>, req: &Request<Incoming>) -> Response<Ful
                 "config_dump needs ?proxy=NODE_ID or ?proxy=NAME.NAMESPACE\n".into(),
             ),
             Some(proxy) => match xds.source().config_of(&proxy) {
-                Some((node, resources)) => json(&resources.bootstrap(&node)),
+                Some((node, resources)) => json(&weft_xds::resource::redacted(&resources.bootstrap(&node))),
                 None => text(
                     StatusCode::NOT_FOUND,
                     format!("no proxy or workload instance {proxy:?}\n"),

@@ -439,6 +439,9 @@ fn best_named<'a>(
 /// The translation's resources as the transport carries them.
 pub fn to_xds(r: &ProxyResources) -> XdsResources {
     let mut out = XdsResources::new();
+    for s in &r.secrets {
+        out.insert(s);
+    }
     for c in &r.clusters {
         out.insert(c);
     }

@@ -600,7 +600,7 @@ fn upstream_tls(
     };
     if !v.credential_name.is_empty() {
         // As for gateways: a credential is a directory holding a Kubernetes TLS secret's files.
-        let dir = format!("{}/{}", mesh.credential_dir, v.credential_name);
+        let dir = format!("{}/{}", mesh.file_credential_dir(), v.credential_name);
         if out.ca_file.is_empty() {
             out.ca_file = format!("{dir}/ca.crt");
         }

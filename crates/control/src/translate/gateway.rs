@@ -18,11 +18,19 @@
 //!   VirtualServices' `tls` routes.
 //! - TCP: a TCP listener to the first applicable `tcp` route's destination.
 //!
-//! A `credentialName` is read as a directory of files (`<credentialDir>/<name>/tls.crt` and
-//! `tls.key`, the keys of a Kubernetes TLS secret) until the control plane serves secrets.
-//! For MUTUAL and OPTIONAL_MUTUAL the client CA is `<credentialDir>/<name>-cacert/ca.crt` when
-//! that file exists (Istio's separate `<name>-cacert` secret), else `<name>/ca.crt` (the
-//! `ca.crt` key of the secret itself); `caCertCredentialName` names the directory instead.
+//! A `credentialName` names a Secret in the gateway's own namespace (Istio reads credentials
+//! from the gateway workload's namespace, not the Gateway resource's), whose certificate and
+//! key (`tls.crt`/`tls.key`, or `cert`/`key`) travel to this gateway only, as a `Secret`
+//! resource the listener names (`kubernetes://NAMESPACE/NAME`). For MUTUAL and OPTIONAL_MUTUAL
+//! the client CA is the `<name>-cacert` Secret's `cacert`/`ca.crt` when that Secret exists,
+//! else the credential's own (`kubernetes://NAMESPACE/NAME-cacert` either way, as Istio names
+//! it); `caCertCredentialName` names the CA's Secret instead. A server whose Secret is missing,
+//! or lacks those keys, is left out with a note, as Istio leaves out a server whose secret it
+//! cannot fetch: nothing is served without its certificate, and the rest keeps serving.
+//!
+//! Files are the explicit alternative: `credentialName: file:///DIR` reads `DIR/tls.crt`,
+//! `DIR/tls.key` and `DIR/ca.crt` (with `DIR-cacert/ca.crt` preferred when it exists), and the
+//! mesh config's `credentialDir`, when set, is the directory of names no Secret has.
 //!
 //! `ISTIO_MUTUAL` servers need the mesh's own certificates, which weft does not issue yet: they
 //! are left out with a note, so their port is not served by them at all (never in plaintext,
@@ -60,6 +68,8 @@ struct GatewayServer<'v> {
     server: &'v Server,
     port: u32,
     kind: Kind,
+    /// A terminating server's certificates (with their client verification), resolved.
+    certificates: Vec<proto::Certificate>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +113,31 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
             let Some(kind) = server_kind(r, server, &at, &mut notes) else {
                 continue;
             };
+            let mut certificates = Vec::new();
+            if kind == Kind::Https {
+                let Some(tls) = server.tls.as_ref() else {
+                    continue;
+                };
+                let cx = CredentialCx {
+                    namespace: &node.namespace,
+                    mesh,
+                    view,
+                };
+                match server_certificates(r, server, tls, &format!("{at}.tls"), &cx, &mut notes) {
+                    Ok((certs, secrets)) => {
+                        certificates = certs;
+                        for s in secrets {
+                            if !out.secrets.iter().any(|o| o.name == s.name) {
+                                out.secrets.push(s);
+                            }
+                        }
+                    }
+                    Err((field, why)) => {
+                        notes.add(Some(r), field, format!("{why}; the server is left out"));
+                        continue;
+                    }
+                }
+            }
             if !server.bind.is_empty() {
                 notes.add(
                     Some(r),
@@ -117,6 +152,7 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
                 server,
                 port: port.number,
                 kind,
+                certificates,
             });
         }
     }
@@ -148,7 +184,12 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
             Kind::Http | Kind::Https => {
                 out.route_configs
                     .push(http_route_config(&servers, &base, &mut notes));
-                let tls = (kind == Kind::Https).then(|| downstream_tls(&servers, mesh, &mut notes));
+                let tls = (kind == Kind::Https).then(|| proto::DownstreamTls {
+                    certificates: servers
+                        .iter()
+                        .flat_map(|s| s.certificates.iter().cloned())
+                        .collect(),
+                });
                 Some(proto::listener::Protocol::Http(proto::HttpListener {
                     route_config: gateway_routes(port),
                     tls,
@@ -445,185 +486,311 @@ fn sort_catch_all_last(routes: Vec<proto::Route>) -> Vec<proto::Route> {
     specific.into_iter().chain(all).collect()
 }
 
-/// Certificates of the terminating servers on a port, chosen by SNI.
-fn downstream_tls(
-    servers: &[GatewayServer<'_>],
-    mesh: &MeshConfig,
+/// Where a gateway reads credentials: its namespace's Secrets, then files.
+struct CredentialCx<'a> {
+    /// The gateway proxy's namespace (Istio's credentials are the gateway workload's).
+    namespace: &'a str,
+    mesh: &'a MeshConfig,
+    view: &'a ConfigView,
+}
+
+/// Where one credential name is read from.
+enum Source<'a> {
+    /// A Secret in the gateway's namespace.
+    Secret(&'a weft_api::kube::Secret),
+    /// A directory of files (`file://DIR`, or `credentialDir/NAME`).
+    Dir(String),
+}
+
+impl<'a> CredentialCx<'a> {
+    /// The source of `name`, or why there is none.
+    fn source(&self, name: &str) -> Result<Source<'a>, String> {
+        if let Some(dir) = name.strip_prefix("file://") {
+            return Ok(Source::Dir(dir.trim_end_matches('/').to_owned()));
+        }
+        if let Some((_, secret)) = self.view.secret(self.namespace, name) {
+            return Ok(Source::Secret(secret));
+        }
+        if !self.mesh.credential_dir.is_empty() {
+            return Ok(Source::Dir(format!("{}/{name}", self.mesh.credential_dir)));
+        }
+        Err(format!(
+            "Secret {}/{name} not found (credentials are read from the gateway's namespace, {:?})",
+            self.namespace, self.namespace
+        ))
+    }
+
+    /// The xDS name of the Secret `name`'s credential (Istio's SDS name with the namespace).
+    fn secret_name(&self, name: &str) -> String {
+        format!("kubernetes://{}/{name}", self.namespace)
+    }
+}
+
+/// What a terminating server serves: one certificate per credential (each with the server's
+/// hosts as SNI names and its client verification) and the secrets they name. `Err` holds the
+/// field and reason that leave the server out.
+fn server_certificates(
+    r: &Resource,
+    server: &Server,
+    tls: &ServerTlsSettings,
+    at: &str,
+    cx: &CredentialCx<'_>,
     notes: &mut Notes,
-) -> proto::DownstreamTls {
-    let mut certificates = Vec::new();
-    for s in servers {
-        let Some(tls) = s.tls() else { continue };
-        let (r, at) = (s.resource, format!("{}.tls", s.at()));
-        let names: Vec<String> = s
-            .server
-            .hosts
+) -> Result<(Vec<proto::Certificate>, Vec<proto::Secret>), (String, String)> {
+    let names: Vec<String> = server
+        .hosts
+        .iter()
+        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_owned())
+        .filter(|h| h != "*")
+        .collect();
+    let mut secrets = Vec::new();
+    // (cert file, key file) or a secret name.
+    let mut sources: Vec<proto::Certificate> = Vec::new();
+    if !tls.server_certificate.is_empty() {
+        sources.push(proto::Certificate {
+            cert_file: tls.server_certificate.clone(),
+            key_file: tls.private_key.clone(),
+            ..Default::default()
+        });
+    }
+    let credentials: Vec<(String, &String)> = if tls.credential_name.is_empty() {
+        tls.credential_names
             .iter()
-            .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_owned())
-            .filter(|h| h != "*")
-            .collect();
-        let from_credential = |name: &str| {
-            let dir = format!("{}/{name}", mesh.credential_dir);
-            (format!("{dir}/tls.crt"), format!("{dir}/tls.key"))
-        };
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        if !tls.server_certificate.is_empty() {
-            pairs.push((tls.server_certificate.clone(), tls.private_key.clone()));
-        }
-        if !tls.credential_name.is_empty() {
-            pairs.push(from_credential(&tls.credential_name));
-        }
-        pairs.extend(tls.credential_names.iter().map(|n| from_credential(n)));
-        pairs.extend(
-            tls.tls_certificates
-                .iter()
-                .map(|c| (c.server_certificate.clone(), c.private_key.clone())),
-        );
-        let mutual = matches!(
-            tls.mode,
-            ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
-        );
-        let unsupported: [(bool, &str, &str); 9] = [
-            (
-                tls.min_protocol_version != Default::default(),
-                "minProtocolVersion",
-                "TLS versions are the proxy's defaults (1.2, 1.3)",
-            ),
-            (
-                tls.max_protocol_version != Default::default(),
-                "maxProtocolVersion",
-                "TLS versions are the proxy's defaults (1.2, 1.3)",
-            ),
-            (
-                !tls.cipher_suites.is_empty(),
-                "cipherSuites",
-                "cipher suites are the proxy's defaults",
-            ),
-            (
-                !tls.ecdh_curves.is_empty(),
-                "ecdhCurves",
-                "curves are the proxy's defaults",
-            ),
-            (
-                !mutual && !tls.ca_crl.is_empty(),
-                "caCrl",
-                "SIMPLE does not request client certificates; only MUTUAL and OPTIONAL_MUTUAL \
-                 check revocation",
-            ),
-            (
-                !mutual && !tls.subject_alt_names.is_empty(),
-                "subjectAltNames",
-                "SIMPLE does not request client certificates; only MUTUAL and OPTIONAL_MUTUAL \
-                 check their names",
-            ),
-            (
-                !tls.verify_certificate_spki.is_empty(),
-                "verifyCertificateSpki",
-                "client certificates are not pinned by key hash; they are checked against the \
-                 CA and subjectAltNames only",
-            ),
-            (
-                !tls.verify_certificate_hash.is_empty(),
-                "verifyCertificateHash",
-                "client certificates are not pinned by hash; they are checked against the CA \
-                 and subjectAltNames only",
-            ),
-            (
-                mutual && tls.insecure_skip_verify == Some(true),
-                "insecureSkipVerify",
-                "not supported: client certificates are still verified, and a client whose \
-                 certificate fails is refused",
-            ),
-        ];
-        for (set, field, reason) in unsupported {
-            if set {
-                notes.add(Some(r), format!("{at}.{field}"), reason);
+            .enumerate()
+            .map(|(i, n)| (format!("{at}.credentialNames[{i}]"), n))
+            .collect()
+    } else {
+        vec![(format!("{at}.credentialName"), &tls.credential_name)]
+    };
+    for (field, name) in &credentials {
+        match cx.source(name).map_err(|e| (field.clone(), e))? {
+            Source::Dir(dir) => sources.push(proto::Certificate {
+                cert_file: format!("{dir}/tls.crt"),
+                key_file: format!("{dir}/tls.key"),
+                ..Default::default()
+            }),
+            Source::Secret(secret) => {
+                let (private_key, certificate_chain) = secret.key_and_cert().map_err(|e| {
+                    (
+                        field.clone(),
+                        format!("Secret {}/{name} holds no certificate: {e}", cx.namespace),
+                    )
+                })?;
+                let secret_name = cx.secret_name(name);
+                secrets.push(proto::Secret {
+                    name: secret_name.clone(),
+                    r#type: Some(proto::secret::Type::TlsCertificate(proto::TlsCertificate {
+                        certificate_chain,
+                        private_key,
+                    })),
+                });
+                sources.push(proto::Certificate {
+                    secret: secret_name,
+                    ..Default::default()
+                });
             }
         }
-        let client_validation = mutual.then(|| client_validation(tls, mesh, r, &at, notes));
-        certificates.extend(
-            pairs
-                .into_iter()
-                .map(|(cert_file, key_file)| proto::Certificate {
-                    cert_file,
-                    key_file,
-                    server_names: names.clone(),
-                    client_validation: client_validation.clone(),
-                }),
-        );
     }
-    proto::DownstreamTls { certificates }
+    sources.extend(tls.tls_certificates.iter().map(|c| proto::Certificate {
+        cert_file: c.server_certificate.clone(),
+        key_file: c.private_key.clone(),
+        ..Default::default()
+    }));
+    note_unapplied(r, tls, at, notes);
+    let mutual = matches!(
+        tls.mode,
+        ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    );
+    let client_validation = if mutual {
+        let credential = credentials.first().map(|(_, n)| n.as_str());
+        let (v, ca_secret) = client_validation(tls, credential, cx, r, at, notes)?;
+        secrets.extend(ca_secret);
+        Some(v)
+    } else {
+        None
+    };
+    let certificates = sources
+        .into_iter()
+        .map(|c| proto::Certificate {
+            server_names: names.clone(),
+            client_validation: client_validation.clone(),
+            ..c
+        })
+        .collect();
+    Ok((certificates, secrets))
+}
+
+/// Notes the server's TLS fields weft does not apply.
+fn note_unapplied(r: &Resource, tls: &ServerTlsSettings, at: &str, notes: &mut Notes) {
+    let mutual = matches!(
+        tls.mode,
+        ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    );
+    let unsupported: [(bool, &str, &str); 9] = [
+        (
+            tls.min_protocol_version != Default::default(),
+            "minProtocolVersion",
+            "TLS versions are the proxy's defaults (1.2, 1.3)",
+        ),
+        (
+            tls.max_protocol_version != Default::default(),
+            "maxProtocolVersion",
+            "TLS versions are the proxy's defaults (1.2, 1.3)",
+        ),
+        (
+            !tls.cipher_suites.is_empty(),
+            "cipherSuites",
+            "cipher suites are the proxy's defaults",
+        ),
+        (
+            !tls.ecdh_curves.is_empty(),
+            "ecdhCurves",
+            "curves are the proxy's defaults",
+        ),
+        (
+            !mutual && !tls.ca_crl.is_empty(),
+            "caCrl",
+            "SIMPLE does not request client certificates; only MUTUAL and OPTIONAL_MUTUAL \
+             check revocation",
+        ),
+        (
+            !mutual && !tls.subject_alt_names.is_empty(),
+            "subjectAltNames",
+            "SIMPLE does not request client certificates; only MUTUAL and OPTIONAL_MUTUAL \
+             check their names",
+        ),
+        (
+            !tls.verify_certificate_spki.is_empty(),
+            "verifyCertificateSpki",
+            "client certificates are not pinned by key hash; they are checked against the \
+             CA and subjectAltNames only",
+        ),
+        (
+            !tls.verify_certificate_hash.is_empty(),
+            "verifyCertificateHash",
+            "client certificates are not pinned by hash; they are checked against the CA \
+             and subjectAltNames only",
+        ),
+        (
+            mutual && tls.insecure_skip_verify == Some(true),
+            "insecureSkipVerify",
+            "not supported: client certificates are still verified, and a client whose \
+             certificate fails is refused",
+        ),
+    ];
+    for (set, field, reason) in unsupported {
+        if set {
+            notes.add(Some(r), format!("{at}.{field}"), reason);
+        }
+    }
 }
 
 /// How a MUTUAL or OPTIONAL_MUTUAL server verifies client certificates (Istio's
-/// `BuildListenerTLSContext`): the CA of its credential (a `caCertCredentialName`, else the
-/// `<name>-cacert` directory when it exists, else the credential's own `ca.crt`; with
-/// `credentialNames`, the first name's), or `caCertificates` and `caCrl` when no credential
-/// is named; `subjectAltNames` as given. The proxy reads the files; a missing or bad CA file fails its
-/// config (a NACK), as a missing certificate does.
+/// `BuildListenerTLSContext`), and the CA secret it names. With a credential (the first of
+/// `credentialNames`): a `caCertCredentialName`'s CA, else the `<name>-cacert` Secret's when
+/// it exists, else the credential's own (for file sources: the `-cacert` directory when the
+/// file exists, which the proxy checks, else the credential's `ca.crt`). Without one:
+/// `caCertificates` and `caCrl`. `subjectAltNames` as given. `Err` leaves the server out.
 fn client_validation(
     tls: &ServerTlsSettings,
-    mesh: &MeshConfig,
+    credential: Option<&str>,
+    cx: &CredentialCx<'_>,
     r: &Resource,
     at: &str,
     notes: &mut Notes,
-) -> proto::ClientValidation {
-    let credential = if tls.credential_name.is_empty() {
-        tls.credential_names.first()
-    } else {
-        Some(&tls.credential_name)
-    };
-    let dir = |name: &str| format!("{}/{name}", mesh.credential_dir);
-    let mut crl_file = String::new();
-    let (ca_file, preferred_ca_file) = match credential {
-        Some(name) => {
-            if !tls.ca_crl.is_empty() {
-                notes.add(
-                    Some(r),
-                    format!("{at}.caCrl"),
-                    "ignored with a credential (as in Istio, whose CRL comes from the \
-                     credential; weft does not read a credential's ca.crl yet)",
-                );
-            }
-            if !tls.ca_certificates.is_empty() {
-                notes.add(
-                    Some(r),
-                    format!("{at}.caCertificates"),
-                    "ignored: with a credentialName the client CA comes from the credential",
-                );
-            }
-            if tls.ca_cert_credential_name.is_empty() {
-                (
-                    format!("{}/ca.crt", dir(name)),
-                    format!("{}-cacert/ca.crt", dir(name)),
-                )
-            } else {
-                (
-                    format!("{}/ca.crt", dir(&tls.ca_cert_credential_name)),
-                    String::new(),
-                )
-            }
-        }
-        None => {
-            crl_file.clone_from(&tls.ca_crl);
-            if !tls.ca_cert_credential_name.is_empty() {
-                notes.add(
-                    Some(r),
-                    format!("{at}.caCertCredentialName"),
-                    "ignored without a credentialName (as in Istio): the client CA is caCertificates",
-                );
-            }
-            (tls.ca_certificates.clone(), String::new())
-        }
-    };
-    // `server_kind` left out servers without a CA source, so `ca_file` is set.
-    proto::ClientValidation {
-        ca_file,
-        preferred_ca_file,
+) -> Result<(proto::ClientValidation, Option<proto::Secret>), (String, String)> {
+    let mut v = proto::ClientValidation {
         subject_alt_names: tls.subject_alt_names.clone(),
         optional: tls.mode == ServerTlsMode::OptionalMutual,
-        crl_file,
+        ..Default::default()
+    };
+    let Some(name) = credential else {
+        v.crl_file.clone_from(&tls.ca_crl);
+        if !tls.ca_cert_credential_name.is_empty() {
+            notes.add(
+                Some(r),
+                format!("{at}.caCertCredentialName"),
+                "ignored without a credentialName (as in Istio): the client CA is caCertificates",
+            );
+        }
+        // `server_kind` left out servers without a CA source, so this is set.
+        v.ca_file.clone_from(&tls.ca_certificates);
+        return Ok((v, None));
+    };
+    if !tls.ca_crl.is_empty() {
+        notes.add(
+            Some(r),
+            format!("{at}.caCrl"),
+            "ignored with a credential (as in Istio): the CRL is the credential's ca.crl",
+        );
     }
+    if !tls.ca_certificates.is_empty() {
+        notes.add(
+            Some(r),
+            format!("{at}.caCertificates"),
+            "ignored: with a credentialName the client CA comes from the credential",
+        );
+    }
+    let (field, ca_name, fallback) = if tls.ca_cert_credential_name.is_empty() {
+        (
+            format!("{at}.credentialName"),
+            format!("{name}-cacert"),
+            Some(name),
+        )
+    } else {
+        (
+            format!("{at}.caCertCredentialName"),
+            tls.ca_cert_credential_name.clone(),
+            None,
+        )
+    };
+    // Istio's lookup: the CA's own Secret, else (for `-cacert`) the credential's.
+    let secret = cx
+        .view
+        .secret(cx.namespace, &ca_name)
+        .or_else(|| fallback.and_then(|n| cx.view.secret(cx.namespace, n)))
+        .filter(|_| !ca_name.starts_with("file://"));
+    if let Some((found, secret)) = secret {
+        let trusted_ca = secret.ca_cert().map_err(|e| {
+            (
+                field.clone(),
+                format!(
+                    "no client CA: Secret {}/{}: {e}",
+                    cx.namespace,
+                    found.name()
+                ),
+            )
+        })?;
+        let crl = secret.ca_crl().ok().flatten().unwrap_or_default();
+        let secret_name = cx.secret_name(&ca_name);
+        v.ca_secret.clone_from(&secret_name);
+        let ca = proto::Secret {
+            name: secret_name,
+            r#type: Some(proto::secret::Type::ValidationContext(
+                proto::CertificateValidation { trusted_ca, crl },
+            )),
+        };
+        return Ok((v, Some(ca)));
+    }
+    // Files: the credential's source decides where the CA files are.
+    let dir_of = |n: &str| match cx.source(n) {
+        Ok(Source::Dir(dir)) => Ok(dir),
+        Ok(Source::Secret(_)) => Err(String::new()),
+        Err(e) => Err(e),
+    };
+    match fallback {
+        Some(n) => {
+            let dir = dir_of(n).map_err(|e| (field.clone(), format!("no client CA: {e}")))?;
+            v.ca_file = format!("{dir}/ca.crt");
+            v.preferred_ca_file = format!("{dir}-cacert/ca.crt");
+        }
+        None => {
+            let dir =
+                dir_of(&ca_name).map_err(|e| (field.clone(), format!("no client CA: {e}")))?;
+            v.ca_file = format!("{dir}/ca.crt");
+        }
+    }
+    Ok((v, None))
 }
 
 /// SNI routes of the passthrough servers on a port, from the bound VirtualServices' `tls`

@@ -44,6 +44,8 @@ pub struct ProxyResources {
     pub listeners: Vec<proto::Listener>,
     pub route_configs: Vec<proto::RouteConfiguration>,
     pub clusters: Vec<proto::Cluster>,
+    /// Key material the listeners name (a gateway's credentials): sent only to this proxy.
+    pub secrets: Vec<proto::Secret>,
     /// Fields of the input the resources above do not carry: log them, they change behaviour.
     pub unsupported: Vec<Unsupported>,
 }
@@ -66,6 +68,7 @@ impl ProxyResources {
             listeners: self.listeners.clone(),
             route_configs: self.route_configs.clone(),
             clusters: self.clusters.clone(),
+            secrets: self.secrets.clone(),
             ..Default::default()
         }
     }

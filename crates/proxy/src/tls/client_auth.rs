@@ -17,38 +17,58 @@ use weft_xds::proto;
 
 use crate::config::ConfigError;
 
-/// The verifier of `v`, its CA bundle read now. `at` is the field path of `v` for errors.
+/// The verifier of `v`, its CA bundle read now (from its `ca_secret`, else its files). `at`
+/// is the field path of `v` for errors.
 pub(super) fn verifier(
     v: &proto::ClientValidation,
+    secrets: &super::Secrets<'_>,
     provider: &Arc<CryptoProvider>,
     resource: &str,
     at: &str,
 ) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
-    let (ca_file, field) = ca_file(v);
-    if ca_file.is_empty() {
-        return Err(ConfigError::new(
-            resource,
-            format!("{at}.caFile"),
-            "a CA file is required to verify client certificates",
-        ));
+    let (roots, crls, field, crl_field, source) = if v.ca_secret.is_empty() {
+        from_files(v, resource, at)?
+    } else {
+        let field = format!("{at}.caSecret");
+        let ctx = secrets.validation(&v.ca_secret, resource, &field)?;
+        let source = format!("secret {:?}", v.ca_secret);
+        let roots = super::pem_certificates(ctx.trusted_ca.as_bytes(), &source)
+            .map_err(|e| ConfigError::new(resource, &field, e))?;
+        let crls = if ctx.crl.is_empty() {
+            Vec::new()
+        } else {
+            pem_crls(ctx.crl.as_bytes(), &source)
+                .map_err(|e| ConfigError::new(resource, &field, e))?
+        };
+        (roots, crls, field.clone(), field, source)
+    };
+    let mut store = rustls::RootCertStore::empty();
+    for cert in &roots {
+        store
+            .add(cert.clone())
+            .map_err(|e| ConfigError::new(resource, &field, format!("{source}: {e}")))?;
     }
-    let field = format!("{at}.{field}");
-    let roots = super::read_roots(ca_file, resource, &field)?;
     let mut builder =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone());
     if v.optional {
         builder = builder.allow_unauthenticated();
     }
-    let crl_field = format!("{at}.crlFile");
-    if !v.crl_file.is_empty() {
-        builder = builder.with_crls(read_crls(&v.crl_file, resource, &crl_field)?);
+    let has_crls = !crls.is_empty();
+    if has_crls {
+        builder = builder.with_crls(crls);
     }
     let chain = builder.build().map_err(|e| match e {
         VerifierBuilderError::InvalidCrl(_) => {
-            ConfigError::new(resource, crl_field, format!("{}: {e}", v.crl_file))
+            ConfigError::new(resource, crl_field, format!("{source}: {e}"))
         }
-        _ => ConfigError::new(resource, field, format!("{ca_file}: {e}")),
+        _ => ConfigError::new(resource, field, format!("{source}: {e}")),
     })?;
+    let chain: Arc<dyn ClientCertVerifier> = Arc::new(AnyVersion {
+        chain,
+        roots,
+        has_crls,
+        algorithms: provider.signature_verification_algorithms,
+    });
     if v.subject_alt_names.is_empty() {
         return Ok(chain);
     }
@@ -56,6 +76,59 @@ pub(super) fn verifier(
         chain,
         subject_alt_names: v.subject_alt_names.clone(),
     }))
+}
+
+/// Trust anchors and revocation lists, the field paths to name them by, and the source for
+/// messages.
+type Sources = (
+    Vec<CertificateDer<'static>>,
+    Vec<CertificateRevocationListDer<'static>>,
+    String,
+    String,
+    String,
+);
+
+/// The CA (and CRL) files of `v`.
+fn from_files(
+    v: &proto::ClientValidation,
+    resource: &str,
+    at: &str,
+) -> Result<Sources, ConfigError> {
+    let (ca_file, field) = ca_file(v);
+    if ca_file.is_empty() {
+        return Err(ConfigError::new(
+            resource,
+            format!("{at}.caFile"),
+            "a CA file (or caSecret) is required to verify client certificates",
+        ));
+    }
+    let field = format!("{at}.{field}");
+    super::regular_file(ca_file).map_err(|e| ConfigError::new(resource, &field, e))?;
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| ConfigError::new(resource, &field, format!("{ca_file}: {e}")))?;
+    let roots = super::pem_certificates(&pem, ca_file)
+        .map_err(|e| ConfigError::new(resource, &field, e))?;
+    let crl_field = format!("{at}.crlFile");
+    let crls = if v.crl_file.is_empty() {
+        Vec::new()
+    } else {
+        read_crls(&v.crl_file, resource, &crl_field)?
+    };
+    Ok((roots, crls, field, crl_field, ca_file.to_owned()))
+}
+
+/// The revocation lists of PEM text (at least one). `source` names it for messages.
+fn pem_crls(
+    pem: &[u8],
+    source: &str,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{source}: {e}"))?;
+    if crls.is_empty() {
+        return Err(format!("{source}: no certificate revocation list in it"));
+    }
+    Ok(crls)
 }
 
 /// The revocation lists of a PEM file (at least one).
@@ -149,6 +222,80 @@ impl ClientCertVerifier for SanVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// Chain verification by webpki, and, for a version 1 client certificate issued directly by
+/// a trusted CA (which webpki does not read), by [`super::v1`]: Istio's Secure Gateways task
+/// makes its client certificate that way, and Envoy accepts it.
+#[derive(Debug)]
+struct AnyVersion {
+    chain: Arc<dyn ClientCertVerifier>,
+    roots: Vec<CertificateDer<'static>>,
+    /// A v1 certificate is refused when revocation lists are configured: weft checks those
+    /// through webpki only.
+    has_crls: bool,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyVersion {
+    fn offer_client_auth(&self) -> bool {
+        self.chain.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.chain.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if intermediates.is_empty() && super::v1::is_v1(end_entity) {
+            if self.has_crls {
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::UnknownRevocationStatus,
+                ));
+            }
+            super::v1::verify_leaf(end_entity, &self.roots, now, self.algorithms.all)?;
+            return Ok(ClientCertVerified::assertion());
+        }
+        self.chain
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if super::v1::is_v1(cert) {
+            return super::v1::handshake_signature(message, cert, dss, &self.algorithms, false);
+        }
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if super::v1::is_v1(cert) {
+            return super::v1::handshake_signature(message, cert, dss, &self.algorithms, true);
+        }
         self.chain.verify_tls13_signature(message, cert, dss)
     }
 

@@ -7,6 +7,7 @@
 mod client_auth;
 #[cfg(test)]
 mod tests;
+mod v1;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,9 +84,146 @@ impl Termination {
     }
 }
 
-/// Builds the TLS termination of an HTTP listener's `tls`. `resource`/`field` locate errors.
+/// The secrets of a config by name: what TLS config names instead of files.
+#[derive(Debug, Default)]
+pub struct Secrets<'a>(HashMap<&'a str, &'a proto::Secret>);
+
+impl<'a> Secrets<'a> {
+    /// Indexes `secrets`; a name given twice is an error.
+    pub fn new(secrets: &'a [proto::Secret]) -> Result<Secrets<'a>, ConfigError> {
+        let mut by_name = HashMap::new();
+        for (i, s) in secrets.iter().enumerate() {
+            if s.name.is_empty() {
+                return Err(ConfigError::new(
+                    format!("secrets[{i}]"),
+                    "name",
+                    "required",
+                ));
+            }
+            if by_name.insert(s.name.as_str(), s).is_some() {
+                return Err(ConfigError::new(
+                    format!("secret {:?}", s.name),
+                    "name",
+                    "defined twice",
+                ));
+            }
+        }
+        Ok(Secrets(by_name))
+    }
+
+    fn get(
+        &self,
+        name: &str,
+        resource: &str,
+        field: &str,
+    ) -> Result<&'a proto::Secret, ConfigError> {
+        self.0.get(name).copied().ok_or_else(|| {
+            ConfigError::new(resource, field, format!("secret {name:?} is not defined"))
+        })
+    }
+
+    /// The secret `name`, which must hold a certificate and key.
+    fn tls_certificate(
+        &self,
+        name: &str,
+        resource: &str,
+        field: &str,
+    ) -> Result<&'a proto::TlsCertificate, ConfigError> {
+        match &self.get(name, resource, field)?.r#type {
+            Some(proto::secret::Type::TlsCertificate(c)) => Ok(c),
+            _ => Err(ConfigError::new(
+                resource,
+                field,
+                format!("secret {name:?} holds no tlsCertificate"),
+            )),
+        }
+    }
+
+    /// The secret `name`, which must hold CA certificates.
+    fn validation(
+        &self,
+        name: &str,
+        resource: &str,
+        field: &str,
+    ) -> Result<&'a proto::CertificateValidation, ConfigError> {
+        match &self.get(name, resource, field)?.r#type {
+            Some(proto::secret::Type::ValidationContext(v)) => Ok(v),
+            _ => Err(ConfigError::new(
+                resource,
+                field,
+                format!("secret {name:?} holds no validationContext"),
+            )),
+        }
+    }
+
+    /// The secrets a listener's TLS names, in order, each once: a listener whose secrets
+    /// changed is updated even when its own config did not.
+    pub fn used_by(&self, tls: &proto::DownstreamTls) -> Vec<proto::Secret> {
+        let mut names: Vec<&str> = Vec::new();
+        for c in &tls.certificates {
+            names.push(&c.secret);
+            if let Some(v) = &c.client_validation {
+                names.push(&v.ca_secret);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        names
+            .into_iter()
+            .filter(|n| !n.is_empty() && seen.insert(*n))
+            .filter_map(|n| self.0.get(n).map(|s| (*s).clone()))
+            .collect()
+    }
+}
+
+/// The certificates of PEM text (at least one). `source` names it for messages.
+fn pem_certificates(pem: &[u8], source: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{source}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{source}: no certificate in it"));
+    }
+    Ok(certs)
+}
+
+/// A certificate chain and key from a secret.
+fn secret_pair(
+    secrets: &Secrets<'_>,
+    name: &str,
+    resource: &str,
+    field: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
+    let c = secrets.tls_certificate(name, resource, field)?;
+    let source = format!("secret {name:?}");
+    let chain = pem_certificates(c.certificate_chain.as_bytes(), &source)
+        .map_err(|e| ConfigError::new(resource, field, e))?;
+    // The parser's messages never quote the key.
+    let key = PrivateKeyDer::from_pem_slice(c.private_key.as_bytes())
+        .map_err(|e| ConfigError::new(resource, field, format!("{source}: private key: {e}")))?;
+    Ok((chain, key))
+}
+
+/// Whether `key` belongs to the leaf of `chain`: rustls's `keys_match`, which also takes the
+/// version 1 certificates webpki does not parse (see [`v1`]).
+fn keys_match(
+    chain: &[CertificateDer<'static>],
+    key: &dyn rustls::sign::SigningKey,
+) -> Result<(), String> {
+    let Some(spki) = key.public_key() else {
+        return Ok(());
+    };
+    match chain.first().and_then(|leaf| v1::key_matches(leaf, &spki)) {
+        Some(true) => Ok(()),
+        Some(false) => Err("the private key does not match the certificate".to_owned()),
+        None => Err("the certificate does not parse".to_owned()),
+    }
+}
+
+/// Builds the TLS termination of an HTTP listener's `tls`, its certificates from files or from
+/// `secrets`. `resource`/`field` locate errors.
 pub fn termination(
     tls: &proto::DownstreamTls,
+    secrets: &Secrets<'_>,
     resource: &str,
     field: &str,
 ) -> Result<Termination, ConfigError> {
@@ -101,19 +239,21 @@ pub fn termination(
     let mut validations: Vec<&Option<proto::ClientValidation>> = Vec::new();
     for (i, c) in tls.certificates.iter().enumerate() {
         let at = |f: &str| format!("{field}.certificates[{i}].{f}");
-        let (chain, key) = load_pair(&c.cert_file, &c.key_file, resource, &at)?;
-        let signing = provider.key_provider.load_private_key(key).map_err(|e| {
-            ConfigError::new(resource, at("keyFile"), format!("{}: {e}", c.key_file))
-        })?;
-        let certified = Arc::new(CertifiedKey::new(chain, signing));
+        let (chain, key, key_field, key_source) = if c.secret.is_empty() {
+            let (chain, key) = load_pair(&c.cert_file, &c.key_file, resource, &at)?;
+            (chain, key, at("keyFile"), c.key_file.clone())
+        } else {
+            let (chain, key) = secret_pair(secrets, &c.secret, resource, &at("secret"))?;
+            (chain, key, at("secret"), format!("secret {:?}", c.secret))
+        };
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| ConfigError::new(resource, &key_field, format!("{key_source}: {e}")))?;
         // The key must belong to the certificate, or every handshake would fail later.
-        certified.keys_match().map_err(|e| {
-            ConfigError::new(
-                resource,
-                at("keyFile"),
-                format!("does not match {}: {e}", c.cert_file),
-            )
-        })?;
+        keys_match(&chain, signing.as_ref())
+            .map_err(|e| ConfigError::new(resource, &key_field, format!("{key_source}: {e}")))?;
+        let certified = Arc::new(CertifiedKey::new(chain, signing));
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::new(resource, field, e.to_string()))?;
@@ -121,6 +261,7 @@ pub fn termination(
             None => builder.with_no_client_auth(),
             Some(v) => builder.with_client_cert_verifier(client_auth::verifier(
                 v,
+                secrets,
                 &provider,
                 resource,
                 &at("clientValidation"),

@@ -128,6 +128,7 @@ impl Fixture {
             key_file: self.key_file.clone(),
             server_names: names.iter().map(|s| (*s).to_owned()).collect(),
             client_validation: validation,
+            ..Default::default()
         }
     }
 
@@ -142,7 +143,7 @@ impl Fixture {
 
     fn termination(&self, certificates: Vec<proto::Certificate>) -> Termination {
         let tls = proto::DownstreamTls { certificates };
-        termination(&tls, "listener \"gw\"", "http.tls").unwrap()
+        termination(&tls, &Secrets::default(), "listener \"gw\"", "http.tls").unwrap()
     }
 
     fn client(&self, identity: Option<&Leaf>) -> tokio_rustls::TlsConnector {
@@ -338,7 +339,7 @@ fn client_ca_files_are_checked_when_config_arrives() {
         ),
         (
             proto::ClientValidation::default(),
-            "http.tls.certificates[1].clientValidation.caFile: a CA file is required",
+            "http.tls.certificates[1].clientValidation.caFile: a CA file (or caSecret) is required",
         ),
         (
             proto::ClientValidation {
@@ -378,7 +379,7 @@ fn client_ca_files_are_checked_when_config_arrives() {
                 c
             }],
         };
-        let err = termination(&tls, "listener \"gw\"", "http.tls")
+        let err = termination(&tls, &Secrets::default(), "listener \"gw\"", "http.tls")
             .err()
             .unwrap_or_else(|| panic!("{validation:?} must be refused"));
         let text = err.to_string();
@@ -429,7 +430,7 @@ async fn revoked_certificates_are_refused() {
     let tls = proto::DownstreamTls {
         certificates: vec![f.certificate(&[], Some(v))],
     };
-    let err = termination(&tls, "listener \"gw\"", "http.tls")
+    let err = termination(&tls, &Secrets::default(), "listener \"gw\"", "http.tls")
         .expect_err("refused")
         .to_string();
     assert!(
@@ -492,4 +493,233 @@ fn dns_wildcards_in_certificates_cover_one_label() {
 fn client_auth_san_dns(name: &str) -> impl Fn(&str) -> bool {
     let name = name.to_owned();
     move |want| client_auth::dns_san_matches(&name, want)
+}
+
+// ---- secrets, and the task's version 1 certificates (testdata/README.md) ----
+
+const TASK_CA: &str = include_str!("testdata/ca.crt");
+const TASK_SERVER: (&str, &str) = (
+    include_str!("testdata/httpbin.crt"),
+    include_str!("testdata/httpbin.key"),
+);
+const TASK_CLIENT: (&str, &str) = (
+    include_str!("testdata/client.crt"),
+    include_str!("testdata/client.key"),
+);
+const TASK_CLIENT_OTHER_CA: &str = include_str!("testdata/client-other.crt");
+
+fn tls_secret(name: &str, (cert, key): (&str, &str)) -> proto::Secret {
+    proto::Secret {
+        name: name.into(),
+        r#type: Some(proto::secret::Type::TlsCertificate(proto::TlsCertificate {
+            certificate_chain: cert.into(),
+            private_key: key.into(),
+        })),
+    }
+}
+
+fn ca_secret(name: &str, ca: &str) -> proto::Secret {
+    proto::Secret {
+        name: name.into(),
+        r#type: Some(proto::secret::Type::ValidationContext(
+            proto::CertificateValidation {
+                trusted_ca: ca.into(),
+                crl: String::new(),
+            },
+        )),
+    }
+}
+
+/// The server as the control plane configures it from the task's Secret: certificate and
+/// client CA by secret name, no file.
+fn task_termination(secrets: &[proto::Secret], mutual: bool) -> Result<Termination, ConfigError> {
+    let tls = proto::DownstreamTls {
+        certificates: vec![proto::Certificate {
+            secret: "kubernetes://istio-system/httpbin-credential".into(),
+            server_names: vec!["httpbin.example.com".into()],
+            client_validation: mutual.then(|| proto::ClientValidation {
+                ca_secret: "kubernetes://istio-system/httpbin-credential-cacert".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    };
+    termination(
+        &tls,
+        &Secrets::new(secrets)?,
+        "listener \"0.0.0.0_8443\"",
+        "http.tls",
+    )
+}
+
+fn task_secrets() -> Vec<proto::Secret> {
+    vec![
+        tls_secret("kubernetes://istio-system/httpbin-credential", TASK_SERVER),
+        ca_secret(
+            "kubernetes://istio-system/httpbin-credential-cacert",
+            TASK_CA,
+        ),
+    ]
+}
+
+/// A client that trusts any server certificate (the task's has no subject alternative name,
+/// which rustls requires; curl, in the end-to-end test, checks it as OpenSSL does), with an
+/// optional client certificate.
+fn lenient_client(identity: Option<(&str, &str)>) -> tokio_rustls::TlsConnector {
+    #[derive(Debug)]
+    struct AnyServer;
+    impl ServerCertVerifier for AnyServer {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyServer));
+    /// A client certificate as given (rustls's own loading refuses a version 1 one).
+    #[derive(Debug)]
+    struct AsGiven(Arc<CertifiedKey>);
+    impl rustls::client::ResolvesClientCert for AsGiven {
+        fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+    let config = match identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = rustls::crypto::aws_lc_rs::default_provider()
+                .key_provider
+                .load_private_key(PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap())
+                .unwrap();
+            builder.with_client_cert_resolver(Arc::new(AsGiven(Arc::new(CertifiedKey::new(
+                chain, key,
+            )))))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn a_secret_serves_the_tasks_version_1_certificate() {
+    let t = task_termination(&task_secrets(), false).expect("the task's certificate loads");
+    let out = connect(&t, lenient_client(None), "httpbin.example.com").await;
+    assert!(out.server.is_ok(), "{:?}", out.server.err());
+    assert_eq!(out.client.as_deref(), Ok("hello"));
+}
+
+#[tokio::test]
+async fn mutual_from_a_secret_verifies_the_tasks_version_1_client_certificate() {
+    let t = task_termination(&task_secrets(), true).expect("loads");
+    let out = connect(&t, lenient_client(Some(TASK_CLIENT)), "httpbin.example.com").await;
+    assert!(out.server.is_ok(), "{:?}", out.server.err());
+    assert_eq!(out.client.as_deref(), Ok("hello"));
+
+    // Without a certificate: refused.
+    let out = connect(&t, lenient_client(None), "httpbin.example.com").await;
+    let err = out.server.expect_err("refused");
+    assert_eq!(HandshakeFailure::of(&err), HandshakeFailure::NoCertificate);
+
+    // The same subject and key, issued by another CA of the same name: refused.
+    let other = (TASK_CLIENT_OTHER_CA, TASK_CLIENT.1);
+    let out = connect(&t, lenient_client(Some(other)), "httpbin.example.com").await;
+    let err = out.server.expect_err("refused");
+    assert_eq!(
+        HandshakeFailure::of(&err),
+        HandshakeFailure::Certificate,
+        "{err}"
+    );
+
+    // A version 3 client certificate from another CA: refused by webpki as before.
+    let stranger = Ca::new("stranger").issue(&["client.example.com"], None);
+    let out = connect(
+        &t,
+        lenient_client(Some((&stranger.cert_pem, &stranger.key_pem))),
+        "httpbin.example.com",
+    )
+    .await;
+    assert!(out.server.is_err());
+}
+
+#[test]
+fn secrets_are_checked_when_config_arrives() {
+    // A key that is not the certificate's.
+    let wrong_key = vec![
+        tls_secret(
+            "kubernetes://istio-system/httpbin-credential",
+            (TASK_SERVER.0, TASK_CLIENT.1),
+        ),
+        ca_secret(
+            "kubernetes://istio-system/httpbin-credential-cacert",
+            TASK_CA,
+        ),
+    ];
+    let err = task_termination(&wrong_key, false).unwrap_err().to_string();
+    assert!(
+        err.contains("http.tls.certificates[0].secret")
+            && err.contains("does not match the certificate"),
+        "{err}"
+    );
+    assert!(!err.contains("PRIVATE KEY"), "{err}");
+    // A secret that is not there, or of the other kind.
+    let err = task_termination(&task_secrets()[1..], false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("secret \"kubernetes://istio-system/httpbin-credential\" is not defined"),
+        "{err}"
+    );
+    let swapped = vec![
+        tls_secret("kubernetes://istio-system/httpbin-credential", TASK_SERVER),
+        tls_secret(
+            "kubernetes://istio-system/httpbin-credential-cacert",
+            TASK_SERVER,
+        ),
+    ];
+    let err = task_termination(&swapped, true).unwrap_err().to_string();
+    assert!(err.contains("holds no validationContext"), "{err}");
+    // Not PEM.
+    let garbage = vec![tls_secret(
+        "kubernetes://istio-system/httpbin-credential",
+        ("not a certificate", "not a key"),
+    )];
+    let err = task_termination(&garbage, false).unwrap_err().to_string();
+    assert!(err.contains("no certificate in it"), "{err}");
 }

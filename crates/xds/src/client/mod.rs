@@ -485,6 +485,9 @@ mod tests {
             &[],
         ))
         .await;
+        assert!(!*ready.borrow());
+        c.handle(response(crate::resource::SECRET_TYPE_URL, "5", &[], &[]))
+            .await;
         assert!(*ready.borrow());
     }
 

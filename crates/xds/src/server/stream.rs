@@ -687,8 +687,8 @@ mod tests {
         let mut snap = snapshot(&[cluster("old", proto::LbPolicy::RoundRobin)]);
         snap.insert(&listener("old"));
         let first = s.responses(&snap, None);
-        // Clusters, the owed (empty) route configurations, listeners.
-        assert_eq!(first.len(), 3);
+        // The owed (empty) secrets, clusters, the owed route configurations, listeners.
+        assert_eq!(first.len(), 4);
         for r in &first {
             s.on_request(&ack(&r.type_url, &r.nonce)).unwrap();
         }
