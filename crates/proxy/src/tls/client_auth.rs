@@ -262,7 +262,10 @@ impl ClientCertVerifier for AnyVersion {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        if intermediates.is_empty() && super::v1::is_v1(end_entity) {
+        // A version 1 leaf must be issued directly by a trusted CA; what else the client sent
+        // is not needed for that (OpenSSL clients such as curl send the CA they found the
+        // leaf under along with it).
+        if super::v1::is_v1(end_entity) {
             if self.has_crls {
                 return Err(rustls::Error::InvalidCertificate(
                     CertificateError::UnknownRevocationStatus,

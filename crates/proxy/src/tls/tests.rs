@@ -652,6 +652,16 @@ async fn mutual_from_a_secret_verifies_the_tasks_version_1_client_certificate() 
     assert!(out.server.is_ok(), "{:?}", out.server.err());
     assert_eq!(out.client.as_deref(), Ok("hello"));
 
+    // As OpenSSL clients (curl) send it: the leaf, then the CA they found it under.
+    let with_ca = format!("{}{TASK_CA}", TASK_CLIENT.0);
+    let out = connect(
+        &t,
+        lenient_client(Some((&with_ca, TASK_CLIENT.1))),
+        "httpbin.example.com",
+    )
+    .await;
+    assert!(out.server.is_ok(), "{:?}", out.server.err());
+
     // Without a certificate: refused.
     let out = connect(&t, lenient_client(None), "httpbin.example.com").await;
     let err = out.server.expect_err("refused");
