@@ -109,11 +109,7 @@ pub async fn handle(
     if let Some(l) = log.as_mut() {
         l.authority.clone_from(&authority);
     }
-    let scheme = parts
-        .uri
-        .scheme_str()
-        .unwrap_or(if cx.tls.is_some() { "https" } else { "http" })
-        .to_owned();
+    let scheme = original_scheme(&cx, &parts);
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -348,12 +344,15 @@ pub async fn handle(
         };
         return Ok(tunnel(&cx, state, pick, &mut parts, grpc, log).await);
     }
-    append_forwarded_for(&mut parts.headers, cx.peer);
-    if !parts.headers.contains_key(&FORWARDED_PROTO) {
-        parts.headers.insert(
-            FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
-        );
+    // Envoy's use_remote_address as Istio sets it: on for gateways, which add their client
+    // to x-forwarded-for and say the connection's scheme in x-forwarded-proto; off for
+    // sidecars, which leave x-forwarded-for alone and set x-forwarded-proto only when absent.
+    let proto = HeaderValue::from_static(if scheme == "https" { "https" } else { "http" });
+    if cx.internal_downstream {
+        parts.headers.entry(&FORWARDED_PROTO).or_insert(proto);
+    } else {
+        append_forwarded_for(&mut parts.headers, cx.peer);
+        parts.headers.insert(FORWARDED_PROTO.clone(), proto);
     }
     // Envoy's order: the destination's operations, then the route's (which win a conflict).
     destination.request_headers.apply(&mut parts.headers);
@@ -975,6 +974,28 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.get(header::TE).is_some_and(|v| v != "trailers") {
         headers.remove(header::TE);
     }
+}
+
+/// The scheme the client used: the request's own (absolute form, HTTP/2 `:scheme`) or the
+/// connection's; on a sidecar, an `x-forwarded-proto` of `http` or `https` wins (set by a
+/// proxy in front that terminated TLS, which Envoy trusts with use_remote_address off). A
+/// gateway's clients are outside: it goes by its own connection. Redirects and `scheme`
+/// matches read it.
+fn original_scheme(cx: &ConnContext, parts: &http::request::Parts) -> String {
+    let forwarded = cx
+        .internal_downstream
+        .then(|| parts.headers.get(&FORWARDED_PROTO))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .filter(|p| p == "http" || p == "https");
+    forwarded.unwrap_or_else(|| {
+        parts
+            .uri
+            .scheme_str()
+            .unwrap_or(if cx.tls.is_some() { "https" } else { "http" })
+            .to_owned()
+    })
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {

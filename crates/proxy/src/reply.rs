@@ -105,11 +105,9 @@ pub fn local_for(flag: Flag, detail: Option<&str>, grpc: bool) -> Response<Proxy
         let mut r = Response::new(empty());
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        let code = if flag == Flag::UpstreamRequestTimeout {
-            "4" // DEADLINE_EXCEEDED
-        } else {
-            grpc_status(status)
-        };
+        // Envoy's HTTP-to-gRPC mapping, timeouts included: a 504 UT is UNAVAILABLE (14),
+        // which gRPC clients treat as retriable.
+        let code = grpc_status(status);
         h.insert("grpc-status", HeaderValue::from_static(code));
         if let Ok(v) = HeaderValue::from_str(message.trim_end()) {
             h.insert("grpc-message", v);

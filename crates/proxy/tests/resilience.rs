@@ -229,7 +229,7 @@ async fn timeouts_answer_504_ut() {
     assert_eq!(r.headers["x-weft-response-flags"], "UT");
     assert!(r.body.contains("2 attempts"), "{}", r.body);
 
-    // A gRPC caller learns DEADLINE_EXCEEDED.
+    // A gRPC caller gets UNAVAILABLE, as from Envoy (its HTTP-to-gRPC mapping of 504).
     let r = get(
         &c,
         addr,
@@ -239,7 +239,7 @@ async fn timeouts_answer_504_ut() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.headers["grpc-status"], "4");
+    assert_eq!(r.headers["grpc-status"], "14");
 
     // Fast enough: the upstream's answer.
     let r = get(&c, addr, "svc", "/slow?ms=10", &[]).await;

@@ -94,7 +94,9 @@ async fn routes_by_header_then_default() {
         other.headers.contains_key("x-echo-x-request-id"),
         "x-request-id generated"
     );
-    assert_eq!(other.headers["x-echo-x-forwarded-for"], "127.0.0.1");
+    // A sidecar (use_remote_address off, as Istio sets it) does not add its caller to
+    // x-forwarded-for; gateways do (a_gateway_drops_the_envoy_headers_of_outside_clients).
+    assert!(!other.headers.contains_key("x-echo-x-forwarded-for"));
     assert_eq!(other.headers["x-echo-x-forwarded-proto"], "http");
     assert_eq!(other.headers["x-echo-host"], host);
 }
@@ -165,6 +167,16 @@ async fn direct_response_redirect_and_rewrite() {
     let r = get(&c, addr, "details.example.com", "/old/page?x=1", &[]).await;
     assert_eq!(r.status, 308);
     assert_eq!(r.headers["location"], "http://details.example.com/new?x=1");
+    // Behind a proxy that terminated TLS (x-forwarded-proto), the Location keeps https.
+    let r = get(
+        &c,
+        addr,
+        "details.example.com",
+        "/old/page",
+        &[("x-forwarded-proto", "https")],
+    )
+    .await;
+    assert_eq!(r.headers["location"], "https://details.example.com/new");
     let w = get(&c, addr, "details.example.com", "/api/v1/items?id=7", &[]).await;
     assert_eq!(w.status, 200);
     assert!(w.body.starts_with("details /v2/items?id=7"), "{}", w.body);
@@ -581,6 +593,17 @@ async fn a_gateway_drops_the_envoy_headers_of_outside_clients() {
     }
     // The proxy's own x-envoy headers still go upstream.
     assert_eq!(r.headers["x-echo-x-envoy-attempt-count"], "1");
+    // A gateway adds its client to x-forwarded-for and says the scheme of its own connection.
+    let forwarded = [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let r = get(&client(), gateway.addr("http"), "app", "/", &forwarded).await;
+    assert_eq!(
+        r.headers["x-echo-x-forwarded-for"],
+        "203.0.113.7, 127.0.0.1"
+    );
+    assert_eq!(r.headers["x-echo-x-forwarded-proto"], "http");
 
     // A sidecar's callers are in the mesh: their headers pass.
     let sidecar = echo_proxy("sidecar~127.0.0.1~app-0.default~default.svc.cluster.local").await;
