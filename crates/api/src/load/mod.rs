@@ -31,6 +31,10 @@ pub struct Loaded {
     /// Files read (whether or not they held resources).
     pub files: usize,
     pub resources: Vec<Resource>,
+    /// Resources that broke their schema or a field rule (WA0003) but could still be decoded
+    /// (unknown keys removed): not served, but analyzed against the others by `weft analyze`,
+    /// so that one bad field does not hide every other finding about them.
+    pub rejected: Vec<Resource>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -471,13 +475,16 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
     for f in cx.into_findings() {
         report(f.path, f.severity, f.code, f.message, out);
     }
+    let resource = Resource {
+        api_version,
+        metadata,
+        spec,
+        origin: Some(origin),
+    };
     if problems == 0 {
-        out.resources.push(Resource {
-            api_version,
-            metadata,
-            spec,
-            origin: Some(origin),
-        });
+        out.resources.push(resource);
+    } else {
+        out.rejected.push(resource);
     }
 }
 
