@@ -6,9 +6,11 @@
 //! workload, built once.
 
 mod delegates;
+mod gateways;
 mod mesh;
 mod routes;
 mod settings;
+mod sidecars;
 mod workloads;
 
 use std::path::Path;
@@ -90,6 +92,8 @@ pub fn analyze_with(resources: &[Resource], settings: &MeshSettings) -> Vec<Diag
     let mut out = Vec::new();
     routes::check(&mesh, &mut out);
     delegates::check(&mesh, &mut out);
+    gateways::check(&mesh, &mut out);
+    sidecars::check(&mesh, &mut out);
     workloads::check(&mesh, &mut out);
     sort(&mut out);
     // Definitions replaced by a later file (WA0006) are analyzed too, and can repeat a finding

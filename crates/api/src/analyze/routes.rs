@@ -285,31 +285,52 @@ fn conflicting_virtual_services(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
         others.entry(a).or_default().push(b);
         others.entry(b).or_default().push(a);
     }
+    // One finding per VirtualService (as Istio), at its first conflicting host, naming every
+    // host and VirtualService it conflicts with.
+    let mut per_resource: BTreeMap<String, Vec<(usize, Vec<usize>)>> = BTreeMap::new();
     for (at, with) in others {
-        let c = &claims[at];
+        per_resource
+            .entry(claims[at].resource.reference().to_string())
+            .or_default()
+            .push((at, with));
+    }
+    for entries in per_resource.values() {
+        let c = &claims[entries[0].0];
         // The same host claimed twice is undefined routing: an error. Overlapping wildcards
         // are resolved by the most specific host, but one VirtualService's exportTo scope
         // then changes which one routes a name: a warning.
-        let identical = with.iter().any(|&o| claims[o].host == c.host);
+        let identical = entries
+            .iter()
+            .any(|(at, with)| with.iter().any(|&o| claims[o].host == claims[*at].host));
         let severity = if identical {
             Severity::Error
         } else {
             Severity::Warning
         };
-        let names: Vec<String> = with
+        let parts: Vec<String> = entries
             .iter()
-            .map(|&o| {
-                let o = &claims[o];
-                let loc = o
-                    .resource
-                    .locate(&o.path)
-                    .map(|l| format!(" (at {l})"))
-                    .unwrap_or_default();
+            .map(|(at, with)| {
+                let names: Vec<String> = with
+                    .iter()
+                    .map(|&o| {
+                        let o = &claims[o];
+                        let loc = o
+                            .resource
+                            .locate(&o.path)
+                            .map(|l| format!(" at {l}"))
+                            .unwrap_or_default();
+                        format!(
+                            "VirtualService {}/{} ({}{loc})",
+                            o.resource.namespace(),
+                            o.resource.name(),
+                            o.host
+                        )
+                    })
+                    .collect();
                 format!(
-                    "VirtualService {}/{} ({}){loc}",
-                    o.resource.namespace(),
-                    o.resource.name(),
-                    o.host
+                    "host {} is also claimed by {}",
+                    claims[*at].host,
+                    names.join(", ")
                 )
             })
             .collect();
@@ -319,9 +340,8 @@ fn conflicting_virtual_services(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
             severity,
             code::CONFLICTING_VIRTUAL_SERVICES,
             format!(
-                "host {} on the mesh (sidecars) is also claimed by {}; which one routes is undefined: merge them, or give them exportTo scopes that do not meet",
-                c.host,
-                names.join(", ")
+                "on the mesh (sidecars), {}; which one routes is undefined: merge them, or give them exportTo scopes that do not meet",
+                parts.join("; ")
             ),
         ));
     }

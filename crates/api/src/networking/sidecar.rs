@@ -456,6 +456,11 @@ impl Validate for OutboundTrafficPolicy {
             return;
         };
         cx.field("egressProxy", |cx| {
+            // Istio deprecated the field and its proxies ignore it; weft's too.
+            cx.warn_code(
+                crate::diag::code::DEPRECATED,
+                "`egressProxy` is deprecated and ignored (as by Istio's proxies); route unknown hosts through an egress gateway with a ServiceEntry and VirtualService instead",
+            );
             if self.mode != OutboundTrafficPolicyMode::AllowAny {
                 cx.error("egressProxy can only be set with mode ALLOW_ANY");
                 return;
