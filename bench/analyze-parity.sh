@@ -127,8 +127,7 @@ CASES = [
     ("ServiceEntry Addresses Allocated", "serviceentry-address-allocated.yaml"),
 ]
 # Expected findings about ambient mode (weft has no ambient mode): left out.
-AMBIENT = {"Sidecar ns-ambient/namespace-scoped", "Sidecar ns-ambient/pod-scoped",
-           "AuthorizationPolicy test-ambient/no-workload"}
+AMBIENT = {"Sidecar ns-ambient/namespace-scoped", "Sidecar ns-ambient/pod-scoped"}
 
 # The IST codes each Istio analyzer of the comparable cases reports (from its source).
 ANALYZER_CODES = {

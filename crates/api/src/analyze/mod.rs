@@ -8,6 +8,7 @@
 mod delegates;
 mod gateways;
 mod mesh;
+mod policies;
 mod routes;
 mod settings;
 mod sidecars;
@@ -94,6 +95,7 @@ pub fn analyze_with(resources: &[Resource], settings: &MeshSettings) -> Vec<Diag
     delegates::check(&mesh, &mut out);
     gateways::check(&mesh, &mut out);
     sidecars::check(&mesh, &mut out);
+    policies::check(&mesh, &mut out);
     workloads::check(&mesh, &mut out);
     sort(&mut out);
     // Definitions replaced by a later file (WA0006) are analyzed too, and can repeat a finding
