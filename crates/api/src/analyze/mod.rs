@@ -10,6 +10,7 @@ mod gateways;
 mod mesh;
 mod policies;
 mod routes;
+mod service_entries;
 mod settings;
 mod sidecars;
 mod workloads;
@@ -96,6 +97,7 @@ pub fn analyze_with(resources: &[Resource], settings: &MeshSettings) -> Vec<Diag
     gateways::check(&mesh, &mut out);
     sidecars::check(&mesh, &mut out);
     policies::check(&mesh, &mut out);
+    service_entries::check(&mesh, &mut out);
     workloads::check(&mesh, &mut out);
     sort(&mut out);
     // Definitions replaced by a later file (WA0006) are analyzed too, and can repeat a finding

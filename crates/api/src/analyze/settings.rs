@@ -79,6 +79,14 @@ impl MeshSettings {
         self.proxy_flag("ISTIO_META_DNS_CAPTURE")
     }
 
+    /// Whether the sidecars give ServiceEntries without `addresses` one of their own: DNS
+    /// capture with `ISTIO_META_DNS_AUTO_ALLOCATE` (or `PILOT_ENABLE_IP_AUTOALLOCATE`).
+    pub fn auto_allocates_addresses(&self) -> bool {
+        self.dns_capture()
+            && (self.proxy_flag("ISTIO_META_DNS_AUTO_ALLOCATE")
+                || self.proxy_flag("PILOT_ENABLE_IP_AUTOALLOCATE"))
+    }
+
     fn proxy_flag(&self, name: &str) -> bool {
         self.default_config
             .proxy_metadata
@@ -98,6 +106,7 @@ mod tests {
         )
         .unwrap();
         assert!(s.dns_capture());
+        assert!(!s.auto_allocates_addresses());
         assert_eq!(s.default_virtual_service_export_to, vec![".".to_owned()]);
         assert_eq!(s.root_namespace, "istio-system");
         assert!(!MeshSettings::default().dns_capture());
