@@ -6,6 +6,7 @@
 //! workload, built once.
 
 mod delegates;
+mod destination_rules;
 mod gateways;
 mod mesh;
 mod policies;
@@ -98,6 +99,7 @@ pub fn analyze_with(resources: &[Resource], settings: &MeshSettings) -> Vec<Diag
     sidecars::check(&mesh, &mut out);
     policies::check(&mesh, &mut out);
     service_entries::check(&mesh, &mut out);
+    destination_rules::check(&mesh, &mut out);
     workloads::check(&mesh, &mut out);
     sort(&mut out);
     // Definitions replaced by a later file (WA0006) are analyzed too, and can repeat a finding

@@ -134,12 +134,48 @@ fn gateway_selectors(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Namespaces of the cluster's own system Services, which are not in the mesh (Istio's
+/// analysis leaves them out too).
+const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+
+/// Values of `gateway.istio.io/managed` for the Services Istio deploys itself (gateways and
+/// waypoints of the Gateway API): their ports are Istio's, not the user's.
+const ISTIO_MANAGED: &[&str] = &[
+    "istio.io-gateway-controller",
+    "istio.io-mesh-controller",
+    "istio.io-eastwest-controller",
+];
+
+/// Whether a Service's port names are left alone: system namespaces, Istio's own control
+/// plane (labelled `istio` or `release: istio`) and Services Istio manages.
+fn port_names_exempt(r: &Resource) -> bool {
+    let labels = &r.metadata.labels;
+    SYSTEM_NAMESPACES.contains(&r.namespace())
+        || labels.contains_key("istio")
+        || labels.get("release").is_some_and(|v| v == "istio")
+        || labels
+            .get("gateway.istio.io/managed")
+            .is_some_and(|v| ISTIO_MANAGED.contains(&v.as_str()))
+}
+
 fn port_protocols(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     for r in mesh.resources {
         let Spec::Service(svc) = &r.spec else {
             continue;
         };
+        if port_names_exempt(r) {
+            continue;
+        }
+        let external_name = svc
+            .spec
+            .service_type
+            .as_deref()
+            .is_some_and(|t| t == "ExternalName");
         for (i, port) in svc.spec.ports.iter().enumerate() {
+            if external_name {
+                external_name_port(r, i, port, out);
+                continue;
+            }
             if port
                 .protocol
                 .as_deref()
@@ -163,6 +199,30 @@ fn port_protocols(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
             }
         }
     }
+}
+
+/// An ExternalName Service's port must name a protocol other than plain `tcp`: the proxy
+/// forwards such a port by destination address, which an ExternalName Service does not have,
+/// so its TCP traffic (and whatever no route matches) is not forwarded as meant (Istio's
+/// IST0150).
+fn external_name_port(r: &Resource, i: usize, port: &ServicePort, out: &mut Vec<Diagnostic>) {
+    let proto = port_protocol(port);
+    let plain_tcp = port.name.as_deref() == Some("tcp");
+    if proto.is_some() && !plain_tcp {
+        return;
+    }
+    let name = port.name.as_deref().unwrap_or("");
+    out.push(finding(
+        r,
+        &format!("spec.ports[{i}]"),
+        Severity::Warning,
+        code::EXTERNAL_NAME_PORT_NAME,
+        format!(
+            "port {} ({}) of an ExternalName Service is served as TCP, which the proxy forwards by destination address, and an ExternalName Service has none: name the port for its protocol (`http-`, `https-`, `tls-`, ...) so that it is forwarded by host",
+            port.port,
+            if name.is_empty() { "unnamed".to_owned() } else { format!("name {name:?}") }
+        ),
+    ));
 }
 
 fn app_version_labels(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
