@@ -174,6 +174,6 @@ pub mod code {
     pub const INGRESS_ROUTE_RULES_NOT_AFFECTED: &str = "WA0135";
     /// An ExternalName Service port whose name does not say TCP although it is TCP.
     pub const EXTERNAL_NAME_PORT_NAME: &str = "WA0136";
-    /// A Deployment selected by several Services, or whose Services disagree on a port.
+    /// One workload port targeted by different Service port numbers.
     pub const DEPLOYMENT_SERVICES: &str = "WA0137";
 }

@@ -1,7 +1,7 @@
 //! Findings about DestinationRules on their own hosts: a host that matches no service, and
 //! subsets that select no workload of it (Istio's IST0174 and IST0173).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::finding;
 use super::mesh::{Mesh, ServiceHost, resolve_host};
@@ -23,6 +23,15 @@ const TOPOLOGY_LABELS: &[&str] = &[
 ];
 
 pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    // (host, subset) pairs some route sends requests to.
+    let mut routed: BTreeSet<(String, String)> = BTreeSet::new();
+    for (r, vs) in mesh.virtual_services() {
+        for (_, d) in super::routes::destinations(vs) {
+            if !d.subset.is_empty() {
+                routed.insert((resolve_host(&d.host, r.namespace()), d.subset.clone()));
+            }
+        }
+    }
     for (r, dr) in mesh.destination_rules() {
         let host = resolve_host(&dr.host, r.namespace());
         let services: Vec<&ServiceHost<'_>> = if host.starts_with('*') {
@@ -51,20 +60,24 @@ pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
             ));
             continue;
         }
-        subsets(mesh, r, dr, &visible, out);
+        subsets(mesh, r, dr, &visible, &routed, out);
     }
 }
 
-/// Each subset must select some workload of the rule's service: the service's selector and
-/// the subset's labels together. Checked only when the configuration holds workloads of the
-/// service at all (otherwise they are defined elsewhere).
+/// Each subset a route sends requests to must select some workload of the rule's service:
+/// the service's selector and the subset's labels together. Checked only when the
+/// configuration holds workloads of the service at all (otherwise they are defined
+/// elsewhere); a subset no route uses is harmless (bookinfo defines `v2` of services that have
+/// only `v1` until a task deploys it).
 fn subsets(
     mesh: &Mesh<'_>,
     r: &Resource,
     dr: &DestinationRule,
     services: &[&ServiceHost<'_>],
+    routed: &BTreeSet<(String, String)>,
     out: &mut Vec<Diagnostic>,
 ) {
+    let host = resolve_host(&dr.host, r.namespace());
     // The label sets of the workloads behind the services.
     let mut candidates: Vec<&BTreeMap<String, String>> = Vec::new();
     for s in services {
@@ -89,6 +102,9 @@ fn subsets(
         return;
     }
     for (i, subset) in dr.subsets.iter().enumerate() {
+        if !routed.contains(&(host.clone(), subset.name.clone())) {
+            continue;
+        }
         let own: BTreeMap<String, String> = subset
             .labels
             .iter()
@@ -105,8 +121,7 @@ fn subsets(
             code::DESTINATION_RULE_SUBSET_NO_WORKLOAD,
             format!(
                 "subset {:?} selects none of the workloads of {} in this configuration; requests routed to it would fail (503, no healthy upstream)",
-                subset.name,
-                resolve_host(&dr.host, r.namespace())
+                subset.name, host
             ),
         ));
     }

@@ -40,10 +40,10 @@ fn selector_text(gw: &Gateway) -> String {
 const BUILTIN_INGRESS_LABELS: &[(&str, &str)] =
     &[("app", "istio-ingressgateway"), ("istio", "ingressgateway")];
 
-/// The ports of the default ingress gateway Service, as Istio's analyzer assumes them: the
+/// The ports of the default ingress gateway Service, as Istio's analyzer assumes them (the
 /// status port, HTTP 80, HTTPS 443, and the TCP (31400) and TLS (15443) ports of earlier
-/// default profiles.
-const DEFAULT_INGRESS_PORTS: [u32; 5] = [15021, 80, 443, 31400, 15443];
+/// default profiles), and the target ports of weft's (80 -> 8080, 443 -> 8443).
+const DEFAULT_INGRESS_PORTS: [u32; 7] = [15021, 80, 443, 31400, 15443, 8080, 8443];
 
 /// Whether a Gateway's selector selects the built-in ingress gateway.
 fn selects_builtin_ingress(gw: &Gateway) -> bool {

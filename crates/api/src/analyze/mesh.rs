@@ -34,6 +34,18 @@ pub struct WorkloadView<'a> {
     pub labels_path: &'static str,
     /// Named and numbered ports the workload listens on.
     pub ports: Vec<(Option<&'a str>, u32)>,
+    /// False when its pods opt out of the sidecar (`sidecar.istio.io/inject: "false"`, as a
+    /// label or annotation): not in the mesh.
+    pub injected: bool,
+}
+
+/// Whether pod metadata opts out of sidecar injection.
+fn opted_out(meta: &crate::common::ObjectMeta) -> bool {
+    let off = |m: &BTreeMap<String, String>| {
+        m.get("sidecar.istio.io/inject")
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+    };
+    off(&meta.labels) || off(&meta.annotations)
 }
 
 /// What the analyzers read. Lookups by host and namespace go through indexes built once, so
@@ -124,12 +136,14 @@ impl<'a> Mesh<'a> {
                     labels: &d.spec.template.metadata.labels,
                     labels_path: "spec.template.metadata.labels",
                     ports: pod_ports(&d.spec.template.spec),
+                    injected: !opted_out(&d.spec.template.metadata),
                 }),
                 Spec::Pod(p) => workloads.push(WorkloadView {
                     resource: r,
                     labels: &r.metadata.labels,
                     labels_path: "metadata.labels",
                     ports: pod_ports(&p.spec),
+                    injected: !opted_out(&r.metadata),
                 }),
                 Spec::Workload(w) => workloads.push(WorkloadView {
                     resource: r,
@@ -140,6 +154,7 @@ impl<'a> Mesh<'a> {
                         .iter()
                         .map(|p| (Some(p.name.as_str()), p.port))
                         .collect(),
+                    injected: true,
                 }),
                 Spec::WorkloadEntry(we) => workloads.push(WorkloadView {
                     resource: r,
@@ -150,6 +165,7 @@ impl<'a> Mesh<'a> {
                         .iter()
                         .map(|(n, p)| (Some(n.as_str()), *p))
                         .collect(),
+                    injected: true,
                 }),
                 _ => {}
             }

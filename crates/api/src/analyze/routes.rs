@@ -23,7 +23,7 @@ pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
 }
 
 /// Every destination of a VirtualService with its field path: routes, mirrors.
-fn destinations(vs: &VirtualService) -> Vec<(String, &Destination)> {
+pub(super) fn destinations(vs: &VirtualService) -> Vec<(String, &Destination)> {
     let mut out = Vec::new();
     for (i, http) in vs.http.iter().enumerate() {
         for (j, rd) in http.route.iter().enumerate() {

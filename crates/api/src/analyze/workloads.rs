@@ -1,6 +1,6 @@
 //! Findings about services and workloads: port naming, labels, selectors.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::mesh::Mesh;
 use super::{BUILTIN_GATEWAY_LABELS, finding};
@@ -249,18 +249,31 @@ fn app_version_labels(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// A workload port that two Services route to. With different protocols the sidecar cannot
-/// serve both (error, as Istio's IST0116). With the same protocol it works, and per-version
-/// Services beside the main one are a common pattern (Istio's own samples use it): info.
+/// A workload port that two Services route to, reported on the workload (as Istio's IST0116
+/// and IST0137 are). With different protocols the sidecar cannot serve both (error, WA0109).
+/// With the same protocol it works, and per-version Services beside the main one are a
+/// common pattern (Istio's own samples use it): info. Different Service port numbers for the
+/// one workload port are a warning of their own (WA0137): Istio keys inbound routing by
+/// Service port. Workloads out of the mesh (`sidecar.istio.io/inject: "false"`) have no
+/// sidecar to confuse and are skipped, as in Istio.
 fn ports_selected_twice(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
-    // (workload index, target port) -> first (service, port index, protocol).
-    let mut targets: HashMap<(usize, u32), (&Resource, usize, Option<String>)> = HashMap::new();
+    struct Use<'a> {
+        service: &'a Resource,
+        port_index: usize,
+        number: u32,
+        proto: Option<String>,
+    }
+    // (workload index, target port) -> the Service ports routing to it.
+    let mut targets: BTreeMap<(usize, u32), Vec<Use<'_>>> = BTreeMap::new();
     for r in mesh.resources {
         let Spec::Service(svc) = &r.spec else {
             continue;
         };
         for wi in mesh.selected(r.namespace(), &svc.spec.selector) {
             let w = &mesh.workloads[wi];
+            if !w.injected {
+                continue;
+            }
             for (pi, port) in svc.spec.ports.iter().enumerate() {
                 let target = match &port.target_port {
                     None => port.port,
@@ -272,45 +285,65 @@ fn ports_selected_twice(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
                         }
                     }
                 };
-                let proto = port_protocol(port);
-                match targets.get(&(wi, target)) {
-                    Some((first, first_port, first_proto))
-                        if first.reference() != r.reference() =>
-                    {
-                        let conflict = proto != *first_proto;
-                        let (severity, why) = if conflict {
-                            (
-                                Severity::Error,
-                                format!(
-                                    " with a different protocol ({} here, {} there); the sidecar cannot serve both",
-                                    proto.as_deref().unwrap_or("tcp"),
-                                    first_proto.as_deref().unwrap_or("tcp")
-                                ),
-                            )
-                        } else {
-                            (Severity::Info, String::new())
-                        };
-                        out.push(finding(
-                            r,
-                            &format!("spec.ports[{pi}]"),
-                            severity,
-                            code::PORT_SELECTED_BY_TWO_SERVICES,
-                            format!(
-                                "port {target} of {} {}/{} is also selected by Service {}/{} (spec.ports[{first_port}]){why}",
-                                w.resource.kind(),
-                                w.resource.namespace(),
-                                w.resource.name(),
-                                first.namespace(),
-                                first.name()
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        targets.insert((wi, target), (r, pi, proto));
-                    }
+                let uses = targets.entry((wi, target)).or_default();
+                // The same Service in two files (WA0006) is one Service.
+                if uses.iter().any(|u| u.service.reference() == r.reference()) {
+                    continue;
                 }
+                uses.push(Use {
+                    service: r,
+                    port_index: pi,
+                    number: port.port,
+                    proto: port_protocol(port),
+                });
             }
+        }
+    }
+    for ((wi, target), uses) in targets {
+        if uses.len() < 2 {
+            continue;
+        }
+        let w = &mesh.workloads[wi];
+        let list = uses
+            .iter()
+            .map(|u| {
+                format!(
+                    "Service {}/{} port {} (spec.ports[{}], {})",
+                    u.service.namespace(),
+                    u.service.name(),
+                    u.number,
+                    u.port_index,
+                    u.proto.as_deref().unwrap_or("tcp")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conflict = uses.iter().any(|u| u.proto != uses[0].proto);
+        let (severity, why) = if conflict {
+            (
+                Severity::Error,
+                "with different protocols; the sidecar cannot serve both",
+            )
+        } else {
+            (Severity::Info, "with the same protocol")
+        };
+        out.push(finding(
+            w.resource,
+            w.labels_path,
+            severity,
+            code::PORT_SELECTED_BY_TWO_SERVICES,
+            format!("port {target} is the target of {list}, {why}"),
+        ));
+        if uses.iter().any(|u| u.number != uses[0].number) {
+            out.push(finding(
+                w.resource,
+                w.labels_path,
+                Severity::Warning,
+                code::DEPLOYMENT_SERVICES,
+                format!(
+                    "port {target} is the target of different Service ports ({list}); the sidecar routes inbound traffic by Service port, so the two Services' settings for it may clash: use one port number"
+                ),
+            ));
         }
     }
 }
