@@ -8,6 +8,7 @@
 mod delegates;
 mod destination_rules;
 mod gateways;
+mod ingress;
 mod mesh;
 mod policies;
 mod routes;
@@ -100,6 +101,7 @@ pub fn analyze_with(resources: &[Resource], settings: &MeshSettings) -> Vec<Diag
     policies::check(&mesh, &mut out);
     service_entries::check(&mesh, &mut out);
     destination_rules::check(&mesh, &mut out);
+    ingress::check(&mesh, &mut out);
     workloads::check(&mesh, &mut out);
     sort(&mut out);
     // Definitions replaced by a later file (WA0006) are analyzed too, and can repeat a finding

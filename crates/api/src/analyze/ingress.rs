@@ -1,0 +1,186 @@
+//! Findings about VirtualServices bound to gateways: routing on JWT claims without a
+//! RequestAuthentication to validate the token (Istio's IST0149), and mesh route rules that
+//! ingress traffic does not follow (IST0140).
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::finding;
+use super::mesh::{Mesh, resolve_host};
+use super::routes::destinations;
+use crate::common::selector_matches;
+use crate::diag::{Diagnostic, Severity, code};
+use crate::resource::{Resource, Spec};
+
+/// The prefix of a header match that Istio reads as a JWT claim.
+const CLAIM_PREFIX: &str = "@request.auth.claims.";
+
+/// Labels and namespace of the ingress gateway every weft mesh runs, for Gateways selecting
+/// it when the configuration holds no workload of it.
+const BUILTIN_INGRESS: (&str, &[(&str, &str)]) = (
+    "istio-system",
+    &[("app", "istio-ingressgateway"), ("istio", "ingressgateway")],
+);
+
+pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    jwt_claim_routes(mesh, out);
+    ingress_subsets(mesh, out);
+}
+
+/// A VirtualService on a Gateway matching `@request.auth.claims.*` headers, for gateway
+/// workloads no RequestAuthentication (in the root namespace, or the workload's) applies to:
+/// the claims are never validated nor set, so the match never matches.
+fn jwt_claim_routes(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    let authentications: Vec<(&Resource, BTreeMap<String, String>)> = mesh
+        .resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::RequestAuthentication(ra) => Some((
+                r,
+                ra.selector
+                    .as_ref()
+                    .map(|s| s.match_labels.clone())
+                    .unwrap_or_default(),
+            )),
+            _ => None,
+        })
+        .collect();
+    let covered = |namespace: &str, labels: &BTreeMap<String, String>| {
+        authentications.iter().any(|(r, sel)| {
+            (r.namespace() == namespace || r.namespace() == mesh.settings.root_namespace)
+                && selector_matches(sel, labels)
+        })
+    };
+    for (r, vs) in mesh.virtual_services() {
+        let claim = vs.http.iter().enumerate().find_map(|(i, h)| {
+            h.matches.iter().enumerate().find_map(|(j, m)| {
+                m.headers
+                    .keys()
+                    .map(|k| ("headers", k))
+                    .chain(m.without_headers.keys().map(|k| ("withoutHeaders", k)))
+                    .find(|(_, k)| k.starts_with(CLAIM_PREFIX))
+                    .map(|(field, k)| (format!("spec.http[{i}].match[{j}].{field}[{k}]"), k))
+            })
+        });
+        let Some((path, key)) = claim else { continue };
+        for reference in &vs.gateways {
+            if reference == "mesh" {
+                continue;
+            }
+            let (ns, name) = reference
+                .split_once('/')
+                .unwrap_or((r.namespace(), reference.as_str()));
+            let Some(gw_resource) = mesh.gateways.get(&(ns, name)) else {
+                continue;
+            };
+            let Spec::Gateway(gw) = &gw_resource.spec else {
+                continue;
+            };
+            let mut pods: Vec<(String, String, BTreeMap<String, String>)> = mesh
+                .workloads
+                .iter()
+                .filter(|w| !gw.selector.is_empty() && selector_matches(&gw.selector, w.labels))
+                .map(|w| {
+                    (
+                        w.resource.namespace().to_owned(),
+                        w.resource.name().to_owned(),
+                        w.labels.clone(),
+                    )
+                })
+                .collect();
+            let builtin: BTreeMap<String, String> = BUILTIN_INGRESS
+                .1
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            if pods.is_empty()
+                && !gw.selector.is_empty()
+                && selector_matches(&gw.selector, &builtin)
+            {
+                pods.push((
+                    BUILTIN_INGRESS.0.to_owned(),
+                    "istio-ingressgateway".to_owned(),
+                    builtin,
+                ));
+            }
+            for (pod_ns, pod, labels) in pods {
+                if covered(&pod_ns, &labels) {
+                    continue;
+                }
+                out.push(finding(
+                    r,
+                    &path,
+                    Severity::Warning,
+                    code::JWT_CLAIM_ROUTE_WITHOUT_REQUEST_AUTHENTICATION,
+                    format!(
+                        "routes on the JWT claim {key:?}, but no RequestAuthentication applies to the gateway workload {pod_ns}/{pod} of Gateway {ns}/{name}: the token is not validated, the claim is never set, and the match never matches"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// A VirtualService on a Gateway routing to a host without subset while a mesh VirtualService
+/// for that host splits it by subsets: requests from the gateway go straight to the
+/// destination and do not follow the mesh VirtualService's rules.
+fn ingress_subsets(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    // Host -> mesh VirtualServices that route that host of theirs to subsets.
+    let mut split: HashMap<String, Vec<&Resource>> = HashMap::new();
+    for (r, vs) in mesh.virtual_services() {
+        let on_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
+        if !on_mesh {
+            continue;
+        }
+        let hosts: Vec<String> = vs
+            .hosts
+            .iter()
+            .map(|h| resolve_host(h, r.namespace()))
+            .collect();
+        for (_, d) in destinations(vs) {
+            let host = resolve_host(&d.host, r.namespace());
+            if !d.subset.is_empty() && hosts.contains(&host) {
+                let list = split.entry(host).or_default();
+                if !list.iter().any(|o| o.reference() == r.reference()) {
+                    list.push(r);
+                }
+            }
+        }
+    }
+    if split.is_empty() {
+        return;
+    }
+    for (r, vs) in mesh.virtual_services() {
+        if vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh") {
+            continue;
+        }
+        for (i, http) in vs.http.iter().enumerate() {
+            for (j, rd) in http.route.iter().enumerate() {
+                if !rd.destination.subset.is_empty() {
+                    continue;
+                }
+                let host = resolve_host(&rd.destination.host, r.namespace());
+                let Some(others) = split.get(&host) else {
+                    continue;
+                };
+                let others: Vec<String> = others
+                    .iter()
+                    .filter(|o| o.reference() != r.reference())
+                    .map(|o| format!("{}/{}", o.namespace(), o.name()))
+                    .collect();
+                if others.is_empty() {
+                    continue;
+                }
+                out.push(finding(
+                    r,
+                    &format!("spec.http[{i}].route[{j}].destination"),
+                    Severity::Warning,
+                    code::INGRESS_ROUTE_RULES_NOT_AFFECTED,
+                    format!(
+                        "routes {host} without a subset, while VirtualService {} splits {host} by subsets for the mesh: requests from the gateway go straight to {host} and do not follow those rules; name the subset here",
+                        others.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+}
