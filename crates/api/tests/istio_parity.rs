@@ -55,8 +55,16 @@ fn read_case(path: &Path) -> Case {
             case.mesh_config = Some(path.parent().unwrap().join(v.trim()));
         }
     }
-    assert!(!case.istio.is_empty(), "{}: no `# istio:` line", path.display());
-    assert!(!case.checks.is_empty(), "{}: no `# checks:` line", path.display());
+    assert!(
+        !case.istio.is_empty(),
+        "{}: no `# istio:` line",
+        path.display()
+    );
+    assert!(
+        !case.checks.is_empty(),
+        "{}: no `# checks:` line",
+        path.display()
+    );
     for e in case.expect.keys() {
         let code = e.split_whitespace().next().unwrap_or_default();
         assert!(

@@ -2,7 +2,7 @@
 //! RequestAuthentication to validate the token (Istio's IST0149), and mesh route rules that
 //! ingress traffic does not follow (IST0140).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::finding;
 use super::mesh::{Mesh, resolve_host};
@@ -120,12 +120,40 @@ fn jwt_claim_routes(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Whether the subsets `subsets` of `host` (by its DestinationRules) together select every
+/// workload of the host known to the configuration (at least one): then going around them
+/// reaches the same workloads, and the mesh rules' split is all that differs (bookinfo's
+/// gateway routes to productpage, whose only version is the `v1` subset).
+fn subsets_cover_all(mesh: &Mesh<'_>, host: &str, subsets: &BTreeSet<String>) -> bool {
+    let mut workloads: Vec<&BTreeMap<String, String>> = Vec::new();
+    for s in mesh.services_for(host) {
+        if let Spec::Service(svc) = &s.resource.spec {
+            for i in mesh.selected(s.resource.namespace(), &svc.spec.selector) {
+                workloads.push(mesh.workloads[i].labels);
+            }
+        }
+    }
+    let labels: Vec<&BTreeMap<String, String>> = mesh
+        .rules_for(host)
+        .flat_map(|(_, dr)| dr.subsets.iter())
+        .filter(|s| subsets.contains(&s.name))
+        .map(|s| &s.labels)
+        .collect();
+    !workloads.is_empty()
+        && workloads
+            .iter()
+            .all(|w| labels.iter().any(|l| selector_matches(l, w)))
+}
+
 /// A VirtualService on a Gateway routing to a host without subset while a mesh VirtualService
 /// for that host splits it by subsets: requests from the gateway go straight to the
-/// destination and do not follow the mesh VirtualService's rules.
+/// destination and do not follow the mesh VirtualService's rules. Not reported when those
+/// subsets select every workload of the host in the configuration.
 fn ingress_subsets(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
-    // Host -> mesh VirtualServices that route that host of theirs to subsets.
+    // Host -> mesh VirtualServices that route that host of theirs to subsets, and the
+    // subsets they use.
     let mut split: HashMap<String, Vec<&Resource>> = HashMap::new();
+    let mut used: HashMap<String, BTreeSet<String>> = HashMap::new();
     for (r, vs) in mesh.virtual_services() {
         let on_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
         if !on_mesh {
@@ -139,6 +167,9 @@ fn ingress_subsets(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
         for (_, d) in destinations(vs) {
             let host = resolve_host(&d.host, r.namespace());
             if !d.subset.is_empty() && hosts.contains(&host) {
+                used.entry(host.clone())
+                    .or_default()
+                    .insert(d.subset.clone());
                 let list = split.entry(host).or_default();
                 if !list.iter().any(|o| o.reference() == r.reference()) {
                     list.push(r);
@@ -162,6 +193,9 @@ fn ingress_subsets(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
                 let Some(others) = split.get(&host) else {
                     continue;
                 };
+                if subsets_cover_all(mesh, &host, &used[&host]) {
+                    continue;
+                }
                 let others: Vec<String> = others
                     .iter()
                     .filter(|o| o.reference() != r.reference())

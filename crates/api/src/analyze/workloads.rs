@@ -299,11 +299,16 @@ fn ports_selected_twice(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
             }
         }
     }
+    // A workload defined in several files (WA0006) is one workload: report it once.
+    let mut reported: std::collections::BTreeSet<(String, u32)> = Default::default();
     for ((wi, target), uses) in targets {
         if uses.len() < 2 {
             continue;
         }
         let w = &mesh.workloads[wi];
+        if !reported.insert((w.resource.reference().to_string(), target)) {
+            continue;
+        }
         let list = uses
             .iter()
             .map(|u| {
