@@ -108,7 +108,7 @@ fn subsets(
         let own: BTreeMap<String, String> = subset
             .labels
             .iter()
-            .filter(|(k, v)| !(TOPOLOGY_LABELS.contains(&k.as_str()) && !v.is_empty()))
+            .filter(|(k, v)| !TOPOLOGY_LABELS.contains(&k.as_str()) || v.is_empty())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if candidates.iter().any(|l| selector_matches(&own, l)) {
