@@ -145,6 +145,15 @@ fn subsets_cover_all(mesh: &Mesh<'_>, host: &str, subsets: &BTreeSet<String>) ->
             .all(|w| labels.iter().any(|l| selector_matches(l, w)))
 }
 
+/// Whether DestinationRules of `host` define every one of `subsets`; when not, the mesh rules
+/// are broken themselves (WA0103 says so) and comparing them with ingress says nothing more.
+fn subsets_defined(mesh: &Mesh<'_>, host: &str, subsets: &BTreeSet<String>) -> bool {
+    subsets.iter().all(|name| {
+        mesh.rules_for(host)
+            .any(|(_, dr)| dr.subsets.iter().any(|s| &s.name == name))
+    })
+}
+
 /// A VirtualService on a Gateway routing to a host without subset while a mesh VirtualService
 /// for that host splits it by subsets: requests from the gateway go straight to the
 /// destination and do not follow the mesh VirtualService's rules. Not reported when those
@@ -193,7 +202,9 @@ fn ingress_subsets(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
                 let Some(others) = split.get(&host) else {
                     continue;
                 };
-                if subsets_cover_all(mesh, &host, &used[&host]) {
+                if subsets_cover_all(mesh, &host, &used[&host])
+                    || !subsets_defined(mesh, &host, &used[&host])
+                {
                     continue;
                 }
                 let others: Vec<String> = others
