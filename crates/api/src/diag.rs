@@ -176,4 +176,6 @@ pub mod code {
     pub const EXTERNAL_NAME_PORT_NAME: &str = "WA0136";
     /// One workload port targeted by different Service port numbers.
     pub const DEPLOYMENT_SERVICES: &str = "WA0137";
+    /// An AuthorizationPolicy principal names a service account its namespace does not have.
+    pub const AUTHORIZATION_POLICY_PRINCIPAL_NOT_FOUND: &str = "WA0138";
 }

@@ -1,7 +1,8 @@
-//! Findings about AuthorizationPolicies: a policy that applies to no workload, and namespaces
-//! in its sources that match no namespace (Istio's IST0127 and IST0101).
+//! Findings about AuthorizationPolicies: a policy that applies to no workload, namespaces in
+//! its sources that match no namespace (Istio's IST0127 and IST0101), and principals naming a
+//! service account the configuration does not have.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::finding;
 use super::mesh::Mesh;
@@ -9,7 +10,35 @@ use crate::common::selector_matches;
 use crate::diag::{Diagnostic, Severity, code};
 use crate::resource::Spec;
 
+/// The service accounts the configuration shows per namespace: ServiceAccount resources and
+/// the accounts its workloads run as. A namespace absent here is not known at all.
+fn service_accounts<'a>(mesh: &Mesh<'a>) -> BTreeMap<&'a str, BTreeSet<&'a str>> {
+    let mut known: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for r in mesh.resources {
+        let sa = match &r.spec {
+            Spec::ServiceAccount(_) => r.name(),
+            Spec::Deployment(d) => d.spec.template.spec.service_account(),
+            Spec::Pod(p) => p.spec.service_account(),
+            Spec::Workload(w) => w.service_account(),
+            _ => continue,
+        };
+        known.entry(r.namespace()).or_default().insert(sa);
+    }
+    known
+}
+
+/// `<trust domain>/ns/<namespace>/sa/<name>` without wildcards: the namespace and account.
+fn principal_account(principal: &str) -> Option<(&str, &str)> {
+    if principal.contains('*') {
+        return None;
+    }
+    let (_, rest) = principal.split_once("/ns/")?;
+    let (ns, sa) = rest.split_once("/sa/")?;
+    (!ns.is_empty() && !sa.is_empty() && !sa.contains('/')).then_some((ns, sa))
+}
+
 pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
+    let accounts = service_accounts(mesh);
     // A namespace exists when a Namespace names it or a resource lives in it.
     let namespaces: BTreeSet<&str> = mesh
         .resources
@@ -67,6 +96,33 @@ pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
             for (j, from) in rule.from.iter().flatten().enumerate() {
                 let Some(source) = &from.source else { continue };
                 for (field, list) in [
+                    ("principals", &source.principals),
+                    ("notPrincipals", &source.not_principals),
+                ] {
+                    for (k, p) in list.iter().enumerate() {
+                        let Some((ns, sa)) = principal_account(p) else {
+                            continue;
+                        };
+                        // Only where the configuration shows the namespace's accounts.
+                        let Some(known) = accounts.get(ns) else {
+                            continue;
+                        };
+                        if known.contains(sa) {
+                            continue;
+                        }
+                        out.push(finding(
+                            r,
+                            &format!("spec.rules[{i}].from[{j}].source.{field}[{k}]"),
+                            Severity::Warning,
+                            code::AUTHORIZATION_POLICY_PRINCIPAL_NOT_FOUND,
+                            format!(
+                                "{p:?}: namespace {ns} has no service account {sa:?} in this configuration (it has {})",
+                                known.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                }
+                for (field, list) in [
                     ("namespaces", &source.namespaces),
                     ("notNamespaces", &source.not_namespaces),
                 ] {
@@ -105,6 +161,18 @@ fn namespace_matches(pattern: &str, namespace: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::namespace_matches;
+
+    #[test]
+    fn principals_name_a_namespace_and_account() {
+        use super::principal_account;
+        assert_eq!(
+            principal_account("cluster.local/ns/shop/sa/cart"),
+            Some(("shop", "cart"))
+        );
+        assert_eq!(principal_account("cluster.local/ns/shop/sa/*"), None);
+        assert_eq!(principal_account("*"), None);
+        assert_eq!(principal_account("spiffe-less"), None);
+    }
 
     #[test]
     fn namespace_patterns() {
