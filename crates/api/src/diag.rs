@@ -142,4 +142,42 @@ pub mod code {
     pub const WORKLOAD_NOT_RUNNABLE: &str = "WA0116";
     /// A Gateway's credentialName names a Secret that is not in the gateway's namespace.
     pub const GATEWAY_SECRET_NOT_FOUND: &str = "WA0117";
+    /// A route rule that no request can reach: earlier rules take all of its requests.
+    pub const UNREACHABLE_RULE: &str = "WA0120";
+    /// A route match that no request can reach: an earlier match takes all of its requests.
+    pub const INEFFECTIVE_MATCH: &str = "WA0121";
+    /// Two Gateways on the same workloads bind the same port with overlapping hosts.
+    pub const CONFLICTING_GATEWAYS: &str = "WA0122";
+    /// A Gateway server port that the gateway workload's Service does not expose.
+    pub const GATEWAY_PORT_NOT_ON_SERVICE: &str = "WA0123";
+    /// A VirtualService host that its Gateway's servers do not serve.
+    pub const VIRTUAL_SERVICE_HOST_NOT_IN_GATEWAY: &str = "WA0124";
+    /// Two Sidecars whose workload selectors select the same workload.
+    pub const CONFLICTING_SIDECAR_SELECTORS: &str = "WA0125";
+    /// Several Sidecars without workload selector in one namespace.
+    pub const MULTIPLE_SIDECARS_WITHOUT_SELECTOR: &str = "WA0126";
+    /// A Sidecar whose workload selector selects no workload.
+    pub const SIDECAR_SELECTOR_NO_WORKLOAD: &str = "WA0127";
+    /// An AuthorizationPolicy whose selector (or namespace) has no workload.
+    pub const AUTHORIZATION_POLICY_NO_WORKLOAD: &str = "WA0128";
+    /// An AuthorizationPolicy names a namespace that exists nowhere.
+    pub const AUTHORIZATION_POLICY_NAMESPACE_NOT_FOUND: &str = "WA0129";
+    /// A ServiceEntry with a TCP port and no addresses, while DNS capture is off.
+    pub const SERVICE_ENTRY_ADDRESSES_REQUIRED: &str = "WA0130";
+    /// Two ServiceEntries give one host and port different protocols.
+    pub const CONFLICTING_SERVICE_ENTRY_PROTOCOL: &str = "WA0131";
+    /// A DestinationRule whose host matches no Service or ServiceEntry.
+    pub const DESTINATION_RULE_HOST_NOT_FOUND: &str = "WA0132";
+    /// A DestinationRule subset whose labels select no workload of its host.
+    pub const DESTINATION_RULE_SUBSET_NO_WORKLOAD: &str = "WA0133";
+    /// A route matching on JWT claims without a RequestAuthentication for the workload.
+    pub const JWT_CLAIM_ROUTE_WITHOUT_REQUEST_AUTHENTICATION: &str = "WA0134";
+    /// Route rules of a mesh VirtualService for a host that ingress traffic does not follow.
+    pub const INGRESS_ROUTE_RULES_NOT_AFFECTED: &str = "WA0135";
+    /// An ExternalName Service port whose name does not say TCP although it is TCP.
+    pub const EXTERNAL_NAME_PORT_NAME: &str = "WA0136";
+    /// One workload port targeted by different Service port numbers.
+    pub const DEPLOYMENT_SERVICES: &str = "WA0137";
+    /// An AuthorizationPolicy principal names a service account its namespace does not have.
+    pub const AUTHORIZATION_POLICY_PRINCIPAL_NOT_FOUND: &str = "WA0138";
 }

@@ -12,6 +12,7 @@ pub mod analyze;
 pub mod common;
 pub mod diag;
 pub mod duration;
+pub mod host;
 pub mod kube;
 pub mod load;
 pub mod networking;

@@ -212,6 +212,11 @@ pub(crate) fn match_kind(api_version: &str, kind: &str) -> KindMatch {
     {
         return KindMatch::WrongVersion { supported };
     }
+    if LEGACY_ISTIO_GROUPS.contains(&group) {
+        return KindMatch::Unsupported {
+            what: "Istio's legacy configuration (Mixer, RBAC and authentication policy groups, removed in Istio 1.6 to 1.8)",
+        };
+    }
     if group.ends_with(".istio.io") {
         return if UNSUPPORTED_ISTIO.contains(&kind) {
             KindMatch::Unsupported {
@@ -226,6 +231,15 @@ pub(crate) fn match_kind(api_version: &str, kind: &str) -> KindMatch {
 
 /// The Kubernetes Gateway API group (Gateway, HTTPRoute, ...), which weft does not implement yet.
 const GATEWAY_API: &str = "gateway.networking.k8s.io";
+
+/// API groups of Istio's removed configuration (Mixer's `QuotaSpec`, `rule`, `handler`, ...;
+/// `ServiceRole`; the `Policy` of authentication): Istio accepts and ignores them (`istioctl
+/// analyze` does not fail on them), so weft skips them with a warning.
+const LEGACY_ISTIO_GROUPS: &[&str] = &[
+    "config.istio.io",
+    "rbac.istio.io",
+    "authentication.istio.io",
+];
 
 /// Istio kinds weft does not implement; documents of these kinds are skipped with a warning.
 const UNSUPPORTED_ISTIO: &[&str] = &[

@@ -14,6 +14,11 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     output: Format,
+    /// Istio's MeshConfig YAML (as `istioctl analyze --meshConfigFile`): the default
+    /// `exportTo`s, the root namespace and `defaultConfig.proxyMetadata` (DNS capture) change
+    /// what some checks find.
+    #[arg(long = "mesh-config", value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
     /// Lowest severity to print (findings below it are still counted in the summary).
     #[arg(long = "output-threshold", value_enum, default_value_t = Threshold::Info)]
     threshold: Threshold,
@@ -44,7 +49,17 @@ impl Threshold {
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let report = weft_api::analyze::analyze_paths(&args.paths);
+    let settings = match &args.mesh_config {
+        Some(path) => match weft_api::analyze::MeshSettings::from_file(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("weft analyze: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => weft_api::analyze::MeshSettings::default(),
+    };
+    let report = weft_api::analyze::analyze_paths_with(&args.paths, &settings);
     let shown: Vec<&Diagnostic> = report
         .diagnostics
         .iter()

@@ -32,6 +32,7 @@ fn examples_exit_zero() {
 fn readme_example_is_what_the_user_sees() {
     let o = weft(&[
         "analyze",
+        "crates/api/tests/broken/base.yaml",
         "crates/api/tests/broken/wa0003-unknown-field.yaml",
     ]);
     assert_eq!(o.status.code(), Some(1));
@@ -125,5 +126,28 @@ fn completion_scripts_name_the_commands() {
         wrong.status.code(),
         Some(2),
         "an unknown shell is a usage error"
+    );
+}
+
+#[test]
+fn mesh_config_changes_what_is_found() {
+    let case = "crates/api/tests/istio_parity/37-service-entry-addresses-auto-allocated.yaml";
+    let o = weft(&["analyze", case]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("warning[WA0130]"), "{}", stdout(&o));
+    let o = weft(&[
+        "analyze",
+        "--mesh-config",
+        "crates/api/tests/istio_parity/dns-auto-allocate.mesh.yaml",
+        case,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("WA0130"), "{}", stdout(&o));
+    let o = weft(&["analyze", "--mesh-config", "no/such/mesh.yaml", case]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot read mesh config no/such/mesh.yaml"),
+        "{err}"
     );
 }

@@ -24,9 +24,7 @@ use weft_api::{Resource, Spec};
 use crate::host::resolve_host;
 use crate::unsupported::Unsupported;
 
-/// The annotation Istio reads a Kubernetes Service's visibility from (comma-separated, like a
-/// ServiceEntry's `exportTo`).
-pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
+pub use weft_api::host::EXPORT_TO_ANNOTATION;
 
 /// The label Istio reads a workload's whole locality from (`region/zone/subzone`, or with `.`
 /// separators since label values cannot hold `/`).
@@ -368,17 +366,7 @@ impl Registry {
                 }
             }
         }
-        let export_to = r
-            .metadata
-            .annotations
-            .get(EXPORT_TO_ANNOTATION)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let export_to = weft_api::host::service_export_to(r);
         Some(Service {
             hostname: resolve_host(r.name(), ns),
             namespace: ns.to_owned(),

@@ -3,46 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::settings::MeshSettings;
 use crate::common::selector_matches;
+use crate::host::{or_default, service_export_to};
 use crate::networking::{DestinationRule, VirtualService};
 use crate::resource::{Resource, Spec};
 
-/// Kubernetes' default cluster domain; short hosts resolve to `name.namespace.svc.<domain>`.
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
-
-/// Resolves a host as Istio does: a name without a dot is a Service short name in `namespace`;
-/// anything else is taken as written.
-pub fn resolve_host(host: &str, namespace: &str) -> String {
-    if host.contains('.') || host.contains('*') {
-        host.to_owned()
-    } else {
-        format!("{host}.{namespace}.svc.{CLUSTER_DOMAIN}")
-    }
-}
-
-/// True when `pattern` (`*.example.com`, `*`, or an exact host) covers `host`.
-pub fn host_matches(pattern: &str, host: &str) -> bool {
-    match pattern.strip_prefix('*') {
-        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len() || pattern == "*",
-        None => pattern == host,
-    }
-}
-
-/// Whether a resource in `owner_namespace` with `export_to` (its own list, or the mesh config's
-/// default when that is empty) is visible from `client_namespace`: `*` everyone, `.` its own
-/// namespace, `~` no one, or named namespaces. An empty list is everyone, as in Istio when
-/// neither the resource nor the mesh config says otherwise.
-pub fn exported_to(export_to: &[String], owner_namespace: &str, client_namespace: &str) -> bool {
-    if export_to.is_empty() {
-        return true;
-    }
-    export_to.iter().any(|e| match e.as_str() {
-        "*" => true,
-        "." => owner_namespace == client_namespace,
-        "~" => false,
-        ns => ns == client_namespace,
-    })
-}
+pub use crate::host::{CLUSTER_DOMAIN, exported_to, host_matches, resolve_host};
 
 /// A service reachable by host: a Kubernetes Service or a ServiceEntry host.
 #[derive(Debug)]
@@ -52,6 +19,9 @@ pub struct ServiceHost<'a> {
     pub host: String,
     /// Port numbers the service exposes.
     pub ports: Vec<u32>,
+    /// Its own visibility: a ServiceEntry's `exportTo`, a Service's
+    /// `networking.istio.io/exportTo` annotation (empty: the mesh default).
+    pub export_to: Vec<String>,
 }
 
 /// A workload: something that runs and carries labels (Deployment, Pod, Workload,
@@ -64,12 +34,26 @@ pub struct WorkloadView<'a> {
     pub labels_path: &'static str,
     /// Named and numbered ports the workload listens on.
     pub ports: Vec<(Option<&'a str>, u32)>,
+    /// False when its pods opt out of the sidecar (`sidecar.istio.io/inject: "false"`, as a
+    /// label or annotation): not in the mesh.
+    pub injected: bool,
+}
+
+/// Whether pod metadata opts out of sidecar injection.
+fn opted_out(meta: &crate::common::ObjectMeta) -> bool {
+    let off = |m: &BTreeMap<String, String>| {
+        m.get("sidecar.istio.io/inject")
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+    };
+    off(&meta.labels) || off(&meta.annotations)
 }
 
 /// What the analyzers read. Lookups by host and namespace go through indexes built once, so
 /// analysis stays linear in the size of the configuration.
 pub struct Mesh<'a> {
     pub resources: &'a [Resource],
+    /// The mesh config's settings (`--mesh-config`), or Istio's defaults.
+    pub settings: MeshSettings,
     pub services: Vec<ServiceHost<'a>>,
     /// `(namespace, name)` of every Gateway.
     pub gateways: HashMap<(&'a str, &'a str), &'a Resource>,
@@ -115,6 +99,10 @@ impl HostIndex {
 
 impl<'a> Mesh<'a> {
     pub fn new(resources: &'a [Resource]) -> Self {
+        Self::with_settings(resources, &MeshSettings::default())
+    }
+
+    pub fn with_settings(resources: &'a [Resource], settings: &MeshSettings) -> Self {
         let mut services = Vec::new();
         let mut gateways = HashMap::new();
         let mut virtual_services_by_name = HashMap::new();
@@ -125,6 +113,7 @@ impl<'a> Mesh<'a> {
                     resource: r,
                     host: resolve_host(r.name(), r.namespace()),
                     ports: s.spec.ports.iter().map(|p| p.port).collect(),
+                    export_to: service_export_to(r),
                 }),
                 Spec::ServiceEntry(se) => {
                     for h in &se.hosts {
@@ -132,6 +121,7 @@ impl<'a> Mesh<'a> {
                             resource: r,
                             host: resolve_host(h, r.namespace()),
                             ports: se.ports.iter().map(|p| p.number).collect(),
+                            export_to: se.export_to.clone(),
                         });
                     }
                 }
@@ -146,12 +136,14 @@ impl<'a> Mesh<'a> {
                     labels: &d.spec.template.metadata.labels,
                     labels_path: "spec.template.metadata.labels",
                     ports: pod_ports(&d.spec.template.spec),
+                    injected: !opted_out(&d.spec.template.metadata),
                 }),
                 Spec::Pod(p) => workloads.push(WorkloadView {
                     resource: r,
                     labels: &r.metadata.labels,
                     labels_path: "metadata.labels",
                     ports: pod_ports(&p.spec),
+                    injected: !opted_out(&r.metadata),
                 }),
                 Spec::Workload(w) => workloads.push(WorkloadView {
                     resource: r,
@@ -162,6 +154,7 @@ impl<'a> Mesh<'a> {
                         .iter()
                         .map(|p| (Some(p.name.as_str()), p.port))
                         .collect(),
+                    injected: true,
                 }),
                 Spec::WorkloadEntry(we) => workloads.push(WorkloadView {
                     resource: r,
@@ -172,6 +165,7 @@ impl<'a> Mesh<'a> {
                         .iter()
                         .map(|(n, p)| (Some(n.as_str()), *p))
                         .collect(),
+                    injected: true,
                 }),
                 _ => {}
             }
@@ -200,6 +194,7 @@ impl<'a> Mesh<'a> {
         }
         Mesh {
             resources,
+            settings: settings.clone(),
             services,
             gateways,
             virtual_services_by_name,
@@ -217,6 +212,24 @@ impl<'a> Mesh<'a> {
             .lookup(host)
             .into_iter()
             .map(|i| &self.services[i])
+    }
+
+    /// Whether `service` is visible from `namespace` (its `exportTo`, or the mesh default).
+    pub fn service_visible(&self, service: &ServiceHost<'_>, namespace: &str) -> bool {
+        let export = or_default(&service.export_to, &self.settings.default_service_export_to);
+        exported_to(export, service.resource.namespace(), namespace)
+    }
+
+    /// The namespaces a VirtualService applies in, by its `exportTo` (or the mesh default):
+    /// `None` for every namespace.
+    pub fn virtual_service_scope(&self, r: &Resource, vs: &VirtualService) -> Option<Vec<String>> {
+        export_scope(
+            or_default(
+                &vs.export_to,
+                &self.settings.default_virtual_service_export_to,
+            ),
+            r.namespace(),
+        )
     }
 
     pub fn virtual_services(&self) -> impl Iterator<Item = (&'a Resource, &'a VirtualService)> {
@@ -269,6 +282,37 @@ impl<'a> Mesh<'a> {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// The namespaces an `exportTo` list reaches, `.` resolved to `owner`: `None` for every
+/// namespace (an empty list or `*`).
+pub fn export_scope(export_to: &[String], owner: &str) -> Option<Vec<String>> {
+    if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
+        return None;
+    }
+    let mut out: Vec<String> = export_to
+        .iter()
+        .filter(|e| *e != "~")
+        .map(|e| {
+            if e == "." {
+                owner.to_owned()
+            } else {
+                e.clone()
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// Whether two scopes (see [`export_scope`]) share a namespace.
+pub fn scopes_meet(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (None, Some(s)) | (Some(s), None) => !s.is_empty(),
+        (Some(a), Some(b)) => a.iter().any(|n| b.contains(n)),
     }
 }
 

@@ -6,13 +6,21 @@
 //! workload, built once.
 
 mod delegates;
+mod destination_rules;
+mod gateways;
+mod ingress;
 mod mesh;
+mod policies;
 mod routes;
+mod service_entries;
+mod settings;
+mod sidecars;
 mod workloads;
 
 use std::path::Path;
 
 pub use mesh::{CLUSTER_DOMAIN, Mesh, exported_to, host_matches, resolve_host};
+pub use settings::MeshSettings;
 
 use crate::diag::{Diagnostic, Severity};
 use crate::resource::Resource;
@@ -47,9 +55,20 @@ impl Report {
 
 /// Loads `paths` and analyzes what loaded.
 pub fn analyze_paths<P: AsRef<Path>>(paths: &[P]) -> Report {
+    analyze_paths_with(paths, &MeshSettings::default())
+}
+
+/// Loads `paths` and analyzes what loaded, with the mesh-wide settings of `mesh` (`weft
+/// analyze --mesh-config`). Resources that broke a field rule are analyzed too: their other
+/// problems are reported, not hidden behind the first.
+pub fn analyze_paths_with<P: AsRef<Path>>(paths: &[P], mesh: &MeshSettings) -> Report {
     let loaded = crate::load::load_paths(paths);
     let mut diagnostics = loaded.diagnostics.clone();
-    diagnostics.extend(analyze(&loaded.resources));
+    let loaded_count = loaded.resources.len();
+    let unreadable = loaded.unreadable();
+    let mut all = loaded.resources;
+    all.extend(loaded.rejected);
+    diagnostics.extend(analyze_with(&all, mesh));
     sort(&mut diagnostics);
     let rejected: std::collections::BTreeSet<String> = loaded
         .diagnostics
@@ -58,8 +77,8 @@ pub fn analyze_paths<P: AsRef<Path>>(paths: &[P]) -> Report {
         .filter_map(|d| d.resource.as_ref().map(ToString::to_string))
         .collect();
     Report {
-        unreadable: loaded.unreadable(),
-        resources: loaded.resources.len(),
+        unreadable,
+        resources: loaded_count,
         rejected: rejected.len(),
         files: loaded.files,
         diagnostics,
@@ -68,10 +87,21 @@ pub fn analyze_paths<P: AsRef<Path>>(paths: &[P]) -> Report {
 
 /// Cross-resource findings for a set of valid resources.
 pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
-    let mesh = Mesh::new(resources);
+    analyze_with(resources, &MeshSettings::default())
+}
+
+/// Cross-resource findings with the mesh-wide settings of `settings`.
+pub fn analyze_with(resources: &[Resource], settings: &MeshSettings) -> Vec<Diagnostic> {
+    let mesh = Mesh::with_settings(resources, settings);
     let mut out = Vec::new();
     routes::check(&mesh, &mut out);
     delegates::check(&mesh, &mut out);
+    gateways::check(&mesh, &mut out);
+    sidecars::check(&mesh, &mut out);
+    policies::check(&mesh, &mut out);
+    service_entries::check(&mesh, &mut out);
+    destination_rules::check(&mesh, &mut out);
+    ingress::check(&mesh, &mut out);
     workloads::check(&mesh, &mut out);
     sort(&mut out);
     // Definitions replaced by a later file (WA0006) are analyzed too, and can repeat a finding

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::finding;
-use super::mesh::{Mesh, resolve_host};
+use super::mesh::{Mesh, ServiceHost, resolve_host, scopes_meet};
 use crate::diag::{Diagnostic, Severity, code};
+use crate::host::matches;
 use crate::networking::VirtualService;
 use crate::networking::virtual_service::Destination;
 use crate::resource::Resource;
@@ -14,7 +15,7 @@ pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     for (r, vs) in mesh.virtual_services() {
         gateways_exist(mesh, r, vs, out);
         for (path, dest) in destinations(vs) {
-            destination(mesh, r, &path, dest, out);
+            destination(mesh, r, vs, &path, dest, out);
         }
     }
     conflicting_virtual_services(mesh, out);
@@ -22,7 +23,7 @@ pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
 }
 
 /// Every destination of a VirtualService with its field path: routes, mirrors.
-fn destinations(vs: &VirtualService) -> Vec<(String, &Destination)> {
+pub(super) fn destinations(vs: &VirtualService) -> Vec<(String, &Destination)> {
     let mut out = Vec::new();
     for (i, http) in vs.http.iter().enumerate() {
         for (j, rd) in http.route.iter().enumerate() {
@@ -109,22 +110,72 @@ fn gateways_exist(mesh: &Mesh<'_>, r: &Resource, vs: &VirtualService, out: &mut 
 fn destination(
     mesh: &Mesh<'_>,
     r: &Resource,
+    vs: &VirtualService,
     path: &str,
     dest: &Destination,
     out: &mut Vec<Diagnostic>,
 ) {
     let host = resolve_host(&dest.host, r.namespace());
-    let services: Vec<_> = mesh.services_for(&host).collect();
+    // The namespaces the VirtualService applies in: the destination must be visible from one.
+    let clients = mesh
+        .virtual_service_scope(r, vs)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| vec![r.namespace().to_owned()]);
+    let all: Vec<_> = mesh.services_for(&host).collect();
+    let services: Vec<_> = all
+        .iter()
+        .filter(|s| clients.iter().any(|c| mesh.service_visible(s, c)))
+        .collect();
     if services.is_empty() {
+        let why = if all.is_empty() {
+            "matches no Service or ServiceEntry".to_owned()
+        } else {
+            format!(
+                "is not exported to {} (exportTo of {})",
+                clients.join(", "),
+                all.iter()
+                    .map(|s| s.resource.reference().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         out.push(finding(
             r,
             &format!("{path}.host"),
             Severity::Error,
             code::HOST_NOT_FOUND,
-            format!("destination host {host} matches no Service or ServiceEntry"),
+            format!("destination host {host} {why}"),
         ));
+    } else {
+        destination_port(r, path, &host, &services, dest, out);
+    }
+    // The subset is checked even when the host is missing: the DestinationRule may exist.
+    let subset = dest.subset.as_str();
+    if subset.is_empty() {
         return;
     }
+    let defined = mesh
+        .rules_for(&host)
+        .any(|(_, dr)| dr.subsets.iter().any(|s| s.name == subset));
+    if !defined {
+        out.push(finding(
+            r,
+            &format!("{path}.subset"),
+            Severity::Error,
+            code::SUBSET_NOT_FOUND,
+            format!("subset {subset:?} of {host} is not defined by any DestinationRule"),
+        ));
+    }
+}
+
+fn destination_port(
+    r: &Resource,
+    path: &str,
+    host: &str,
+    services: &[&&ServiceHost<'_>],
+    dest: &Destination,
+    out: &mut Vec<Diagnostic>,
+) {
     let ports: Vec<u32> = {
         let mut p: Vec<u32> = services
             .iter()
@@ -151,22 +202,6 @@ fn destination(
         )),
         _ => {}
     }
-    let subset = dest.subset.as_str();
-    if subset.is_empty() {
-        return;
-    }
-    let defined = mesh
-        .rules_for(&host)
-        .any(|(_, dr)| dr.subsets.iter().any(|s| s.name == subset));
-    if !defined {
-        out.push(finding(
-            r,
-            &format!("{path}.subset"),
-            Severity::Error,
-            code::SUBSET_NOT_FOUND,
-            format!("subset {subset:?} of {host} is not defined by any DestinationRule"),
-        ));
-    }
 }
 
 fn list(ports: &[u32]) -> String {
@@ -177,52 +212,138 @@ fn list(ports: &[u32]) -> String {
         .join(", ")
 }
 
-/// Two VirtualServices claiming one host on one gateway (or the mesh): which one routes is
-/// undefined, so weft refuses the pair.
+/// Two VirtualServices bound to the mesh (sidecars) claiming overlapping hosts (`*.d` and
+/// `*.productpage.d` overlap) in a namespace that sees both (their `exportTo`): which one
+/// routes is undefined, so weft refuses both, and reports each, as Istio's IST0109 does.
+/// VirtualServices bound to one Gateway with the same host are not a conflict: their routes
+/// are merged, as in Istio (and in weft's gateway translation).
 fn conflicting_virtual_services(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
-    let mut claims: HashMap<(String, String), (&Resource, String)> = HashMap::new();
+    struct Claim<'a> {
+        resource: &'a Resource,
+        path: String,
+        host: String,
+        scope: Option<Vec<String>>,
+    }
+    let mut claims: Vec<Claim<'_>> = Vec::new();
     for (r, vs) in mesh.virtual_services() {
-        let gateways: Vec<String> = if vs.gateways.is_empty() {
-            vec!["mesh".to_owned()]
-        } else {
-            vs.gateways
-                .iter()
-                .map(|g| match gateway_key(g, r.namespace()) {
-                    Some((ns, name)) => format!("{ns}/{name}"),
-                    None => "mesh".to_owned(),
-                })
-                .collect()
-        };
+        let on_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
+        if !on_mesh {
+            continue;
+        }
+        let scope = mesh.virtual_service_scope(r, vs);
         for (i, host) in vs.hosts.iter().enumerate() {
-            let path = format!("spec.hosts[{i}]");
-            let host = resolve_host(host, r.namespace());
-            for gw in &gateways {
-                let key = (gw.clone(), host.clone());
-                match claims.get(&key) {
-                    Some((first, first_path)) if first.reference() != r.reference() => {
-                        let at = first
-                            .locate(first_path)
-                            .map(|l| format!(" (at {l})"))
-                            .unwrap_or_default();
-                        out.push(finding(
-                            r,
-                            &path,
-                            Severity::Error,
-                            code::CONFLICTING_VIRTUAL_SERVICES,
-                            format!(
-                                "host {host} on {gw} is also claimed by VirtualService {}/{}{at}; merge the two or bind them to different gateways",
-                                first.namespace(),
-                                first.name()
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        claims.insert(key, (r, path.clone()));
-                    }
-                }
+            claims.push(Claim {
+                resource: r,
+                path: format!("spec.hosts[{i}]"),
+                host: resolve_host(host, r.namespace()),
+                scope: scope.clone(),
+            });
+        }
+    }
+    // Exact hosts meet by equality (a map); the few wildcards are compared with every claim.
+    let mut by_host: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut wildcards = Vec::new();
+    for (i, c) in claims.iter().enumerate() {
+        if c.host.starts_with('*') {
+            wildcards.push(i);
+        }
+        by_host.entry(c.host.as_str()).or_default().push(i);
+    }
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for ids in by_host.values() {
+        for (k, &a) in ids.iter().enumerate() {
+            for &b in &ids[k + 1..] {
+                pairs.push((a, b));
             }
         }
+    }
+    for &w in &wildcards {
+        for (i, c) in claims.iter().enumerate() {
+            if i != w
+                && c.host != claims[w].host
+                && matches(&claims[w].host, &c.host)
+                && (i > w || !claims[i].host.starts_with('*'))
+            {
+                pairs.push((w, i));
+            }
+        }
+    }
+    let mut others: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (a, b) in pairs {
+        let (ca, cb) = (&claims[a], &claims[b]);
+        // The same VirtualService, or one definition replacing another (WA0006).
+        if ca.resource.reference() == cb.resource.reference() || !scopes_meet(&ca.scope, &cb.scope)
+        {
+            continue;
+        }
+        // Different hosts that overlap (`*.d`, `*.productpage.d`) both visible everywhere:
+        // the most specific host wins for the names it covers, a common and well-defined
+        // pattern, which Istio does not report either.
+        if ca.host != cb.host && ca.scope.is_none() && cb.scope.is_none() {
+            continue;
+        }
+        others.entry(a).or_default().push(b);
+        others.entry(b).or_default().push(a);
+    }
+    // One finding per VirtualService (as Istio), at its first conflicting host, naming every
+    // host and VirtualService it conflicts with.
+    let mut per_resource: BTreeMap<String, Vec<(usize, Vec<usize>)>> = BTreeMap::new();
+    for (at, with) in others {
+        per_resource
+            .entry(claims[at].resource.reference().to_string())
+            .or_default()
+            .push((at, with));
+    }
+    for entries in per_resource.values() {
+        let c = &claims[entries[0].0];
+        // The same host claimed twice is undefined routing: an error. Overlapping wildcards
+        // are resolved by the most specific host, but one VirtualService's exportTo scope
+        // then changes which one routes a name: a warning.
+        let identical = entries
+            .iter()
+            .any(|(at, with)| with.iter().any(|&o| claims[o].host == claims[*at].host));
+        let severity = if identical {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        let parts: Vec<String> = entries
+            .iter()
+            .map(|(at, with)| {
+                let names: Vec<String> = with
+                    .iter()
+                    .map(|&o| {
+                        let o = &claims[o];
+                        let loc = o
+                            .resource
+                            .locate(&o.path)
+                            .map(|l| format!(" at {l}"))
+                            .unwrap_or_default();
+                        format!(
+                            "VirtualService {}/{} ({}{loc})",
+                            o.resource.namespace(),
+                            o.resource.name(),
+                            o.host
+                        )
+                    })
+                    .collect();
+                format!(
+                    "host {} is also claimed by {}",
+                    claims[*at].host,
+                    names.join(", ")
+                )
+            })
+            .collect();
+        out.push(finding(
+            c.resource,
+            &c.path,
+            severity,
+            code::CONFLICTING_VIRTUAL_SERVICES,
+            format!(
+                "on the mesh (sidecars), {}; which one routes is undefined: merge them, or give them exportTo scopes that do not meet",
+                parts.join("; ")
+            ),
+        ));
     }
 }
 

@@ -1,1 +1,142 @@
+//! Analyzer behaviour across findings: what one problem must not hide, and what the mesh
+//! config changes.
 
+use super::{MeshSettings, analyze_paths_with};
+use crate::diag::code;
+
+/// Writes `yaml` to a file of its own and analyzes it.
+fn analyze_yaml(name: &str, yaml: &str, settings: &MeshSettings) -> Vec<(String, String)> {
+    let dir = std::env::temp_dir().join(format!("weft-analyze-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join("mesh.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let report = analyze_paths_with(&[&path], settings);
+    let _ = std::fs::remove_dir_all(&dir);
+    report
+        .diagnostics
+        .into_iter()
+        .map(|d| {
+            let r = d.resource.map(|r| r.to_string()).unwrap_or_default();
+            (d.code.to_owned(), r)
+        })
+        .collect()
+}
+
+fn has(found: &[(String, String)], code: &str, resource: &str) -> bool {
+    found.iter().any(|(c, r)| c == code && r == resource)
+}
+
+#[test]
+fn a_schema_error_does_not_hide_cross_resource_findings() {
+    let found = analyze_yaml(
+        "schema",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: cart}\n\
+         spec:\n  hosts: [cart]\n  http:\n  - route:\n    - destination: {host: carts, subset: v1}\n      weigth: 100\n",
+        &MeshSettings::default(),
+    );
+    let vs = "VirtualService default/cart";
+    assert!(has(&found, code::SCHEMA, vs), "{found:?}");
+    assert!(has(&found, code::HOST_NOT_FOUND, vs), "{found:?}");
+    // The subset is checked although the host is missing.
+    assert!(has(&found, code::SUBSET_NOT_FOUND, vs), "{found:?}");
+}
+
+const TWO_TEAMS: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: pay, namespace: team-a}
+spec:
+  hosts: [pay.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 80, name: http, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pay, namespace: team-a}
+spec:
+  hosts: [pay.example.com]
+  http: [{route: [{destination: {host: pay.example.com}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pay, namespace: team-b}
+spec:
+  hosts: [pay.example.com]
+  http: [{route: [{destination: {host: pay.example.com}}]}]
+";
+
+#[test]
+fn the_mesh_configs_default_export_to_decides_conflicts() {
+    let found = analyze_yaml("export-default", TWO_TEAMS, &MeshSettings::default());
+    assert!(
+        has(
+            &found,
+            code::CONFLICTING_VIRTUAL_SERVICES,
+            "VirtualService team-a/pay"
+        ) && has(
+            &found,
+            code::CONFLICTING_VIRTUAL_SERVICES,
+            "VirtualService team-b/pay"
+        ),
+        "{found:?}"
+    );
+    let private = MeshSettings::from_yaml("defaultVirtualServiceExportTo: [\".\"]").unwrap();
+    let found = analyze_yaml("export-private", TWO_TEAMS, &private);
+    assert!(
+        !found
+            .iter()
+            .any(|(c, _)| c == code::CONFLICTING_VIRTUAL_SERVICES),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn the_mesh_configs_default_service_export_to_hides_destinations() {
+    let private = MeshSettings::from_yaml("defaultServiceExportTo: [\".\"]").unwrap();
+    let found = analyze_yaml("service-export", TWO_TEAMS, &private);
+    // team-b cannot see team-a's ServiceEntry any more; team-a still can.
+    assert!(
+        has(&found, code::HOST_NOT_FOUND, "VirtualService team-b/pay"),
+        "{found:?}"
+    );
+    assert!(
+        !has(&found, code::HOST_NOT_FOUND, "VirtualService team-a/pay"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn virtual_services_on_one_gateway_with_one_host_are_merged_not_refused() {
+    let yaml = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [shop.example.com]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart}
+spec: {selector: {app: cart}, ports: [{name: http, port: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop-cart}
+spec:
+  hosts: [shop.example.com]
+  gateways: [public]
+  http: [{match: [{uri: {prefix: /cart}}], route: [{destination: {host: cart}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop-home}
+spec:
+  hosts: [shop.example.com]
+  gateways: [public]
+  http: [{route: [{destination: {host: cart}}]}]
+";
+    let found = analyze_yaml("gateway-merge", yaml, &MeshSettings::default());
+    assert!(found.is_empty(), "{found:?}");
+}

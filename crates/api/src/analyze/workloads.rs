@@ -1,6 +1,6 @@
 //! Findings about services and workloads: port naming, labels, selectors.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::mesh::Mesh;
 use super::{BUILTIN_GATEWAY_LABELS, finding};
@@ -215,12 +215,48 @@ fn gateway_secrets(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Namespaces of the cluster's own system Services, which are not in the mesh (Istio's
+/// analysis leaves them out too).
+const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+
+/// Values of `gateway.istio.io/managed` for the Services Istio deploys itself (gateways and
+/// waypoints of the Gateway API): their ports are Istio's, not the user's.
+const ISTIO_MANAGED: &[&str] = &[
+    "istio.io-gateway-controller",
+    "istio.io-mesh-controller",
+    "istio.io-eastwest-controller",
+];
+
+/// Whether a Service's port names are left alone: system namespaces, Istio's own control
+/// plane (labelled `istio` or `release: istio`) and Services Istio manages.
+fn port_names_exempt(r: &Resource) -> bool {
+    let labels = &r.metadata.labels;
+    SYSTEM_NAMESPACES.contains(&r.namespace())
+        || labels.contains_key("istio")
+        || labels.get("release").is_some_and(|v| v == "istio")
+        || labels
+            .get("gateway.istio.io/managed")
+            .is_some_and(|v| ISTIO_MANAGED.contains(&v.as_str()))
+}
+
 fn port_protocols(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     for r in mesh.resources {
         let Spec::Service(svc) = &r.spec else {
             continue;
         };
+        if port_names_exempt(r) {
+            continue;
+        }
+        let external_name = svc
+            .spec
+            .service_type
+            .as_deref()
+            .is_some_and(|t| t == "ExternalName");
         for (i, port) in svc.spec.ports.iter().enumerate() {
+            if external_name {
+                external_name_port(r, i, port, out);
+                continue;
+            }
             if port
                 .protocol
                 .as_deref()
@@ -244,6 +280,30 @@ fn port_protocols(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
             }
         }
     }
+}
+
+/// An ExternalName Service's port must name a protocol other than plain `tcp`: the proxy
+/// forwards such a port by destination address, which an ExternalName Service does not have,
+/// so its TCP traffic (and whatever no route matches) is not forwarded as meant (Istio's
+/// IST0150).
+fn external_name_port(r: &Resource, i: usize, port: &ServicePort, out: &mut Vec<Diagnostic>) {
+    let proto = port_protocol(port);
+    let plain_tcp = port.name.as_deref() == Some("tcp");
+    if proto.is_some() && !plain_tcp {
+        return;
+    }
+    let name = port.name.as_deref().unwrap_or("");
+    out.push(finding(
+        r,
+        &format!("spec.ports[{i}]"),
+        Severity::Warning,
+        code::EXTERNAL_NAME_PORT_NAME,
+        format!(
+            "port {} ({}) of an ExternalName Service is served as TCP, which the proxy forwards by destination address, and an ExternalName Service has none: name the port for its protocol (`http-`, `https-`, `tls-`, ...) so that it is forwarded by host",
+            port.port,
+            if name.is_empty() { "unnamed".to_owned() } else { format!("name {name:?}") }
+        ),
+    ));
 }
 
 fn app_version_labels(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
@@ -270,18 +330,31 @@ fn app_version_labels(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// A workload port that two Services route to. With different protocols the sidecar cannot
-/// serve both (error, as Istio's IST0116). With the same protocol it works, and per-version
-/// Services beside the main one are a common pattern (Istio's own samples use it): info.
+/// A workload port that two Services route to, reported on the workload (as Istio's IST0116
+/// and IST0137 are). With different protocols the sidecar cannot serve both (error, WA0109).
+/// With the same protocol it works, and per-version Services beside the main one are a
+/// common pattern (Istio's own samples use it): info. Different Service port numbers for the
+/// one workload port are a warning of their own (WA0137): Istio keys inbound routing by
+/// Service port. Workloads out of the mesh (`sidecar.istio.io/inject: "false"`) have no
+/// sidecar to confuse and are skipped, as in Istio.
 fn ports_selected_twice(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
-    // (workload index, target port) -> first (service, port index, protocol).
-    let mut targets: HashMap<(usize, u32), (&Resource, usize, Option<String>)> = HashMap::new();
+    struct Use<'a> {
+        service: &'a Resource,
+        port_index: usize,
+        number: u32,
+        proto: Option<String>,
+    }
+    // (workload index, target port) -> the Service ports routing to it.
+    let mut targets: BTreeMap<(usize, u32), Vec<Use<'_>>> = BTreeMap::new();
     for r in mesh.resources {
         let Spec::Service(svc) = &r.spec else {
             continue;
         };
         for wi in mesh.selected(r.namespace(), &svc.spec.selector) {
             let w = &mesh.workloads[wi];
+            if !w.injected {
+                continue;
+            }
             for (pi, port) in svc.spec.ports.iter().enumerate() {
                 let target = match &port.target_port {
                     None => port.port,
@@ -293,45 +366,70 @@ fn ports_selected_twice(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
                         }
                     }
                 };
-                let proto = port_protocol(port);
-                match targets.get(&(wi, target)) {
-                    Some((first, first_port, first_proto))
-                        if first.reference() != r.reference() =>
-                    {
-                        let conflict = proto != *first_proto;
-                        let (severity, why) = if conflict {
-                            (
-                                Severity::Error,
-                                format!(
-                                    " with a different protocol ({} here, {} there); the sidecar cannot serve both",
-                                    proto.as_deref().unwrap_or("tcp"),
-                                    first_proto.as_deref().unwrap_or("tcp")
-                                ),
-                            )
-                        } else {
-                            (Severity::Info, String::new())
-                        };
-                        out.push(finding(
-                            r,
-                            &format!("spec.ports[{pi}]"),
-                            severity,
-                            code::PORT_SELECTED_BY_TWO_SERVICES,
-                            format!(
-                                "port {target} of {} {}/{} is also selected by Service {}/{} (spec.ports[{first_port}]){why}",
-                                w.resource.kind(),
-                                w.resource.namespace(),
-                                w.resource.name(),
-                                first.namespace(),
-                                first.name()
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        targets.insert((wi, target), (r, pi, proto));
-                    }
+                let uses = targets.entry((wi, target)).or_default();
+                // The same Service in two files (WA0006) is one Service.
+                if uses.iter().any(|u| u.service.reference() == r.reference()) {
+                    continue;
                 }
+                uses.push(Use {
+                    service: r,
+                    port_index: pi,
+                    number: port.port,
+                    proto: port_protocol(port),
+                });
             }
+        }
+    }
+    // A workload defined in several files (WA0006) is one workload: report it once.
+    let mut reported: std::collections::BTreeSet<(String, u32)> = Default::default();
+    for ((wi, target), uses) in targets {
+        if uses.len() < 2 {
+            continue;
+        }
+        let w = &mesh.workloads[wi];
+        if !reported.insert((w.resource.reference().to_string(), target)) {
+            continue;
+        }
+        let list = uses
+            .iter()
+            .map(|u| {
+                format!(
+                    "Service {}/{} port {} (spec.ports[{}], {})",
+                    u.service.namespace(),
+                    u.service.name(),
+                    u.number,
+                    u.port_index,
+                    u.proto.as_deref().unwrap_or("tcp")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conflict = uses.iter().any(|u| u.proto != uses[0].proto);
+        let (severity, why) = if conflict {
+            (
+                Severity::Error,
+                "with different protocols; the sidecar cannot serve both",
+            )
+        } else {
+            (Severity::Info, "with the same protocol")
+        };
+        out.push(finding(
+            w.resource,
+            w.labels_path,
+            severity,
+            code::PORT_SELECTED_BY_TWO_SERVICES,
+            format!("port {target} is the target of {list}, {why}"),
+        ));
+        if uses.iter().any(|u| u.number != uses[0].number) {
+            out.push(finding(
+                w.resource,
+                w.labels_path,
+                Severity::Warning,
+                code::DEPLOYMENT_SERVICES,
+                format!(
+                    "port {target} is the target of different Service ports ({list}); the sidecar routes inbound traffic by Service port, so the two Services' settings for it may clash: use one port number"
+                ),
+            ));
         }
     }
 }

@@ -20,8 +20,10 @@ pub struct DecodeError {
 /// More than this many distinct problems in one resource is noise; stop there.
 const MAX_ERRORS: usize = 50;
 
-/// Decodes `value` as `T`. On success returns the value and the problems that were skipped
-/// past (unknown fields, bad values of optional fields); on failure, `None` and all problems.
+/// Decodes `value` as `T`. Returns the value (when one could be decoded, possibly only after
+/// removing unknown keys) and every problem found; a value with problems is not what the user
+/// wrote, and the loader does not serve it, but `weft analyze` still checks it against the
+/// other resources so that one bad field does not hide the rest.
 pub fn decode<T: DeserializeOwned>(mut value: Value) -> (Option<T>, Vec<DecodeError>) {
     // Most resources are clean: decode without path tracking first, and pay for paths only
     // when there is an error to locate.
@@ -32,9 +34,8 @@ pub fn decode<T: DeserializeOwned>(mut value: Value) -> (Option<T>, Vec<DecodeEr
     let mut removed: Vec<String> = Vec::new();
     loop {
         let err = match serde_path_to_error::deserialize::<_, T>(&value) {
-            Ok(t) if errors.is_empty() => return (Some(t), errors),
-            // Keys were removed to get here: the resource is not what the user wrote.
-            Ok(_) => return (None, errors),
+            // With errors, keys were removed to get here: not what the user wrote.
+            Ok(t) => return (Some(t), errors),
             Err(e) => e,
         };
         let segments: Vec<Seg> = err.path().iter().filter_map(Seg::from_path).collect();
@@ -255,7 +256,8 @@ mod tests {
         let (t, errs) = run(
             "route:\n- destination: {host: a, subet: v1}\n  weigth: 5\n- destination: {host: b}\n  wieght: 1\n",
         );
-        assert!(t.is_none());
+        // Decoded without the unknown keys, for analysis only.
+        assert_eq!(t.unwrap().route.len(), 2);
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert_eq!(errs[0].0, "route[0].destination.subet");
         assert!(

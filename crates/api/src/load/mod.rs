@@ -31,6 +31,10 @@ pub struct Loaded {
     /// Files read (whether or not they held resources).
     pub files: usize,
     pub resources: Vec<Resource>,
+    /// Resources that broke their schema or a field rule (WA0003) but could still be decoded
+    /// (unknown keys removed): not served, but analyzed against the others by `weft analyze`,
+    /// so that one bad field does not hide every other finding about them.
+    pub rejected: Vec<Resource>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -447,13 +451,17 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
             None | Some(Value::Null) => Value::Mapping(Mapping::new()),
             Some(v) => v,
         };
-        decode_spec(
+        let mut spec = decode_spec(
             id,
             spec_value,
             "spec",
             &mut |path, msg, out| report(path, Severity::Error, code::SCHEMA, msg, out),
             out,
-        )
+        );
+        if let Some(Spec::ServiceEntry(se)) = &mut spec {
+            se.allocated_addresses = status_addresses(map.get("status"));
+        }
+        spec
     } else {
         decode_spec(
             id,
@@ -471,14 +479,28 @@ fn load_object(origin: Origin, map: Mapping, out: &mut Loaded) {
     for f in cx.into_findings() {
         report(f.path, f.severity, f.code, f.message, out);
     }
+    let resource = Resource {
+        api_version,
+        metadata,
+        spec,
+        origin: Some(origin),
+    };
     if problems == 0 {
-        out.resources.push(Resource {
-            api_version,
-            metadata,
-            spec,
-            origin: Some(origin),
-        });
+        out.resources.push(resource);
+    } else {
+        out.rejected.push(resource);
     }
+}
+
+/// `status.addresses[].value`: where Istio records the addresses it allocated to a
+/// ServiceEntry. Anything else in `status` is ignored.
+fn status_addresses(status: Option<&Value>) -> Vec<String> {
+    let Some(Value::Sequence(list)) = status.and_then(|s| s.get("addresses")) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|a| a.get("value").and_then(Value::as_str).map(str::to_owned))
+        .collect()
 }
 
 /// "; did you mean `VirtualService`?" for a kind close to one weft reads.

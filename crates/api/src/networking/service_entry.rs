@@ -58,6 +58,11 @@ pub struct ServiceEntry {
     /// SANs the server certificate must match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
+    /// Not part of the spec: the addresses the control plane allocated, from the resource's
+    /// `status.addresses[].value` (Istio writes them there when it allocates addresses for
+    /// ServiceEntries without any). Filled in by the loader.
+    #[serde(skip)]
+    pub allocated_addresses: Vec<String>,
 }
 
 /// A port of the service.

@@ -456,6 +456,11 @@ impl Validate for OutboundTrafficPolicy {
             return;
         };
         cx.field("egressProxy", |cx| {
+            // Istio deprecated the field and its proxies ignore it; weft's too.
+            cx.warn_code(
+                crate::diag::code::DEPRECATED,
+                "`egressProxy` is deprecated and ignored (as by Istio's proxies); route unknown hosts through an egress gateway with a ServiceEntry and VirtualService instead",
+            );
             if self.mode != OutboundTrafficPolicyMode::AllowAny {
                 cx.error("egressProxy can only be set with mode ALLOW_ANY");
                 return;
@@ -550,7 +555,15 @@ outboundTrafficPolicy:
         for yaml in cases {
             let spec = parse(yaml);
             assert_eq!(errors(&spec), [], "{yaml}");
-            assert_eq!(warnings(&spec), [], "{yaml}");
+            let warned = warnings(&spec);
+            // egressProxy is valid but deprecated (Istio's proxies ignore it).
+            if yaml.contains("egressProxy") {
+                assert_eq!(warned.len(), 1, "{warned:?}");
+                assert_eq!(warned[0].0, "spec.outboundTrafficPolicy.egressProxy");
+                assert!(warned[0].1.contains("deprecated"), "{warned:?}");
+            } else {
+                assert_eq!(warned, [], "{yaml}");
+            }
         }
     }
 

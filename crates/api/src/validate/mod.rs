@@ -14,7 +14,8 @@ use crate::diag::Severity;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub severity: Severity,
-    /// Either [`crate::diag::code::SCHEMA`] or [`crate::diag::code::DEPRECATED`].
+    /// [`crate::diag::code::SCHEMA`], [`crate::diag::code::DEPRECATED`], or the code of a
+    /// finding class of its own (see docs/ANALYZE.md).
     pub code: &'static str,
     /// Dotted path from the document root, e.g. `spec.http[0].timeout`.
     pub path: String,
@@ -100,6 +101,12 @@ impl Cx {
     /// A warning at the current path: suspicious, but valid.
     pub fn warn(&mut self, message: impl Into<String>) {
         self.push(Severity::Warning, crate::diag::code::SCHEMA, message.into());
+    }
+
+    /// A warning at the current path with its own code (a finding class of its own, such as a
+    /// route that is never used).
+    pub fn warn_code(&mut self, code: &'static str, message: impl Into<String>) {
+        self.push(Severity::Warning, code, message.into());
     }
 
     /// A deprecated field at `.name`, accepted with Istio's meaning; `instead` says what to use.

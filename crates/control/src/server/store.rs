@@ -223,6 +223,7 @@ fn snapshot(files: &BTreeMap<(usize, PathBuf), FileState>, generation: u64) -> C
             .values()
             .flat_map(|f| f.resources.iter().cloned())
             .collect(),
+        rejected: Vec::new(),
         diagnostics: Vec::new(),
     };
     ConfigSnapshot {

@@ -22,10 +22,13 @@ pub(super) fn unreachable_rules<M>(
         for (i, matches) in rules.iter().enumerate() {
             if let Some(k) = catch_all {
                 cx.index(i, |cx| {
-                    cx.warn(format!(
+                    cx.warn_code(
+                        crate::diag::code::UNREACHABLE_RULE,
+                        format!(
                         "this rule is never used: {field}[{k}] has no match and takes everything \
                          first (only the last rule may have no match)"
-                    ))
+                    ),
+                    )
                 });
                 continue;
             }
@@ -50,17 +53,23 @@ pub(super) fn unreachable_rules<M>(
                 cx.index(i, |cx| {
                     cx.field("match", |cx| {
                         cx.index(j, |cx| {
-                            cx.warn(format!(
-                                "this match is never used: {field}[{ri}].match[{mj}] {why} and \
+                            cx.warn_code(
+                                crate::diag::code::INEFFECTIVE_MATCH,
+                                format!(
+                                    "this match is never used: {field}[{ri}].match[{mj}] {why} and \
                                  comes first"
-                            ))
+                                ),
+                            )
                         })
                     })
                 });
             }
             if shadowed == matches.len() {
                 cx.index(i, |cx| {
-                    cx.warn("this rule is never used: earlier matches take all of its requests")
+                    cx.warn_code(
+                        crate::diag::code::UNREACHABLE_RULE,
+                        "this rule is never used: earlier matches take all of its requests",
+                    )
                 });
             }
         }
