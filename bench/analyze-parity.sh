@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 istio=${1:?usage: bench/analyze-parity.sh ISTIO_CHECKOUT [-v]}
 verbose=${2:-}
 if [[ -z "${WEFT:-}" ]]; then
-    flock /tmp/weft-cargo.lock cargo build --locked -q -p weft --bin weft
+    cargo build --locked -q -p weft --bin weft
     WEFT="${CARGO_TARGET_DIR:-target}/debug/weft"
 fi
 export WEFT
