@@ -60,6 +60,10 @@ static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 static ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+static ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+/// What every response says it came through, as Istio names its proxies (Envoy's
+/// `server_name`, with the upstream's own `server` header overwritten).
+static SERVER: HeaderValue = HeaderValue::from_static("istio-envoy");
 
 /// Handles one request. Never fails: every error becomes a response.
 pub async fn handle(
@@ -85,6 +89,12 @@ pub async fn handle(
         .access_log
         .then(|| Box::new(Entry::begin(&parts, cx.peer)));
     let grpc = reply::is_grpc(&parts.headers);
+    if let Some((flag, why)) = http1_refusal(&parts) {
+        let mut resp = local_reply(&cx, flag, why, grpc, log);
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(resp);
+    }
     if let Some(bucket) = &cx.rate_limit
         && !bucket.try_acquire()
     {
@@ -267,10 +277,15 @@ pub async fn handle(
         }
     };
 
-    // The upstream request: same method and body, new URI, headers per the route.
-    let path = matched
-        .rewritten_path(&view)
-        .unwrap_or_else(|| path_and_query.clone());
+    // The upstream request: same method and body, new URI, headers per the route. A rewritten
+    // path leaves the original in x-envoy-original-path, as Envoy does.
+    let rewritten = matched.rewritten_path(&view);
+    if rewritten.is_some()
+        && let Ok(original) = HeaderValue::from_str(&path_and_query)
+    {
+        parts.headers.insert(ORIGINAL_PATH.clone(), original);
+    }
+    let path = rewritten.unwrap_or_else(|| path_and_query.clone());
     let upstream_authority = forward
         .authority_rewrite()
         .cloned()
@@ -768,7 +783,8 @@ fn finish<H: Send + Unpin + 'static>(
         shared.stats.local_reply(f.code());
     }
     let status = resp.status().as_u16();
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.insert(header::SERVER, SERVER.clone());
     let body = Observed::new(body, move |bytes, _complete| {
         drop(hold);
         shared.stats.downstream_rq_active.fetch_sub(1, Relaxed);
@@ -863,6 +879,82 @@ fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
     }
     r
 }
+
+/// What Envoy's HTTP/1 codec refuses before routing, as Istio configures it: HTTP/1.0 (426;
+/// Istio leaves `accept_http_10` off), a transfer coding other than chunked (501: the
+/// coding would be lost on the way, as Transfer-Encoding is hop by hop), and a method that
+/// is not a registered one in its registered (upper) case (400).
+fn http1_refusal(parts: &http::request::Parts) -> Option<(Flag, &'static str)> {
+    if parts.version == Version::HTTP_10 || parts.version == Version::HTTP_09 {
+        return Some((
+            Flag::Http10,
+            "HTTP/1.0 is not served; use HTTP/1.1 or HTTP/2",
+        ));
+    }
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let codings = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    if codings
+        .filter(|c| !c.is_empty())
+        .any(|c| !c.eq_ignore_ascii_case(b"chunked"))
+    {
+        return Some((
+            Flag::TransferCoding,
+            "only the chunked transfer coding is implemented",
+        ));
+    }
+    if !KNOWN_METHODS.contains(&parts.method.as_str()) {
+        return Some((
+            Flag::DownstreamProtocolError,
+            "unknown method (methods are case-sensitive: GET, not get)",
+        ));
+    }
+    None
+}
+
+/// The methods Envoy's HTTP/1 parser knows: HTTP's, WebDAV's and a few more.
+const KNOWN_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "COPY",
+    "LOCK",
+    "MKCOL",
+    "MOVE",
+    "PROPFIND",
+    "PROPPATCH",
+    "SEARCH",
+    "UNLOCK",
+    "BIND",
+    "REBIND",
+    "UNBIND",
+    "ACL",
+    "REPORT",
+    "MKACTIVITY",
+    "CHECKOUT",
+    "MERGE",
+    "M-SEARCH",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PURGE",
+    "MKCALENDAR",
+    "LINK",
+    "UNLINK",
+    "SOURCE",
+];
 
 /// Drops every `x-envoy-*` header an outside client sent. They steer proxies (retries,
 /// timeouts, `x-envoy-internal`), so only the mesh may set them; Envoy drops its list of
@@ -970,6 +1062,14 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+    // The proxy answered `100 Continue` itself (when it started reading the body), as Envoy
+    // does; the upstream gets the body without being asked.
+    if headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        headers.remove(header::EXPECT);
+    }
     // `te: trailers` is how gRPC asks for trailers; anything else is hop-by-hop.
     if headers.get(header::TE).is_some_and(|v| v != "trailers") {
         headers.remove(header::TE);

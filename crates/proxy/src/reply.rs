@@ -42,6 +42,12 @@ pub enum Flag {
     /// An `Upgrade` to a protocol the listener does not tunnel (403). Envoy has no flag for
     /// it (`-`); its response code details say `upgrade_failed`.
     UpgradeFailed,
+    /// An HTTP/1.0 request (426), which Envoy refuses unless told otherwise and Istio does
+    /// not tell it. No Envoy flag (`-`).
+    Http10,
+    /// A transfer coding other than chunked (501), which Envoy does not implement. No Envoy
+    /// flag (`-`).
+    TransferCoding,
 }
 
 impl Flag {
@@ -60,7 +66,7 @@ impl Flag {
             Flag::DelayInjected => "DI",
             Flag::UpstreamOverflow => "UO",
             Flag::RateLimited => "RL",
-            Flag::UpgradeFailed => "-",
+            Flag::UpgradeFailed | Flag::Http10 | Flag::TransferCoding => "-",
         }
     }
 
@@ -72,6 +78,8 @@ impl Flag {
             Flag::UpstreamRequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Flag::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Flag::UpgradeFailed => StatusCode::FORBIDDEN,
+            Flag::Http10 => StatusCode::UPGRADE_REQUIRED,
+            Flag::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             // An HTTP abort's status is its own (`fault_abort`); this is the fallback.
             Flag::FaultInjected => StatusCode::INTERNAL_SERVER_ERROR,
             Flag::NoCluster
@@ -130,13 +138,18 @@ pub fn local_for(flag: Flag, detail: Option<&str>, grpc: bool) -> Response<Proxy
     resp
 }
 
-/// A response with a fixed body (direct response, redirect).
+/// A response with a fixed body (direct response, redirect); a body is `text/plain`, as
+/// Envoy types a direct response's (route header operations may change it).
 pub fn fixed(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
     let len = body.len();
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if len > 0 {
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
     r
 }
 
@@ -155,6 +168,8 @@ fn reason(flag: Flag) -> &'static str {
         Flag::UpstreamOverflow => "upstream overflow",
         Flag::RateLimited => "local rate limited",
         Flag::UpgradeFailed => "upgrade failed",
+        Flag::Http10 => "HTTP/1.0 is not served",
+        Flag::TransferCoding => "transfer coding not implemented",
     }
 }
 

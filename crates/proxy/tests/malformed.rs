@@ -192,6 +192,7 @@ async fn read_head(s: &mut TcpStream) -> Answer {
     let head = String::from_utf8_lossy(&out).into_owned();
     let status = head
         .strip_prefix("HTTP/1.1 ")
+        .or_else(|| head.strip_prefix("HTTP/1.0 "))
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok());
     Answer { status, head }
@@ -300,6 +301,73 @@ async fn bad_request_heads_get_400() {
         assert_eq!(answer.status, Some(400), "{what}: {:?}", answer.head);
         assert_serving(&mut proxy, what).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_envoys_http1_codec_refuses_is_refused() {
+    let (mut proxy, mut recorder) = setup().await;
+    let addr = proxy.addr("http");
+    let cases: [(&str, &[u8], u16); 5] = [
+        (
+            "HTTP/1.0 (Istio leaves accept_http_10 off)",
+            b"GET / HTTP/1.0\r\nHost: record.test\r\n\r\n",
+            426,
+        ),
+        (
+            "a transfer coding other than chunked",
+            b"POST / HTTP/1.1\r\nHost: record.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+        ),
+        (
+            "a lowercase method",
+            b"get / HTTP/1.1\r\nHost: record.test\r\n\r\n",
+            400,
+        ),
+        (
+            "an unknown method",
+            b"FETCHALL / HTTP/1.1\r\nHost: record.test\r\n\r\n",
+            400,
+        ),
+        (
+            "a known WebDAV method passes",
+            b"PROPFIND / HTTP/1.1\r\nHost: ok.test\r\n\r\n",
+            200,
+        ),
+    ];
+    for (what, bytes, status) in cases {
+        let answer = send_raw(addr, bytes).await;
+        assert_eq!(answer.status, Some(status), "{what}: {:?}", answer.head);
+        assert_serving(&mut proxy, what).await;
+    }
+    assert!(
+        recorder.heads.try_recv().is_err(),
+        "a refused request reached the upstream"
+    );
+
+    // Expect: 100-continue is answered by the proxy and not passed on.
+    let answer = send_raw(
+        addr,
+        b"POST /e HTTP/1.1\r\nHost: ok.test\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await;
+    let head = answer.head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 100"), "{head}");
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        b"POST /e HTTP/1.1\r\nHost: ok.test\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+    )
+    .await
+    .expect("write head");
+    let continued = read_head(&mut s).await;
+    assert_eq!(continued.status, Some(100), "{:?}", continued.head);
+    s.write_all(b"hi").await.expect("write body");
+    let answer = read_head(&mut s).await;
+    let head = answer.head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        !head.contains("x-echo-expect"),
+        "Expect reached the upstream: {head}"
+    );
 }
 
 /// Reads everything until the proxy closes the connection (the test fails if it does not).

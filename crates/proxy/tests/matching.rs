@@ -273,8 +273,8 @@ async fn method_matches_exact_prefix_and_regex() {
         ("DELETE", "delete"),
         ("POST", "rest"),
         ("OPTIONS", "rest"),
-        // Full match: an extension method that merely contains PUT is not a write.
-        ("PUTS", "rest"),
+        // Full match: a method that merely contains PATCH is not a write.
+        ("PROPPATCH", "rest"),
     ] {
         assert_eq!(m.who_method(method, "/", NONE).await, want, "{method}");
     }

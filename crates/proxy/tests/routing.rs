@@ -164,6 +164,7 @@ async fn direct_response_redirect_and_rewrite() {
     let c = client();
     let t = get(&c, addr, "details.example.com", "/teapot", &[]).await;
     assert_eq!((t.status, t.body.as_str()), (418, "short and stout"));
+    assert_eq!(t.headers["content-type"], "text/plain");
     let r = get(&c, addr, "details.example.com", "/old/page?x=1", &[]).await;
     assert_eq!(r.status, 308);
     assert_eq!(r.headers["location"], "http://details.example.com/new?x=1");
@@ -180,6 +181,12 @@ async fn direct_response_redirect_and_rewrite() {
     let w = get(&c, addr, "details.example.com", "/api/v1/items?id=7", &[]).await;
     assert_eq!(w.status, 200);
     assert!(w.body.starts_with("details /v2/items?id=7"), "{}", w.body);
+    assert_eq!(
+        w.headers["x-echo-x-envoy-original-path"],
+        "/api/v1/items?id=7"
+    );
+    // Every response names the proxy as Istio's do.
+    assert_eq!(w.headers["server"], "istio-envoy");
     assert_eq!(w.headers["x-echo-x-route"], "rewrite");
     assert_eq!(w.headers["x-served-by"], "weft");
 }
