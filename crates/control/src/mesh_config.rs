@@ -45,6 +45,28 @@ pub struct MeshConfig {
     /// The retry policy of routes that set no `retries` (Istio's `defaultHttpRetryPolicy`;
     /// unset: Istio's default of 2 retries on connect failures, refused streams and 503).
     pub default_http_retry_policy: Option<HttpRetry>,
+    /// How proxies normalize request paths before routing (Istio's `pathNormalization`;
+    /// unset or `DEFAULT`: `BASE`).
+    pub path_normalization: Option<PathNormalization>,
+}
+
+/// Istio's `meshConfig.pathNormalization`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PathNormalization {
+    pub normalization: Normalization,
+}
+
+/// `pathNormalization.normalization`, Istio's names and default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Normalization {
+    #[default]
+    Default,
+    None,
+    Base,
+    MergeSlashes,
+    DecodeAndMergeSlashes,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +111,7 @@ impl Default for MeshConfig {
             }),
             dns_refresh_rate: None,
             default_http_retry_policy: None,
+            path_normalization: None,
         }
     }
 }
@@ -106,6 +129,17 @@ impl MeshConfig {
             DEFAULT_CREDENTIAL_DIR
         } else {
             &self.credential_dir
+        }
+    }
+
+    /// The proxies' path normalization: `pathNormalization`, else Istio's default (`BASE`).
+    pub fn path_normalization(&self) -> weft_xds::proto::PathNormalization {
+        use weft_xds::proto::PathNormalization as P;
+        match self.path_normalization.map(|p| p.normalization) {
+            None | Some(Normalization::Default | Normalization::Base) => P::Base,
+            Some(Normalization::None) => P::None,
+            Some(Normalization::MergeSlashes) => P::MergeSlashes,
+            Some(Normalization::DecodeAndMergeSlashes) => P::DecodeAndMergeSlashes,
         }
     }
 
@@ -156,6 +190,31 @@ mod tests {
         let d: MeshConfig = yaml_serde::from_str("{}").expect("parses");
         assert_eq!(d, MeshConfig::default());
         assert_eq!(d.outbound_traffic_policy.mode, Mode::AllowAny);
+    }
+
+    #[test]
+    fn path_normalization_defaults_to_base() {
+        use weft_xds::proto::PathNormalization as P;
+        assert_eq!(MeshConfig::default().path_normalization(), P::Base);
+        for (yaml, want) in [
+            ("pathNormalization: {normalization: DEFAULT}", P::Base),
+            ("pathNormalization: {}", P::Base),
+            ("pathNormalization: {normalization: NONE}", P::None),
+            (
+                "pathNormalization: {normalization: MERGE_SLASHES}",
+                P::MergeSlashes,
+            ),
+            (
+                "pathNormalization: {normalization: DECODE_AND_MERGE_SLASHES}",
+                P::DecodeAndMergeSlashes,
+            ),
+        ] {
+            let m: MeshConfig = yaml_serde::from_str(yaml).expect(yaml);
+            assert_eq!(m.path_normalization(), want, "{yaml}");
+        }
+        assert!(
+            yaml_serde::from_str::<MeshConfig>("pathNormalization: {normalization: X}").is_err()
+        );
     }
 
     #[test]

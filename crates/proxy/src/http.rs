@@ -46,6 +46,8 @@ pub struct ConnContext {
     /// socket errors, TLS reasons: those go to the access log and the debug log), and the
     /// `x-envoy-*` headers it sends are dropped, as Envoy drops them from external requests.
     pub internal_downstream: bool,
+    /// How request paths are normalized before routing ([`crate::path`]).
+    pub path_normalization: weft_xds::proto::PathNormalization,
 }
 
 /// What a TLS connection was handshaken with.
@@ -120,11 +122,20 @@ pub async fn handle(
         l.authority.clone_from(&authority);
     }
     let scheme = original_scheme(&cx, &parts);
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", PathAndQuery::as_str)
-        .to_owned();
+    let received = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let path_and_query = match crate::path::normalize(received, cx.path_normalization) {
+        Ok(p) => p.into_owned(),
+        Err(why) => {
+            let detail = format!("path {received:?}: {why}");
+            return Ok(local_reply(
+                &cx,
+                Flag::DownstreamProtocolError,
+                &detail,
+                grpc,
+                log,
+            ));
+        }
+    };
 
     if let Some(tls) = &cx.tls {
         let (host, _) = crate::route::split_port(&authority);

@@ -19,6 +19,7 @@ pub mod http;
 pub mod listeners;
 pub mod mirror;
 pub mod original_dst;
+pub mod path;
 pub mod ratelimit;
 pub mod reply;
 pub mod route;

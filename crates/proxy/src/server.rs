@@ -91,8 +91,10 @@ pub async fn serve_listener(
                 max_header_bytes,
                 tls,
                 rate_limit,
+                path_normalization,
             } => {
                 let cx = ConnContext {
+                    path_normalization: *path_normalization,
                     shared: shared.clone(),
                     listener: spec.name.clone(),
                     route_config: route_config.clone(),

@@ -63,6 +63,8 @@ pub enum ListenerKind {
         /// TLS termination; plaintext when None.
         tls: Option<Arc<crate::tls::Termination>>,
         rate_limit: Option<Arc<TokenBucket>>,
+        /// How request paths are normalized before routing.
+        path_normalization: proto::PathNormalization,
     },
     Tcp {
         cluster: String,
@@ -362,7 +364,16 @@ fn listener(
                 }
                 kb => kb,
             };
+            let path_normalization = proto::PathNormalization::try_from(h.path_normalization)
+                .map_err(|_| {
+                    ConfigError::new(
+                        &resource,
+                        "http.pathNormalization",
+                        format!("{} is not a path normalization", h.path_normalization),
+                    )
+                })?;
             ListenerKind::Http {
+                path_normalization,
                 route_config: h.route_config.clone(),
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,

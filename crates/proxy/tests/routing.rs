@@ -700,3 +700,57 @@ clusters:
     assert!(h2c.starts_with("http/1.1 400"), "{h2c}");
     assert!(h2c.contains("expected an upgrade"), "{h2c}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_normalized_before_routing() {
+    let echo = backend("echo").await;
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+- {{name: base, address: 127.0.0.1:0, http: {{routeConfig: main}}}}
+- {{name: none, address: 127.0.0.1:0, http: {{routeConfig: main, pathNormalization: NONE}}}}
+- {{name: merge, address: 127.0.0.1:0, http: {{routeConfig: main, pathNormalization: MERGE_SLASHES}}}}
+- {{name: decode, address: 127.0.0.1:0, http: {{routeConfig: main, pathNormalization: DECODE_AND_MERGE_SLASHES}}}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - name: all
+    domains: ["*"]
+    routes:
+    - {{matches: [{{uri: {{exact: /admin}}}}], route: {{clusters: [{{cluster: echo}}]}}}}
+    - {{directResponse: {{status: 403, body: "not admin"}}}}
+clusters:
+- {{name: echo, endpoints: [{{address: "{echo}"}}]}}
+"#
+    ));
+    let c = client();
+    // (listener, path sent, routed to /admin)
+    for (listener, path, admin) in [
+        ("base", "/admin", true),
+        ("base", "/a/../admin", true),
+        ("base", "/%61dmin", true),
+        ("base", "/./admin", true),
+        ("base", "//admin", false),
+        ("none", "/a/../admin", false),
+        ("merge", "//admin", true),
+        ("merge", "/x/..//admin", true),
+        ("merge", "/x%2F..%2Fadmin", false),
+        ("decode", "/x%2F..%2Fadmin", true),
+    ] {
+        let r = get(&c, proxy.addr(listener), "app", path, &[]).await;
+        if admin {
+            assert_eq!(r.status, 200, "{listener} {path}: {}", r.body);
+            // The upstream gets the path that was routed.
+            assert_eq!(
+                r.body.split(' ').nth(1),
+                Some("/admin"),
+                "{listener} {path}"
+            );
+        } else {
+            assert_eq!(r.status, 403, "{listener} {path}: {}", r.body);
+        }
+    }
+    // A % that is not an escape: 400.
+    let r = get(&c, proxy.addr("base"), "app", "/a%zz", &[]).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}

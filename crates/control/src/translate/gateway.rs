@@ -193,6 +193,7 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
                 Some(proto::listener::Protocol::Http(proto::HttpListener {
                     route_config: gateway_routes(port),
                     tls,
+                    path_normalization: mesh.path_normalization() as i32,
                     ..Default::default()
                 }))
             }

@@ -128,6 +128,7 @@ pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> Pr
         protocol: Some(proto::listener::Protocol::Http(proto::HttpListener {
             route_config: OUTBOUND.to_owned(),
             explicit_proxy: true,
+            path_normalization: mesh.path_normalization() as i32,
             ..Default::default()
         })),
         ..Default::default()
@@ -485,6 +486,7 @@ fn inbound(
             });
             proto::listener::Protocol::Http(proto::HttpListener {
                 route_config: name.clone(),
+                path_normalization: mesh.path_normalization() as i32,
                 ..Default::default()
             })
         } else {
