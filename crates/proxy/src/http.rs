@@ -488,7 +488,7 @@ pub async fn handle(
         }
         // Which attempt this is, from 1, as Envoy with Istio's `include_request_attempt_count`.
         req.headers_mut()
-            .insert(ATTEMPT_COUNT.clone(), HeaderValue::from(retries_done + 1));
+            .insert(ATTEMPT_COUNT.clone(), attempt_count(retries_done + 1));
 
         // Admission under the circuit breaker (maybe waiting for a connection), then the
         // exchange; the route and per-try timeouts bound both.
@@ -889,6 +889,16 @@ fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// `x-envoy-attempt-count`'s value, without formatting (an allocation) for the usual few.
+fn attempt_count(n: u32) -> HeaderValue {
+    match n {
+        1 => HeaderValue::from_static("1"),
+        2 => HeaderValue::from_static("2"),
+        3 => HeaderValue::from_static("3"),
+        n => HeaderValue::from(n),
+    }
 }
 
 /// What Envoy's HTTP/1 codec refuses before routing, as Istio configures it: HTTP/1.0 (426;

@@ -35,6 +35,11 @@ pub fn normalize(path_and_query: &str, mode: Mode) -> Result<Cow<'_, str>, &'sta
     if !path.starts_with('/') {
         return Err("the path does not start with /");
     }
+    // Most paths have nothing to normalize: no escape, no dot segment, no empty segment.
+    let merging = matches!(mode, Mode::MergeSlashes | Mode::DecodeAndMergeSlashes);
+    if !path.contains(['%']) && !path.contains("/.") && !(merging && path.contains("//")) {
+        return Ok(Cow::Borrowed(path_and_query));
+    }
     let decoded = decode(path, mode == Mode::DecodeAndMergeSlashes)?;
     let mut segments = remove_dot_segments(&decoded);
     if matches!(mode, Mode::MergeSlashes | Mode::DecodeAndMergeSlashes) {
