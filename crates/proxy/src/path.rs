@@ -37,7 +37,8 @@ pub fn normalize(path_and_query: &str, mode: Mode) -> Result<Cow<'_, str>, &'sta
     }
     // Most paths have nothing to normalize: no escape, no dot segment, no empty segment.
     let merging = matches!(mode, Mode::MergeSlashes | Mode::DecodeAndMergeSlashes);
-    if !path.contains(['%']) && !path.contains("/.") && !(merging && path.contains("//")) {
+    let rebuilt = path.contains('%') || path.contains("/.") || (merging && path.contains("//"));
+    if !rebuilt {
         return Ok(Cow::Borrowed(path_and_query));
     }
     let decoded = decode(path, mode == Mode::DecodeAndMergeSlashes)?;
