@@ -383,6 +383,20 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) -> Duration {
     panic!("not within 20 s: {what}");
 }
 
+/// As [`eventually`], for a check that says what it saw: the panic names the last of it.
+fn eventually_saw<T: std::fmt::Debug + PartialEq>(what: &str, want: &T, mut f: impl FnMut() -> T) {
+    let start = Instant::now();
+    let mut last = f();
+    while &last != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not within 20 s: {what}; last seen: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        last = f();
+    }
+}
+
 fn weft(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(args)
@@ -651,9 +665,11 @@ fn egress_follows_the_mesh_outbound_traffic_policy() {
     eventually("the outside app through the passthrough", || {
         get(&outside.to_string()) == Ok((200, "outside".into()))
     });
-    eventually("the ServiceEntry's DNS name resolved to its app", || {
-        get("partner.example") == Ok((200, "by-dns".into()))
-    });
+    eventually_saw(
+        "the ServiceEntry's DNS name resolved to its app",
+        &Ok((200, "by-dns".into())),
+        || get("partner.example"),
+    );
     let admin = format!("http://{}", sleep.admin);
     let clusters = weft(&["proxy-config", "clusters", "--admin", &admin]);
     assert!(clusters.contains("PassthroughCluster"), "{clusters}");

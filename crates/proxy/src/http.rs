@@ -201,6 +201,14 @@ pub async fn handle(
         }
     };
 
+    // A local reply after routing carries the route's response header operations and CORS
+    // headers, as Envoy's router finalizes its own replies (UF, UH, UT, UO, ...) with the route.
+    let routed = |mut resp: Response<ProxyBody>| {
+        decorate(resp.headers_mut());
+        matched.response_headers().apply(resp.headers_mut());
+        resp
+    };
+
     let forward = match matched.action() {
         Action::Direct(d) => {
             let mut resp = reply::fixed(d.status, d.body.clone());
@@ -229,7 +237,13 @@ pub async fn handle(
     }
     let Some(state) = snapshot.clusters.get(&destination.cluster) else {
         let detail = format!("cluster {:?} is not defined", destination.cluster);
-        return Ok(local_reply(&cx, Flag::NoCluster, &detail, grpc, log));
+        return Ok(routed(local_reply(
+            &cx,
+            Flag::NoCluster,
+            &detail,
+            grpc,
+            log,
+        )));
     };
     let policy = forward.policy();
 
@@ -265,7 +279,7 @@ pub async fn handle(
             let found = match deadline {
                 Some(at) => match tokio::time::timeout_at(at, lookup).await {
                     Ok(found) => found,
-                    Err(_) => return Ok(route_timeout(&cx, policy, grpc, log)),
+                    Err(_) => return Ok(routed(route_timeout(&cx, policy, grpc, log))),
                 },
                 None => lookup.await,
             };
@@ -282,7 +296,7 @@ pub async fn handle(
                         }
                     };
                     let detail = format!("cluster {:?}: {why}", destination.cluster);
-                    return Ok(local_reply(&cx, flag, &detail, grpc, log));
+                    return Ok(routed(local_reply(&cx, flag, &detail, grpc, log)));
                 }
             }
         }
@@ -304,13 +318,13 @@ pub async fn handle(
     let mut uri = match upstream_uri(state.upstream.scheme(), upstream_authority.as_ref(), &path) {
         Ok(u) => u,
         Err(detail) => {
-            return Ok(local_reply(
+            return Ok(routed(local_reply(
                 &cx,
                 Flag::DownstreamProtocolError,
                 &detail,
                 grpc,
                 log,
-            ));
+            )));
         }
     };
     // HTTP/1.1 Upgrade to WebSocket, the one upgrade Istio configures: the upgrade headers
@@ -333,7 +347,13 @@ pub async fn handle(
                     "Upgrade: {}: this listener upgrades to websocket only",
                     protocol.and_then(|p| p.to_str().ok()).unwrap_or("?")
                 );
-                return Ok(local_reply(&cx, Flag::UpgradeFailed, &detail, grpc, log));
+                return Ok(routed(local_reply(
+                    &cx,
+                    Flag::UpgradeFailed,
+                    &detail,
+                    grpc,
+                    log,
+                )));
             }
         }
     } else {
@@ -360,13 +380,13 @@ pub async fn handle(
     if parts.method == Method::CONNECT {
         let Some(pick) = hash(&parts.headers) else {
             let detail = format!("cluster {:?} has no healthy endpoint", destination.cluster);
-            return Ok(local_reply(
+            return Ok(routed(local_reply(
                 &cx,
                 Flag::NoHealthyUpstream,
                 &detail,
                 grpc,
                 log,
-            ));
+            )));
         };
         return Ok(tunnel(&cx, state, pick, &mut parts, grpc, log).await);
     }
@@ -431,13 +451,13 @@ pub async fn handle(
         let redraws = retry.map_or(0, |r| r.previous_host_redraws);
         let Some(pick) = pick_avoiding(&hash, &parts.headers, &tried, redraws) else {
             let detail = format!("cluster {:?} has no healthy endpoint", destination.cluster);
-            return Ok(local_reply(
+            return Ok(routed(local_reply(
                 &cx,
                 Flag::NoHealthyUpstream,
                 &detail,
                 grpc,
                 log,
-            ));
+            )));
         };
         let endpoint = pick.endpoint.address;
         if let Some(l) = log.as_mut() {
@@ -446,24 +466,24 @@ pub async fn handle(
         let Some((client, h2_upstream)) = state.upstream.client(&pick.endpoint, downstream_h2)
         else {
             let detail = format!("{endpoint} has no connection pool");
-            return Ok(local_reply(
+            return Ok(routed(local_reply(
                 &cx,
                 Flag::NoHealthyUpstream,
                 &detail,
                 grpc,
                 log,
-            ));
+            )));
         };
         let Some(attempt_body) = body.attempt() else {
             // Only reachable on a retry: the body outgrew what could be kept for replay.
             let detail = "the request body is too large to replay for a retry";
-            return Ok(local_reply(
+            return Ok(routed(local_reply(
                 &cx,
                 Flag::UpstreamRetryLimitExceeded,
                 detail,
                 grpc,
                 log,
-            ));
+            )));
         };
         let mut req = Request::new(attempt_body);
         *req.method_mut() = parts.method.clone();
@@ -548,7 +568,13 @@ pub async fn handle(
                     .upstream_rq_pending_overflow
                     .fetch_add(1, Relaxed);
                 let detail = format!("cluster {:?}: {overflow}", destination.cluster);
-                return Ok(local_reply(&cx, Flag::UpstreamOverflow, &detail, grpc, log));
+                return Ok(routed(local_reply(
+                    &cx,
+                    Flag::UpstreamOverflow,
+                    &detail,
+                    grpc,
+                    log,
+                )));
             }
             Ok(Err(AttemptError::Upstream(e))) if e.is_connect() => {
                 state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
@@ -563,13 +589,13 @@ pub async fn handle(
                 // The client's body broke (a bad chunk, a reset): the client's fault, not
                 // the upstream's, and not worth a retry.
                 let detail = format!("reading the request body: {}", error_chain(&e));
-                return Ok(local_reply(
+                return Ok(routed(local_reply(
                     &cx,
                     Flag::DownstreamProtocolError,
                     &detail,
                     grpc,
                     log,
-                ));
+                )));
             }
             Ok(Err(AttemptError::Upstream(e))) => {
                 let refused_stream = is_refused_stream(&e);
@@ -584,7 +610,7 @@ pub async fn handle(
                 state.stats.upstream_rq_timeout.fetch_add(1, Relaxed);
                 let whole = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
                 if whole {
-                    return Ok(route_timeout(&cx, policy, grpc, log));
+                    return Ok(routed(route_timeout(&cx, policy, grpc, log)));
                 }
                 let detail = format!("{endpoint}: per-try timeout passed");
                 (Outcome::PerTryTimeout, Flag::UpstreamRequestTimeout, detail)
@@ -594,7 +620,7 @@ pub async fn handle(
             state.cluster.report(&pick.endpoint, Reported::LocalFailure);
             let retriable = retry.is_some_and(|r| r.on.retries(outcome)) && body.can_replay();
             if !retriable {
-                return Ok(local_reply(&cx, flag, &detail, grpc, log));
+                return Ok(routed(local_reply(&cx, flag, &detail, grpc, log)));
             }
             if last_chance {
                 // Envoy answers a last per-try timeout as a timeout, anything else as URX.
@@ -603,14 +629,14 @@ pub async fn handle(
                     _ => Flag::UpstreamRetryLimitExceeded,
                 };
                 let detail = format!("{} attempts, the last: {detail}", retries_done + 1);
-                return Ok(local_reply(&cx, flag, &detail, grpc, log));
+                return Ok(routed(local_reply(&cx, flag, &detail, grpc, log)));
             }
             match state.breaker.retry() {
                 Some(place) => retry_place = Some(place),
                 None => {
                     // maxRetries in flight: this failure is final.
                     state.stats.upstream_rq_retry_overflow.fetch_add(1, Relaxed);
-                    return Ok(local_reply(&cx, flag, &detail, grpc, log));
+                    return Ok(routed(local_reply(&cx, flag, &detail, grpc, log)));
                 }
             }
         }
@@ -622,7 +648,7 @@ pub async fn handle(
         let pause = retry.map_or(Duration::ZERO, |r| r.backoff(retries_done, fastrand::f64()));
         let wake = tokio::time::Instant::now() + pause;
         if deadline.is_some_and(|d| d <= wake) {
-            return Ok(route_timeout(&cx, policy, grpc, log));
+            return Ok(routed(route_timeout(&cx, policy, grpc, log)));
         }
         tokio::time::sleep_until(wake).await;
     };

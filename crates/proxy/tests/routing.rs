@@ -754,3 +754,52 @@ clusters:
     let r = get(&c, proxy.addr("base"), "app", "/a%zz", &[]).await;
     assert_eq!(r.status, 400, "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_replies_carry_the_routes_response_headers() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+- {{name: http, address: 127.0.0.1:0, http: {{routeConfig: main}}}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - name: all
+    domains: ["*"]
+    routes:
+    - matches: [{{uri: {{prefix: /dead}}}}]
+      route: {{clusters: [{{cluster: dead}}]}}
+      responseHeaders: {{set: {{strict-transport-security: max-age=31536000}}}}
+    - matches: [{{uri: {{prefix: /empty}}}}]
+      route: {{clusters: [{{cluster: empty}}]}}
+      responseHeaders: {{add: {{x-route: empty}}}}
+clusters:
+- {{name: dead, connectTimeout: 2s, endpoints: [{{address: "{closed}"}}]}}
+- {{name: empty}}
+"#
+    ));
+    let c = client();
+    // The proxy's own 503 UF and 503 UH carry what the route adds to responses, as Envoy's do.
+    let r = get(&c, proxy.addr("http"), "app", "/dead", &[]).await;
+    assert_eq!(
+        (
+            r.status,
+            r.headers["x-weft-response-flags"].to_str().unwrap()
+        ),
+        (503, "UF")
+    );
+    assert_eq!(r.headers["strict-transport-security"], "max-age=31536000");
+    let r = get(&c, proxy.addr("http"), "app", "/empty", &[]).await;
+    assert_eq!(
+        (
+            r.status,
+            r.headers["x-weft-response-flags"].to_str().unwrap()
+        ),
+        (503, "UH")
+    );
+    assert_eq!(r.headers["x-route"], "empty");
+}
