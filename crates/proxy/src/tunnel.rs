@@ -227,7 +227,7 @@ pub async fn connect(
         state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
         format!(
             "connecting to {endpoint}: {}",
-            crate::http::error_chain(&*e)
+            crate::error::chain(&*e)
         )
     });
     // For outlier detection a connection that opens is a success, one that does not a local

@@ -179,7 +179,7 @@ async fn retries_avoid_tried_endpoints_only_with_the_previous_hosts_predicate() 
     for _ in 0..40 {
         let r = get(&c, addr, "svc", "/any", &[]).await;
         if r.status != 200 {
-            assert_eq!(r.headers["x-weft-response-flags"], "URX");
+            assert_eq!(r.headers["x-weft-response-flags"], "URX,UF");
             failed += 1;
         }
     }
@@ -196,7 +196,7 @@ async fn exhausted_retries_answer_urx() {
     let c = client();
     let r = get(&c, proxy.addr("http"), "svc", "/", &[]).await;
     assert_eq!(r.status, 503);
-    assert_eq!(r.headers["x-weft-response-flags"], "URX");
+    assert_eq!(r.headers["x-weft-response-flags"], "URX,UF");
     assert!(
         r.body.contains("3 attempts, the last: connecting to"),
         "{}",
@@ -226,7 +226,7 @@ async fn timeouts_answer_504_ut() {
     // Every attempt times out: the last per-try timeout is a timeout too.
     let r = get(&c, addr, "svc", "/slow?ms=3000", &[("x-case", "per-try")]).await;
     assert_eq!(r.status, 504, "{}", r.body);
-    assert_eq!(r.headers["x-weft-response-flags"], "UT");
+    assert_eq!(r.headers["x-weft-response-flags"], "URX,UT");
     assert!(r.body.contains("2 attempts"), "{}", r.body);
 
     // A gRPC caller gets UNAVAILABLE, as from Envoy (its HTTP-to-gRPC mapping of 504).

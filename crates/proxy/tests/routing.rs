@@ -562,6 +562,64 @@ clusters:
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_retries_that_ran_out_as_envoy_does() {
+    let app = backend("app").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_dir, log) = access_log_file("weft-retry-flags");
+    let retry = r#"retryPolicy: {numRetries: 2, retryOn: "connect-failure,5xx"}"#;
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+- {{name: http, address: 127.0.0.1:0, http: {{routeConfig: main}}, accessLog: {{path: "{}", format: JSON}}}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - {{name: app, domains: [app], routes: [{{route: {{clusters: [{{cluster: app}}], {retry}}}}}]}}
+  - {{name: dead, domains: [dead], routes: [{{route: {{clusters: [{{cluster: dead}}], {retry}}}}}]}}
+clusters:
+- {{name: app, endpoints: [{{address: "{app}"}}]}}
+- {{name: dead, endpoints: [{{address: "{closed}"}}]}}
+"#,
+        log.display()
+    ));
+    let c = client();
+    // The upstream's last 503 is passed on; the log says retries ran out.
+    let r = get(&c, proxy.addr("http"), "app", "/status/503", &[]).await;
+    assert_eq!(r.status, 503);
+    assert!(!r.headers.contains_key("x-weft-response-flags"));
+    // Every attempt failed to connect: URX, then the last attempt's cause.
+    let r = get(&c, proxy.addr("http"), "dead", "/", &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-weft-response-flags"], "URX,UF");
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        lines = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect();
+        if lines.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let flags: Vec<_> = lines
+        .iter()
+        .map(|l| (l["authority"].clone(), l["response_flags"].clone()))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (serde_json::json!("app"), serde_json::json!("URX")),
+            (serde_json::json!("dead"), serde_json::json!("URX,UF")),
+        ]
+    );
+}
+
 /// A proxy (gateway when `node` is a `router~` id) with one route to an echoing backend,
 /// retrying 5xx twice.
 async fn echo_proxy(node: &str) -> Proxy {

@@ -1,0 +1,238 @@
+//! Phase 1, downstream checks: what a request must be before it is routed. Envoy's HTTP/1
+//! codec rules as Istio configures them, the listener's rate limit, the authority the request
+//! is for, its path normalized, and whether the connection's TLS admits that authority.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Uri, Version};
+
+use super::{ConnContext, Exchange};
+use crate::error::{Cause, Error};
+
+static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// A request that passed the checks, with what routing reads of it.
+pub(super) struct Checked {
+    pub parts: http::request::Parts,
+    /// Lower-case `host[:port]`.
+    pub authority: String,
+    /// The scheme the client used: `http` or `https`.
+    pub scheme: &'static str,
+    /// The path, normalized ([`crate::path`]), with the query.
+    pub path_and_query: String,
+}
+
+pub(super) fn check(
+    cx: &ConnContext,
+    ex: &mut Exchange,
+    parts: http::request::Parts,
+) -> Result<Checked, Error> {
+    if let Some(refusal) = http1_refusal(&parts) {
+        // Envoy's codec closes the connection after these.
+        ex.close = true;
+        return Err(refusal);
+    }
+    if let Some(bucket) = &cx.rate_limit
+        && !bucket.try_acquire()
+    {
+        let detail = format!("listener {:?}: local rate limit", cx.listener);
+        return Err(Error::new(Cause::RateLimited, detail));
+    }
+    let authority = request_authority(&parts.method, &parts.uri, &parts.headers, cx.explicit_proxy)
+        .map_err(|why| Error::new(Cause::BadRequest, why))?;
+    ex.note(|l| l.authority.clone_from(&authority));
+    let scheme = original_scheme(cx, &parts);
+    let received = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let path_and_query = match crate::path::normalize(received, cx.path_normalization) {
+        Ok(p) => p.into_owned(),
+        Err(why) => {
+            return Err(Error::new(
+                Cause::BadRequest,
+                format!("path {received:?}: {why}"),
+            ));
+        }
+    };
+    if let Some(tls) = &cx.tls {
+        let (host, _) = crate::route::split_port(&authority);
+        if !tls.termination.admits(&tls.served, host) {
+            let detail = format!(
+                "no route for {authority}: it is served with other client certificate \
+                 verification than this connection's SNI selected"
+            );
+            return Err(Error::new(Cause::NoRoute, detail));
+        }
+    }
+    Ok(Checked {
+        parts,
+        authority,
+        scheme,
+        path_and_query,
+    })
+}
+
+/// What Envoy's HTTP/1 codec refuses before routing, as Istio configures it: HTTP/1.0 (426;
+/// Istio leaves `accept_http_10` off), a transfer coding other than chunked (501: the
+/// coding would be lost on the way, as Transfer-Encoding is hop by hop), and a method that
+/// is not a registered one in its registered (upper) case (400).
+fn http1_refusal(parts: &http::request::Parts) -> Option<Error> {
+    if parts.version == Version::HTTP_10 || parts.version == Version::HTTP_09 {
+        let why = "HTTP/1.0 is not served; use HTTP/1.1 or HTTP/2";
+        return Some(Error::new(Cause::Http10, why));
+    }
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let codings = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    if codings
+        .filter(|c| !c.is_empty())
+        .any(|c| !c.eq_ignore_ascii_case(b"chunked"))
+    {
+        let why = "only the chunked transfer coding is implemented";
+        return Some(Error::new(Cause::TransferCoding, why));
+    }
+    if !KNOWN_METHODS.contains(&parts.method.as_str()) {
+        let why = "unknown method (methods are case-sensitive: GET, not get)";
+        return Some(Error::new(Cause::BadRequest, why));
+    }
+    None
+}
+
+/// The methods Envoy's HTTP/1 parser knows: HTTP's, WebDAV's and a few more.
+const KNOWN_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "COPY",
+    "LOCK",
+    "MKCOL",
+    "MOVE",
+    "PROPFIND",
+    "PROPPATCH",
+    "SEARCH",
+    "UNLOCK",
+    "BIND",
+    "REBIND",
+    "UNBIND",
+    "ACL",
+    "REPORT",
+    "MKACTIVITY",
+    "CHECKOUT",
+    "MERGE",
+    "M-SEARCH",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PURGE",
+    "MKCALENDAR",
+    "LINK",
+    "UNLINK",
+    "SOURCE",
+];
+
+/// Drops every `x-envoy-*` header an outside client sent. They steer proxies (retries,
+/// timeouts, `x-envoy-internal`), so only the mesh may set them; Envoy drops its list of
+/// them from external requests, weft the whole prefix.
+pub(super) fn remove_envoy_headers(headers: &mut HeaderMap) {
+    let envoy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-envoy-"))
+        .cloned()
+        .collect();
+    for name in envoy {
+        headers.remove(&name);
+    }
+}
+
+/// The authority a request is for: the absolute-form URI's (explicit proxy), HTTP/2's
+/// :authority, or the Host header. Requests RFC 9112 says to answer with 400 are refused:
+/// no Host, several Host headers, a Host that is not an authority, a CONNECT whose target
+/// is not `host:port`, a `host:port` target for anything but CONNECT, and `*` for anything
+/// but OPTIONS.
+fn request_authority(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    explicit_proxy: bool,
+) -> Result<String, &'static str> {
+    if method == Method::CONNECT && uri.authority().is_none_or(|a| a.port().is_none()) {
+        return Err("CONNECT needs a host:port target");
+    }
+    // `GET example.com HTTP/1.1`: the authority form is CONNECT's alone (RFC 9112 3.2.3);
+    // routing it by its target while Host says otherwise would let the two disagree.
+    if method != Method::CONNECT && uri.scheme().is_none() && uri.authority().is_some() {
+        return Err("only CONNECT takes a host:port request target");
+    }
+    if uri.path() == "*" && uri.authority().is_none() && method != Method::OPTIONS {
+        return Err("the * target is for OPTIONS only");
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("request has more than one Host header");
+    }
+    if let Some(a) = uri.authority()
+        && (explicit_proxy
+            || uri.scheme().is_none()
+            || uri.scheme() == Some(&Scheme::HTTP)
+            || uri.scheme() == Some(&Scheme::HTTPS))
+    {
+        return Ok(a.as_str().to_ascii_lowercase());
+    }
+    let host = host.ok_or("request has no Host or :authority")?;
+    // RFC 3986 authority characters (reg-name or IP literal, and a port), no userinfo.
+    let valid = !host.is_empty()
+        && host
+            .as_bytes()
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b));
+    match host.to_str() {
+        Ok(h) if valid => Ok(h.to_ascii_lowercase()),
+        _ => Err("the Host header is not a valid authority"),
+    }
+}
+
+/// The scheme the client used: the request's own (absolute form, HTTP/2 `:scheme`) or the
+/// connection's; on a sidecar, an `x-forwarded-proto` of `http` or `https` wins (set by a
+/// proxy in front that terminated TLS, which Envoy trusts with use_remote_address off). A
+/// gateway's clients are outside: it goes by its own connection. Redirects and `scheme`
+/// matches read it.
+fn original_scheme(cx: &ConnContext, parts: &http::request::Parts) -> &'static str {
+    let https = |s: &[u8]| {
+        if s.eq_ignore_ascii_case(b"https") {
+            Some("https")
+        } else if s.eq_ignore_ascii_case(b"http") {
+            Some("http")
+        } else {
+            None
+        }
+    };
+    let forwarded = cx
+        .internal_downstream
+        .then(|| parts.headers.get(&FORWARDED_PROTO))
+        .flatten()
+        .and_then(|v| https(v.as_bytes()));
+    forwarded.unwrap_or_else(|| match parts.uri.scheme_str() {
+        Some(s) => https(s.as_bytes()).unwrap_or("http"),
+        None if cx.tls.is_some() => "https",
+        None => "http",
+    })
+}
+
+pub(super) fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}

@@ -1,0 +1,270 @@
+//! The HTTP request path. [`handle`] reads top to bottom, one phase a call, each phase in a
+//! module of its own:
+//!
+//! 1. [`downstream::check`]: what a request must be before anything else (HTTP/1 rules, the
+//!    listener's rate limit, its authority, its path normalized, TLS admission);
+//! 2. [`decide::route`]: the route table's decision: an answer made here (CORS preflight,
+//!    direct response, redirect) or a destination;
+//! 3. [`decide::inject_faults`]: the route's fault injection (Envoy's fault filter);
+//! 4. [`outbound::target`] and [`outbound::build`]: the cluster, and the upstream request
+//!    (URI, headers, the WebSocket offer);
+//! 5. [`attempts::run`]: pick, admit, send, classify; retry after a backoff or give up;
+//! 6. [`respond::upstream`]: the response (header operations, deadline, upgrade join).
+//!
+//! Every phase says why it cannot go on with one [`Error`]; [`Exchange::error_reply`] turns
+//! it into the local reply, and [`finish`] counts and logs whatever answers. A new concern
+//! (authentication, authorization, metrics, tracing) is one more phase call in [`serve`].
+
+mod attempts;
+mod decide;
+mod downstream;
+mod outbound;
+mod respond;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use crate::access_log::Entry;
+use crate::body::{Observed, ProxyBody};
+use crate::error::{Error, Flags};
+use crate::reply::Flag;
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
+use crate::stats::class_index;
+use decide::Decision;
+
+/// What a request's connection contributes: where it came from, which listener.
+pub struct ConnContext {
+    pub shared: Arc<Shared>,
+    pub listener: String,
+    pub route_config: String,
+    pub explicit_proxy: bool,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub access_log: bool,
+    /// The connection's TLS (scheme `https`), when it has some.
+    pub tls: Option<TlsConn>,
+    /// The listener's rate limit, taken before routing.
+    pub rate_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
+    /// The downstream is in the mesh: true on sidecars (their callers are apps and other
+    /// sidecars), false on gateways ([`crate::config::NodeInfo::gateway`]), whose clients
+    /// are outside. An outside client gets local replies without their detail (addresses,
+    /// socket errors, TLS reasons: those go to the access log and the debug log), and the
+    /// `x-envoy-*` headers it sends are dropped, as Envoy drops them from external requests.
+    pub internal_downstream: bool,
+    /// How request paths are normalized before routing ([`crate::path`]).
+    pub path_normalization: weft_xds::proto::PathNormalization,
+}
+
+/// What a TLS connection was handshaken with.
+pub struct TlsConn {
+    pub termination: Arc<crate::tls::Termination>,
+    /// The certificate (and client verification) its SNI chose.
+    pub served: Arc<crate::tls::Served>,
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// What every response says it came through, as Istio names its proxies (Envoy's
+/// `server_name`, with the upstream's own `server` header overwritten).
+static SERVER: HeaderValue = HeaderValue::from_static("istio-envoy");
+
+/// Handles one request. Never fails: every error becomes a response.
+pub async fn handle(
+    req: Request<Incoming>,
+    cx: Arc<ConnContext>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let (mut parts, body) = req.into_parts();
+    let mut ex = Exchange::begin(&cx, &mut parts);
+    let span = ex.span.clone();
+    let snapshot = cx.shared.snapshot.load_full();
+    let reply = match serve(&cx, &mut ex, &snapshot, parts, body)
+        .instrument(span)
+        .await
+    {
+        Ok(reply) => reply,
+        Err(e) => ex.error_reply(&cx, e),
+    };
+    Ok(finish(&cx, ex, reply))
+}
+
+/// The phases, in order. An error before routing is answered as it is; one after routing
+/// gets the route's response header operations too ([`decide::Routed::finalize`]), except a
+/// fault's abort: Envoy's fault filter answers before the router.
+async fn serve(
+    cx: &ConnContext,
+    ex: &mut Exchange,
+    snapshot: &Arc<Snapshot>,
+    parts: http::request::Parts,
+    body: Incoming,
+) -> Result<Reply, Error> {
+    let request = downstream::check(cx, ex, parts)?;
+    let routed = match decide::route(cx, ex, snapshot, &request)? {
+        Decision::Answer(resp) => return Ok(Reply::new(resp)),
+        Decision::Forward(routed) => routed,
+    };
+    decide::inject_faults(ex, routed.policy()).await?;
+    match forward(cx, ex, snapshot, &routed, request, body).await {
+        Ok(reply) => Ok(reply),
+        Err(e) => Ok(routed.finalize(ex.error_reply(cx, e))),
+    }
+}
+
+/// A routed request's way upstream and back.
+async fn forward(
+    cx: &ConnContext,
+    ex: &mut Exchange,
+    snapshot: &Arc<Snapshot>,
+    routed: &decide::Routed<'_>,
+    request: downstream::Checked,
+    body: Incoming,
+) -> Result<Reply, Error> {
+    let policy = routed.policy();
+    // The route timeout starts here (after a fault's delay, as in Envoy), and bounds all
+    // that follows: an ORIGINAL_DST lookup, the attempts and their backoff, the response body.
+    let deadline = policy.timeout.map(|t| tokio::time::Instant::now() + t);
+    let cluster = outbound::target(cx, snapshot, routed, &request, deadline).await?;
+    let mut outbound = outbound::build(cx, snapshot, routed, &cluster, request)?;
+    if outbound.is_connect() {
+        return respond::tunnel(&cluster, routed, &mut outbound).await;
+    }
+    let body = outbound::body(ex, snapshot, policy, &outbound, body);
+    let answer = attempts::run(ex, &cluster, routed, &mut outbound, body, deadline).await?;
+    let upgrade = outbound.upgrade.take();
+    Ok(respond::upstream(ex, &cluster, routed, answer, upgrade, deadline))
+}
+
+/// One request's bookkeeping, from arrival to the end of its response body.
+pub(crate) struct Exchange {
+    /// The request is gRPC: local replies are Trailers-Only gRPC responses.
+    grpc: bool,
+    /// Built only when the listener logs: it costs a dozen allocations.
+    log: Option<Box<Entry>>,
+    /// Response flags noted on the way (DI, URX on a passed-through last response, and the
+    /// cause of a local reply).
+    flags: Flags,
+    /// A local reply that is the flag's to make closes the connection (HTTP/1 refusals).
+    close: bool,
+    /// The request's span: listener, peer, method and path; route and cluster once known.
+    span: tracing::Span,
+}
+
+impl Exchange {
+    fn begin(cx: &ConnContext, parts: &mut http::request::Parts) -> Exchange {
+        let stats = &cx.shared.stats;
+        stats.downstream_rq_total.fetch_add(1, Relaxed);
+        stats.downstream_rq_active.fetch_add(1, Relaxed);
+        if !cx.internal_downstream {
+            downstream::remove_envoy_headers(&mut parts.headers);
+        }
+        if !parts.headers.contains_key(&REQUEST_ID) {
+            parts
+                .headers
+                .insert(REQUEST_ID.clone(), downstream::new_request_id());
+        }
+        let span = tracing::debug_span!(
+            "request",
+            method = %parts.method,
+            path = %parts.uri.path(),
+            route = tracing::field::Empty,
+            cluster = tracing::field::Empty,
+        );
+        Exchange {
+            grpc: crate::reply::is_grpc(&parts.headers),
+            log: cx
+                .access_log
+                .then(|| Box::new(Entry::begin(parts, cx.peer))),
+            flags: Flags::default(),
+            close: false,
+            span,
+        }
+    }
+
+    /// Notes what the access log shows of this request, when the listener logs.
+    fn note(&mut self, with: impl FnOnce(&mut Entry)) {
+        if let Some(l) = self.log.as_deref_mut() {
+            with(l);
+        }
+    }
+
+    fn flag(&mut self, flag: Flag) {
+        self.flags.add(flag);
+    }
+
+    /// The local reply for `e`: its flags noted, its detail logged at debug and kept for
+    /// the access log; the detail shown only to a caller inside the mesh.
+    fn error_reply(&mut self, cx: &ConnContext, e: Error) -> Reply {
+        tracing::debug!(parent: &self.span, peer = %cx.peer, flags = %e.flags(), "local reply: {}", e.detail());
+        cx.shared.stats.local_reply(e.flag().code());
+        self.flags.merge(e.flags());
+        let mut resp = e.reply(self.grpc, cx.internal_downstream);
+        if self.flags.to_string() != e.flag().code() {
+            // The header says what the access log says: `URX,UF`, `DI,UF`.
+            if let Ok(v) = HeaderValue::from_str(&self.flags.to_string()) {
+                resp.headers_mut().insert(crate::reply::FLAGS_HEADER, v);
+            }
+        }
+        if self.close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        self.note(|l| e.detail().clone_into(&mut l.details));
+        Reply::new(resp)
+    }
+}
+
+/// What answers a request: the response, and what it holds until its body ends (the
+/// endpoint's active-request count, the circuit breaker's places).
+pub(crate) struct Reply {
+    resp: Response<ProxyBody>,
+    held: Held,
+}
+
+/// Each is released when dropped: with the reply's body, at its end.
+#[derive(Default)]
+pub(crate) struct Held {
+    pick: Option<crate::cluster::Pick>,
+    #[expect(dead_code, reason = "held for its Drop")]
+    admission: Option<crate::breaker::Admission>,
+    #[expect(dead_code, reason = "held for its Drop")]
+    retry: Option<crate::breaker::RetryPlace>,
+}
+
+impl Reply {
+    fn new(resp: Response<ProxyBody>) -> Reply {
+        Reply {
+            resp,
+            held: Held::default(),
+        }
+    }
+}
+
+/// Counts the response, and wraps its body so that the access log line is written (and what
+/// the reply holds released) when the body ends.
+fn finish(cx: &ConnContext, ex: Exchange, reply: Reply) -> Response<ProxyBody> {
+    let shared = cx.shared.clone();
+    let Reply { resp, held } = reply;
+    let status = resp.status().as_u16();
+    shared.stats.downstream_rq_xx[class_index(status)].fetch_add(1, Relaxed);
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.insert(header::SERVER, SERVER.clone());
+    let Exchange { log, flags, .. } = ex;
+    let body = Observed::new(body, move |bytes, _complete| {
+        drop(held);
+        shared.stats.downstream_rq_active.fetch_sub(1, Relaxed);
+        if let Some(mut log) = log {
+            log.status = status;
+            log.flags = flags;
+            log.bytes_sent = bytes;
+            shared.access_log.write(&log);
+        }
+    });
+    Response::from_parts(parts, body.boxed_unsync())
+}
