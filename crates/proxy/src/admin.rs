@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::body::ProxyBody;
 use crate::reply;
-use crate::server::Shared;
+use crate::server::Proxy;
 
 /// How long an app probe waits for the application to accept a connection.
 const APP_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -37,21 +37,20 @@ pub enum Endpoint {
 }
 
 /// Serves `listener` with `page` until shutdown.
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener, endpoint: Endpoint) {
-    serve_with(shared, listener, endpoint, HEADER_READ_TIMEOUT).await;
+pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, endpoint: Endpoint) {
+    serve_with(proxy, listener, endpoint, HEADER_READ_TIMEOUT).await;
 }
 
 async fn serve_with(
-    shared: Arc<Shared>,
+    proxy: Arc<Proxy>,
     listener: TcpListener,
     endpoint: Endpoint,
     header_read_timeout: Duration,
 ) {
-    let mut shutdown = shared.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.wait_for(|s| *s) => return,
+            () = proxy.stopped() => return,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -60,20 +59,20 @@ async fn serve_with(
                     Endpoint::Admin => "admin",
                     Endpoint::Health { .. } => "health",
                 };
-                crate::server::accept_failed(&e, name).await;
+                crate::serve::accept_failed(&e, name).await;
                 continue;
             }
         };
-        let shared = shared.clone();
+        let proxy = proxy.clone();
         let endpoint = endpoint.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let shared = shared.clone();
+                let proxy = proxy.clone();
                 let endpoint = endpoint.clone();
                 async move {
                     Ok::<_, Infallible>(match endpoint {
-                        Endpoint::Admin => page(&shared, req),
-                        Endpoint::Health { app_probes } => health(&shared, &req, &app_probes).await,
+                        Endpoint::Admin => page(&proxy, req),
+                        Endpoint::Health { app_probes } => health(&proxy, &req, &app_probes).await,
                     })
                 }
             });
@@ -97,21 +96,21 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
 }
 
 /// The proxy is ready: it has its first config and is not draining.
-fn proxy_ready(shared: &Shared) -> bool {
-    shared.ready.load(Relaxed) && !*shared.shutdown.borrow()
+fn proxy_ready(proxy: &Proxy) -> bool {
+    proxy.ready.load(Relaxed) && !proxy.is_stopping()
 }
 
 /// The health endpoint: `/healthz/ready` is 200 when the proxy is ready and the application
 /// accepts connections on every probed address, 503 saying which is not otherwise.
 async fn health(
-    shared: &Shared,
+    proxy: &Proxy,
     req: &Request<Incoming>,
     app_probes: &[SocketAddr],
 ) -> Response<ProxyBody> {
     if req.uri().path() != "/healthz/ready" {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
-    if !proxy_ready(shared) {
+    if !proxy_ready(proxy) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
     }
     for addr in app_probes {
@@ -130,9 +129,10 @@ async fn health(
     text(StatusCode::OK, "")
 }
 
-fn page(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+fn page(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
+    let shared = &proxy.shared;
     let path = req.uri().path();
-    let ready = proxy_ready(shared);
+    let ready = proxy_ready(proxy);
     match (req.method(), path) {
         (_, "/ready") if ready => text(StatusCode::OK, "LIVE\n"),
         (_, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n"),
@@ -206,13 +206,13 @@ fn page(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
                 .query()
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("level=")))
                 .unwrap_or("");
-            match (shared.set_log_level)(level) {
+            match (proxy.set_log_level)(level) {
                 Ok(()) => text(StatusCode::OK, format!("log level: {level}\n")),
                 Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
             }
         }
         (&Method::POST, "/quitquitquit") => {
-            let _ = shared.shutdown.send(true);
+            proxy.stop();
             text(StatusCode::OK, "OK\n")
         }
         (_, "/config_dump" | "/clusters" | "/stats") => {
@@ -236,7 +236,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let server = tokio::spawn(serve_with(
-            Shared::for_test(),
+            Proxy::for_test(),
             listener,
             Endpoint::Health {
                 app_probes: Arc::from([]),

@@ -6,14 +6,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::access_log::AccessLog;
-use crate::listeners::Listeners;
-use crate::server::{self, Shared};
+use crate::server::{self, Proxy};
+use crate::state::Shared;
 use crate::stats::Stats;
-use arc_swap::ArcSwap;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -176,22 +175,15 @@ async fn serve(args: Args) -> ExitCode {
         }
     };
 
-    let (shutdown, _) = tokio::sync::watch::channel(false);
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(snapshot),
-        stats,
-        access_log,
-        ready: AtomicBool::new(false),
-        shutdown,
-        set_log_level: Box::new(move |level: &str| {
-            let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
-            reload.reload(f).map_err(|e| e.to_string())
-        }),
-        listeners: Listeners::new(drain_timeout),
+    let shared = Arc::new(Shared::new(snapshot, stats, access_log));
+    let set_log_level: crate::server::SetLogLevel = Box::new(move |level: &str| {
+        let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
+        reload.reload(f).map_err(|e| e.to_string())
     });
+    let proxy = Arc::new(Proxy::new(shared.clone(), drain_timeout, set_log_level));
 
     let specs = shared.snapshot.load().listeners.clone();
-    match shared.listeners.apply(&shared, &specs, || ()) {
+    match proxy.listeners.apply(&shared, &specs, || ()) {
         // Stable lines on stderr so that scripts and tests learn the bound ports.
         Ok(bound) => {
             for b in bound {
@@ -211,41 +203,39 @@ async fn serve(args: Args) -> ExitCode {
         }
     }
     tokio::spawn(crate::admin::serve(
-        shared.clone(),
+        proxy.clone(),
         admin_l,
         crate::admin::Endpoint::Admin,
     ));
     tokio::spawn(crate::admin::serve(
-        shared.clone(),
+        proxy.clone(),
         health_l,
         crate::admin::Endpoint::Health {
             app_probes: app_probes.into(),
         },
     ));
-    match crate::xds::client(shared.clone(), &bootstrap) {
+    match crate::xds::client(proxy.clone(), &bootstrap) {
         // Dynamic config: ready once the first full config from the control plane is in. The
         // file is not watched (reloading it would drop what xDS sent).
         Some(client) => {
             let mut ready = client.ready();
-            let mut stop = shared.shutdown.subscribe();
-            tokio::spawn(client.run(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }));
-            let shared = shared.clone();
+            let stopping = proxy.clone();
+            tokio::spawn(client.run(async move { stopping.stopped().await }));
+            let proxy = proxy.clone();
             tokio::spawn(async move {
                 if ready.wait_for(|r| *r).await.is_ok() {
-                    shared.ready.store(true, Relaxed);
+                    proxy.ready.store(true, Relaxed);
                     eprintln!("weft-proxy: ready");
                 }
             });
         }
         None => {
             tokio::spawn(server::watch_config(
-                shared.clone(),
+                proxy.clone(),
                 args.config.clone(),
                 loaded_mtime,
             ));
-            shared.ready.store(true, Relaxed);
+            proxy.ready.store(true, Relaxed);
             eprintln!("weft-proxy: ready");
         }
     }
@@ -257,15 +247,14 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut quit = shared.shutdown.subscribe();
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-        _ = quit.wait_for(|s| *s) => {}
+        () = proxy.stopped() => {}
     }
     eprintln!("weft-proxy: draining (up to {drain_timeout:?})");
-    let _ = shared.shutdown.send(true);
-    shared.listeners.shutdown().await;
+    proxy.stop();
+    proxy.listeners.shutdown().await;
     eprintln!("weft-proxy: stopped");
     ExitCode::SUCCESS
 }

@@ -268,7 +268,10 @@ mod tests {
 
     #[test]
     fn a_gateways_client_reads_the_cause_but_not_the_detail() {
-        let e = Error::new(Cause::ConnectFailure, "connecting to 10.1.2.3:8080: refused");
+        let e = Error::new(
+            Cause::ConnectFailure,
+            "connecting to 10.1.2.3:8080: refused",
+        );
         let body = |resp: Response<ProxyBody>| {
             let bytes = futures_body(resp);
             String::from_utf8_lossy(&bytes).into_owned()

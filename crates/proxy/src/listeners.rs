@@ -13,8 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::ConfigError;
-use crate::server::{Shared, serve_listener};
+use crate::serve::serve_listener;
 use crate::snapshot::ListenerSpec;
+use crate::state::Shared;
 
 /// The listeners serving now, by name.
 pub struct Listeners {

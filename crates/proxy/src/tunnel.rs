@@ -14,8 +14,8 @@ use tokio::net::TcpStream;
 
 use crate::cluster::{HashInput, Pick};
 use crate::reply::Flag;
-use crate::server::Shared;
 use crate::snapshot::ClusterState;
+use crate::state::Shared;
 use crate::tls::SniTable;
 
 /// A client has this long to send its whole ClientHello on a passthrough listener.
@@ -225,10 +225,7 @@ pub async fn connect(
     let endpoint = pick.endpoint.address;
     let result = state.upstream.connect(&pick.endpoint).await.map_err(|e| {
         state.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
-        format!(
-            "connecting to {endpoint}: {}",
-            crate::error::chain(&*e)
-        )
+        format!("connecting to {endpoint}: {}", crate::error::chain(&*e))
     });
     // For outlier detection a connection that opens is a success, one that does not a local
     // origin failure (as Envoy's TCP proxy reports them).

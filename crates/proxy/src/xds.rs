@@ -15,11 +15,11 @@ use weft_xds::resource::{
     XdsResource, unpack,
 };
 
-use crate::server::{Shared, apply, build};
+use crate::server::{Proxy, apply, build};
 
 /// Applies xDS updates to the running proxy.
 pub struct Handler {
-    shared: Arc<Shared>,
+    proxy: Arc<Proxy>,
     /// The bootstrap file's own resources (and node, admin): the base every update joins.
     base: proto::Bootstrap,
     listeners: BTreeMap<String, proto::Listener>,
@@ -30,7 +30,7 @@ pub struct Handler {
 }
 
 /// Builds the client for `bootstrap.xds`; its `ready()` says when the first full config is in.
-pub fn client(shared: Arc<Shared>, bootstrap: &proto::Bootstrap) -> Option<XdsClient<Handler>> {
+pub fn client(proxy: Arc<Proxy>, bootstrap: &proto::Bootstrap) -> Option<XdsClient<Handler>> {
     let xds = bootstrap.xds.as_ref()?;
     let node = Node {
         id: bootstrap
@@ -41,7 +41,7 @@ pub fn client(shared: Arc<Shared>, bootstrap: &proto::Bootstrap) -> Option<XdsCl
         ..Default::default()
     };
     let handler = Handler {
-        shared,
+        proxy,
         base: bootstrap.clone(),
         listeners: BTreeMap::new(),
         route_configs: BTreeMap::new(),
@@ -101,7 +101,7 @@ impl Handler {
     /// Builds and applies the config with this type's new set; on failure nothing changes.
     async fn try_apply(&mut self, update: &Update<'_>) -> Result<(), String> {
         let mut next = Handler {
-            shared: self.shared.clone(),
+            proxy: self.proxy.clone(),
             base: self.base.clone(),
             listeners: self.listeners.clone(),
             route_configs: self.route_configs.clone(),
@@ -115,8 +115,8 @@ impl Handler {
             SECRET_TYPE_URL => next.secrets = decode(update)?,
             other => return Err(format!("type {other} is not one weft-proxy takes")),
         }
-        let snapshot = build(&self.shared, next.bootstrap()).await?;
-        apply(&self.shared, snapshot)?;
+        let snapshot = build(&self.proxy.shared, next.bootstrap()).await?;
+        apply(&self.proxy, snapshot)?;
         *self = next;
         Ok(())
     }
@@ -127,7 +127,7 @@ impl ConfigHandler for Handler {
         let result = self.try_apply(update).await;
         match &result {
             Ok(()) => {
-                self.shared.stats.config_reloads.fetch_add(1, Relaxed);
+                self.proxy.shared.stats.config_reloads.fetch_add(1, Relaxed);
                 tracing::info!(
                     type_url = update.type_url,
                     version = update.system_version,
@@ -136,7 +136,11 @@ impl ConfigHandler for Handler {
                 );
             }
             Err(reason) => {
-                self.shared.stats.config_rejections.fetch_add(1, Relaxed);
+                self.proxy
+                    .shared
+                    .stats
+                    .config_rejections
+                    .fetch_add(1, Relaxed);
                 tracing::error!(
                     type_url = update.type_url,
                     "xds: config rejected (NACK), the previous config keeps serving: {reason}"
@@ -149,7 +153,7 @@ impl ConfigHandler for Handler {
     fn connection_changed(&mut self, connected: bool) {
         if connected {
             tracing::info!("xds: connected");
-        } else if *self.shared.shutdown.borrow() {
+        } else if self.proxy.is_stopping() {
             // Stopping: the stream ends because the proxy does; nothing to warn of.
             tracing::debug!("xds: disconnected (stopping)");
         } else {
@@ -165,10 +169,11 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn config_is_built_off_the_runtime_that_serves_requests() {
-        let shared = Shared::for_test();
+        let proxy = Proxy::for_test();
+        let shared = proxy.shared.clone();
         let bootstrap = proto::Bootstrap::default();
         let mut handler = Handler {
-            shared: shared.clone(),
+            proxy: proxy.clone(),
             base: bootstrap,
             listeners: BTreeMap::new(),
             route_configs: BTreeMap::new(),

@@ -228,6 +228,53 @@ clusters:
     assert_eq!(&buf, b"hello through weft");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_listeners_tunnels_last_until_the_drain_timeout_then_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An echo server that never closes first.
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let cluster =
+        format!("clusters:\n- {{name: echo, endpoints: [{{address: \"{echo_addr}\"}}]}}\n");
+    let proxy = Proxy::start(&format!(
+        "listeners:\n- {{name: tcp, address: \"127.0.0.1:0\", tcp: {{cluster: echo}}}}\n{cluster}"
+    ));
+    let mut s = tokio::net::TcpStream::connect(proxy.addr("tcp"))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 5];
+    s.write_all(b"hello").await.unwrap();
+    s.read_exact(&mut buf).await.unwrap();
+
+    // The listener goes; its tunnel drains (drainTimeout 5s): still open at first...
+    proxy.rewrite_config(&cluster);
+    proxy
+        .wait_log("config reloaded", Duration::from_secs(10))
+        .expect("reloaded");
+    let removed = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.write_all(b"again").await.unwrap();
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"again");
+    // ...then closed when the drain times out.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the tunnel outlived its listener's drain");
+    let after = removed.elapsed();
+    assert!(
+        after >= Duration::from_secs(4),
+        "closed after {after:?}, before the drain timeout"
+    );
+}
+
 #[test]
 fn invalid_config_is_refused_with_the_field_named() {
     let dir =

@@ -166,7 +166,9 @@ pub(super) async fn run(
             let Some(condition) = e.retry_condition() else {
                 return Err(e);
             };
-            cluster.cluster.report(&pick.endpoint, Reported::LocalFailure);
+            cluster
+                .cluster
+                .report(&pick.endpoint, Reported::LocalFailure);
             let retriable = retry.is_some_and(|r| r.on.retries(condition)) && body.can_replay();
             if !retriable {
                 return Err(e);
@@ -280,11 +282,19 @@ impl Attempt<'_> {
     async fn send(self, req: Request<ProxyBody>) -> Result<Sent, Error> {
         let stats = &self.cluster.stats;
         let exchange = async {
-            let admission = self.cluster.breaker.admit(self.h2).await.map_err(|overflow| {
-                // Envoy does not retry an overflow: the cluster is saturated.
-                stats.upstream_rq_pending_overflow.fetch_add(1, Relaxed);
-                Error::new(Cause::Overflow, format!("cluster {:?}: {overflow}", self.name))
-            })?;
+            let admission = self
+                .cluster
+                .breaker
+                .admit(self.h2)
+                .await
+                .map_err(|overflow| {
+                    // Envoy does not retry an overflow: the cluster is saturated.
+                    stats.upstream_rq_pending_overflow.fetch_add(1, Relaxed);
+                    Error::new(
+                        Cause::Overflow,
+                        format!("cluster {:?}: {overflow}", self.name),
+                    )
+                })?;
             stats.upstream_rq_total.fetch_add(1, Relaxed);
             let at = Instant::now();
             let resp = self
@@ -292,7 +302,11 @@ impl Attempt<'_> {
                 .request(req)
                 .await
                 .map_err(|e| self.failed(&e))?;
-            Ok(Sent { resp, admission, at })
+            Ok(Sent {
+                resp,
+                admission,
+                at,
+            })
         };
         let per_try_at = self.per_try.map(|t| tokio::time::Instant::now() + t);
         let limit = match (self.deadline, per_try_at) {

@@ -14,10 +14,10 @@ use super::{ConnContext, Exchange, Reply};
 use crate::body::ProxyBody;
 use crate::error::{Cause, Error};
 use crate::reply::{self, Flag};
-use crate::route::{Destination, Forward};
 use crate::route::cors::{Cors, PREFLIGHT_STATUS, Verdict};
 use crate::route::policy::{Policy, chance};
 use crate::route::{Action, Matched, RequestView};
+use crate::route::{Destination, Forward};
 use crate::snapshot::Snapshot;
 
 /// What the route table decided.
@@ -98,7 +98,10 @@ pub(super) fn route<'s>(
     };
     let view = view(cx, snapshot, request);
     let Some(matched) = table.route(&view) else {
-        let detail = format!("no route for {}{}", request.authority, request.path_and_query);
+        let detail = format!(
+            "no route for {}{}",
+            request.authority, request.path_and_query
+        );
         return Err(Error::new(Cause::NoRoute, detail));
     };
     ex.span.record("route", matched.route_name());

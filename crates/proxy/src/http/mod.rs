@@ -36,8 +36,8 @@ use crate::access_log::Entry;
 use crate::body::{Observed, ProxyBody};
 use crate::error::{Error, Flags};
 use crate::reply::Flag;
-use crate::server::Shared;
 use crate::snapshot::Snapshot;
+use crate::state::Shared;
 use crate::stats::class_index;
 use decide::Decision;
 
@@ -62,6 +62,8 @@ pub struct ConnContext {
     pub internal_downstream: bool,
     /// How request paths are normalized before routing ([`crate::path`]).
     pub path_normalization: weft_xds::proto::PathNormalization,
+    /// The listener's drain: the connection, and the tunnels its requests open, run under it.
+    pub drain: crate::drain::Watcher,
 }
 
 /// What a TLS connection was handshaken with.
@@ -133,12 +135,14 @@ async fn forward(
     let cluster = outbound::target(cx, snapshot, routed, &request, deadline).await?;
     let mut outbound = outbound::build(cx, snapshot, routed, &cluster, request)?;
     if outbound.is_connect() {
-        return respond::tunnel(&cluster, routed, &mut outbound).await;
+        return respond::tunnel(cx, &cluster, routed, &mut outbound).await;
     }
     let body = outbound::body(ex, snapshot, policy, &outbound, body);
     let answer = attempts::run(ex, &cluster, routed, &mut outbound, body, deadline).await?;
     let upgrade = outbound.upgrade.take();
-    Ok(respond::upstream(ex, &cluster, routed, answer, upgrade, deadline))
+    Ok(respond::upstream(
+        cx, ex, &cluster, routed, answer, upgrade, deadline,
+    ))
 }
 
 /// One request's bookkeeping, from arrival to the end of its response body.

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use super::attempts::Answer;
 use super::decide::Routed;
 use super::outbound::{Outbound, Target};
-use super::{Exchange, Held, Reply};
+use super::{ConnContext, Exchange, Held, Reply};
 use crate::body::Deadline;
 use crate::error::{Cause, Error};
 use crate::snapshot::ClusterState;
@@ -20,6 +20,7 @@ use crate::stats::class_index;
 static UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 
 pub(super) fn upstream(
+    cx: &ConnContext,
     ex: &mut Exchange,
     cluster: &ClusterState,
     routed: &Routed<'_>,
@@ -43,7 +44,7 @@ pub(super) fn upstream(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         resp.headers_mut().insert(header::UPGRADE, protocol);
         let upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(join_upgraded(downstream, upstream));
+        cx.spawn_tunnel(join_upgraded(downstream, upstream));
     }
     resp.headers_mut()
         .insert(UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms as u64));
@@ -75,6 +76,7 @@ async fn join_upgraded(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::u
 /// CONNECT (HTTP/1.1, or HTTP/2's stream form): open a connection to the picked endpoint,
 /// answer 200, and splice the downstream's tunnel to it. A failed connect answers 503 UF.
 pub(super) async fn tunnel(
+    cx: &ConnContext,
     cluster: &Target<'_>,
     routed: &Routed<'_>,
     out: &mut Outbound,
@@ -94,7 +96,7 @@ pub(super) async fn tunnel(
         .await
         .map_err(|detail| Error::new(Cause::ConnectFailure, detail))?;
     let idle = cluster.cluster.tcp_idle_timeout();
-    tokio::spawn(async move {
+    cx.spawn_tunnel(async move {
         match on_upgrade.await {
             Ok(down) => {
                 let mut down = hyper_util::rt::TokioIo::new(down);

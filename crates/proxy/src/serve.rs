@@ -1,0 +1,231 @@
+//! A listener's accept loop and its connections: HTTP (plain or TLS-terminated), TCP, and TLS
+//! passthrough. Every connection, and every tunnel an HTTP request opens, runs under the
+//! listener's [`Drain`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::drain::Drain;
+use crate::http::{ConnContext, TlsConn, handle};
+use crate::snapshot::{ListenerKind, ListenerSpec};
+use crate::state::Shared;
+use crate::tls::{HandshakeFailure, Termination};
+use crate::tunnel::{proxy_tcp, proxy_tls_passthrough};
+
+/// Accepts connections until `stop`, then drains them for up to `drain_timeout`. Each
+/// connection is served with the spec current when it was accepted.
+pub async fn serve_listener(
+    shared: Arc<Shared>,
+    spec: watch::Receiver<Arc<ListenerSpec>>,
+    mut stop: watch::Receiver<bool>,
+    listener: TcpListener,
+    drain_timeout: Duration,
+) {
+    let drain = Drain::new();
+    let name = spec.borrow().name.clone();
+    let local = listener.local_addr().unwrap_or(spec.borrow().address);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                accept_failed(&e, &name).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        shared.stats.downstream_cx_total.fetch_add(1, Relaxed);
+        let spec = spec.borrow().clone();
+        let watcher = drain.watcher();
+        let span = tracing::debug_span!("conn", listener = %spec.name, %peer);
+        match &spec.kind {
+            ListenerKind::Http {
+                route_config,
+                explicit_proxy,
+                max_header_bytes,
+                tls,
+                rate_limit,
+                path_normalization,
+            } => {
+                let cx = ConnContext {
+                    path_normalization: *path_normalization,
+                    shared: shared.clone(),
+                    listener: spec.name.clone(),
+                    route_config: route_config.clone(),
+                    explicit_proxy: *explicit_proxy,
+                    peer,
+                    local,
+                    access_log: spec.access_log.is_some(),
+                    tls: None,
+                    rate_limit: rate_limit.clone(),
+                    internal_downstream: !shared.snapshot.load().node.gateway,
+                    drain: watcher,
+                };
+                let max_header_bytes = *max_header_bytes;
+                match tls {
+                    None => {
+                        let cx = Arc::new(cx);
+                        let conn = http_conn(cx.clone(), TokioIo::new(stream), max_header_bytes);
+                        tokio::spawn(run_http(cx, conn).instrument(span));
+                    }
+                    Some(termination) => {
+                        let conn = serve_tls(cx, termination.clone(), stream, max_header_bytes);
+                        tokio::spawn(conn.instrument(span));
+                    }
+                }
+            }
+            ListenerKind::Tcp { cluster } => {
+                let shared = shared.clone();
+                let cluster = cluster.clone();
+                let conn = async move { proxy_tcp(shared, &cluster, stream, peer).await };
+                tokio::spawn(watcher.tunnel(conn).instrument(span));
+            }
+            ListenerKind::TlsPassthrough { routes } => {
+                let shared = shared.clone();
+                let routes = routes.clone();
+                let conn =
+                    async move { proxy_tls_passthrough(shared, &routes, stream, peer).await };
+                tokio::spawn(watcher.tunnel(conn).instrument(span));
+            }
+        }
+    }
+    drop(listener);
+    let open = drain.open();
+    if open > 0 {
+        tracing::info!(listener = %name, open, "draining connections (up to {drain_timeout:?})");
+    }
+    if !drain.drain(drain_timeout).await {
+        tracing::warn!(listener = %name, "drain timeout: closed the remaining connections");
+    }
+}
+
+/// How long an accept loop waits after an error that is not one connection's own (out of file
+/// descriptors, out of memory): accepting again at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// After a failed accept on listener `name`: nothing to wait for when one connection failed
+/// (it was reset or aborted before it was accepted), else a pause of [`ACCEPT_BACKOFF`].
+pub(crate) async fn accept_failed(e: &std::io::Error, name: &str) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    ) {
+        tracing::debug!(listener = %name, "accept: {e}");
+        return;
+    }
+    tracing::warn!(listener = %name, "accept: {e}; retrying in {ACCEPT_BACKOFF:?}");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
+/// A client has this long to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves a TLS connection: the handshake (with the config its SNI selects), then HTTP.
+async fn serve_tls(
+    cx: ConnContext,
+    termination: Arc<Termination>,
+    stream: tokio::net::TcpStream,
+    max_header_bytes: usize,
+) {
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, termination.accept(stream)).await;
+    let stats = &cx.shared.stats;
+    let (tls_stream, served) = match handshake {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(e)) => {
+            stats.ssl_failure(Some(HandshakeFailure::of(&e)));
+            tracing::debug!("TLS handshake: {e}");
+            return;
+        }
+        Err(_) => {
+            stats.ssl_failure(None);
+            tracing::debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    stats.ssl_handshake.fetch_add(1, Relaxed);
+    let cx = Arc::new(ConnContext {
+        tls: Some(TlsConn {
+            termination,
+            served,
+        }),
+        ..cx
+    });
+    let conn = http_conn(cx.clone(), TokioIo::new(tls_stream), max_header_bytes);
+    run_http(cx, conn).await;
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An HTTP/1.1-or-HTTP/2 connection serving `handle`, with upgrades.
+fn http_conn<I>(
+    cx: Arc<ConnContext>,
+    io: I,
+    max_header_bytes: usize,
+) -> impl GracefulConnection<Error = BoxError> + Send + 'static
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(max_header_bytes.max(8192))
+        .header_read_timeout(Duration::from_secs(60));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header_bytes as u32);
+    let service = service_fn(move |req| handle(req, cx.clone()));
+    builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned()
+}
+
+/// Runs an HTTP connection under the listener's drain, counted as active while it lasts.
+async fn run_http(cx: Arc<ConnContext>, conn: impl GracefulConnection<Error = BoxError>) {
+    cx.shared.stats.downstream_cx_active.fetch_add(1, Relaxed);
+    if let Err(e) = cx.drain.clone().http(conn).await {
+        tracing::debug!("connection: {e}");
+    }
+    cx.shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
+}
+
+impl ConnContext {
+    /// Runs a tunnel this connection's request opened (a WebSocket, a CONNECT) under the
+    /// listener's drain: it outlives the request, but not the drain.
+    pub fn spawn_tunnel(&self, tunnel: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(self.drain.clone().tunnel(tunnel).in_current_span());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_errors_that_are_not_one_connections_back_off() {
+        let waited = |e: std::io::Error| async move {
+            let start = tokio::time::Instant::now();
+            accept_failed(&e, "test").await;
+            start.elapsed()
+        };
+        // EMFILE: out of file descriptors. Accepting again at once would spin.
+        let emfile = std::io::Error::from_raw_os_error(24);
+        assert_eq!(waited(emfile).await, ACCEPT_BACKOFF);
+        let aborted = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        assert_eq!(waited(aborted).await, Duration::ZERO);
+    }
+}
