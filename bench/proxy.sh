@@ -63,6 +63,8 @@ cargo build --release --locked -q -p weft-proxy -p weft-loadgen
 BIN="$CARGO_TARGET_DIR/release"
 
 WORK=$(mktemp -d)
+# nginx's workers run as nobody: the files they serve must be readable to it.
+chmod 755 "$WORK"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -153,6 +155,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
+# A run with any response other than 2xx measured something else than the 1 KiB page.
+no_errors() { if [ "$(echo "$1" | field errors)" != 0 ]; then echo "non-2xx responses or failures: $1" >&2; exit 1; fi; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 TICKS=$(getconf CLK_TCK)
 
@@ -167,6 +171,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for target in direct weft envoy; do
     out=$("$BIN/weft-loadgen" throughput --addr "127.0.0.1:$(port_of $target)" --connections "$CONNS" --seconds "$TSECS")
     echo "== round $round $target: throughput ($CONNS connections, ${TSECS}s): $out"
+    no_errors "$out"
     rps=$(echo "$out" | field rps)
     case $target in direct) D_RPS+=("$rps") ;; weft) W_RPS+=("$rps"); w=$rps ;; envoy) E_RPS+=("$rps"); e=$rps ;; esac
   done
@@ -188,6 +193,7 @@ for target in direct weft envoy; do
   for _ in $(seq 1 "$REPEAT"); do
     out=$("$BIN/weft-loadgen" rate --addr "127.0.0.1:$port" --connections 16 --rps "$RATE" --seconds "$SECS")
     echo "   $out"
+    no_errors "$out"
     p50s+=("$(echo "$out" | field p50_ms)"); p90s+=("$(echo "$out" | field p90_ms)"); p99s+=("$(echo "$out" | field p99_ms)")
     n=$((n + $(echo "$out" | field requests)))
   done

@@ -201,7 +201,7 @@ async fn throughput(t: Target) -> Result<(), String> {
         tasks.push(tokio::spawn(async move {
             while Instant::now() < end {
                 match conn.round_trip().await {
-                    Ok(s) if s < 500 => {
+                    Ok(s) if (200..300).contains(&s) => {
                         if measuring.load(Relaxed) {
                             done.fetch_add(1, Relaxed);
                         }
@@ -261,7 +261,7 @@ async fn rate(t: Target, rps: u64) -> Result<(), String> {
                 } else {
                     Instant::now()
                 };
-                let ok = matches!(conn.round_trip().await, Ok(s) if s < 500);
+                let ok = matches!(conn.round_trip().await, Ok(s) if (200..300).contains(&s));
                 previous_done = Instant::now();
                 let latency = previous_done.saturating_duration_since(origin);
                 if intended >= warmup_end {
