@@ -48,6 +48,25 @@ pub struct MeshConfig {
     /// How proxies normalize request paths before routing (Istio's `pathNormalization`;
     /// unset or `DEFAULT`: `BASE`).
     pub path_normalization: Option<PathNormalization>,
+    /// The proxies' defaults (Istio's `defaultConfig`, a ProxyConfig); weft reads
+    /// `gatewayTopology`.
+    pub default_config: ProxyConfig,
+}
+
+/// Istio's ProxyConfig, reduced to what weft reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProxyConfig {
+    pub gateway_topology: Option<GatewayTopology>,
+}
+
+/// Istio's `gatewayTopology`: the network in front of a gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayTopology {
+    /// How many trusted proxies (load balancers, CDNs) are in front of the gateway: the
+    /// client's address is read that many hops back in `x-forwarded-for`.
+    pub num_trusted_proxies: u32,
 }
 
 /// Istio's `meshConfig.pathNormalization`.
@@ -112,6 +131,7 @@ impl Default for MeshConfig {
             dns_refresh_rate: None,
             default_http_retry_policy: None,
             path_normalization: None,
+            default_config: ProxyConfig::default(),
         }
     }
 }
@@ -130,6 +150,13 @@ impl MeshConfig {
         } else {
             &self.credential_dir
         }
+    }
+
+    /// `defaultConfig.gatewayTopology.numTrustedProxies`: 0 unless set.
+    pub fn num_trusted_proxies(&self) -> u32 {
+        self.default_config
+            .gateway_topology
+            .map_or(0, |t| t.num_trusted_proxies)
     }
 
     /// The proxies' path normalization: `pathNormalization`, else Istio's default (`BASE`).
@@ -190,6 +217,16 @@ mod tests {
         let d: MeshConfig = yaml_serde::from_str("{}").expect("parses");
         assert_eq!(d, MeshConfig::default());
         assert_eq!(d.outbound_traffic_policy.mode, Mode::AllowAny);
+    }
+
+    #[test]
+    fn num_trusted_proxies_is_read_from_the_default_proxy_config() {
+        assert_eq!(MeshConfig::default().num_trusted_proxies(), 0);
+        let m: MeshConfig = yaml_serde::from_str(
+            "defaultConfig: {gatewayTopology: {numTrustedProxies: 2}, concurrency: 2}",
+        )
+        .expect("mesh config");
+        assert_eq!(m.num_trusted_proxies(), 2);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum Cause {
     Http10,
     /// A transfer coding other than chunked: 501.
     TransferCoding,
+    /// Request headers over the listener's limit: 431.
+    HeadersTooLarge,
     /// A local rate limit (the listener's or the route's): 429 RL.
     RateLimited,
     /// No route matched, or the route table is not loaded: 404 NR.
@@ -111,6 +113,7 @@ impl Error {
             Cause::BadRequest => Flag::DownstreamProtocolError,
             Cause::Http10 => Flag::Http10,
             Cause::TransferCoding => Flag::TransferCoding,
+            Cause::HeadersTooLarge => Flag::HeadersTooLarge,
             Cause::RateLimited => Flag::RateLimited,
             Cause::NoRoute => Flag::NoRoute,
             Cause::NoCluster => Flag::NoCluster,

@@ -48,6 +48,8 @@ pub enum Flag {
     /// A transfer coding other than chunked (501), which Envoy does not implement. No Envoy
     /// flag (`-`).
     TransferCoding,
+    /// Request headers over the listener's limit (431). No Envoy flag (`-`).
+    HeadersTooLarge,
 }
 
 impl Flag {
@@ -66,7 +68,9 @@ impl Flag {
             Flag::DelayInjected => "DI",
             Flag::UpstreamOverflow => "UO",
             Flag::RateLimited => "RL",
-            Flag::UpgradeFailed | Flag::Http10 | Flag::TransferCoding => "-",
+            Flag::UpgradeFailed | Flag::Http10 | Flag::TransferCoding | Flag::HeadersTooLarge => {
+                "-"
+            }
         }
     }
 
@@ -80,6 +84,7 @@ impl Flag {
             Flag::UpgradeFailed => StatusCode::FORBIDDEN,
             Flag::Http10 => StatusCode::UPGRADE_REQUIRED,
             Flag::TransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Flag::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             // An HTTP abort's status is its own (`fault_abort`); this is the fallback.
             Flag::FaultInjected => StatusCode::INTERNAL_SERVER_ERROR,
             Flag::NoCluster
@@ -170,6 +175,7 @@ fn reason(flag: Flag) -> &'static str {
         Flag::UpgradeFailed => "upgrade failed",
         Flag::Http10 => "HTTP/1.0 is not served",
         Flag::TransferCoding => "transfer coding not implemented",
+        Flag::HeadersTooLarge => "request headers too large",
     }
 }
 

@@ -58,6 +58,7 @@ pub async fn serve_listener(
                 tls,
                 rate_limit,
                 path_normalization,
+                xff_num_trusted_hops,
             } => {
                 let cx = ConnContext {
                     path_normalization: *path_normalization,
@@ -72,6 +73,8 @@ pub async fn serve_listener(
                     rate_limit: rate_limit.clone(),
                     internal_downstream: !shared.snapshot.load().node.gateway,
                     drain: watcher,
+                    max_header_bytes: *max_header_bytes,
+                    xff_num_trusted_hops: *xff_num_trusted_hops,
                 };
                 let max_header_bytes = *max_header_bytes;
                 match tls {

@@ -65,6 +65,8 @@ pub enum ListenerKind {
         rate_limit: Option<Arc<TokenBucket>>,
         /// How request paths are normalized before routing.
         path_normalization: proto::PathNormalization,
+        /// Envoy's xff_num_trusted_hops: how far back in x-forwarded-for the client is.
+        xff_num_trusted_hops: u32,
     },
     Tcp {
         cluster: String,
@@ -374,6 +376,7 @@ fn listener(
                 })?;
             ListenerKind::Http {
                 path_normalization,
+                xff_num_trusted_hops: h.xff_num_trusted_hops,
                 route_config: h.route_config.clone(),
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,

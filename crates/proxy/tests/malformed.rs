@@ -490,6 +490,14 @@ async fn oversized_heads_get_431_or_414() {
         );
     }
 
+    // The default limit is Envoy's 60 KiB of headers, exactly: 61 KiB gets 431, 59 KiB passes
+    // (hyper's read buffer alone would let a head up to 64 KiB through).
+    let answer = send_raw(proxy.addr("http"), &request(61 * 1024)).await;
+    assert_eq!(answer.status, Some(431), "61 KiB: {:?}", answer.head);
+    assert_serving(&mut proxy, "a 61 KiB header on the default listener").await;
+    let answer = send_raw(proxy.addr("http"), &request(59 * 1024)).await;
+    assert_eq!(answer.status, Some(200), "59 KiB: {:?}", answer.head);
+
     // A request target longer than 64 KiB within a head the listener accepts: 414.
     let target = format!("/{}", "a".repeat(70 * 1024));
     let answer = send_raw(

@@ -620,6 +620,52 @@ clusters:
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_finds_its_client_behind_as_many_proxies_as_it_trusts() {
+    let app = backend("app").await;
+    let (_dir, log) = access_log_file("weft-trusted-hops");
+    let proxy = Proxy::start(&format!(
+        r#"
+node: {{id: "router~127.0.0.1~ingress.istio-system~istio-system.svc.cluster.local"}}
+listeners:
+- {{name: http, address: 127.0.0.1:0, http: {{routeConfig: main, xffNumTrustedHops: 1}}, accessLog: {{path: "{}", format: JSON}}}}
+routeConfigs:
+- name: main
+  virtualHosts: [{{name: all, domains: ["*"], routes: [{{route: {{clusters: [{{cluster: app}}]}}}}]}}]
+clusters:
+- {{name: app, endpoints: [{{address: "{app}"}}]}}
+"#,
+        log.display()
+    ));
+    // A load balancer in front appended the client (203.0.113.7) after what the client
+    // claimed (198.51.100.1): one trusted hop makes 203.0.113.7 the client.
+    let xff = "198.51.100.1, 203.0.113.7";
+    let r = get(
+        &client(),
+        proxy.addr("http"),
+        "app",
+        "/",
+        &[("x-forwarded-for", xff)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // The gateway still appends its own peer, as Envoy with use_remote_address.
+    assert_eq!(
+        r.headers["x-echo-x-forwarded-for"],
+        "198.51.100.1, 203.0.113.7, 127.0.0.1"
+    );
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("downstream_remote_address") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+    assert_eq!(line["downstream_remote_address"], "203.0.113.7:0", "{text}");
+}
+
 /// A proxy (gateway when `node` is a `router~` id) with one route to an echoing backend,
 /// retrying 5xx twice.
 async fn echo_proxy(node: &str) -> Proxy {

@@ -194,6 +194,7 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
                     route_config: gateway_routes(port),
                     tls,
                     path_normalization: mesh.path_normalization() as i32,
+                    xff_num_trusted_hops: mesh.num_trusted_proxies(),
                     ..Default::default()
                 }))
             }

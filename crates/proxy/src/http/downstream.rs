@@ -2,6 +2,8 @@
 //! codec rules as Istio configures them, the listener's rate limit, the authority the request
 //! is for, its path normalized, and whether the connection's TLS admits that authority.
 
+use std::net::IpAddr;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Uri, Version};
@@ -10,6 +12,7 @@ use super::{ConnContext, Exchange};
 use crate::error::{Cause, Error};
 
 static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// A request that passed the checks, with what routing reads of it.
 pub(super) struct Checked {
@@ -20,6 +23,8 @@ pub(super) struct Checked {
     pub scheme: &'static str,
     /// The path, normalized ([`crate::path`]), with the query.
     pub path_and_query: String,
+    /// The client's address, as far as the proxy trusts x-forwarded-for.
+    pub client: IpAddr,
 }
 
 pub(super) fn check(
@@ -31,6 +36,15 @@ pub(super) fn check(
         // Envoy's codec closes the connection after these.
         ex.close = true;
         return Err(refusal);
+    }
+    let size = header_bytes(&parts);
+    if size > cx.max_header_bytes {
+        ex.close = true;
+        let detail = format!(
+            "request headers are {size} bytes, over the listener's limit of {}",
+            cx.max_header_bytes
+        );
+        return Err(Error::new(Cause::HeadersTooLarge, detail));
     }
     if let Some(bucket) = &cx.rate_limit
         && !bucket.try_acquire()
@@ -62,11 +76,63 @@ pub(super) fn check(
             return Err(Error::new(Cause::NoRoute, detail));
         }
     }
+    let client = client_address(
+        cx.peer.ip(),
+        !cx.internal_downstream,
+        cx.xff_num_trusted_hops,
+        &parts.headers,
+    );
+    if client != cx.peer.ip() {
+        ex.note(|l| l.peer = std::net::SocketAddr::new(client, 0));
+    }
     Ok(Checked {
         parts,
         authority,
         scheme,
         path_and_query,
+        client,
+    })
+}
+
+/// The client's address, as Envoy's connection manager works it out: with
+/// `use_remote_address` (gateways) the connection's peer, or with `xff_num_trusted_hops` N
+/// the Nth address from the right of the x-forwarded-for the request came with (the peer
+/// is the last trusted proxy); without it (sidecars) the (N+1)th from the right, the address
+/// the proxy in front appended. Too few addresses, or one that does not parse: the peer.
+/// Hashing by source IP and the access log's downstream address read it.
+pub(super) fn client_address(
+    peer: IpAddr,
+    use_remote_address: bool,
+    trusted_hops: u32,
+    headers: &HeaderMap,
+) -> IpAddr {
+    let hops = trusted_hops as usize;
+    let back = if !use_remote_address {
+        hops + 1
+    } else if hops == 0 {
+        return peer;
+    } else {
+        hops
+    };
+    let Some(xff) = headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()) else {
+        return peer;
+    };
+    let addresses: Vec<&str> = xff.split(',').map(str::trim).collect();
+    addresses
+        .len()
+        .checked_sub(back)
+        .and_then(|i| addresses[i].parse().ok())
+        .unwrap_or(peer)
+}
+
+/// The size of a request's headers as Envoy counts it against `max_request_headers_kb`: every
+/// name and value, the request line's method and target included (its pseudo-headers). The
+/// codec's read buffer bounds the head too, but only roughly (hyper's grows in steps).
+fn header_bytes(parts: &http::request::Parts) -> usize {
+    let target = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let pseudo = parts.method.as_str().len() + target;
+    parts.headers.iter().fold(pseudo, |n, (name, value)| {
+        n + name.as_str().len() + value.len()
     })
 }
 
@@ -235,4 +301,36 @@ pub(super) fn new_request_id() -> HeaderValue {
     let text = id.hyphenated().encode_lower(&mut buf);
     // A hyphenated UUID is always a valid header value.
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(use_remote_address: bool, hops: u32, xff: Option<&str>) -> String {
+        let mut headers = HeaderMap::new();
+        if let Some(x) = xff {
+            headers.insert(&FORWARDED_FOR, HeaderValue::from_str(x).expect("value"));
+        }
+        let peer: IpAddr = "192.0.2.5".parse().expect("ip");
+        client_address(peer, use_remote_address, hops, &headers).to_string()
+    }
+
+    #[test]
+    fn the_client_address_follows_envoys_trusted_hops() {
+        let xff = Some("203.0.113.128, 203.0.113.10, 192.0.2.1");
+        // A gateway (use_remote_address): the peer, unless proxies in front are trusted.
+        assert_eq!(client(true, 0, xff), "192.0.2.5");
+        assert_eq!(client(true, 1, xff), "192.0.2.1");
+        assert_eq!(client(true, 2, xff), "203.0.113.10");
+        // Fewer addresses than trusted hops: the peer.
+        assert_eq!(client(true, 4, xff), "192.0.2.5");
+        assert_eq!(client(true, 2, None), "192.0.2.5");
+        // A sidecar: what the proxy in front appended, the rightmost address.
+        assert_eq!(client(false, 0, xff), "192.0.2.1");
+        assert_eq!(client(false, 1, xff), "203.0.113.10");
+        assert_eq!(client(false, 0, None), "192.0.2.5");
+        // Not an address: the peer.
+        assert_eq!(client(false, 0, Some("unknown")), "192.0.2.5");
+    }
 }

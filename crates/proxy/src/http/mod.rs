@@ -62,6 +62,11 @@ pub struct ConnContext {
     pub internal_downstream: bool,
     /// How request paths are normalized before routing ([`crate::path`]).
     pub path_normalization: weft_xds::proto::PathNormalization,
+    /// Proxies in front to trust (Envoy's xff_num_trusted_hops): see
+    /// [`downstream::client_address`].
+    pub xff_num_trusted_hops: u32,
+    /// The listener's limit on a request's headers (`maxRequestHeadersKb`), in bytes.
+    pub max_header_bytes: usize,
     /// The listener's drain: the connection, and the tunnels its requests open, run under it.
     pub drain: crate::drain::Watcher,
 }

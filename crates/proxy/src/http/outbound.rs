@@ -134,6 +134,7 @@ pub(super) fn build(
         authority,
         scheme,
         path_and_query,
+        client,
     } = request;
     if rewritten.is_some()
         && let Ok(original) = HeaderValue::from_str(&path_and_query)
@@ -180,7 +181,7 @@ pub(super) fn build(
         downstream_h2: parts.version == Version::HTTP_2,
         upgrade,
         path_and_query,
-        source_ip: cx.peer.ip(),
+        source_ip: client,
     })
 }
 
