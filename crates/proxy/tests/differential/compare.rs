@@ -14,6 +14,10 @@ pub const IGNORED_CLIENT_HEADERS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Headers of a local reply (a response no backend produced) that carry its wording, which
+/// weft and Envoy choose differently: the body's length and gRPC's message.
+pub const LOCAL_REPLY_WORDING: &[&str] = &["content-length", "grpc-message"];
+
 /// Headers compared as present or absent only, each with why.
 pub const PRESENCE_ONLY_HEADERS: &[(&str, &str)] = &[
     ("x-envoy-upstream-service-time", "a duration in ms"),
@@ -22,6 +26,10 @@ pub const PRESENCE_ONLY_HEADERS: &[(&str, &str)] = &[
         "a fresh UUID per request (a client-sent, non-UUID value is compared as it is)",
     ),
 ];
+
+/// Headers whose value is a list of case-insensitive tokens (RFC 9110 7.6.1), compared in
+/// lower case.
+pub const TOKEN_HEADERS: &[&str] = &["connection", "upgrade"];
 
 /// Upstream headers left out, with why.
 pub const IGNORED_UPSTREAM_HEADERS: &[(&str, &str)] = &[(
@@ -62,6 +70,8 @@ pub fn fields(resp: &Result<Response, String>, attempts: &[Seen]) -> Fields {
             }
             let value = if name == "x-request-id" && uuid::Uuid::parse_str(&value).is_ok() {
                 "<uuid>".to_owned()
+            } else if TOKEN_HEADERS.contains(&name.as_str()) {
+                value.to_ascii_lowercase()
             } else {
                 value
             };
@@ -87,13 +97,15 @@ fn response_fields(f: &mut Fields, r: &Response) {
         if IGNORED_CLIENT_HEADERS.iter().any(|(n, _)| *n == name) {
             continue;
         }
-        if !from_backend && name == "content-length" {
+        if !from_backend && LOCAL_REPLY_WORDING.contains(&name.as_str()) {
             continue;
         }
         let value = if PRESENCE_ONLY_HEADERS.iter().any(|(n, _)| *n == name)
             && !(name == "x-request-id" && uuid::Uuid::parse_str(&value).is_err())
         {
             "<present>".to_owned()
+        } else if TOKEN_HEADERS.contains(&name.as_str()) {
+            value.to_ascii_lowercase()
         } else {
             value
         };
@@ -157,17 +169,46 @@ pub fn differences(
         .collect()
 }
 
-/// A difference weft has on purpose: scenario, request label, field, both values, and why.
+/// A difference listed as known: scenario, request label, field, both values, and why.
 pub struct Known {
     pub scenario: &'static str,
     pub request: &'static str,
     pub field: &'static str,
     pub weft: &'static str,
     pub envoy: &'static str,
-    pub reason: &'static str,
+    pub why: Why,
+}
+
+/// Why a known difference is there.
+#[derive(Clone, Copy)]
+pub enum Why {
+    /// weft differs on purpose; the README says so.
+    Intended(&'static str),
+    /// A difference to remove, recorded so that the suite guards everything else meanwhile
+    /// (the README lists these too).
+    ToFix(&'static str),
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Intended(r) => write!(f, "intended: {r}"),
+            Why::ToFix(r) => write!(f, "to fix: {r}"),
+        }
+    }
 }
 
 impl Known {
+    /// A known difference in `status` covers every other field of its request too: a
+    /// different outcome changes all that follows from it.
+    pub fn covers(&self, d: &Difference, found: &[Difference]) -> bool {
+        self.matches(d)
+            || (self.field == "status"
+                && self.scenario == d.scenario
+                && self.request == d.request
+                && found.iter().any(|s| self.matches(s)))
+    }
+
     pub fn matches(&self, d: &Difference) -> bool {
         self.scenario == d.scenario
             && self.request == d.request
@@ -177,12 +218,20 @@ impl Known {
     }
 }
 
-impl std::fmt::Display for Difference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "  {} / {}: {}\n      weft:  {:?}\n      envoy: {:?}",
-            self.scenario, self.request, self.field, self.weft, self.envoy
-        )
+/// The differences as text, grouped by scenario and request.
+pub fn render(diffs: &[&Difference]) -> String {
+    let mut out = String::new();
+    let mut last = None;
+    for d in diffs {
+        let at = (d.scenario, d.request.as_str());
+        if last != Some(at) {
+            out.push_str(&format!("  {} / {}:\n", d.scenario, d.request));
+            last = Some(at);
+        }
+        out.push_str(&format!(
+            "      {}\n          weft:  {:?}\n          envoy: {:?}\n",
+            d.field, d.weft, d.envoy
+        ));
     }
+    out
 }

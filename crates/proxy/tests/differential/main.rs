@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use backend::Recorder;
-use compare::{Difference, Fields, Known};
+use compare::{Difference, Fields, Known, Why};
 use model::*;
 
 /// Differences weft has on purpose. Each entry: scenario, request label, field, weft's value,
@@ -195,7 +195,7 @@ fn compare_runs(
 fn report(scenarios: usize, requests: usize, found: &[Difference]) {
     let unexpected: Vec<&Difference> = found
         .iter()
-        .filter(|d| !KNOWN_DIFFERENCES.iter().any(|k| k.matches(d)))
+        .filter(|d| !KNOWN_DIFFERENCES.iter().any(|k| k.covers(d, found)))
         .collect();
     let stale: Vec<&Known> = KNOWN_DIFFERENCES
         .iter()
@@ -205,6 +205,9 @@ fn report(scenarios: usize, requests: usize, found: &[Difference]) {
         "differential: {scenarios} scenarios, {requests} requests, {} known differences seen",
         found.len() - unexpected.len()
     );
+    for k in KNOWN_DIFFERENCES {
+        println!("  known: {} / {}: {} ({})", k.scenario, k.request, k.field, k.why);
+    }
     let mut msg = String::new();
     if !unexpected.is_empty() {
         msg.push_str(&format!(
@@ -212,9 +215,7 @@ fn report(scenarios: usize, requests: usize, found: &[Difference]) {
              the difference there and in the README with its reason):\n",
             unexpected.len()
         ));
-        for d in &unexpected {
-            msg.push_str(&format!("{d}\n"));
-        }
+        msg.push_str(&compare::render(&unexpected));
     }
     if !stale.is_empty() {
         msg.push_str("KNOWN_DIFFERENCES entries that no longer differ (remove them here and in the README):\n");

@@ -80,6 +80,12 @@ impl Scenario {
         format!("{}.test", self.name)
     }
 
+    /// The virtual host's domains: the name alone and with port 443, as Istio lists a
+    /// service's host with and without its port.
+    fn domains(&self) -> Vec<String> {
+        vec![self.domain(), format!("{}:443", self.domain())]
+    }
+
     pub fn route(mut self, r: Route) -> Self {
         self.routes.push(r);
         self
@@ -353,7 +359,7 @@ pub fn weft_config(scenarios: &[Scenario], gateway: bool, addrs: &dyn Addresses)
 
 fn weft_vhost(s: &Scenario) -> Value {
     let routes: Vec<Value> = s.routes.iter().map(|r| weft_route(s, r)).collect();
-    json!({"name": s.name, "domains": [s.domain()], "routes": routes})
+    json!({"name": s.name, "domains": s.domains(), "routes": routes})
 }
 
 fn weft_string_match(m: &PathMatch) -> Option<Value> {
@@ -581,7 +587,7 @@ fn merge_into(into: &mut Value, from: Value) {
 
 fn envoy_vhost(s: &Scenario) -> Value {
     let routes: Vec<Value> = s.routes.iter().map(|r| envoy_route(s, r)).collect();
-    json!({"name": s.name, "domains": [s.domain()], "routes": routes,
+    json!({"name": s.name, "domains": s.domains(), "routes": routes,
         // Istio sets it on every virtual host.
         "include_request_attempt_count": true})
 }

@@ -128,8 +128,8 @@ fn routing() -> Scenario {
             "hello",
         ))
         .send(Req::raw(
-            "host with port",
-            "GET /exact HTTP/1.1\r\nHost: {host}:443\r\nx-diff-id: {id}\r\n\r\n",
+            "host with another port",
+            "GET /exact HTTP/1.1\r\nHost: {host}:8080\r\nx-diff-id: {id}\r\n\r\n",
         ))
         .send(Req::raw(
             "host upper case",

@@ -36,7 +36,7 @@ async fn exchange_inner(
     request: &[u8],
     connect: bool,
 ) -> Result<Response, String> {
-    let mut stream = TcpStream::connect(addr)
+    let mut stream = connect_from_client_address(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     // A proxy may answer before reading the whole request (an early 4xx): a failed write is
@@ -63,6 +63,17 @@ async fn exchange_inner(
     let body = read_body(&mut stream, &mut buf, &resp.headers, resp.status).await?;
     resp.body = String::from_utf8_lossy(&body).into_owned();
     Ok(resp)
+}
+
+/// Connects from 127.0.0.2 when the machine allows it: Envoy writes its host's own address
+/// into `x-forwarded-for` for a peer at exactly 127.0.0.1 (a same-host caller), which would
+/// make gateway results depend on the machine.
+async fn connect_from_client_address(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if socket.bind("127.0.0.2:0".parse().expect("address")).is_err() {
+        return TcpStream::connect(addr).await;
+    }
+    socket.connect(addr).await
 }
 
 /// Reads until a response head is complete; returns (status, headers, bytes used).
