@@ -199,11 +199,14 @@ impl std::fmt::Display for Why {
 }
 
 impl Known {
-    /// A known difference in `status` covers every other field of its request too: a
-    /// different outcome changes all that follows from it.
+    /// A known difference in `status` covers every other field of its request too (a
+    /// different outcome changes all that follows from it), and one in `attempts` the fields
+    /// of the attempts.
     pub fn covers(&self, d: &Difference, found: &[Difference]) -> bool {
+        let follows = self.field == "status"
+            || (self.field == "attempts" && d.field.starts_with("upstream["));
         self.matches(d)
-            || (self.field == "status"
+            || (follows
                 && self.scenario == d.scenario
                 && self.request == d.request
                 && found.iter().any(|s| self.matches(s)))

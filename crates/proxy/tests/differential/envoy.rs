@@ -92,7 +92,7 @@ impl Envoy {
                 .ok()
                 .and_then(|a| a.trim().parse::<SocketAddr>().ok());
             if let Some(admin) = admin
-                && let Ok(r) = wire::exchange(admin, &admin_get("/ready"), false).await
+                && let Ok(r) = wire::exchange(admin, &admin_get("/ready"), false, false).await
                 && r.status == 200
             {
                 return admin;
@@ -108,7 +108,7 @@ fn admin_get(path: &str) -> Vec<u8> {
 }
 
 async fn listener_addresses(admin: SocketAddr) -> HashMap<String, SocketAddr> {
-    let r = wire::exchange(admin, &admin_get("/listeners?format=json"), false)
+    let r = wire::exchange(admin, &admin_get("/listeners?format=json"), false, false)
         .await
         .expect("envoy /listeners");
     let v: serde_json::Value = serde_json::from_str(&r.body).expect("/listeners is JSON");

@@ -134,6 +134,9 @@ pub struct Req {
     pub raw: String,
     /// A CONNECT: a 2xx response opens a tunnel the client probes.
     pub connect: bool,
+    /// The bytes hold a second request after the first: the connection is held open a little
+    /// after the response, so that whether the second one is served does not depend on timing.
+    pub pipelined: bool,
 }
 
 impl Req {
@@ -163,6 +166,7 @@ impl Req {
             label,
             raw,
             connect: false,
+            pipelined: false,
         }
     }
 
@@ -172,7 +176,14 @@ impl Req {
             label,
             raw: raw.to_owned(),
             connect: raw.starts_with("CONNECT "),
+            pipelined: false,
         }
+    }
+
+    /// See [`Req::pipelined`].
+    pub fn pipelined(mut self) -> Self {
+        self.pipelined = true;
+        self
     }
 
     pub fn bytes(&self, host: &str, id: &str) -> Vec<u8> {

@@ -433,7 +433,7 @@ fn connect_not_routed() -> Scenario {
         .send(Req::raw(
             "connect to a catch-all",
             "CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\nGET /inside HTTP/1.1\r\nHost: {host}\r\nx-diff-id: {id}\r\n\r\n",
-        ))
+        ).pipelined())
 }
 
 fn http1_edges() -> Scenario {

@@ -24,9 +24,19 @@ pub struct Response {
 pub const TUNNEL_PROBE: &str = "ping-through-the-tunnel";
 
 /// Sends `request` to `addr` and reads one response (bounded: 10 s in all). An error is the
-/// reason no response could be read (connection closed, timeout, garbage).
-pub async fn exchange(addr: SocketAddr, request: &[u8], connect: bool) -> Result<Response, String> {
-    tokio::time::timeout(Duration::from_secs(10), exchange_inner(addr, request, connect))
+/// reason no response could be read (connection closed, timeout, garbage). With `linger`, the
+/// connection stays open 300 ms after the response, for a proxy to serve what followed it.
+pub async fn exchange(
+    addr: SocketAddr,
+    request: &[u8],
+    connect: bool,
+    linger: bool,
+) -> Result<Response, String> {
+    let exchanged = tokio::time::timeout(
+        Duration::from_secs(10),
+        exchange_inner(addr, request, connect, linger),
+    );
+    exchanged
         .await
         .map_err(|_| "no response within 10s".to_owned())?
 }
@@ -35,6 +45,7 @@ async fn exchange_inner(
     addr: SocketAddr,
     request: &[u8],
     connect: bool,
+    linger: bool,
 ) -> Result<Response, String> {
     let mut stream = connect_from_client_address(addr)
         .await
@@ -62,6 +73,9 @@ async fn exchange_inner(
     }
     let body = read_body(&mut stream, &mut buf, &resp.headers, resp.status).await?;
     resp.body = String::from_utf8_lossy(&body).into_owned();
+    if linger {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     Ok(resp)
 }
 
