@@ -147,12 +147,7 @@ async fn answer(
             )
         })
         .collect();
-    let header = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.clone())
-    };
+    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let id = header(ID_HEADER).unwrap_or_default();
     let behave = Behave::parse(&header(BEHAVE_HEADER).unwrap_or_default());
     let upgrade = header("upgrade");
@@ -224,8 +219,7 @@ async fn echo_upgraded(on_upgrade: hyper::upgrade::OnUpgrade) {
     };
     let mut io = TokioIo::new(upgraded);
     let mut buf = [0u8; 1024];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), io.read(&mut buf)).await
-    {
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), io.read(&mut buf)).await {
         if n == 0 || io.write_all(&buf[..n]).await.is_err() {
             break;
         }
@@ -250,7 +244,11 @@ pub async fn tcp_echo() -> SocketAddr {
                     }
                     let prefix: &[u8] = if first { b"echo:" } else { b"" };
                     first = false;
-                    if stream.write_all(&[prefix, &buf[..n]].concat()).await.is_err() {
+                    if stream
+                        .write_all(&[prefix, &buf[..n]].concat())
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }

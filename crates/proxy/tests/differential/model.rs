@@ -153,7 +153,8 @@ impl Req {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Req {
-        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {{host}}\r\nx-diff-id: {{id}}\r\n");
+        let mut raw =
+            format!("{method} {path} HTTP/1.1\r\nHost: {{host}}\r\nx-diff-id: {{id}}\r\n");
         for (k, v) in headers {
             raw.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -507,7 +508,8 @@ fn weft_cluster(s: &Scenario, c: &Cluster, addrs: &dyn Addresses) -> Value {
         .iter()
         .map(|e| json!({"address": addrs.of(*e).to_string()}))
         .collect();
-    let mut v = json!({"name": cluster_name(s, c.name), "endpoints": endpoints, "connectTimeout": "2s"});
+    let mut v =
+        json!({"name": cluster_name(s, c.name), "endpoints": endpoints, "connectTimeout": "2s"});
     if let Some(n) = c.max_requests {
         v["circuitBreakers"] = json!({"maxRequests": n});
     }
@@ -555,9 +557,8 @@ fn envoy_listener(l: Listener, route_config: &Value) -> Value {
         Norm::MergeSlashes => (true, true, "KEEP_UNCHANGED"),
         Norm::DecodeAndMergeSlashes => (true, true, "UNESCAPE_AND_FORWARD"),
     };
-    let mut hcm = typed(
-        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-    );
+    let mut hcm =
+        typed("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
     let settings = json!({
         "stat_prefix": l.name(),
         "codec_type": "AUTO",
@@ -724,7 +725,9 @@ fn envoy_ops(route: &mut Value, which: &str, ops: &HeaderOps) {
         add.push(json!({"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}));
     }
     for (k, v) in &ops.add {
-        add.push(json!({"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}));
+        add.push(
+            json!({"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}),
+        );
     }
     if !add.is_empty() {
         route[format!("{which}_headers_to_add")] = json!(add);

@@ -110,9 +110,17 @@ fn routing() -> Scenario {
         })
         .route(tagged(PathMatch::Prefix("/"), "default"))
         .cluster(echo())
-        .send(Req::get("by header", "/reviews/1", &[("end-user", "jason")]))
+        .send(Req::get(
+            "by header",
+            "/reviews/1",
+            &[("end-user", "jason")],
+        ))
         .send(Req::get("by presence", "/reviews/1", &[("x-canary", "")]))
-        .send(Req::get("other user", "/reviews/1", &[("end-user", "alice")]))
+        .send(Req::get(
+            "other user",
+            "/reviews/1",
+            &[("end-user", "alice")],
+        ))
         .send(Req::get("exact", "/exact", &[]))
         .send(Req::get("exact with query", "/exact?a=1&b=2", &[]))
         .send(Req::get("exact is not prefix", "/exact/more", &[]))
@@ -253,7 +261,11 @@ fn header_operations() -> Scenario {
         .send(Req::get(
             "client headers",
             "/h",
-            &[("x-overwrite", "client"), ("x-add", "client"), ("x-remove", "client")],
+            &[
+                ("x-overwrite", "client"),
+                ("x-add", "client"),
+                ("x-remove", "client"),
+            ],
         ))
 }
 
@@ -274,7 +286,11 @@ fn local_replies() -> Scenario {
         .send(Req::get("no healthy upstream", "/uh", &[]))
         .send(Req::get("connect failure", "/uf", &[]))
         .send(Req::get("no cluster", "/nc", &[]))
-        .send(Req::get("grpc connect failure", "/uf", &[("content-type", "application/grpc")]))
+        .send(Req::get(
+            "grpc connect failure",
+            "/uf",
+            &[("content-type", "application/grpc")],
+        ))
         .send(Req::get("proxied", "/ok", &[]))
 }
 
@@ -303,19 +319,47 @@ fn retries() -> Scenario {
         }))
         .cluster(echo())
         .cluster(cluster("closed", &[Endpoint::Closed]))
-        .send(Req::get("recovers", "/5xx", &[("x-diff-behave", "fail-first=2")]))
-        .send(Req::get("exhausted", "/5xx", &[("x-diff-behave", "status=500")]))
-        .send(Req::get("4xx not retried", "/5xx", &[("x-diff-behave", "status=404")]))
+        .send(Req::get(
+            "recovers",
+            "/5xx",
+            &[("x-diff-behave", "fail-first=2")],
+        ))
+        .send(Req::get(
+            "exhausted",
+            "/5xx",
+            &[("x-diff-behave", "status=500")],
+        ))
+        .send(Req::get(
+            "4xx not retried",
+            "/5xx",
+            &[("x-diff-behave", "status=404")],
+        ))
         .send(Req::get(
             "per-try timeout",
             "/per-try",
             &[("x-diff-behave", "slow-first=1:2000")],
         ))
-        .send(Req::get("502 is a gateway error", "/gateway-error", &[("x-diff-behave", "status=502")]))
-        .send(Req::get("500 is not", "/gateway-error", &[("x-diff-behave", "status=500")]))
+        .send(Req::get(
+            "502 is a gateway error",
+            "/gateway-error",
+            &[("x-diff-behave", "status=502")],
+        ))
+        .send(Req::get(
+            "500 is not",
+            "/gateway-error",
+            &[("x-diff-behave", "status=500")],
+        ))
         .send(Req::get("connect failure", "/connect", &[]))
-        .send(Req::get("istio default on 503", "/", &[("x-diff-behave", "status=503")]))
-        .send(Req::get("istio default on 500", "/", &[("x-diff-behave", "status=500")]))
+        .send(Req::get(
+            "istio default on 503",
+            "/",
+            &[("x-diff-behave", "status=503")],
+        ))
+        .send(Req::get(
+            "istio default on 500",
+            "/",
+            &[("x-diff-behave", "status=500")],
+        ))
         .send(Req::method(
             "body replayed",
             "POST",
@@ -332,12 +376,20 @@ fn timeouts() -> Scenario {
         }))
         .cluster(echo())
         .send(Req::get("in time", "/", &[("x-diff-behave", "delay=10")]))
-        .send(Req::get("too slow", "/", &[("x-diff-behave", "delay=2000")]))
+        .send(Req::get(
+            "too slow",
+            "/",
+            &[("x-diff-behave", "delay=2000")],
+        ))
         .send(Req::method(
             "grpc too slow",
             "POST",
             "/pkg.Svc/Method",
-            &[("x-diff-behave", "delay=2000"), ("content-type", "application/grpc"), ("te", "trailers")],
+            &[
+                ("x-diff-behave", "delay=2000"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ],
             "\0\0\0\0\0",
         ))
 }
@@ -371,7 +423,11 @@ fn circuit_breaking() -> Scenario {
     sidecar("breaking")
         .route(to(PathMatch::Prefix("/"), "echo"))
         .cluster(c)
-        .hold(Req::get("in flight", "/held", &[("x-diff-behave", "delay=1000")]))
+        .hold(Req::get(
+            "in flight",
+            "/held",
+            &[("x-diff-behave", "delay=1000")],
+        ))
         .send(Req::get("overflow", "/more", &[]))
 }
 

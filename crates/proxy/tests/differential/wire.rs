@@ -84,7 +84,10 @@ async fn exchange_inner(
 /// make gateway results depend on the machine.
 async fn connect_from_client_address(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
-    if socket.bind("127.0.0.2:0".parse().expect("address")).is_err() {
+    if socket
+        .bind("127.0.0.2:0".parse().expect("address"))
+        .is_err()
+    {
         return TcpStream::connect(addr).await;
     }
     socket.connect(addr).await
@@ -149,7 +152,12 @@ async fn read_body(
     if status == 204 || status == 304 {
         return Ok(Vec::new());
     }
-    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    let header = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
     if header("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
         return read_chunked(stream, buf).await;
     }
