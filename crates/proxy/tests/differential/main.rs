@@ -58,6 +58,7 @@ const KNOWN_DIFFERENCES: &[Known] = &[
     k("connect-catch-all", "connect to a catch-all", "client header connection", "<absent>", "close", CONNECTION_CLOSE),
     k("connect-catch-all", "connect to a catch-all", "client header content-type", "text/plain", "<absent>", LOCAL_REPLY_BODY),
     k("http1", "authority-form GET", "client header connection", "<absent>", "close", CONNECTION_CLOSE),
+    k("http1", "expect 100-continue", "upstream[0] header expect", "<absent>", "100-continue", EXPECT),
     k("http1", "content-length and chunked", "status", "200", "400", REFRAMED),
     k("http1", "two equal content-lengths", "status", "200", "400", REFRAMED),
     k("http1", "two different content-lengths", "client header content-type", "<absent>", "text/plain", PARSER_400),
@@ -137,6 +138,11 @@ const UPGRADE_SERVICE_TIME: Why =
 const CONNECTION_CLOSE: Why = Why::ToFix(
     "Envoy says `connection: close` on the replies after which it closes the connection \
      (refusals before routing, codec errors); weft does not say it",
+);
+const EXPECT: Why = Why::ToFix(
+    "Istio turns on Envoy's proxy_100_continue (ENABLE_100_CONTINUE_HEADERS, on by default): \
+     `Expect: 100-continue` goes upstream and the upstream's 100 comes back; weft answers the \
+     100 itself and drops Expect",
 );
 const AFTER_REFUSED_CONNECT: Why = Why::ToFix(
     "after refusing a CONNECT (404) weft keeps the connection and serves the request that \

@@ -570,6 +570,8 @@ fn envoy_listener(l: Listener, route_config: &Value) -> Value {
         "path_with_escaped_slashes_action": escaped,
         "upgrade_configs": [{"upgrade_type": "websocket"}],
         "stream_idle_timeout": "0s",
+        // Istio's ENABLE_100_CONTINUE_HEADERS, on by default.
+        "proxy_100_continue": true,
         "route_config": route_config,
         "http_filters": [
             {"name": "envoy.filters.http.fault",
