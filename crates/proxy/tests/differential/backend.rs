@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 pub const ID_HEADER: &str = "x-diff-id";
 /// The header telling the backend how to answer: comma-separated `status=N`, `delay=MS`,
 /// `fail-first=N` (503 to the first N attempts of this id), `slow-first=N:MS` (the first N
-/// attempts wait MS first). Proxies pass it like any other header.
+/// attempts wait MS first), `reset-first=N` (the first N attempts get the connection closed
+/// without a response), `chunked` (the body without a length). Proxies pass it like any
+/// other header.
 pub const BEHAVE_HEADER: &str = "x-diff-behave";
 
 /// One request as a backend received it.
@@ -80,12 +82,17 @@ struct Behave {
     delay: Option<Duration>,
     fail_first: usize,
     slow_first: Option<(usize, Duration)>,
+    reset_first: usize,
+    chunked: bool,
 }
 
 impl Behave {
     fn parse(value: &str) -> Behave {
         let mut b = Behave::default();
         for item in value.split(',').map(str::trim) {
+            if item == "chunked" {
+                b.chunked = true;
+            }
             let Some((k, v)) = item.split_once('=') else {
                 continue;
             };
@@ -93,6 +100,7 @@ impl Behave {
                 "status" => b.status = v.parse().ok(),
                 "delay" => b.delay = v.parse().ok().map(Duration::from_millis),
                 "fail-first" => b.fail_first = v.parse().unwrap_or(0),
+                "reset-first" => b.reset_first = v.parse().unwrap_or(0),
                 "slow-first" => {
                     if let Some((n, ms)) = v.split_once(':')
                         && let (Ok(n), Ok(ms)) = (n.parse(), ms.parse())
@@ -131,12 +139,48 @@ pub async fn recording(name: &'static str, status: Option<u16>, rec: Recorder) -
     addr
 }
 
+/// A response body, sent with Content-Length or (`chunked`) without a known length.
+pub struct Reply {
+    body: Full<Bytes>,
+    chunked: bool,
+}
+
+impl Reply {
+    fn new(body: impl Into<Bytes>, chunked: bool) -> Reply {
+        Reply {
+            body: Full::new(body.into()),
+            chunked,
+        }
+    }
+}
+
+impl hyper::body::Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.chunked {
+            hyper::body::SizeHint::default()
+        } else {
+            self.body.size_hint()
+        }
+    }
+}
+
+/// The backend's answer; an error makes hyper close the connection without a response.
 async fn answer(
     name: &'static str,
     fixed_status: Option<u16>,
     rec: Recorder,
     mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Reply>, std::io::Error> {
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -185,8 +229,11 @@ async fn answer(
             .header("connection", "upgrade")
             .header("upgrade", protocol)
             .header("x-backend", name)
-            .body(Full::new(Bytes::new()));
+            .body(Reply::new(Bytes::new(), false));
         return Ok(resp.expect("101 response"));
+    }
+    if attempt <= behave.reset_first {
+        return Err(std::io::Error::other("reset as asked"));
     }
 
     let mut delay = behave.delay;
@@ -203,13 +250,19 @@ async fn answer(
     } else {
         fixed_status.or(behave.status).unwrap_or(200)
     };
+    // 204 and 304 have no body.
+    let text = if status == 204 || status == 304 {
+        String::new()
+    } else {
+        format!("{name} {method} {target}")
+    };
     let resp = Response::builder()
         .status(status)
         .header("server", "diff-backend")
         .header("x-backend", name)
         .header("x-backend-extra", "yes")
         .header("content-type", "text/plain")
-        .body(Full::new(Bytes::from(format!("{name} {method} {target}"))));
+        .body(Reply::new(text, behave.chunked));
     Ok(resp.expect("response"))
 }
 

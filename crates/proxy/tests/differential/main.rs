@@ -67,6 +67,9 @@ const KNOWN_DIFFERENCES: &[Known] = &[
     k("http1", "space before colon", "client header server", "<absent>", "istio-envoy", PARSER_400),
     k("http1", "two hosts", "status", "400", "404", TWO_HOSTS),
     k("http1", "headers over 60 KiB", "status", "200", "431", HEADER_LIMIT),
+    k("framing", "HEAD of a chunked upstream", "client header transfer-encoding", "<absent>", "chunked", HEAD_FRAMING),
+    k("cors", "preflight from another origin", "upstream[0] header content-length", "<absent>", "0", EMPTY_BODY_LENGTH),
+    k("cors", "options without preflight headers", "upstream[0] header content-length", "<absent>", "0", EMPTY_BODY_LENGTH),
     k("sidecar-headers", "client x-envoy headers", "upstream[0] header x-envoy-internal", "true", "<absent>", SIDECAR_ENVOY_HEADERS),
     k("sidecar-headers", "client x-envoy headers", "upstream[0] header x-envoy-max-retries", "3", "<absent>", SIDECAR_ENVOY_HEADERS),
     k("sidecar-headers", "client x-envoy headers", "upstream[0] header x-envoy-retry-on", "5xx", "<absent>", SIDECAR_ENVOY_HEADERS),
@@ -143,6 +146,12 @@ const EXPECT: Why = Why::ToFix(
     "Istio turns on Envoy's proxy_100_continue (ENABLE_100_CONTINUE_HEADERS, on by default): \
      `Expect: 100-continue` goes upstream and the upstream's 100 comes back; weft answers the \
      100 itself and drops Expect",
+);
+const HEAD_FRAMING: Why = Why::ToFix(
+    "the answer to HEAD keeps the upstream's `transfer-encoding: chunked` in Envoy; weft drops it",
+);
+const EMPTY_BODY_LENGTH: Why = Why::ToFix(
+    "Envoy sends `content-length: 0` upstream for a bodiless OPTIONS; weft sends no length",
 );
 const AFTER_REFUSED_CONNECT: Why = Why::ToFix(
     "after refusing a CONNECT (404) weft keeps the connection and serves the request that \

@@ -203,6 +203,18 @@ pub struct Route {
     pub action: Action,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    pub cors: Option<Cors>,
+}
+
+/// Istio's corsPolicy (exact origins only).
+#[derive(Clone, Default)]
+pub struct Cors {
+    pub allow_origins: Vec<&'static str>,
+    pub allow_methods: Vec<&'static str>,
+    pub allow_headers: Vec<&'static str>,
+    pub expose_headers: Vec<&'static str>,
+    pub max_age_secs: Option<u32>,
+    pub allow_credentials: bool,
 }
 
 #[derive(Clone, Default)]
@@ -479,6 +491,16 @@ fn weft_route(s: &Scenario, r: &Route) -> Value {
             route["directResponse"] = json!({"status": status, "body": body});
         }
     }
+    if let Some(c) = &r.cors {
+        let origins: Vec<Value> = c.allow_origins.iter().map(|o| json!({"exact": o})).collect();
+        let mut v = json!({"allowOrigins": origins, "allowMethods": c.allow_methods,
+            "allowHeaders": c.allow_headers, "exposeHeaders": c.expose_headers,
+            "allowCredentials": c.allow_credentials});
+        if let Some(age) = c.max_age_secs {
+            v["maxAge"] = json!(format!("{age}s"));
+        }
+        route["cors"] = v;
+    }
     if let Some(ops) = weft_ops(&r.request_headers) {
         route["requestHeaders"] = ops;
     }
@@ -715,6 +737,23 @@ fn envoy_route(s: &Scenario, r: &Route) -> Value {
         Action::Direct { status, body } => {
             route["direct_response"] = json!({"status": status, "body": {"inline_string": body}});
         }
+    }
+    if let Some(c) = &r.cors {
+        let origins: Vec<Value> = c.allow_origins.iter().map(|o| json!({"exact": o})).collect();
+        let mut cfg = typed("envoy.extensions.filters.http.cors.v3.CorsPolicy");
+        let mut v = json!({"allow_origin_string_match": origins,
+            "allow_methods": c.allow_methods.join(","),
+            "allow_headers": c.allow_headers.join(","),
+            "expose_headers": c.expose_headers.join(","),
+            "allow_credentials": c.allow_credentials});
+        if let Some(age) = c.max_age_secs {
+            v["max_age"] = json!(age.to_string());
+        }
+        merge_into(&mut cfg, v);
+        if route.get("typed_per_filter_config").is_none() {
+            route["typed_per_filter_config"] = json!({});
+        }
+        route["typed_per_filter_config"]["envoy.filters.http.cors"] = cfg;
     }
     envoy_ops(&mut route, "request", &r.request_headers);
     envoy_ops(&mut route, "response", &r.response_headers);

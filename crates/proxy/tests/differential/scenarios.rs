@@ -61,6 +61,11 @@ pub fn all() -> Vec<Scenario> {
         connect(),
         connect_not_routed(),
         http1_edges(),
+        response_framing(),
+        resets(),
+        weighted(),
+        cors(),
+        gateway_redirects(),
         forwarded_headers(Listener::Sidecar(Norm::Base), "sidecar-headers"),
         forwarded_headers(Listener::Gateway, "gateway-headers"),
     ];
@@ -616,4 +621,123 @@ fn normalization(norm: Norm, name: &'static str) -> Scenario {
         s = s.send(Req::get(label, path, &[]));
     }
     s
+}
+
+/// How responses are framed back to the client: HEAD, bodiless statuses, a chunked upstream.
+fn response_framing() -> Scenario {
+    sidecar("framing")
+        .route(to(PathMatch::Prefix("/"), "echo"))
+        .cluster(echo())
+        .send(Req::method("HEAD", "HEAD", "/head", &[], ""))
+        .send(Req::get("204", "/204", &[("x-diff-behave", "status=204")]))
+        .send(Req::get("304", "/304", &[("x-diff-behave", "status=304")]))
+        .send(Req::get("chunked upstream", "/chunked", &[("x-diff-behave", "chunked")]))
+        .send(Req::method(
+            "HEAD of a chunked upstream",
+            "HEAD",
+            "/chunked",
+            &[("x-diff-behave", "chunked")],
+            "",
+        ))
+        .send(Req::get("closing client", "/close", &[("connection", "close")]))
+}
+
+/// An upstream that closes the connection without answering.
+fn resets() -> Scenario {
+    sidecar("resets")
+        .route(to_with(PathMatch::Prefix("/retried"), "echo", |f| {
+            f.retry = Some(Retry {
+                attempts: 2,
+                retry_on: "reset",
+                ..Retry::default()
+            })
+        }))
+        .route(to(PathMatch::Prefix("/"), "echo"))
+        .cluster(echo())
+        .send(Req::get("reset", "/", &[("x-diff-behave", "reset-first=1")]))
+        .send(Req::get("reset retried", "/retried", &[("x-diff-behave", "reset-first=1")]))
+        .send(Req::get(
+            "reset every time",
+            "/retried",
+            &[("x-diff-behave", "reset-first=5")],
+        ))
+}
+
+/// Weighted destinations whose outcome does not depend on chance (a weight of 0).
+fn weighted() -> Scenario {
+    let mut split = to(PathMatch::Prefix("/"), "echo");
+    if let Action::Forward(f) = &mut split.action {
+        f.clusters = vec![("echo", 100), ("failing", 0)];
+    }
+    sidecar("weighted")
+        .route(split)
+        .cluster(echo())
+        .cluster(cluster("failing", &[Endpoint::Failing]))
+        .send(Req::get("first", "/a", &[]))
+        .send(Req::get("second", "/b", &[]))
+}
+
+fn cors() -> Scenario {
+    let mut r = to(PathMatch::Prefix("/"), "echo");
+    r.cors = Some(Cors {
+        allow_origins: vec!["https://app.example"],
+        allow_methods: vec!["GET", "POST"],
+        allow_headers: vec!["x-custom"],
+        expose_headers: vec!["x-backend"],
+        max_age_secs: Some(3600),
+        allow_credentials: true,
+    });
+    let preflight = |origin| {
+        [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "x-custom"),
+        ]
+    };
+    sidecar("cors")
+        .route(r)
+        .cluster(echo())
+        .send(Req::method(
+            "preflight",
+            "OPTIONS",
+            "/api",
+            &preflight("https://app.example"),
+            "",
+        ))
+        .send(Req::method(
+            "preflight from another origin",
+            "OPTIONS",
+            "/api",
+            &preflight("https://evil.example"),
+            "",
+        ))
+        .send(Req::method("options without preflight headers", "OPTIONS", "/api", &[], ""))
+        .send(Req::get("actual request", "/api", &[("origin", "https://app.example")]))
+        .send(Req::get(
+            "actual request from another origin",
+            "/api",
+            &[("origin", "https://evil.example")],
+        ))
+}
+
+/// Redirects at a gateway, whose scheme is its own connection's.
+fn gateway_redirects() -> Scenario {
+    Scenario::new("gateway-redirects", Listener::Gateway)
+        .route(redirect(
+            "/old",
+            Redirect {
+                uri: Some("/new"),
+                ..Redirect::default()
+            },
+        ))
+        .route(redirect(
+            "/secure",
+            Redirect {
+                scheme: Some("https"),
+                ..Redirect::default()
+            },
+        ))
+        .send(Req::get("uri", "/old", &[]))
+        .send(Req::get("client says https", "/old", &[("x-forwarded-proto", "https")]))
+        .send(Req::get("to https", "/secure", &[]))
 }

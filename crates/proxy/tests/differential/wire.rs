@@ -71,7 +71,13 @@ async fn exchange_inner(
         resp.tunnel = Some(probe_tunnel(&mut stream, buf).await);
         return Ok(resp);
     }
-    let body = read_body(&mut stream, &mut buf, &resp.headers, resp.status).await?;
+    // A response to HEAD has no body, whatever its headers say.
+    let head = request.starts_with(b"HEAD ");
+    let body = if head {
+        Vec::new()
+    } else {
+        read_body(&mut stream, &mut buf, &resp.headers, resp.status).await?
+    };
     resp.body = String::from_utf8_lossy(&body).into_owned();
     if linger {
         tokio::time::sleep(Duration::from_millis(300)).await;
