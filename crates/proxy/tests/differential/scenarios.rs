@@ -66,6 +66,7 @@ pub fn all() -> Vec<Scenario> {
         weighted(),
         cors(),
         gateway_redirects(),
+        http2(),
         forwarded_headers(Listener::Sidecar(Norm::Base), "sidecar-headers"),
         forwarded_headers(Listener::Gateway, "gateway-headers"),
     ];
@@ -740,4 +741,34 @@ fn gateway_redirects() -> Scenario {
         .send(Req::get("uri", "/old", &[]))
         .send(Req::get("client says https", "/old", &[("x-forwarded-proto", "https")]))
         .send(Req::get("to https", "/secure", &[]))
+}
+
+/// HTTP/2 clients (prior knowledge) in front of an HTTP/1.1 upstream.
+fn http2() -> Scenario {
+    let mut r = to(PathMatch::Prefix("/"), "echo");
+    r.response_headers.set = vec![("x-resp-set", "route")];
+    sidecar("http2")
+        .route(Route {
+            path: PathMatch::Exact("/direct"),
+            action: Action::Direct {
+                status: 200,
+                body: "direct answer",
+            },
+            ..Route::default()
+        })
+        .route(redirect(
+            "/old",
+            Redirect {
+                uri: Some("/new"),
+                ..Redirect::default()
+            },
+        ))
+        .route(r)
+        .cluster(echo())
+        .send(Req::h2("GET", "GET", "/h2?q=1", &[], ""))
+        .send(Req::h2("POST", "POST", "/h2", &[("content-type", "text/plain")], "hello"))
+        .send(Req::h2("te trailers", "GET", "/te", &[("te", "trailers")], ""))
+        .send(Req::h2("direct response", "GET", "/direct", &[], ""))
+        .send(Req::h2("redirect", "GET", "/old", &[], ""))
+        .send(Req::h2("upstream 503", "GET", "/fail", &[("x-diff-behave", "status=503")], ""))
 }

@@ -229,3 +229,67 @@ async fn probe_tunnel(stream: &mut TcpStream, mut buf: Vec<u8>) -> String {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Sends one HTTP/2 request (prior knowledge; `:authority` is `authority`) and reads its
+/// response (bounded: 10 s).
+pub async fn exchange_h2(
+    addr: SocketAddr,
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Response, String> {
+    use http_body_util::{BodyExt, Full};
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{authority}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(bytes::Bytes::from(body.to_owned())))
+        .map_err(|e| format!("request: {e}"))?;
+    let exchanged = async {
+        let stream = connect_from_client_address(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .map_err(|e| format!("h2 handshake: {e}"))?;
+        tokio::spawn(conn);
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("h2: {e}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("h2 body: {e}"))?
+            .to_bytes();
+        Ok(Response {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            ..Response::default()
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchanged)
+        .await
+        .map_err(|_| "no response within 10s".to_owned())?
+}
