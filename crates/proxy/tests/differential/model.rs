@@ -527,7 +527,11 @@ fn weft_route(s: &Scenario, r: &Route) -> Value {
         }
     }
     if let Some(c) = &r.cors {
-        let origins: Vec<Value> = c.allow_origins.iter().map(|o| json!({"exact": o})).collect();
+        let origins: Vec<Value> = c
+            .allow_origins
+            .iter()
+            .map(|o| json!({"exact": o}))
+            .collect();
         let mut v = json!({"allowOrigins": origins, "allowMethods": c.allow_methods,
             "allowHeaders": c.allow_headers, "exposeHeaders": c.expose_headers,
             "allowCredentials": c.allow_credentials});
@@ -774,7 +778,11 @@ fn envoy_route(s: &Scenario, r: &Route) -> Value {
         }
     }
     if let Some(c) = &r.cors {
-        let origins: Vec<Value> = c.allow_origins.iter().map(|o| json!({"exact": o})).collect();
+        let origins: Vec<Value> = c
+            .allow_origins
+            .iter()
+            .map(|o| json!({"exact": o}))
+            .collect();
         let mut cfg = typed("envoy.extensions.filters.http.cors.v3.CorsPolicy");
         let mut v = json!({"allow_origin_string_match": origins,
             "allow_methods": c.allow_methods.join(","),

@@ -632,7 +632,11 @@ fn response_framing() -> Scenario {
         .send(Req::method("HEAD", "HEAD", "/head", &[], ""))
         .send(Req::get("204", "/204", &[("x-diff-behave", "status=204")]))
         .send(Req::get("304", "/304", &[("x-diff-behave", "status=304")]))
-        .send(Req::get("chunked upstream", "/chunked", &[("x-diff-behave", "chunked")]))
+        .send(Req::get(
+            "chunked upstream",
+            "/chunked",
+            &[("x-diff-behave", "chunked")],
+        ))
         .send(Req::method(
             "HEAD of a chunked upstream",
             "HEAD",
@@ -640,7 +644,11 @@ fn response_framing() -> Scenario {
             &[("x-diff-behave", "chunked")],
             "",
         ))
-        .send(Req::get("closing client", "/close", &[("connection", "close")]))
+        .send(Req::get(
+            "closing client",
+            "/close",
+            &[("connection", "close")],
+        ))
 }
 
 /// An upstream that closes the connection without answering.
@@ -655,8 +663,16 @@ fn resets() -> Scenario {
         }))
         .route(to(PathMatch::Prefix("/"), "echo"))
         .cluster(echo())
-        .send(Req::get("reset", "/", &[("x-diff-behave", "reset-first=1")]))
-        .send(Req::get("reset retried", "/retried", &[("x-diff-behave", "reset-first=1")]))
+        .send(Req::get(
+            "reset",
+            "/",
+            &[("x-diff-behave", "reset-first=1")],
+        ))
+        .send(Req::get(
+            "reset retried",
+            "/retried",
+            &[("x-diff-behave", "reset-first=1")],
+        ))
         .send(Req::get(
             "reset every time",
             "/retried",
@@ -712,8 +728,18 @@ fn cors() -> Scenario {
             &preflight("https://evil.example"),
             "",
         ))
-        .send(Req::method("options without preflight headers", "OPTIONS", "/api", &[], ""))
-        .send(Req::get("actual request", "/api", &[("origin", "https://app.example")]))
+        .send(Req::method(
+            "options without preflight headers",
+            "OPTIONS",
+            "/api",
+            &[],
+            "",
+        ))
+        .send(Req::get(
+            "actual request",
+            "/api",
+            &[("origin", "https://app.example")],
+        ))
         .send(Req::get(
             "actual request from another origin",
             "/api",
@@ -739,7 +765,11 @@ fn gateway_redirects() -> Scenario {
             },
         ))
         .send(Req::get("uri", "/old", &[]))
-        .send(Req::get("client says https", "/old", &[("x-forwarded-proto", "https")]))
+        .send(Req::get(
+            "client says https",
+            "/old",
+            &[("x-forwarded-proto", "https")],
+        ))
         .send(Req::get("to https", "/secure", &[]))
 }
 
@@ -766,9 +796,27 @@ fn http2() -> Scenario {
         .route(r)
         .cluster(echo())
         .send(Req::h2("GET", "GET", "/h2?q=1", &[], ""))
-        .send(Req::h2("POST", "POST", "/h2", &[("content-type", "text/plain")], "hello"))
-        .send(Req::h2("te trailers", "GET", "/te", &[("te", "trailers")], ""))
+        .send(Req::h2(
+            "POST",
+            "POST",
+            "/h2",
+            &[("content-type", "text/plain")],
+            "hello",
+        ))
+        .send(Req::h2(
+            "te trailers",
+            "GET",
+            "/te",
+            &[("te", "trailers")],
+            "",
+        ))
         .send(Req::h2("direct response", "GET", "/direct", &[], ""))
         .send(Req::h2("redirect", "GET", "/old", &[], ""))
-        .send(Req::h2("upstream 503", "GET", "/fail", &[("x-diff-behave", "status=503")], ""))
+        .send(Req::h2(
+            "upstream 503",
+            "GET",
+            "/fail",
+            &[("x-diff-behave", "status=503")],
+            "",
+        ))
 }
