@@ -22,8 +22,9 @@ pub const ID_HEADER: &str = "x-diff-id";
 /// The header telling the backend how to answer: comma-separated `status=N`, `delay=MS`,
 /// `fail-first=N` (503 to the first N attempts of this id), `slow-first=N:MS` (the first N
 /// attempts wait MS first), `reset-first=N` (the first N attempts get the connection closed
-/// without a response), `chunked` (the body without a length). Proxies pass it like any
-/// other header.
+/// without a response), `chunked` (the body without a length), `grpc-fail-first=N:CODE` (the
+/// first N attempts answer as a gRPC server failing with status CODE). Proxies pass it like
+/// any other header.
 pub const BEHAVE_HEADER: &str = "x-diff-behave";
 
 /// One request as a backend received it.
@@ -84,6 +85,7 @@ struct Behave {
     slow_first: Option<(usize, Duration)>,
     reset_first: usize,
     chunked: bool,
+    grpc_fail_first: Option<(usize, u32)>,
 }
 
 impl Behave {
@@ -101,6 +103,13 @@ impl Behave {
                 "delay" => b.delay = v.parse().ok().map(Duration::from_millis),
                 "fail-first" => b.fail_first = v.parse().unwrap_or(0),
                 "reset-first" => b.reset_first = v.parse().unwrap_or(0),
+                "grpc-fail-first" => {
+                    if let Some((n, code)) = v.split_once(':')
+                        && let (Ok(n), Ok(code)) = (n.parse(), code.parse())
+                    {
+                        b.grpc_fail_first = Some((n, code));
+                    }
+                }
                 "slow-first" => {
                     if let Some((n, ms)) = v.split_once(':')
                         && let (Ok(n), Ok(ms)) = (n.parse(), ms.parse())
@@ -250,6 +259,17 @@ async fn answer(
     } else {
         fixed_status.or(behave.status).unwrap_or(200)
     };
+    if let Some((n, code)) = behave.grpc_fail_first
+        && attempt <= n
+    {
+        // A gRPC failure without a body (Trailers-Only: the status in the headers).
+        let resp = Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", code.to_string())
+            .header("x-backend", name)
+            .body(Reply::new(Bytes::new(), false));
+        return Ok(resp.expect("grpc response"));
+    }
     // 204 and 304 have no body.
     let text = if status == 204 || status == 304 {
         String::new()

@@ -45,7 +45,12 @@ pub type Fields = BTreeMap<String, String>;
 /// The body and `content-length` of a local reply (a response no backend produced) are left
 /// out: weft and Envoy word their local replies differently. Their status, content type and
 /// other headers are compared.
+///
+/// Attempts are ordered by the backend that got them (in arrival order for each), so that a
+/// mirrored copy racing its original does not change the numbering.
 pub fn fields(resp: &Result<Response, String>, attempts: &[Seen]) -> Fields {
+    let mut attempts = attempts.to_vec();
+    attempts.sort_by_key(|a| a.backend);
     let mut f = Fields::new();
     match resp {
         Err(e) => {
@@ -70,6 +75,8 @@ pub fn fields(resp: &Result<Response, String>, attempts: &[Seen]) -> Fields {
             }
             let value = if name == "x-request-id" && uuid::Uuid::parse_str(&value).is_ok() {
                 "<uuid>".to_owned()
+            } else if name == "x-forwarded-for" {
+                host_addresses_named(&value)
             } else if TOKEN_HEADERS.contains(&name.as_str()) {
                 value.to_ascii_lowercase()
             } else {
@@ -79,6 +86,26 @@ pub fn fields(resp: &Result<Response, String>, attempts: &[Seen]) -> Fields {
         }
     }
     f
+}
+
+/// `x-forwarded-for` with the machine's own addresses (what Envoy appends for a request it
+/// originates itself, a mirrored copy) written `<this host>`: they differ per machine. The
+/// test's clients are 127.0.0.x and the addresses it sends are from 203.0.113.0/24.
+fn host_addresses_named(xff: &str) -> String {
+    // Separators are kept as they are: `,` and `, ` are compared.
+    xff.split(',')
+        .map(|piece| {
+            let a = piece.trim();
+            let lead = &piece[..piece.len() - piece.trim_start().len()];
+            match a.parse::<std::net::IpAddr>() {
+                Ok(ip) if !ip.is_loopback() && !a.starts_with("203.0.113.") => {
+                    format!("{lead}<this host>")
+                }
+                _ => piece.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The broad reason a response could not be read: its detail (ports, byte counts) varies.

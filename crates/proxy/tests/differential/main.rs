@@ -71,6 +71,15 @@ const KNOWN_DIFFERENCES: &[Known] = &[
     k("framing", "HEAD of a chunked upstream", "client header transfer-encoding", "<absent>", "chunked", HEAD_FRAMING),
     k("cors", "preflight from another origin", "upstream[0] header content-length", "<absent>", "0", EMPTY_BODY_LENGTH),
     k("cors", "options without preflight headers", "upstream[0] header content-length", "<absent>", "0", EMPTY_BODY_LENGTH),
+    k("mirror", "GET", "upstream[1] header x-envoy-internal", "<absent>", "true", MIRROR_INTERNAL),
+    k("mirror", "GET", "upstream[1] header x-forwarded-for", "<absent>", "<this host>", MIRROR_INTERNAL),
+    k("mirror", "POST", "upstream[1] header x-envoy-internal", "<absent>", "true", MIRROR_INTERNAL),
+    k("mirror", "POST", "upstream[1] header x-forwarded-for", "<absent>", "<this host>", MIRROR_INTERNAL),
+    k("mirror", "failing original", "upstream[1] header x-envoy-internal", "<absent>", "true", MIRROR_INTERNAL),
+    k("mirror", "failing original", "upstream[1] header x-forwarded-for", "<absent>", "<this host>", MIRROR_INTERNAL),
+    k("more-retries", "grpc unavailable", "upstream[0] header content-length", "<absent>", "0", EMPTY_BODY_LENGTH),
+    k("more-retries", "grpc unavailable", "upstream[1] header content-length", "<absent>", "0", EMPTY_BODY_LENGTH),
+    k("more-retries", "grpc internal not retried", "upstream[0] header content-length", "<absent>", "0", EMPTY_BODY_LENGTH),
     k("sidecar-headers", "client x-envoy headers", "upstream[0] header x-envoy-internal", "true", "<absent>", SIDECAR_ENVOY_HEADERS),
     k("sidecar-headers", "client x-envoy headers", "upstream[0] header x-envoy-max-retries", "3", "<absent>", SIDECAR_ENVOY_HEADERS),
     k("sidecar-headers", "client x-envoy headers", "upstream[0] header x-envoy-retry-on", "5xx", "<absent>", SIDECAR_ENVOY_HEADERS),
@@ -152,7 +161,12 @@ const HEAD_FRAMING: Why = Why::ToFix(
     "the answer to HEAD keeps the upstream's `transfer-encoding: chunked` in Envoy; weft drops it",
 );
 const EMPTY_BODY_LENGTH: Why = Why::ToFix(
-    "Envoy sends `content-length: 0` upstream for a bodiless OPTIONS; weft sends no length",
+    "Envoy sends `content-length: 0` upstream for a bodiless POST or OPTIONS; weft sends no \
+     length",
+);
+const MIRROR_INTERNAL: Why = Why::ToFix(
+    "Envoy sends a mirrored copy as a request of its own (x-envoy-internal: true, its host's \
+     address appended to x-forwarded-for); weft sends the original's headers",
 );
 const AFTER_REFUSED_CONNECT: Why = Why::ToFix(
     "after refusing a CONNECT (404) weft keeps the connection and serves the request that \
@@ -182,6 +196,7 @@ struct Backends {
     failing: SocketAddr,
     closed: SocketAddr,
     tcp_echo: SocketAddr,
+    mirror: SocketAddr,
 }
 
 impl Addresses for Backends {
@@ -191,6 +206,7 @@ impl Addresses for Backends {
             Endpoint::Failing => self.failing,
             Endpoint::Closed => self.closed,
             Endpoint::TcpEcho => self.tcp_echo,
+            Endpoint::Mirror => self.mirror,
         }
     }
 }
@@ -225,6 +241,7 @@ async fn weft_and_envoy_agree() {
         failing: backend::recording("failing", Some(503), rec.clone()).await,
         closed: backend::closed_port(),
         tcp_echo: backend::tcp_echo().await,
+        mirror: backend::recording("mirror", None, rec.clone()).await,
     };
     let scenarios = scenarios::all();
 
@@ -287,7 +304,7 @@ async fn run(s: &Scenario, side: &Side, rec: &Recorder) -> Vec<(String, Fields)>
                         let (m, p, b) = (h2.method, h2.path, h2.body);
                         wire::exchange_h2(addr, m, &host, p, &headers, b).await
                     }
-                    None => wire::exchange(addr, &bytes, req.connect, req.pipelined).await,
+                    None => wire::exchange(addr, &bytes, req.connect, req.linger).await,
                 };
                 results.push(Some(r));
             }

@@ -136,9 +136,10 @@ pub struct Req {
     pub connect: bool,
     /// Sent over HTTP/2 (prior knowledge) instead of the raw bytes.
     pub h2: Option<H2Req>,
-    /// The bytes hold a second request after the first: the connection is held open a little
-    /// after the response, so that whether the second one is served does not depend on timing.
-    pub pipelined: bool,
+    /// The connection is held open a little after the response, and the backends read after
+    /// that: for what happens after the response (a second request in the same bytes, a
+    /// mirrored copy), so that it does not depend on timing.
+    pub linger: bool,
 }
 
 impl Req {
@@ -169,7 +170,7 @@ impl Req {
             label,
             raw,
             connect: false,
-            pipelined: false,
+            linger: false,
             h2: None,
         }
     }
@@ -180,7 +181,7 @@ impl Req {
             label,
             raw: raw.to_owned(),
             connect: raw.starts_with("CONNECT "),
-            pipelined: false,
+            linger: false,
             h2: None,
         }
     }
@@ -198,7 +199,7 @@ impl Req {
             label,
             raw: String::new(),
             connect: false,
-            pipelined: false,
+            linger: false,
             h2: Some(H2Req {
                 method,
                 path,
@@ -208,9 +209,9 @@ impl Req {
         }
     }
 
-    /// See [`Req::pipelined`].
-    pub fn pipelined(mut self) -> Self {
-        self.pipelined = true;
+    /// See [`Req::linger`].
+    pub fn linger(mut self) -> Self {
+        self.linger = true;
         self
     }
 
@@ -291,6 +292,8 @@ pub struct Forward {
     pub timeout: Option<f64>,
     pub retry: Option<Retry>,
     pub fault: Option<Fault>,
+    /// A cluster every request is copied to (Istio's `mirror`, 100%).
+    pub mirror: Option<&'static str>,
 }
 
 #[derive(Clone, Default)]
@@ -348,6 +351,8 @@ pub enum Endpoint {
     Closed,
     /// A TCP echo server: a CONNECT tunnel's far end.
     TcpEcho,
+    /// Records and answers 200, under its own name: where mirrored copies go.
+    Mirror,
 }
 
 #[derive(Clone, Default)]
@@ -488,6 +493,9 @@ fn weft_route(s: &Scenario, r: &Route) -> Value {
                     p["perTryTimeout"] = json!(secs(t));
                 }
                 a["retryPolicy"] = p;
+            }
+            if let Some(m) = f.mirror {
+                a["mirrors"] = json!([{"cluster": cluster_name(s, m), "percentage": 100}]);
             }
             match &f.fault {
                 Some(Fault::Abort(code)) => {
@@ -726,6 +734,10 @@ fn envoy_route(s: &Scenario, r: &Route) -> Value {
                     p["per_try_timeout"] = json!(secs(t));
                 }
                 a["retry_policy"] = p;
+            }
+            if let Some(m) = f.mirror {
+                a["request_mirror_policies"] = json!([{"cluster": cluster_name(s, m),
+                    "runtime_fraction": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}}]);
             }
             if r.connect {
                 a["upgrade_configs"] = json!([{"upgrade_type": "CONNECT", "connect_config": {}}]);

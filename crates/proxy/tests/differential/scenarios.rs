@@ -67,6 +67,8 @@ pub fn all() -> Vec<Scenario> {
         cors(),
         gateway_redirects(),
         http2(),
+        mirroring(),
+        more_retries(),
         forwarded_headers(Listener::Sidecar(Norm::Base), "sidecar-headers"),
         forwarded_headers(Listener::Gateway, "gateway-headers"),
     ];
@@ -495,7 +497,7 @@ fn connect_not_routed() -> Scenario {
         .send(Req::raw(
             "connect to a catch-all",
             "CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\nGET /inside HTTP/1.1\r\nHost: {host}\r\nx-diff-id: {id}\r\n\r\n",
-        ).pipelined())
+        ).linger())
 }
 
 fn http1_edges() -> Scenario {
@@ -817,6 +819,66 @@ fn http2() -> Scenario {
             "GET",
             "/fail",
             &[("x-diff-behave", "status=503")],
+            "",
+        ))
+}
+
+/// Istio's `mirror`: a copy of each request to another cluster, its answer dropped.
+fn mirroring() -> Scenario {
+    sidecar("mirror")
+        .route(to_with(PathMatch::Prefix("/"), "echo", |f| {
+            f.mirror = Some("shadow")
+        }))
+        .cluster(echo())
+        .cluster(cluster("shadow", &[Endpoint::Mirror]))
+        .send(Req::get("GET", "/m?x=1", &[]).linger())
+        .send(Req::method("POST", "POST", "/m", &[], "copied body").linger())
+        .send(Req::get("failing original", "/f", &[("x-diff-behave", "status=503")]).linger())
+}
+
+/// Retry conditions on 4xx and gRPC statuses.
+fn more_retries() -> Scenario {
+    let retry = |retry_on| Retry {
+        attempts: 2,
+        retry_on,
+        ..Retry::default()
+    };
+    sidecar("more-retries")
+        .route(to_with(PathMatch::Prefix("/4xx"), "echo", |f| {
+            f.retry = Some(retry("retriable-4xx"))
+        }))
+        .route(to_with(PathMatch::Prefix("/codes"), "echo", |f| {
+            f.retry = Some(Retry {
+                retriable_status_codes: vec![418],
+                ..retry("retriable-status-codes")
+            })
+        }))
+        .route(to_with(PathMatch::Prefix("/grpc"), "echo", |f| {
+            f.retry = Some(retry("unavailable,resource-exhausted"))
+        }))
+        .cluster(echo())
+        .send(Req::get("409 retried", "/4xx", &[("x-diff-behave", "status=409")]))
+        .send(Req::get("404 not", "/4xx", &[("x-diff-behave", "status=404")]))
+        .send(Req::get("listed code", "/codes", &[("x-diff-behave", "status=418")]))
+        .send(Req::get("unlisted code", "/codes", &[("x-diff-behave", "status=503")]))
+        .send(Req::method(
+            "grpc unavailable",
+            "POST",
+            "/grpc",
+            &[
+                ("content-type", "application/grpc"),
+                ("x-diff-behave", "grpc-fail-first=1:14"),
+            ],
+            "",
+        ))
+        .send(Req::method(
+            "grpc internal not retried",
+            "POST",
+            "/grpc",
+            &[
+                ("content-type", "application/grpc"),
+                ("x-diff-behave", "grpc-fail-first=1:13"),
+            ],
             "",
         ))
 }
