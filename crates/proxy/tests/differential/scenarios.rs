@@ -857,10 +857,26 @@ fn more_retries() -> Scenario {
             f.retry = Some(retry("unavailable,resource-exhausted"))
         }))
         .cluster(echo())
-        .send(Req::get("409 retried", "/4xx", &[("x-diff-behave", "status=409")]))
-        .send(Req::get("404 not", "/4xx", &[("x-diff-behave", "status=404")]))
-        .send(Req::get("listed code", "/codes", &[("x-diff-behave", "status=418")]))
-        .send(Req::get("unlisted code", "/codes", &[("x-diff-behave", "status=503")]))
+        .send(Req::get(
+            "409 retried",
+            "/4xx",
+            &[("x-diff-behave", "status=409")],
+        ))
+        .send(Req::get(
+            "404 not",
+            "/4xx",
+            &[("x-diff-behave", "status=404")],
+        ))
+        .send(Req::get(
+            "listed code",
+            "/codes",
+            &[("x-diff-behave", "status=418")],
+        ))
+        .send(Req::get(
+            "unlisted code",
+            "/codes",
+            &[("x-diff-behave", "status=503")],
+        ))
         .send(Req::method(
             "grpc unavailable",
             "POST",
