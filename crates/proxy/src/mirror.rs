@@ -108,6 +108,11 @@ fn send(snapshot: Arc<Snapshot>, cluster: Arc<str>, original: &Original<'_>, bod
     {
         headers.insert(header::HOST, host);
     }
+    // The copy is an attempt of its own, counted as Envoy counts a shadow request's.
+    headers.insert(
+        http::HeaderName::from_static("x-envoy-attempt-count"),
+        HeaderValue::from_static("1"),
+    );
     let method = original.method.clone();
     let downstream_h2 = original.downstream_h2;
     let source_ip = original.source_ip;

@@ -400,7 +400,8 @@ async fn circuit_breaker_overflows_with_503_uo() {
     );
 }
 
-/// A backend that records what it receives (host and body per request) and answers 200.
+/// A backend that records what it receives (host with the attempt count, and body, per
+/// request) and answers 200.
 async fn recorder() -> (SocketAddr, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -413,12 +414,16 @@ async fn recorder() -> (SocketAddr, Arc<std::sync::Mutex<Vec<(String, String)>>>
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let log = log.clone();
                     async move {
-                        let host = req
-                            .headers()
-                            .get("host")
-                            .and_then(|h| h.to_str().ok())
-                            .unwrap_or("-")
-                            .to_owned();
+                        let header = |name: &str| {
+                            req.headers()
+                                .get(name)
+                                .and_then(|h| h.to_str().ok())
+                                .unwrap_or("-")
+                                .to_owned()
+                        };
+                        // The authority and the attempt count the copy carries.
+                        let host =
+                            format!("{} {}", header("host"), header("x-envoy-attempt-count"));
                         let body = req.into_body().collect().await.map(|b| b.to_bytes());
                         let body = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
                         log.lock().unwrap().push((host, body));
@@ -466,7 +471,8 @@ async fn mirrors_get_copies_and_never_slow_the_original() {
     let addr = proxy.addr("http");
     let c = client();
 
-    // Every request copied, body included, to the `-shadow` authority.
+    // Every request copied, body included, to the `-shadow` authority, as attempt 1 (Envoy
+    // counts a shadow request's attempts like any other's).
     for i in 0..20 {
         let req = http::Request::post(format!("http://{addr}/all"))
             .header("host", "httpbin:8000")
@@ -484,7 +490,7 @@ async fn mirrors_get_copies_and_never_slow_the_original() {
         let got = copies.lock().unwrap();
         assert_eq!(got.len(), 20, "copies arrived");
         assert!(
-            got.iter().all(|(host, _)| host == "httpbin-shadow:8000"),
+            got.iter().all(|(host, _)| host == "httpbin-shadow:8000 1"),
             "{got:?}"
         );
         let mut bodies: Vec<&str> = got.iter().map(|(_, b)| b.as_str()).collect();

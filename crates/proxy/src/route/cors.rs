@@ -101,6 +101,10 @@ impl Cors {
                 if let Some(v) = &self.allow_headers {
                     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
                 }
+                // Envoy's CORS filter lists the exposed headers on the preflight answer too.
+                if let Some(v) = &self.expose_headers {
+                    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+                }
                 if let Some(v) = &self.max_age {
                     h.insert(header::ACCESS_CONTROL_MAX_AGE, v.clone());
                 }
@@ -218,7 +222,9 @@ mod tests {
 
     #[test]
     fn a_star_policy_answers_every_preflight() {
-        let cors = policy("{allowOrigins: [{exact: '*'}], allowMethods: [GET, POST]}");
+        let cors = policy(
+            "{allowOrigins: [{exact: '*'}], allowMethods: [GET, POST], exposeHeaders: [x-a, x-b]}",
+        );
         let (method, headers) = request(Method::OPTIONS, "https://any.example", true);
         let Verdict::Answer(h) = cors.verdict(&method, &headers) else {
             panic!("a preflight from an allowed origin is answered");
@@ -228,6 +234,8 @@ mod tests {
             "https://any.example"
         );
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], "GET,POST");
+        // As Envoy's answer: the exposed headers are listed on the preflight too.
+        assert_eq!(h[header::ACCESS_CONTROL_EXPOSE_HEADERS], "x-a,x-b");
 
         // Without `*`, another origin's preflight is forwarded (unmatchedPreflights FORWARD).
         let cors = policy("{allowOrigins: [{exact: 'https://a.example'}]}");
