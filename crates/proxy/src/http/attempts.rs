@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -26,6 +27,7 @@ use crate::stats::class_index;
 use crate::upstream::HttpClient;
 
 static ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+static EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 
 /// The request body for each attempt.
 pub(super) enum RequestBody {
@@ -107,7 +109,17 @@ pub(super) async fn run(
             let detail = "the request body is too large to replay for a retry";
             return Err(Error::new(Cause::ReplayLimit, detail));
         };
-        let req = request(out, attempt_body, h2, retries_done + 1, last_chance);
+        let mut req = request(out, attempt_body, h2, retries_done + 1, last_chance);
+        // The time the upstream has, as Envoy tells it: the per-try timeout, else the route's.
+        if let Some(t) = retry
+            .and_then(|r| r.per_try_timeout)
+            .or(routed.policy().timeout)
+        {
+            req.headers_mut().insert(
+                EXPECTED_TIMEOUT.clone(),
+                HeaderValue::from(t.as_millis() as u64),
+            );
+        }
         let sent = Attempt {
             cluster,
             name,
@@ -257,6 +269,14 @@ fn request(
     if h2 {
         // HTTP/2 carries the authority in :authority, not Host.
         req.headers_mut().remove(header::HOST);
+    } else if req.body().is_end_stream()
+        && !bodiless_method(req.method())
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        // Envoy's HTTP/1 codec says an empty body is empty, except for methods that have
+        // none (GET, HEAD, DELETE, TRACE, CONNECT).
+        req.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     }
     // Which attempt this is, from 1, as Envoy with Istio's `include_request_attempt_count`.
     req.headers_mut()
@@ -403,6 +423,19 @@ fn is_refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
         source = err.source();
     }
     false
+}
+
+/// Methods whose requests have no body (RFC 9110), as Envoy's codec lists them.
+fn bodiless_method(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::DELETE,
+        Method::TRACE,
+        Method::CONNECT,
+    ]
+    .contains(method)
 }
 
 /// `x-envoy-attempt-count`'s value, without formatting (an allocation) for the usual few.

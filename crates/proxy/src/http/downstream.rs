@@ -52,8 +52,15 @@ pub(super) fn check(
         let detail = format!("listener {:?}: local rate limit", cx.listener);
         return Err(Error::new(Cause::RateLimited, detail));
     }
-    let authority = request_authority(&parts.method, &parts.uri, &parts.headers, cx.explicit_proxy)
-        .map_err(|why| Error::new(Cause::BadRequest, why))?;
+    let authority =
+        match request_authority(&parts.method, &parts.uri, &parts.headers, cx.explicit_proxy) {
+            Ok(a) => a,
+            Err(why) => {
+                // A head the codec cannot make sense of: Envoy closes the connection.
+                ex.close = true;
+                return Err(Error::new(Cause::BadRequest, why));
+            }
+        };
     ex.note(|l| l.authority.clone_from(&authority));
     let scheme = original_scheme(cx, &parts);
     let received = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -219,6 +226,42 @@ pub(super) fn remove_envoy_headers(headers: &mut HeaderMap) {
         headers.remove(&name);
     }
 }
+
+/// Drops the `x-envoy-*` headers Envoy drops from a request it does not consider internal:
+/// the ones that steer a proxy (retries, timeouts) or claim to come from one. Under Istio's
+/// configuration (no `internal_address_config`) Envoy considers no caller internal, a
+/// sidecar's included; the rest of the `x-envoy-*` headers pass.
+pub(super) fn remove_envoy_control_headers(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        return;
+    }
+    for name in ENVOY_CONTROL_HEADERS {
+        headers.remove(*name);
+    }
+}
+
+/// What Envoy's connection manager removes from external requests.
+const ENVOY_CONTROL_HEADERS: &[&str] = &[
+    "x-envoy-internal",
+    "x-envoy-external-address",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-decorator-operation",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-ip-tags",
+    "x-envoy-is-timeout-retry",
+    "x-envoy-force-trace",
+];
 
 /// The authority a request is for: the absolute-form URI's (explicit proxy), HTTP/2's
 /// :authority, or the Host header. Requests RFC 9112 says to answer with 400 are refused:

@@ -158,8 +158,12 @@ pub(crate) struct Exchange {
     /// Response flags noted on the way (DI, URX on a passed-through last response, and the
     /// cause of a local reply).
     flags: Flags,
-    /// A local reply that is the flag's to make closes the connection (HTTP/1 refusals).
+    /// A local reply closes the connection (`connection: close`): after the HTTP/1 codec's
+    /// refusals, as Envoy's.
     close: bool,
+    /// A CONNECT: refused, its connection is closed (what follows its head may be tunnel
+    /// bytes, not a request).
+    connect: bool,
     /// The request's span: listener, peer, method and path; route and cluster once known.
     span: tracing::Span,
 }
@@ -169,10 +173,14 @@ impl Exchange {
         let stats = &cx.shared.stats;
         stats.downstream_rq_total.fetch_add(1, Relaxed);
         stats.downstream_rq_active.fetch_add(1, Relaxed);
-        if !cx.internal_downstream {
+        if cx.internal_downstream {
+            downstream::remove_envoy_control_headers(&mut parts.headers);
+        } else {
             downstream::remove_envoy_headers(&mut parts.headers);
         }
-        if !parts.headers.contains_key(&REQUEST_ID) {
+        // A gateway's outside client does not choose the request's id (Envoy's
+        // preserve_external_request_id, which Istio leaves off).
+        if !cx.internal_downstream || !parts.headers.contains_key(&REQUEST_ID) {
             parts
                 .headers
                 .insert(REQUEST_ID.clone(), downstream::new_request_id());
@@ -191,6 +199,7 @@ impl Exchange {
                 .then(|| Box::new(Entry::begin(parts, cx.peer))),
             flags: Flags::default(),
             close: false,
+            connect: parts.method == http::Method::CONNECT,
             span,
         }
     }
@@ -219,7 +228,10 @@ impl Exchange {
                 resp.headers_mut().insert(crate::reply::FLAGS_HEADER, v);
             }
         }
-        if self.close {
+        // Envoy closes the connection after refusing an upgrade or a CONNECT too: the bytes
+        // after the head belong to the tunnel that was not opened.
+        let close = self.close || self.connect || e.cause() == crate::error::Cause::UpgradeRefused;
+        if close {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

@@ -27,6 +27,8 @@ use crate::snapshot::{ClusterState, Snapshot};
 static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+static ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
+static EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
 
 /// The cluster a request goes to: the snapshot's, or the one an ORIGINAL_DST cluster keeps
 /// for the destination the request asked for.
@@ -142,10 +144,23 @@ pub(super) fn build(
         parts.headers.insert(ORIGINAL_PATH.clone(), original);
     }
     let path = rewritten.as_deref().unwrap_or(&path_and_query);
-    let upstream_authority = routed
-        .forward
-        .authority_rewrite()
-        .cloned()
+    // The Host as the client wrote it (routing went by its lower-case form); a rewritten
+    // authority leaves the original in x-envoy-original-host, as Envoy does.
+    let client_host = parts
+        .headers
+        .get(header::HOST)
+        .filter(|h| h.as_bytes().eq_ignore_ascii_case(authority.as_bytes()))
+        .cloned();
+    let rewrite = routed.forward.authority_rewrite().cloned();
+    if rewrite.is_some()
+        && let Some(original) = client_host
+            .clone()
+            .or_else(|| HeaderValue::from_str(&authority).ok())
+    {
+        parts.headers.insert(ORIGINAL_HOST.clone(), original);
+    }
+    let upstream_authority = rewrite
+        .or(client_host)
         .or_else(|| HeaderValue::from_str(&authority).ok());
     let uri = upstream_uri(cluster.upstream.scheme(), upstream_authority.as_ref(), path)
         .map_err(|detail| Error::new(Cause::BadRequest, detail))?;
@@ -169,6 +184,11 @@ pub(super) fn build(
     } else {
         append_forwarded_for(&mut parts.headers, cx.peer.ip());
         parts.headers.insert(FORWARDED_PROTO.clone(), proto);
+        // The client's address, for the mesh behind the gateway (Envoy sets it for requests
+        // from outside, and with Istio's settings every gateway request is).
+        parts
+            .headers
+            .insert(EXTERNAL_ADDRESS.clone(), client_value(client));
     }
     // Envoy's order: the destination's operations, then the route's (which win a conflict).
     routed.destination.request_headers.apply(&mut parts.headers);
@@ -316,27 +336,30 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
-    // The proxy answered `100 Continue` itself (when it started reading the body), as Envoy
-    // does; the upstream gets the body without being asked.
-    if headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-    {
-        headers.remove(header::EXPECT);
-    }
+    // `Expect: 100-continue` goes on upstream, as from Envoy with Istio's proxy_100_continue.
+    // The client gets its `100 Continue` from the proxy when the body starts on its way up
+    // (hyper sends it; the upstream's own 100 is not relayed), and the upstream gets the body
+    // without waiting, which RFC 9110 10.1.1 allows.
     // `te: trailers` is how gRPC asks for trailers; anything else is hop-by-hop.
     if headers.get(header::TE).is_some_and(|v| v != "trailers") {
         headers.remove(header::TE);
     }
 }
 
+/// Appends the peer to x-forwarded-for, joined with `,` as Envoy joins it.
 fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     let ip = ip.to_string();
     let value = match headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
+        Some(existing) => format!("{existing},{ip}"),
         None => ip,
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(FORWARDED_FOR.clone(), v);
     }
+}
+
+/// An address as a header value.
+fn client_value(ip: IpAddr) -> HeaderValue {
+    // An IP address's text is always a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }

@@ -46,8 +46,11 @@ pub(super) fn upstream(
         let upstream = hyper::upgrade::on(&mut resp);
         cx.spawn_tunnel(join_upgraded(downstream, upstream));
     }
-    resp.headers_mut()
-        .insert(UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms as u64));
+    if !switching {
+        // Not on a 101, as Envoy: the exchange goes on.
+        resp.headers_mut()
+            .insert(UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms as u64));
+    }
     if let Some(cookie) = held.pick.as_ref().and_then(|p| p.set_cookie.clone()) {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
