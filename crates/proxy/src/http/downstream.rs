@@ -227,10 +227,11 @@ pub(super) fn remove_envoy_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Drops the `x-envoy-*` headers Envoy drops from a request it does not consider internal:
-/// the ones that steer a proxy (retries, timeouts) or claim to come from one. Under Istio's
-/// configuration (no `internal_address_config`) Envoy considers no caller internal, a
-/// sidecar's included; the rest of the `x-envoy-*` headers pass.
+/// Drops the `x-envoy-*` headers Envoy drops from a request it does not consider internal
+/// and that is not an edge request (a sidecar's: `use_remote_address` off): the ones that
+/// steer a proxy (retries, timeouts) and `x-envoy-internal`. Under Istio's configuration (no
+/// `internal_address_config`) Envoy considers no caller internal. What a gateway set for the
+/// mesh behind it (`x-envoy-external-address`) passes, as do the rest of the prefix.
 pub(super) fn remove_envoy_control_headers(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
         return;
@@ -240,27 +241,23 @@ pub(super) fn remove_envoy_control_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// What Envoy's connection manager removes from external requests.
+/// What Envoy's connection manager removes from external requests that are not edge requests.
 const ENVOY_CONTROL_HEADERS: &[&str] = &[
     "x-envoy-internal",
-    "x-envoy-external-address",
-    "x-envoy-downstream-service-cluster",
-    "x-envoy-downstream-service-node",
-    "x-envoy-decorator-operation",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
     "x-envoy-retry-on",
     "x-envoy-retry-grpc-on",
     "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
     "x-envoy-upstream-rq-timeout-ms",
     "x-envoy-upstream-rq-per-try-timeout-ms",
     "x-envoy-upstream-rq-timeout-alt-response",
     "x-envoy-expected-rq-timeout-ms",
-    "x-envoy-hedge-on-per-try-timeout",
-    "x-envoy-retriable-status-codes",
-    "x-envoy-retriable-header-names",
-    "x-envoy-upstream-alt-stat-name",
-    "x-envoy-ip-tags",
-    "x-envoy-is-timeout-retry",
     "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
 ];
 
 /// The authority a request is for: the absolute-form URI's (explicit proxy), HTTP/2's

@@ -107,7 +107,8 @@ const AUTHORITY_PORT: Why = Why::ToFix(
      port (Istio lists a service's host with and without its port)",
 );
 const HEAD_FRAMING: Why = Why::ToFix(
-    "the answer to HEAD keeps the upstream's `transfer-encoding: chunked` in Envoy; weft drops it",
+    "the answer to HEAD keeps the upstream's `transfer-encoding: chunked` in Envoy; weft's \
+     HTTP server (hyper) drops it from a HEAD response even when the proxy keeps it",
 );
 const MIRROR_INTERNAL: Why = Why::ToFix(
     "Envoy sends a mirrored copy as a request of its own (x-envoy-internal: true, its host's \
