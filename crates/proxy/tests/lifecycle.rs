@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use support::{Proxy, backend, client, get};
+use support::{Proxy, backend, client, free_port, get};
 
 fn config(cluster: &str, a: std::net::SocketAddr, b: std::net::SocketAddr) -> String {
     format!(
@@ -89,15 +89,6 @@ async fn reload_under_load_fails_no_request_and_bad_config_keeps_old() {
         served.load(Relaxed)
     );
     assert_eq!(failures.load(Relaxed), 0, "requests failed during reload");
-}
-
-/// A free port on 127.0.0.1 (bound, learnt, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

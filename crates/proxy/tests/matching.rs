@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use support::{Client, Got, Proxy, backend, client, get, send};
+use support::{Client, Got, Proxy, backend, client, free_port, get, send};
 
 /// A proxy with clusters `a`, `b` and `c` (echo backends answering `a <path> ...` and so on),
 /// node namespace `shop`, and the given listeners and virtual hosts (YAML list items, indented
@@ -105,14 +105,6 @@ fn values(got: &Got, name: &str) -> Vec<String> {
         .iter()
         .map(|v| v.to_str().unwrap_or("<binary>").to_owned())
         .collect()
-}
-
-/// A port that was free a moment ago: bind, learn the port, close.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 /// Request headers of a case.

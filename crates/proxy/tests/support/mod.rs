@@ -18,6 +18,26 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+/// A port free on 127.0.0.1 for a listener the test configures by number. Taken below
+/// Linux's ephemeral range (32768-60999): a port-0 bind would hand out one of those, and an
+/// outgoing connection of a test running alongside may take it before the proxy binds it.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..1000 {
+        let n = seed.wrapping_add(NEXT.fetch_add(7, Ordering::Relaxed));
+        let port = 20_000 + (n % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999 on 127.0.0.1");
+}
+
 /// Binds 127.0.0.1:0 and serves every accepted connection with `serve` on its own task.
 async fn spawn_server<F, Fut>(what: &str, serve: F) -> SocketAddr
 where
