@@ -185,12 +185,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tcp_listener_forwards_bytes() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // An echo server.
+/// A TCP server that echoes each connection's bytes and never closes first.
+async fn tcp_echo() -> std::net::SocketAddr {
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_addr = echo.local_addr().unwrap();
+    let addr = echo.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = echo.accept().await {
             tokio::spawn(async move {
@@ -199,6 +197,13 @@ async fn tcp_listener_forwards_bytes() {
             });
         }
     });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_listener_forwards_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo_addr = tcp_echo().await;
     let proxy = Proxy::start(&format!(
         r#"
 listeners:
@@ -222,17 +227,7 @@ clusters:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_listeners_tunnels_last_until_the_drain_timeout_then_close() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // An echo server that never closes first.
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_addr = echo.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = echo.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    let echo_addr = tcp_echo().await;
     let cluster =
         format!("clusters:\n- {{name: echo, endpoints: [{{address: \"{echo_addr}\"}}]}}\n");
     let proxy = Proxy::start(&format!(

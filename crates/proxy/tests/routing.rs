@@ -474,6 +474,19 @@ fn access_log_file(name: &str) -> (support::TempDir, std::path::PathBuf) {
     (dir, log)
 }
 
+/// The access log's text once it holds `lines` lines (or after 5 s, whatever it holds then).
+async fn access_log_lines(log: &std::path::Path, lines: usize) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.lines().count() >= lines {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_counts_request_body_bytes() {
     let app = backend("app").await;
@@ -499,14 +512,7 @@ clusters:
         .unwrap();
     let r = support::send(&client(), req).await;
     assert_eq!(r.status, 200);
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("/upload") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let text = access_log_lines(&log, 1).await;
     // STATUS FLAGS BYTES_RECEIVED BYTES_SENT: the 1234 bytes sent, then the echo's length.
     let sent = r.body.len();
     assert!(
@@ -546,14 +552,7 @@ clusters:
     // The cause, not the endpoint's address or the socket error.
     assert_eq!(uf.body, "upstream connect error (UF)\n");
     // Those are in the access log.
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("response_code_details") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let text = access_log_lines(&log, 1).await;
     let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
     let details = line["response_code_details"].as_str().unwrap_or_default();
     assert!(
@@ -595,18 +594,11 @@ clusters:
     let r = get(&c, proxy.addr("http"), "dead", "/", &[]).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.headers["x-weft-response-flags"], "URX,UF");
-    let mut lines = Vec::new();
-    for _ in 0..100 {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        lines = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .collect();
-        if lines.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let lines: Vec<serde_json::Value> = access_log_lines(&log, 2)
+        .await
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let flags: Vec<_> = lines
         .iter()
         .map(|l| (l["authority"].clone(), l["response_flags"].clone()))
@@ -654,14 +646,7 @@ clusters:
         r.headers["x-echo-x-forwarded-for"],
         "198.51.100.1, 203.0.113.7,127.0.0.1"
     );
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("downstream_remote_address") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let text = access_log_lines(&log, 1).await;
     let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
     assert_eq!(line["downstream_remote_address"], "203.0.113.7:0", "{text}");
 }
