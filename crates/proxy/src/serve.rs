@@ -56,6 +56,7 @@ pub async fn serve_listener(
                 explicit_proxy,
                 max_header_bytes,
                 tls,
+                mesh_tls,
                 rate_limit,
                 path_normalization,
                 xff_num_trusted_hops,
@@ -70,6 +71,7 @@ pub async fn serve_listener(
                     local,
                     access_log: spec.access_log.is_some(),
                     tls: None,
+                    peer_identity: None,
                     rate_limit: rate_limit.clone(),
                     internal_downstream: !shared.snapshot.load().node.gateway,
                     drain: watcher,
@@ -77,6 +79,11 @@ pub async fn serve_listener(
                     xff_num_trusted_hops: *xff_num_trusted_hops,
                 };
                 let max_header_bytes = *max_header_bytes;
+                if let Some(mesh) = mesh_tls {
+                    let conn = serve_mesh_http(cx, mesh.clone(), stream, max_header_bytes);
+                    tokio::spawn(conn.instrument(span));
+                    continue;
+                }
                 match tls {
                     None => {
                         let cx = Arc::new(cx);
@@ -89,10 +96,24 @@ pub async fn serve_listener(
                     }
                 }
             }
-            ListenerKind::Tcp { cluster } => {
+            ListenerKind::Tcp { cluster, mesh_tls } => {
                 let shared = shared.clone();
                 let cluster = cluster.clone();
-                let conn = async move { proxy_tcp(shared, &cluster, stream, peer).await };
+                let mesh = mesh_tls.clone();
+                let conn = async move {
+                    match mesh {
+                        None => proxy_tcp(shared, &cluster, stream, peer, None).await,
+                        Some(mesh) => match mesh_accept(&shared, &mesh, stream).await {
+                            Some(Accepted::Plain(stream)) => {
+                                proxy_tcp(shared, &cluster, stream, peer, None).await
+                            }
+                            Some(Accepted::Tls(tls, identity)) => {
+                                proxy_tcp(shared, &cluster, tls, peer, identity).await
+                            }
+                            None => {}
+                        },
+                    }
+                };
                 tokio::spawn(watcher.tunnel(conn).instrument(span));
             }
             ListenerKind::TlsPassthrough { routes } => {
@@ -168,6 +189,92 @@ async fn serve_tls(
     });
     let conn = http_conn(cx.clone(), TokioIo::new(tls_stream), max_header_bytes);
     run_http(cx, conn).await;
+}
+
+/// A connection on a mesh mTLS listener, once told apart: plaintext (PERMISSIVE only), or
+/// mTLS with the peer's principal.
+enum Accepted {
+    Plain(tokio::net::TcpStream),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+        Option<Arc<str>>,
+    ),
+}
+
+/// Whether the first byte is a TLS handshake record's (0x16): how PERMISSIVE tells mTLS from
+/// plaintext on one port, as Envoy's TLS inspector does.
+async fn starts_with_tls(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    Ok(n == 1 && first[0] == 0x16)
+}
+
+/// Accepts a connection on a mesh mTLS listener: plaintext passes only under PERMISSIVE;
+/// anything else must complete the mTLS handshake. None when the connection is refused.
+async fn mesh_accept(
+    shared: &Shared,
+    mesh: &crate::tls::MeshTermination,
+    stream: tokio::net::TcpStream,
+) -> Option<Accepted> {
+    let stats = &shared.stats;
+    if mesh.permissive {
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, starts_with_tls(&stream)).await {
+            Ok(Ok(false)) => return Some(Accepted::Plain(stream)),
+            Ok(Ok(true)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!("mesh mTLS: {e}");
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(mesh.config.clone());
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            stats.ssl_handshake.fetch_add(1, Relaxed);
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(crate::identity::principal_of);
+            Some(Accepted::Tls(Box::new(tls), identity))
+        }
+        Ok(Err(e)) => {
+            stats.ssl_failure(Some(HandshakeFailure::of(&e)));
+            tracing::debug!("mesh mTLS handshake: {e}");
+            None
+        }
+        Err(_) => {
+            stats.ssl_failure(None);
+            tracing::debug!("mesh mTLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Serves an HTTP connection on a mesh mTLS listener: plaintext (PERMISSIVE) or mTLS, the
+/// peer's principal in the connection's context.
+async fn serve_mesh_http(
+    cx: ConnContext,
+    mesh: Arc<crate::tls::MeshTermination>,
+    stream: tokio::net::TcpStream,
+    max_header_bytes: usize,
+) {
+    let shared = cx.shared.clone();
+    match mesh_accept(&shared, &mesh, stream).await {
+        Some(Accepted::Plain(stream)) => {
+            let cx = Arc::new(cx);
+            let conn = http_conn(cx.clone(), TokioIo::new(stream), max_header_bytes);
+            run_http(cx, conn).await;
+        }
+        Some(Accepted::Tls(tls, peer_identity)) => {
+            let cx = Arc::new(ConnContext { peer_identity, ..cx });
+            let conn = http_conn(cx.clone(), TokioIo::new(*tls), max_header_bytes);
+            run_http(cx, conn).await;
+        }
+        None => {}
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

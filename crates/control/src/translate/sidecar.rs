@@ -492,6 +492,7 @@ fn inbound(
         } else {
             proto::listener::Protocol::Tcp(proto::TcpListener {
                 cluster: cluster.clone(),
+                mesh_tls: None,
             })
         };
         out.listeners.push(proto::Listener {

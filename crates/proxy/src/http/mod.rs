@@ -52,6 +52,10 @@ pub struct ConnContext {
     pub access_log: bool,
     /// The connection's TLS (scheme `https`), when it has some.
     pub tls: Option<TlsConn>,
+    /// The verified peer's principal on a mesh mTLS connection: its certificate's SPIFFE URI
+    /// without `spiffe://` (`cluster.local/ns/NS/sa/SA`, Istio's `source.principal`). None
+    /// for plaintext and for TLS without mesh identity.
+    pub peer_identity: Option<Arc<str>>,
     /// The listener's rate limit, taken before routing.
     pub rate_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
     /// The downstream is in the mesh: true on sidecars (their callers are apps and other
