@@ -16,6 +16,7 @@ pub mod state;
 mod supervise;
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,7 +30,7 @@ use weft_control::server::{ControlPlane, MeshSource, Options};
 
 use crate::table::Table;
 use plan::Plan;
-use replicas::{Launch, Replicas};
+use replicas::{Launch, LocalCa, Replicas};
 use state::RunningMesh;
 use supervise::{Output, Supervisor};
 
@@ -257,6 +258,17 @@ impl Up {
         options.instances = Some(instances.clone());
         options.xds_address = "127.0.0.1:0".parse().unwrap_or(options.xds_address);
         options.monitoring_address = "127.0.0.1:0".parse().unwrap_or(options.monitoring_address);
+        // The CA: its root kept in the state directory; each proxy gets a token for its own
+        // identity (`Launch::credential`).
+        let tokens = Arc::new(weft_control::ca::auth::LocalTokens::default());
+        let ca_dir = self.state.join("ca");
+        options.ca = Some(weft_control::server::CaConfig {
+            options: weft_control::ca::CaOptions::new(weft_control::ca::CaSource::SelfSigned(
+                ca_dir.clone(),
+            )),
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            authenticator: tokens.clone(),
+        });
         let cp = match ControlPlane::bind(options).await {
             Ok(cp) => cp,
             Err(e) => {
@@ -264,6 +276,7 @@ impl Up {
                 return ExitCode::FAILURE;
             }
         };
+        let ca_address = cp.ca_address();
         let (Some(xds), monitoring) = (cp.xds_address(), cp.monitoring_address()) else {
             eprintln!("weft up: control plane: no xDS address");
             return ExitCode::FAILURE;
@@ -298,6 +311,11 @@ impl Up {
             xds,
             proxies,
             log_level: self.log_level.clone(),
+            ca: ca_address.map(|address| LocalCa {
+                address,
+                root_file: ca_dir.join("ca-cert.pem"),
+                tokens,
+            }),
         };
         let mut replicas = Replicas::new(
             plan,
@@ -362,6 +380,7 @@ impl Up {
             &Plan::gateway_node_id(),
             replicas.plan().gateway_admin(),
             &[],
+            (plan::GATEWAY_NAMESPACE, plan::GATEWAY_SERVICE_ACCOUNT),
             color,
         );
         // The supervisor stops the gateway at shutdown; nothing stops it before.

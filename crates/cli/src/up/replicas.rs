@@ -55,6 +55,16 @@ pub struct Launch {
     /// Where the proxies' bootstraps are written.
     pub proxies: PathBuf,
     pub log_level: String,
+    /// The control plane's CA: every proxy gets a credential for its identity.
+    pub ca: Option<LocalCa>,
+}
+
+/// The CA of `weft up`'s control plane, as proxies reach it.
+pub struct LocalCa {
+    pub address: SocketAddr,
+    /// The trust bundle (the root the CA's service certificate chains to).
+    pub root_file: PathBuf,
+    pub tokens: Arc<weft_control::ca::auth::LocalTokens>,
 }
 
 impl Launch {
@@ -66,10 +76,15 @@ impl Launch {
         node_id: &str,
         admin: SocketAddr,
         app_probes: &[SocketAddr],
+        who: (&str, &str),
         color: usize,
     ) -> std::io::Result<ChildSpec> {
         let file = self.bootstrap_file(name);
-        let bootstrap = plan::bootstrap(node_id, self.xds, admin, app_probes);
+        let identity = match &self.ca {
+            Some(ca) => Some(self.credential(ca, name, who)?),
+            None => None,
+        };
+        let bootstrap = plan::bootstrap(node_id, self.xds, admin, app_probes, identity.as_ref());
         state::write_atomic(&file, bootstrap.as_bytes())?;
         Ok(ChildSpec {
             label,
@@ -90,6 +105,37 @@ impl Launch {
         })
     }
 
+    /// A fresh token bound to `(namespace, service account)`, written where only this proxy
+    /// reads it (mode 0600), and what its bootstrap says of its identity.
+    fn credential(
+        &self,
+        ca: &LocalCa,
+        name: &str,
+        (namespace, service_account): (&str, &str),
+    ) -> std::io::Result<plan::IdentityBootstrap> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let token = ca.tokens.issue(weft_control::ca::auth::WorkloadIdentity {
+            namespace: namespace.to_owned(),
+            service_account: service_account.to_owned(),
+        });
+        let token_file = self.proxies.join(format!("{name}.token"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&token_file)?;
+        f.write_all(token.as_bytes())?;
+        Ok(plan::IdentityBootstrap {
+            ca_address: ca.address,
+            ca_root_file: ca.root_file.clone(),
+            token_file,
+            namespace: namespace.to_owned(),
+            service_account: service_account.to_owned(),
+        })
+    }
+
     fn bootstrap_file(&self, name: &str) -> PathBuf {
         self.proxies.join(format!("{name}.yaml"))
     }
@@ -103,6 +149,7 @@ impl Launch {
             &r.node_id(),
             r.admin_addr(),
             &r.app_addrs(),
+            (&r.namespace, r.spec.service_account()),
             color,
         )
     }
