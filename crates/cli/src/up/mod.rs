@@ -61,6 +61,9 @@ pub struct Args {
     /// Log filter of the control plane and the proxies (`warn`, `info`, `debug`). Also RUST_LOG.
     #[arg(long, default_value = "warn")]
     log_level: String,
+    /// Lifetime of the workload certificates the mesh's CA issues (renewed at half of it).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    workload_cert_ttl: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -189,6 +192,7 @@ pub fn run(args: Args) -> ExitCode {
         state,
         config_paths,
         gateway_port: args.gateway_port,
+        workload_cert_ttl: args.workload_cert_ttl,
         log_level: filter,
         out: Arc::new(Output::new()),
         started,
@@ -202,6 +206,7 @@ struct Up {
     state: PathBuf,
     config_paths: Vec<PathBuf>,
     gateway_port: Option<u16>,
+    workload_cert_ttl: Duration,
     log_level: String,
     out: Arc<Output>,
     started: Instant,
@@ -262,10 +267,11 @@ impl Up {
         // identity (`Launch::credential`).
         let tokens = Arc::new(weft_control::ca::auth::LocalTokens::default());
         let ca_dir = self.state.join("ca");
+        let mut ca_options =
+            weft_control::ca::CaOptions::new(weft_control::ca::CaSource::SelfSigned(ca_dir.clone()));
+        ca_options.default_ttl = self.workload_cert_ttl;
         options.ca = Some(weft_control::server::CaConfig {
-            options: weft_control::ca::CaOptions::new(weft_control::ca::CaSource::SelfSigned(
-                ca_dir.clone(),
-            )),
+            options: ca_options,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             authenticator: tokens.clone(),
         });
@@ -301,8 +307,9 @@ impl Up {
         self.out.event(
             true,
             &format!(
-                "Control plane ready (xds {xds}, monitoring {})",
-                monitoring.map_or("-".to_owned(), |m| m.to_string())
+                "Control plane ready (xds {xds}, monitoring {}, ca {})",
+                monitoring.map_or("-".to_owned(), |m| m.to_string()),
+                ca_address.map_or("-".to_owned(), |m| m.to_string())
             ),
         );
 
@@ -419,7 +426,15 @@ impl Up {
     /// The table of replicas, then where the gateway is reachable (`gateway`: its
     /// [`gateway::reachable`] lines).
     fn print_summary(&self, plan: &Plan, gateway: &[String]) {
-        let mut table = Table::new(&["WORKLOAD", "POD IP", "APP ADDRESS", "SIDECAR ADMIN"]);
+        let mut table = Table::new(&[
+            "WORKLOAD",
+            "POD IP",
+            "APP ADDRESS",
+            "SIDECAR ADMIN",
+            "IDENTITY",
+        ]);
+        // The identities the proxies' bootstraps ask for (the default trust domain).
+        let identity = |ns: &str, sa: &str| weft_control::ca::spiffe_id("cluster.local", ns, sa);
         for r in &plan.replicas {
             table.row(vec![
                 r.name.clone(),
@@ -427,6 +442,7 @@ impl Up {
                 r.listen_addr()
                     .map_or_else(|| r.app_ip.to_string(), |a| a.to_string()),
                 format!("http://{}", r.admin_addr()),
+                identity(&r.namespace, r.spec.service_account()),
             ]);
         }
         table.row(vec![
@@ -434,6 +450,7 @@ impl Up {
             "127.0.0.1".to_owned(),
             "-".to_owned(),
             format!("http://{}", plan.gateway_admin()),
+            identity(plan::GATEWAY_NAMESPACE, plan::GATEWAY_SERVICE_ACCOUNT),
         ]);
         self.out.text("");
         self.out.text(table.render().trim_end());

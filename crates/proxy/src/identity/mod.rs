@@ -199,6 +199,31 @@ pub fn set_process(identity: Arc<Identity>) -> bool {
     PROCESS.set(identity).is_ok()
 }
 
+/// The admin endpoint's `/certs` (Envoy's, reduced): the identity and the certificate in
+/// force (serial, validity, subject alternative names, SHA-256 of each trust bundle root).
+/// No key material.
+pub fn certs_json(identity: Option<&Identity>) -> serde_json::Value {
+    let Some(identity) = identity else {
+        return serde_json::json!({"identity": null, "certificates": []});
+    };
+    let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let certificates: Vec<serde_json::Value> = identity
+        .current()
+        .map(|c| {
+            serde_json::json!({
+                "name": "default",
+                "serialNumber": c.serial,
+                "validFrom": time(c.not_before),
+                "expirationTime": time(c.not_after),
+                "subjectAltNames": c.sans,
+                "trustBundle": {"name": "ROOTCA", "sha256Fingerprints": c.root_fingerprints},
+            })
+        })
+        .into_iter()
+        .collect();
+    serde_json::json!({"identity": identity.spiffe_id, "certificates": certificates})
+}
+
 /// Serves the certificate in force (inbound mesh mTLS).
 #[derive(Debug)]
 pub struct ServerCert(pub Arc<Identity>);
