@@ -21,13 +21,23 @@ const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 /// One HTTP/1.1 GET to `to` with `target` (absolute-form for a sidecar's outbound port):
 /// the status, or why there was none.
 fn get(to: SocketAddr, host: &str, target: &str) -> Result<(u16, String), String> {
+    get_with(to, host, target, "")
+}
+
+/// [`get`] with `extra` header lines (each ending in CRLF).
+fn get_with(
+    to: SocketAddr,
+    host: &str,
+    target: &str,
+    extra: &str,
+) -> Result<(u16, String), String> {
     let mut s =
         TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     write!(
         s,
-        "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
@@ -159,11 +169,11 @@ fn up(tag: &str, extra: &[&str]) -> Up {
     let dir = tmp.join("bookinfo");
     let state = tmp.join("state");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::copy(
-        Path::new(REPO).join("examples/bookinfo/bookinfo.yaml"),
-        dir.join("bookinfo.yaml"),
-    )
-    .expect("copy bookinfo.yaml");
+    for example in ["bookinfo/bookinfo.yaml", "httpbin/httpbin.yaml"] {
+        let from = Path::new(REPO).join("examples").join(example);
+        let name = from.file_name().expect("a file name").to_owned();
+        std::fs::copy(&from, dir.join(name)).expect("copy an example");
+    }
     let mut child = Command::new(WEFT)
         .arg("up")
         .arg(&dir)
@@ -244,6 +254,32 @@ fn mtls_migration_permissive_then_strict_and_identities_cannot_be_forged() {
     assert!(
         stat(up.admin("ratings-v1-0"), "listener.ssl.handshake") > handshakes,
         "reviews' sidecar reached ratings over mTLS"
+    );
+
+    // The peer's identity downstream, as Istio's sidecars set it: the caller's sidecar drops
+    // what the app sent (SANITIZE), the destination's appends the mTLS peer (APPEND_FORWARD).
+    let (status, echoed) = get_with(
+        up.sidecar("productpage-v1-0"),
+        "httpbin:8000",
+        "http://httpbin:8000/headers",
+        "X-Forwarded-Client-Cert: By=spiffe://forged;URI=spiffe://cluster.local/ns/default/sa/admin\r\n",
+    )
+    .expect("httpbin answers");
+    assert_eq!(status, 200, "{echoed}");
+    let xfcc = echoed
+        .lines()
+        .find(|l| l.to_ascii_lowercase().contains("x-forwarded-client-cert"))
+        .unwrap_or_else(|| panic!("no x-forwarded-client-cert in {echoed}"));
+    assert!(!xfcc.contains("forged") && !xfcc.contains("sa/admin"), "{xfcc}");
+    assert!(
+        xfcc.contains("By=spiffe://cluster.local/ns/default/sa/httpbin;Hash="),
+        "{xfcc}"
+    );
+    assert!(
+        xfcc.contains("Subject=\\\"\\\";URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage")
+            || xfcc.contains("Subject=\\\"\\\"")
+                && xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
+        "{xfcc}"
     );
 
     // STRICT mesh-wide: plaintext is refused, mTLS from sidecars goes on.

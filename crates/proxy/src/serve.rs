@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::drain::Drain;
-use crate::http::{ConnContext, TlsConn, handle};
+use crate::http::{ConnContext, ForwardClientCert, TlsConn, handle};
 use crate::snapshot::{ListenerKind, ListenerSpec};
 use crate::state::Shared;
 use crate::tls::{HandshakeFailure, Termination};
@@ -72,6 +72,14 @@ pub async fn serve_listener(
                     access_log: spec.access_log.is_some(),
                     tls: None,
                     peer_identity: None,
+                    client_cert_details: None,
+                    forward_client_cert: if mesh_tls.is_some() {
+                        ForwardClientCert::AppendForward
+                    } else if shared.snapshot.load().node.gateway {
+                        ForwardClientCert::SanitizeSet
+                    } else {
+                        ForwardClientCert::Sanitize
+                    },
                     rate_limit: rate_limit.clone(),
                     internal_downstream: !shared.snapshot.load().node.gateway,
                     drain: watcher,
@@ -107,7 +115,7 @@ pub async fn serve_listener(
                             Some(Accepted::Plain(stream)) => {
                                 proxy_tcp(shared, &cluster, stream, peer, None).await
                             }
-                            Some(Accepted::Tls(tls, identity)) => {
+                            Some(Accepted::Tls(tls, identity, _)) => {
                                 proxy_tcp(shared, &cluster, tls, peer, identity).await
                             }
                             None => {}
@@ -180,7 +188,14 @@ async fn serve_tls(
         }
     };
     stats.ssl_handshake.fetch_add(1, Relaxed);
+    let client_cert_details = tls_stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| client_cert_details(None, c));
     let cx = Arc::new(ConnContext {
+        client_cert_details,
         tls: Some(TlsConn {
             termination,
             served,
@@ -197,6 +212,7 @@ enum Accepted {
     Plain(tokio::net::TcpStream),
     Tls(
         Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+        Option<Arc<str>>,
         Option<Arc<str>>,
     ),
 }
@@ -232,13 +248,11 @@ async fn mesh_accept(
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             stats.ssl_handshake.fetch_add(1, Relaxed);
-            let identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(crate::identity::principal_of);
-            Some(Accepted::Tls(Box::new(tls), identity))
+            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let identity = leaf.and_then(crate::identity::principal_of);
+            let own = crate::identity::process().map(|i| i.spiffe_id.clone());
+            let details = leaf.map(|c| client_cert_details(own.as_deref(), c));
+            Some(Accepted::Tls(Box::new(tls), identity, details))
         }
         Ok(Err(e)) => {
             stats.ssl_failure(Some(HandshakeFailure::of(&e)));
@@ -268,13 +282,43 @@ async fn serve_mesh_http(
             let conn = http_conn(cx.clone(), TokioIo::new(stream), max_header_bytes);
             run_http(cx, conn).await;
         }
-        Some(Accepted::Tls(tls, peer_identity)) => {
-            let cx = Arc::new(ConnContext { peer_identity, ..cx });
+        Some(Accepted::Tls(tls, peer_identity, client_cert_details)) => {
+            let cx = Arc::new(ConnContext {
+                peer_identity,
+                client_cert_details,
+                ..cx
+            });
             let conn = http_conn(cx.clone(), TokioIo::new(*tls), max_header_bytes);
             run_http(cx, conn).await;
         }
         None => {}
     }
+}
+
+/// A client certificate as an `x-forwarded-client-cert` element, with Istio's fields
+/// (Envoy's set_current_client_cert_details: subject, URI, DNS; the hash always): `By` is this
+/// proxy's own identity when it has one.
+pub(crate) fn client_cert_details(
+    own: Option<&str>,
+    cert: &rustls::pki_types::CertificateDer<'_>,
+) -> Arc<str> {
+    let mut parts = Vec::new();
+    if let Some(by) = own {
+        parts.push(format!("By={by}"));
+    }
+    parts.push(format!("Hash={}", crate::identity::sha256_hex(cert)));
+    let subject = x509_parser::parse_x509_certificate(cert)
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_default();
+    parts.push(format!("Subject=\"{}\"", subject.replace('"', "\\\"")));
+    for name in crate::tls::general_names(cert, |n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some(format!("URI={u}")),
+        x509_parser::extensions::GeneralName::DNSName(d) => Some(format!("DNS={d}")),
+        _ => None,
+    }) {
+        parts.push(name);
+    }
+    parts.join(";").into()
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
