@@ -360,6 +360,33 @@ fn mtls_migration_permissive_then_strict_and_identities_cannot_be_forged() {
         log.contains("this credential may only have spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
         "{log}"
     );
+    // Inspection: the certificate in force, from the proxy itself.
+    let shown = weft(
+        &up.state,
+        &["proxy-config", "secret", "reviews-v1-0"],
+    );
+    assert!(
+        shown.contains("IDENTITY spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
+        "{shown}"
+    );
+    let rows: Vec<&str> = shown.lines().collect();
+    assert!(
+        rows.iter().any(|r| r.starts_with("default ")
+            && r.contains("Cert Chain")
+            && r.contains("URI:spiffe://cluster.local/ns/default/sa/bookinfo-reviews")),
+        "{shown}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("ROOTCA ") && r.split_whitespace().last().is_some_and(|f| f.len() == 64)),
+        "{shown}"
+    );
+    // And the table of `weft up` names each workload's identity.
+    assert!(
+        line_with(&up.lines, "reviews-v1-0 ")
+            .ends_with("spiffe://cluster.local/ns/default/sa/bookinfo-reviews")
+    );
+
     // The token file is the replica's alone.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(up.state.join("proxies/reviews-v1-0.token"))
