@@ -104,7 +104,9 @@ pub fn run(args: Args) -> ExitCode {
     };
     if let Some(source) = source {
         let Some(tokens) = args.ca_tokens else {
-            eprintln!("weft control-plane: the CA needs --ca-tokens (who may ask for which identity)");
+            eprintln!(
+                "weft control-plane: the CA needs --ca-tokens (who may ask for which identity)"
+            );
             return ExitCode::from(2);
         };
         let mut ca = CaOptions::new(source);

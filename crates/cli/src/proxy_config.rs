@@ -108,7 +108,11 @@ fn secret(args: &Args) -> Result<String, String> {
     let base = crate::up::state::admin_url(proxy, args.state_dir.as_deref())?;
     let r = http_get::get(&base, "/certs")?;
     if r.status != 200 {
-        return Err(format!("{base}/certs: HTTP {}: {}", r.status, r.body.trim()));
+        return Err(format!(
+            "{base}/certs: HTTP {}: {}",
+            r.status,
+            r.body.trim()
+        ));
     }
     let certs: serde_json::Value =
         serde_json::from_str(&r.body).map_err(|e| format!("{base}/certs: {e}"))?;

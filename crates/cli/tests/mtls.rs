@@ -270,25 +270,34 @@ fn mtls_migration_permissive_then_strict_and_identities_cannot_be_forged() {
         .lines()
         .find(|l| l.to_ascii_lowercase().contains("x-forwarded-client-cert"))
         .unwrap_or_else(|| panic!("no x-forwarded-client-cert in {echoed}"));
-    assert!(!xfcc.contains("forged") && !xfcc.contains("sa/admin"), "{xfcc}");
+    assert!(
+        !xfcc.contains("forged") && !xfcc.contains("sa/admin"),
+        "{xfcc}"
+    );
     assert!(
         xfcc.contains("By=spiffe://cluster.local/ns/default/sa/httpbin;Hash="),
         "{xfcc}"
     );
     assert!(
-        xfcc.contains("Subject=\\\"\\\";URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage")
-            || xfcc.contains("Subject=\\\"\\\"")
-                && xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
+        xfcc.contains(
+            "Subject=\\\"\\\";URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
+        ) || xfcc.contains("Subject=\\\"\\\"")
+            && xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
         "{xfcc}"
     );
 
     // STRICT mesh-wide: plaintext is refused, mTLS from sidecars goes on.
     apply_yaml(&up.state, &up.tmp, "strict.yaml", STRICT_MESH);
-    until("plaintext refused under STRICT", Duration::from_secs(20), || {
-        get(reviews, "reviews", "/reviews/0").is_err()
-    });
+    until(
+        "plaintext refused under STRICT",
+        Duration::from_secs(20),
+        || get(reviews, "reviews", "/reviews/0").is_err(),
+    );
     for _ in 0..10 {
-        assert_eq!(get(ratings, "ratings", "/ratings/0").map(|r| r.0).ok(), None);
+        assert_eq!(
+            get(ratings, "ratings", "/ratings/0").map(|r| r.0).ok(),
+            None
+        );
         assert_eq!(reviews_via_sidecar(&up).map(|r| r.0), Ok(200));
     }
     assert!(stat(up.admin("reviews-v1-0"), "listener.ssl.connection_error") > 0);
@@ -296,19 +305,28 @@ fn mtls_migration_permissive_then_strict_and_identities_cannot_be_forged() {
     // A workload's port-level DISABLE beats the mesh's STRICT: reviews takes plaintext again,
     // and its callers' sidecars send it plaintext (auto mTLS follows the destination's mode).
     apply_yaml(&up.state, &up.tmp, "reviews.yaml", REVIEWS_DISABLE);
-    until("plaintext to reviews under DISABLE", Duration::from_secs(20), || {
-        get(reviews, "reviews", "/reviews/0").is_ok_and(|r| r.0 == 200)
-    });
-    until("productpage reaches reviews in plaintext", Duration::from_secs(20), || {
-        reviews_via_sidecar(&up).is_ok_and(|r| r.0 == 200)
-    });
-    assert_eq!(get(ratings, "ratings", "/ratings/0").map(|r| r.0).ok(), None);
+    until(
+        "plaintext to reviews under DISABLE",
+        Duration::from_secs(20),
+        || get(reviews, "reviews", "/reviews/0").is_ok_and(|r| r.0 == 200),
+    );
+    until(
+        "productpage reaches reviews in plaintext",
+        Duration::from_secs(20),
+        || reviews_via_sidecar(&up).is_ok_and(|r| r.0 == 200),
+    );
+    assert_eq!(
+        get(ratings, "ratings", "/ratings/0").map(|r| r.0).ok(),
+        None
+    );
 
     // Back to PERMISSIVE: the client without a sidecar is served again.
     apply_yaml(&up.state, &up.tmp, "strict.yaml", PERMISSIVE_MESH);
-    until("plaintext served under PERMISSIVE", Duration::from_secs(20), || {
-        get(ratings, "ratings", "/ratings/0").is_ok_and(|r| r.0 == 200)
-    });
+    until(
+        "plaintext served under PERMISSIVE",
+        Duration::from_secs(20),
+        || get(ratings, "ratings", "/ratings/0").is_ok_and(|r| r.0 == 200),
+    );
 
     // A credential cannot get another identity: a proxy holding reviews-v1-0's token and asking
     // for productpage's identity is refused by the CA and never becomes ready.
@@ -345,26 +363,29 @@ fn mtls_migration_permissive_then_strict_and_identities_cannot_be_forged() {
             keep.lock().unwrap().push(l);
         }
     });
-    until("the CA refuses the forged request", Duration::from_secs(20), || {
-        seen.lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("PermissionDenied") && l.contains("bookinfo-productpage"))
-    });
+    until(
+        "the CA refuses the forged request",
+        Duration::from_secs(20),
+        || {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("PermissionDenied") && l.contains("bookinfo-productpage"))
+        },
+    );
     std::thread::sleep(Duration::from_millis(500));
     let _ = proxy.kill();
     let _ = proxy.wait();
     let log = seen.lock().unwrap().join("\n");
     assert!(!log.contains("weft-proxy: ready"), "{log}");
     assert!(
-        log.contains("this credential may only have spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
+        log.contains(
+            "this credential may only have spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+        ),
         "{log}"
     );
     // Inspection: the certificate in force, from the proxy itself.
-    let shown = weft(
-        &up.state,
-        &["proxy-config", "secret", "reviews-v1-0"],
-    );
+    let shown = weft(&up.state, &["proxy-config", "secret", "reviews-v1-0"]);
     assert!(
         shown.contains("IDENTITY spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
         "{shown}"
@@ -377,8 +398,8 @@ fn mtls_migration_permissive_then_strict_and_identities_cannot_be_forged() {
         "{shown}"
     );
     assert!(
-        rows.iter()
-            .any(|r| r.starts_with("ROOTCA ") && r.split_whitespace().last().is_some_and(|f| f.len() == 64)),
+        rows.iter().any(|r| r.starts_with("ROOTCA ")
+            && r.split_whitespace().last().is_some_and(|f| f.len() == 64)),
         "{shown}"
     );
     // And the table of `weft up` names each workload's identity.

@@ -76,9 +76,7 @@ pub enum ListenerKind {
         mesh_tls: Option<Arc<crate::tls::MeshTermination>>,
     },
     /// Routes connections by their ClientHello's SNI to a cluster, without terminating TLS.
-    TlsPassthrough {
-        routes: Arc<SniTable<String>>,
-    },
+    TlsPassthrough { routes: Arc<SniTable<String>> },
 }
 
 /// Envoy's default limit on request headers.

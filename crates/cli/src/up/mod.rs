@@ -16,8 +16,8 @@ pub mod state;
 mod supervise;
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -267,8 +267,9 @@ impl Up {
         // identity (`Launch::credential`).
         let tokens = Arc::new(weft_control::ca::auth::LocalTokens::default());
         let ca_dir = self.state.join("ca");
-        let mut ca_options =
-            weft_control::ca::CaOptions::new(weft_control::ca::CaSource::SelfSigned(ca_dir.clone()));
+        let mut ca_options = weft_control::ca::CaOptions::new(
+            weft_control::ca::CaSource::SelfSigned(ca_dir.clone()),
+        );
         ca_options.default_ttl = self.workload_cert_ttl;
         options.ca = Some(weft_control::server::CaConfig {
             options: ca_options,
@@ -384,10 +385,13 @@ impl Up {
         let spec = replicas.launch().proxy(
             gateway.to_owned(),
             gateway,
-            &Plan::gateway_node_id(),
+            replicas::Who {
+                node_id: &Plan::gateway_node_id(),
+                namespace: plan::GATEWAY_NAMESPACE,
+                service_account: plan::GATEWAY_SERVICE_ACCOUNT,
+            },
             replicas.plan().gateway_admin(),
             &[],
-            (plan::GATEWAY_NAMESPACE, plan::GATEWAY_SERVICE_ACCOUNT),
             color,
         );
         // The supervisor stops the gateway at shutdown; nothing stops it before.

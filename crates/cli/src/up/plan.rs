@@ -408,7 +408,8 @@ pub fn bootstrap(
     );
     if let Some(id) = identity {
         // Paths are quoted as JSON strings (a subset of YAML's double-quoted scalars).
-        let quote = |p: &Path| serde_json::Value::from(p.to_string_lossy().into_owned()).to_string();
+        let quote =
+            |p: &Path| serde_json::Value::from(p.to_string_lossy().into_owned()).to_string();
         out.push_str(&format!(
             "identity: {{caAddress: \"{}\", caRootFile: {}, tokenFile: {}, namespace: \"{}\", \
              serviceAccount: \"{}\"}}\n",

@@ -67,24 +67,31 @@ pub struct LocalCa {
     pub tokens: Arc<weft_control::ca::auth::LocalTokens>,
 }
 
+/// Who a proxy is: its node id, and the identity its certificate names.
+pub struct Who<'a> {
+    pub node_id: &'a str,
+    pub namespace: &'a str,
+    pub service_account: &'a str,
+}
+
 impl Launch {
     /// A `weft proxy` with its bootstrap written to `<proxies>/<name>.yaml`.
     pub fn proxy(
         &self,
         label: String,
         name: &str,
-        node_id: &str,
+        who: Who<'_>,
         admin: SocketAddr,
         app_probes: &[SocketAddr],
-        who: (&str, &str),
         color: usize,
     ) -> std::io::Result<ChildSpec> {
         let file = self.bootstrap_file(name);
         let identity = match &self.ca {
-            Some(ca) => Some(self.credential(ca, name, who)?),
+            Some(ca) => Some(self.credential(ca, name, (who.namespace, who.service_account))?),
             None => None,
         };
-        let bootstrap = plan::bootstrap(node_id, self.xds, admin, app_probes, identity.as_ref());
+        let bootstrap =
+            plan::bootstrap(who.node_id, self.xds, admin, app_probes, identity.as_ref());
         state::write_atomic(&file, bootstrap.as_bytes())?;
         Ok(ChildSpec {
             label,
@@ -146,10 +153,13 @@ impl Launch {
         self.proxy(
             label,
             &r.name,
-            &r.node_id(),
+            Who {
+                node_id: &r.node_id(),
+                namespace: &r.namespace,
+                service_account: r.spec.service_account(),
+            },
             r.admin_addr(),
             &r.app_addrs(),
-            (&r.namespace, r.spec.service_account()),
             color,
         )
     }

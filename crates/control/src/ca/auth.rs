@@ -167,7 +167,10 @@ mod tests {
         assert_eq!(file.authenticate(Some("abd")), Err(AuthError::Unknown));
         std::fs::write(&path, "abc default\n").unwrap();
         let err = file.read().unwrap_err();
-        assert!(err.ends_with("tokens:1: expected `TOKEN NAMESPACE SERVICEACCOUNT`"), "{err}");
+        assert!(
+            err.ends_with("tokens:1: expected `TOKEN NAMESPACE SERVICEACCOUNT`"),
+            "{err}"
+        );
         assert_eq!(file.authenticate(Some("abc")), Err(AuthError::Unknown));
     }
 }

@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -210,10 +209,9 @@ impl Authority {
     /// DNS or IP subject alternative names, and its key (PEM).
     pub fn server_certificate(&self, names: &[&str]) -> Result<(Vec<String>, String), CaError> {
         let key = KeyPair::generate().map_err(|e| CaError::Sign(e.to_string()))?;
-        let mut params = CertificateParams::new(
-            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
-        )
-        .map_err(|e| CaError::Sign(e.to_string()))?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .map_err(|e| CaError::Sign(e.to_string()))?;
         params.distinguished_name = DistinguishedName::new();
         params.serial_number = Some(random_serial());
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

@@ -19,12 +19,7 @@ use super::auth::{AuthError, Authenticator};
 use super::{Authority, CaError, SignError, spiffe_id};
 
 /// The names the service's certificate carries: Istio's istiod service name, and loopback.
-pub const SERVER_NAMES: &[&str] = &[
-    "istiod.istio-system.svc",
-    "localhost",
-    "127.0.0.1",
-    "::1",
-];
+pub const SERVER_NAMES: &[&str] = &["istiod.istio-system.svc", "localhost", "127.0.0.1", "::1"];
 
 /// The CA as the certificate service sees it: who callers are, and what is signed for them.
 pub struct CaService {

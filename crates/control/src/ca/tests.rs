@@ -23,13 +23,7 @@ fn a_self_signed_root_is_created_once_and_its_key_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = crate::server::test_dir("ca-root").join("ca");
     let first = Authority::load(CaOptions::new(CaSource::SelfSigned(dir.clone()))).unwrap();
-    let mode = |p: &str| {
-        std::fs::metadata(dir.join(p))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
-    };
+    let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("ca-key.pem"), 0o600);
     assert_eq!(
         std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
@@ -105,7 +99,11 @@ fn a_csr_for_another_identity_or_several_is_refused() {
         assert!(matches!(err, SignError::NotYours { .. }), "{err}");
     }
     let err = ca
-        .sign("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", REVIEWS, Duration::ZERO)
+        .sign(
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            REVIEWS,
+            Duration::ZERO,
+        )
         .unwrap_err();
     assert!(matches!(err, SignError::BadCsr(_)), "{err}");
 }

@@ -192,11 +192,10 @@ impl ControlPlane {
             Some(c) => {
                 let ca_options = c.options.clone();
                 // A first start writes the root's key: blocking file I/O.
-                let authority = tokio::task::spawn_blocking(move || {
-                    crate::ca::Authority::load(ca_options)
-                })
-                .await
-                .map_err(|e| Error::Load(e.to_string()))??;
+                let authority =
+                    tokio::task::spawn_blocking(move || crate::ca::Authority::load(ca_options))
+                        .await
+                        .map_err(|e| Error::Load(e.to_string()))??;
                 let authority = Arc::new(authority);
                 let tls = crate::ca::serve::tls_config(&authority)?;
                 let service = Arc::new(crate::ca::serve::CaService::new(

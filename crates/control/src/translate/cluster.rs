@@ -596,14 +596,18 @@ fn mesh_tls(
     for e in &mut c.endpoints {
         let address: Option<SocketAddr> = e.address.parse().ok();
         let registered = address.and_then(|a| by_ip.get(a.ip().to_string().as_str()).copied());
-        let takes_mtls = super::sidecar::is_istio_tls_mode(
-            e.labels.get(super::sidecar::TLS_MODE_LABEL),
-        ) && address.is_some_and(|a| {
-                let labels = e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                super::peer_auth::for_workload(view, mesh, &svc.namespace, &labels)
-                    .mode(u32::from(a.port()))
-                    != super::peer_auth::PeerMode::Disable
-            });
+        let takes_mtls =
+            super::sidecar::is_istio_tls_mode(e.labels.get(super::sidecar::TLS_MODE_LABEL))
+                && address.is_some_and(|a| {
+                    let labels = e
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    super::peer_auth::for_workload(view, mesh, &svc.namespace, &labels)
+                        .mode(u32::from(a.port()))
+                        != super::peer_auth::PeerMode::Disable
+                });
         if explicit.is_none() && !takes_mtls {
             e.plaintext = true;
             continue;

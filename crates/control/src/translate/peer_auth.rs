@@ -50,7 +50,10 @@ pub fn for_workload<'a>(
 ) -> WorkloadPolicies<'a> {
     let mut out = WorkloadPolicies::default();
     let mut names: [Option<&str>; 3] = [None; 3];
-    let mut take = |slot: usize, r: &'a Resource, p: &'a PeerAuthentication, out: &mut WorkloadPolicies<'a>| {
+    let mut take = |slot: usize,
+                    r: &'a Resource,
+                    p: &'a PeerAuthentication,
+                    out: &mut WorkloadPolicies<'a>| {
         if names[slot].is_some_and(|n| n <= r.metadata.name.as_str()) {
             return;
         }
@@ -138,7 +141,10 @@ spec: {mtls: {mode: STRICT}}
     #[test]
     fn nothing_set_is_permissive() {
         let v = view("");
-        assert_eq!(mode(&v, "default", &[("app", "a")], 80), PeerMode::Permissive);
+        assert_eq!(
+            mode(&v, "default", &[("app", "a")], 80),
+            PeerMode::Permissive
+        );
     }
 
     #[test]
@@ -164,11 +170,17 @@ spec:
         // The mesh's STRICT everywhere else.
         assert_eq!(mode(&v, "default", &[("app", "a")], 80), PeerMode::Strict);
         // The namespace's PERMISSIVE over the mesh's.
-        assert_eq!(mode(&v, "legacy", &[("app", "web")], 80), PeerMode::Permissive);
+        assert_eq!(
+            mode(&v, "legacy", &[("app", "web")], 80),
+            PeerMode::Permissive
+        );
         // The workload's STRICT over the namespace's; its port-level DISABLE on 5432; UNSET
         // on 9000 inherits the workload's.
         assert_eq!(mode(&v, "legacy", &[("app", "db")], 80), PeerMode::Strict);
-        assert_eq!(mode(&v, "legacy", &[("app", "db")], 5432), PeerMode::Disable);
+        assert_eq!(
+            mode(&v, "legacy", &[("app", "db")], 5432),
+            PeerMode::Disable
+        );
         assert_eq!(mode(&v, "legacy", &[("app", "db")], 9000), PeerMode::Strict);
     }
 
@@ -190,7 +202,10 @@ spec:
 "
         ));
         assert_eq!(mode(&v, "foo", &[("app", "httpbin")], 80), PeerMode::Strict);
-        assert_eq!(mode(&v, "bar", &[("app", "httpbin")], 80), PeerMode::Disable);
+        assert_eq!(
+            mode(&v, "bar", &[("app", "httpbin")], 80),
+            PeerMode::Disable
+        );
         assert_eq!(mode(&v, "bar", &[("app", "sleep")], 80), PeerMode::Strict);
     }
 

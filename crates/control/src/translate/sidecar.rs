@@ -23,13 +23,13 @@ use weft_api::networking::{Sidecar, VirtualService};
 use weft_xds::proto;
 
 use super::cluster::{inbound_connection_pool, outbound_clusters, upstream_protocol};
-use super::peer_auth;
 use super::http::{RouteCx, hashed_clusters, http_routes, l4_destinations};
 use super::key::{OutboundKey, selector_label_keys};
 use super::names::{
     BLACKHOLE_CLUSTER, OUTBOUND, OUTBOUND_PORT, PASSTHROUGH_CLUSTER, inbound_cluster,
     inbound_listener, outbound_cluster, virtual_host,
 };
+use super::peer_auth;
 use super::route_policy::default_route_retries;
 use super::scope::{Scope, destination_rule, select_sidecar};
 use super::{Notes, ProxyResources};
@@ -536,13 +536,13 @@ fn inbound(
             proto::listener::Protocol::Http(proto::HttpListener {
                 route_config: name.clone(),
                 path_normalization: mesh.path_normalization() as i32,
-                mesh_tls: mesh_tls.clone(),
+                mesh_tls,
                 ..Default::default()
             })
         } else {
             proto::listener::Protocol::Tcp(proto::TcpListener {
                 cluster: cluster.clone(),
-                mesh_tls: mesh_tls.clone(),
+                mesh_tls,
             })
         };
         out.listeners.push(proto::Listener {

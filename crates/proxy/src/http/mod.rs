@@ -218,13 +218,11 @@ impl Exchange {
         );
         Exchange {
             grpc: crate::reply::is_grpc(&parts.headers),
-            log: cx
-                .access_log
-                .then(|| {
-                    let mut entry = Entry::begin(parts, cx.peer);
-                    entry.peer_identity = cx.peer_identity.clone();
-                    Box::new(entry)
-                }),
+            log: cx.access_log.then(|| {
+                let mut entry = Entry::begin(parts, cx.peer);
+                entry.peer_identity = cx.peer_identity.clone();
+                Box::new(entry)
+            }),
             flags: Flags::default(),
             close: false,
             connect: parts.method == http::Method::CONNECT,

@@ -51,7 +51,10 @@ impl std::fmt::Debug for Issued {
 impl Issued {
     /// Reads a CA's answer: the leaf and its intermediates, then the trust bundle (last
     /// element, one or more roots), with `key` the leaf's private key.
-    pub fn from_chain(chain_pem: Vec<String>, key: PrivateKeyDer<'static>) -> Result<Issued, String> {
+    pub fn from_chain(
+        chain_pem: Vec<String>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Issued, String> {
         let (bundle, certs) = chain_pem
             .split_last()
             .ok_or("the CA sent an empty certificate chain")?;
@@ -380,10 +383,12 @@ pub fn from_bootstrap(id: &proto::Identity) -> Result<(Identity, CaClient), Stri
         or(&id.namespace, "default"),
         or(&id.service_account, "default")
     );
-    let address = id
-        .ca_address
-        .parse()
-        .map_err(|_| format!("identity.caAddress: {:?} is not an ip:port address", id.ca_address))?;
+    let address = id.ca_address.parse().map_err(|_| {
+        format!(
+            "identity.caAddress: {:?} is not an ip:port address",
+            id.ca_address
+        )
+    })?;
     if id.token_file.is_empty() {
         return Err("identity.tokenFile: required".to_owned());
     }
@@ -452,7 +457,9 @@ pub fn csr_for(spiffe_id: &str) -> Result<(String, PrivateKeyDer<'static>), Stri
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.subject_alt_names = vec![rcgen::SanType::URI(
-        spiffe_id.try_into().map_err(|e: rcgen::Error| e.to_string())?,
+        spiffe_id
+            .try_into()
+            .map_err(|e: rcgen::Error| e.to_string())?,
     )];
     let csr = params
         .serialize_request(&key)

@@ -87,7 +87,11 @@ async fn certificates_are_renewed_at_half_their_lifetime() {
     // ...and by 50%.
     tokio::time::sleep(Duration::from_millis(6_100)).await;
     assert_eq!(ca.calls.load(Ordering::SeqCst), 2);
-    assert_ne!(identity.current().unwrap().serial, first, "a new certificate");
+    assert_ne!(
+        identity.current().unwrap().serial,
+        first,
+        "a new certificate"
+    );
     tokio::time::sleep(Duration::from_secs(50)).await;
     assert_eq!(ca.calls.load(Ordering::SeqCst), 3);
     task.abort();
