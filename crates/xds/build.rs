@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["proto/weft/config/v1/config.proto"];
+const PROTOS: &[&str] = &[
+    "proto/weft/config/v1/config.proto",
+    "proto/istio/v1/auth/ca.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 use weft_control::MeshConfig;
-use weft_control::server::{ControlPlane, Options, read_mesh_config};
+use weft_control::ca::auth::TokenFile;
+use weft_control::ca::{CaOptions, CaSource};
+use weft_control::server::{CaConfig, ControlPlane, Options, read_mesh_config};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,6 +31,24 @@ pub struct Args {
     /// /debug/config_errors).
     #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
     monitoring_address: SocketAddr,
+    /// Run the certificate authority with a self-signed root kept in DIR (created on first
+    /// start: ca-cert.pem, and ca-key.pem with mode 0600).
+    #[arg(long, value_name = "DIR", conflicts_with = "ca_certs")]
+    ca_dir: Option<PathBuf>,
+    /// Run the certificate authority as a plug-in CA from DIR in Istio's cacerts layout
+    /// (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).
+    #[arg(long, value_name = "DIR")]
+    ca_certs: Option<PathBuf>,
+    /// The CA's certificate service (Istio's IstioCertificateService, TLS).
+    #[arg(long, default_value = "127.0.0.1:15012", value_name = "ADDR")]
+    ca_address: SocketAddr,
+    /// Who may ask the CA for which identity: a file of `TOKEN NAMESPACE SERVICEACCOUNT`
+    /// lines; a proxy presenting TOKEN gets spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICEACCOUNT.
+    #[arg(long, value_name = "FILE")]
+    ca_tokens: Option<PathBuf>,
+    /// Default lifetime of workload certificates.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    workload_cert_ttl: std::time::Duration,
     /// Log filter (`info`, `debug`, `weft_control=debug`, ...). Also RUST_LOG.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -77,6 +97,26 @@ pub fn run(args: Args) -> ExitCode {
     options.mesh_path = args.mesh_config;
     options.xds_address = args.xds_address;
     options.monitoring_address = args.monitoring_address;
+    let source = match (args.ca_dir, args.ca_certs) {
+        (Some(dir), _) => Some(CaSource::SelfSigned(dir)),
+        (None, Some(dir)) => Some(CaSource::PlugIn(dir)),
+        (None, None) => None,
+    };
+    if let Some(source) = source {
+        let Some(tokens) = args.ca_tokens else {
+            eprintln!(
+                "weft control-plane: the CA needs --ca-tokens (who may ask for which identity)"
+            );
+            return ExitCode::from(2);
+        };
+        let mut ca = CaOptions::new(source);
+        ca.default_ttl = args.workload_cert_ttl;
+        options.ca = Some(CaConfig {
+            options: ca,
+            address: args.ca_address,
+            authenticator: std::sync::Arc::new(TokenFile::new(tokens)),
+        });
+    }
     rt.block_on(serve(options))
 }
 
@@ -94,6 +134,9 @@ async fn serve(options: Options) -> ExitCode {
     }
     if let Some(a) = cp.monitoring_address() {
         eprintln!("weft control-plane: monitoring on {a}");
+    }
+    if let Some(a) = cp.ca_address() {
+        eprintln!("weft control-plane: ca on {a}");
     }
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

@@ -42,6 +42,9 @@ enum What {
     Clusters,
     Listeners,
     Endpoints,
+    /// The workload certificate and trust bundle in force (read from the proxy itself: keys
+    /// and certificates never pass through the control plane).
+    Secret,
     All,
 }
 
@@ -53,6 +56,9 @@ enum Format {
 }
 
 pub fn run(args: &Args) -> ExitCode {
+    if args.what == What::Secret {
+        return print(secret(args));
+    }
     let dump = match fetch(args) {
         Ok(d) => d,
         Err(e) => {
@@ -73,6 +79,99 @@ pub fn run(args: &Args) -> ExitCode {
         eprintln!("weft proxy-config: {e}");
     }
     ExitCode::SUCCESS
+}
+
+fn print(out: Result<String, String>) -> ExitCode {
+    match out {
+        Ok(out) => {
+            if let Err(e) = io::stdout().lock().write_all(out.as_bytes())
+                && e.kind() != io::ErrorKind::BrokenPipe
+            {
+                eprintln!("weft proxy-config: {e}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft proxy-config: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `secret`: the proxy's admin `/certs`, as a table or as it is.
+fn secret(args: &Args) -> Result<String, String> {
+    let proxy = args
+        .admin
+        .as_deref()
+        .or(args.proxy.as_deref())
+        .ok_or("name a PROXY (or give --admin URL|PROXY)")?;
+    let base = crate::up::state::admin_url(proxy, args.state_dir.as_deref())?;
+    let r = http_get::get(&base, "/certs")?;
+    if r.status != 200 {
+        return Err(format!(
+            "{base}/certs: HTTP {}: {}",
+            r.status,
+            r.body.trim()
+        ));
+    }
+    let certs: serde_json::Value =
+        serde_json::from_str(&r.body).map_err(|e| format!("{base}/certs: {e}"))?;
+    match args.output {
+        Format::Json => serde_json::to_string_pretty(&certs)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string()),
+        Format::Yaml => yaml_serde::to_string(&certs).map_err(|e| e.to_string()),
+        Format::Short => Ok(secret_table(&certs)),
+    }
+}
+
+/// Istio's `proxy-config secret` columns, with the SANs, and the trust bundle's roots.
+fn secret_table(certs: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let mut t = Table::new(&[
+        "RESOURCE NAME",
+        "TYPE",
+        "SERIAL NUMBER",
+        "NOT AFTER",
+        "NOT BEFORE",
+        "SANS / SHA-256 FINGERPRINT",
+    ]);
+    let empty = Vec::new();
+    for c in certs["certificates"].as_array().unwrap_or(&empty) {
+        let sans: Vec<String> = c["subjectAltNames"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .map(text)
+            .collect();
+        t.row(vec![
+            text(&c["name"]),
+            "Cert Chain".to_owned(),
+            text(&c["serialNumber"]),
+            text(&c["expirationTime"]),
+            text(&c["validFrom"]),
+            sans.join(","),
+        ]);
+        for root in c["trustBundle"]["sha256Fingerprints"]
+            .as_array()
+            .unwrap_or(&empty)
+        {
+            t.row(vec![
+                text(&c["trustBundle"]["name"]),
+                "CA".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                text(root),
+            ]);
+        }
+    }
+    if certs["identity"].is_null() {
+        return "the proxy has no workload identity (no `identity` in its bootstrap)\n".to_owned();
+    }
+    let mut out = format!("IDENTITY {}\n", text(&certs["identity"]));
+    out.push_str(&t.render());
+    out
 }
 
 fn fetch(args: &Args) -> Result<proto::Bootstrap, String> {
@@ -129,7 +228,7 @@ fn render(dump: &proto::Bootstrap, what: What, format: Format) -> Result<String,
             What::Clusters => value(serde_json::to_value(&dump.clusters))?,
             What::Listeners => value(serde_json::to_value(&dump.listeners))?,
             What::Endpoints => value(serde_json::to_value(endpoints_json(dump)))?,
-            What::All => value(serde_json::to_value(dump))?,
+            What::All | What::Secret => value(serde_json::to_value(dump))?,
         });
     }
     Ok(match what {
@@ -137,7 +236,7 @@ fn render(dump: &proto::Bootstrap, what: What, format: Format) -> Result<String,
         What::Clusters => clusters(dump),
         What::Listeners => listeners(dump),
         What::Endpoints => endpoints(dump),
-        What::All => [
+        What::Secret | What::All => [
             clusters(dump),
             listeners(dump),
             routes(dump),

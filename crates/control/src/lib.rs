@@ -14,6 +14,7 @@
 //! [`server`] is the part with I/O (tokio): the config store, the instances file, push over
 //! xDS and the monitoring endpoints, run by `weft control-plane`.
 
+pub mod ca;
 pub mod dns;
 pub mod host;
 pub mod mesh_config;

@@ -18,6 +18,9 @@ pub struct MeshConfig {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
     /// Where mesh-wide Sidecar and DestinationRule defaults live. Default `istio-system`.
     pub root_namespace: String,
+    /// The trust domain of workload identities (`spiffe://<trustDomain>/ns/NS/sa/SA`).
+    /// Default `cluster.local`, as Istio.
+    pub trust_domain: String,
     /// Upstream connect timeout for clusters without a DestinationRule setting one. Unset: the
     /// proxy's default (10s, as Istio).
     pub connect_timeout: Option<Duration>,
@@ -118,6 +121,7 @@ impl Default for MeshConfig {
         MeshConfig {
             outbound_traffic_policy: OutboundTrafficPolicy::default(),
             root_namespace: "istio-system".to_owned(),
+            trust_domain: "cluster.local".to_owned(),
             connect_timeout: None,
             h2_upgrade_policy: H2UpgradePolicy::DoNotUpgrade,
             default_service_export_to: Vec::new(),

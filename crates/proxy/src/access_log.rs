@@ -36,6 +36,9 @@ pub struct Entry {
     /// What a local reply's cause was in detail (Envoy's %RESPONSE_CODE_DETAILS%); empty for
     /// upstream responses.
     pub details: String,
+    /// The mTLS peer's SPIFFE URI (Envoy's %DOWNSTREAM_PEER_URI_SAN%), on mesh mTLS
+    /// connections.
+    pub peer_identity: Option<Arc<str>>,
 }
 
 fn header(parts: &Parts, name: &str) -> String {
@@ -76,6 +79,7 @@ impl Entry {
             route: "-".into(),
             peer,
             details: String::new(),
+            peer_identity: None,
         }
     }
 
@@ -89,9 +93,10 @@ impl Entry {
 
     /// Envoy's default format, with Istio's additions (cluster, route) at the end:
     /// `[START] "METHOD PATH PROTOCOL" STATUS FLAGS BYTES_RECEIVED BYTES_SENT DURATION
-    /// UPSTREAM_TIME "XFF" "UA" "REQUEST_ID" "AUTHORITY" "UPSTREAM_HOST" CLUSTER ROUTE`.
+    /// UPSTREAM_TIME "XFF" "UA" "REQUEST_ID" "AUTHORITY" "UPSTREAM_HOST" CLUSTER ROUTE`, and
+    /// on a mesh mTLS connection the peer's SPIFFE URI last.
     pub fn text(&self) -> String {
-        format!(
+        let mut line = format!(
             "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {}\n",
             humantime::format_rfc3339_millis(self.start_time),
             self.method,
@@ -111,7 +116,12 @@ impl Entry {
             self.upstream_host,
             self.cluster,
             self.route,
-        )
+        );
+        if let Some(peer) = &self.peer_identity {
+            line.pop();
+            line.push_str(&format!(" spiffe://{peer}\n"));
+        }
+        line
     }
 
     pub fn json(&self) -> String {
@@ -135,6 +145,7 @@ impl Entry {
             "route_name": self.route,
             "downstream_remote_address": self.peer.to_string(),
             "response_code_details": Self::or_dash(&self.details),
+            "downstream_peer_uri_san": self.peer_identity.as_deref().map(|p| format!("spiffe://{p}")),
         })
         .to_string();
         line.push('\n');

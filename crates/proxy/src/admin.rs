@@ -150,6 +150,15 @@ fn page(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
             }
         }
+        (&Method::GET, "/certs") => {
+            let json = crate::identity::certs_json(crate::identity::process().as_deref());
+            let mut r = text(StatusCode::OK, format!("{json:#}\n"));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
         (&Method::GET, "/clusters") => {
             let snapshot = shared.snapshot.load();
             let mut names: Vec<_> = snapshot.clusters.keys().collect();
@@ -215,7 +224,7 @@ fn page(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
             proxy.stop();
             text(StatusCode::OK, "OK\n")
         }
-        (_, "/config_dump" | "/clusters" | "/stats") => {
+        (_, "/config_dump" | "/clusters" | "/stats" | "/certs") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
         }
         (_, "/logging" | "/quitquitquit") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),

@@ -109,6 +109,24 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The identity first: mesh mTLS in the config below needs it to exist (its certificate
+    // comes later; the proxy is not ready until it has one).
+    let mut identity_ready = None;
+    if let Some(id) = &bootstrap.identity {
+        match crate::identity::from_bootstrap(id) {
+            Ok((identity, ca)) => {
+                let identity = Arc::new(identity);
+                crate::identity::set_process(identity.clone());
+                identity_ready = Some(identity.ready());
+                eprintln!("weft-proxy: identity {}", identity.spiffe_id);
+                tokio::spawn(crate::identity::run(identity, ca));
+            }
+            Err(e) => {
+                eprintln!("weft-proxy: {}: {e}", args.config.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let stats = Stats::default();
     let snapshot = match server::first_snapshot(bootstrap, &stats) {
         Ok(s) => s,
@@ -223,7 +241,7 @@ async fn serve(args: Args) -> ExitCode {
             tokio::spawn(client.run(async move { stopping.stopped().await }));
             let proxy = proxy.clone();
             tokio::spawn(async move {
-                if ready.wait_for(|r| *r).await.is_ok() {
+                if ready.wait_for(|r| *r).await.is_ok() && certified(identity_ready).await {
                     proxy.ready.store(true, Relaxed);
                     eprintln!("weft-proxy: ready");
                 }
@@ -235,8 +253,13 @@ async fn serve(args: Args) -> ExitCode {
                 args.config.clone(),
                 loaded_mtime,
             ));
-            proxy.ready.store(true, Relaxed);
-            eprintln!("weft-proxy: ready");
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                if certified(identity_ready).await {
+                    proxy.ready.store(true, Relaxed);
+                    eprintln!("weft-proxy: ready");
+                }
+            });
         }
     }
 
@@ -257,6 +280,15 @@ async fn serve(args: Args) -> ExitCode {
     proxy.listeners.shutdown().await;
     eprintln!("weft-proxy: stopped");
     ExitCode::SUCCESS
+}
+
+/// Waits for the first workload certificate, when the proxy has an identity; false if it
+/// never comes (the task getting it ended).
+async fn certified(identity_ready: Option<tokio::sync::watch::Receiver<bool>>) -> bool {
+    match identity_ready {
+        None => true,
+        Some(mut r) => r.wait_for(|r| *r).await.is_ok(),
+    }
 }
 
 #[cfg(test)]

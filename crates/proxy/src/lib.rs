@@ -18,6 +18,7 @@ pub mod config;
 pub mod drain;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod listeners;
 pub mod mirror;
 pub mod original_dst;

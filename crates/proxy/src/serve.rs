@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::drain::Drain;
-use crate::http::{ConnContext, TlsConn, handle};
+use crate::http::{ConnContext, ForwardClientCert, TlsConn, handle};
 use crate::snapshot::{ListenerKind, ListenerSpec};
 use crate::state::Shared;
 use crate::tls::{HandshakeFailure, Termination};
@@ -56,6 +56,7 @@ pub async fn serve_listener(
                 explicit_proxy,
                 max_header_bytes,
                 tls,
+                mesh_tls,
                 rate_limit,
                 path_normalization,
                 xff_num_trusted_hops,
@@ -70,6 +71,15 @@ pub async fn serve_listener(
                     local,
                     access_log: spec.access_log.is_some(),
                     tls: None,
+                    peer_identity: None,
+                    client_cert_details: None,
+                    forward_client_cert: if mesh_tls.is_some() {
+                        ForwardClientCert::AppendForward
+                    } else if shared.snapshot.load().node.gateway {
+                        ForwardClientCert::SanitizeSet
+                    } else {
+                        ForwardClientCert::Sanitize
+                    },
                     rate_limit: rate_limit.clone(),
                     internal_downstream: !shared.snapshot.load().node.gateway,
                     drain: watcher,
@@ -77,6 +87,11 @@ pub async fn serve_listener(
                     xff_num_trusted_hops: *xff_num_trusted_hops,
                 };
                 let max_header_bytes = *max_header_bytes;
+                if let Some(mesh) = mesh_tls {
+                    let conn = serve_mesh_http(cx, mesh.clone(), stream, max_header_bytes);
+                    tokio::spawn(conn.instrument(span));
+                    continue;
+                }
                 match tls {
                     None => {
                         let cx = Arc::new(cx);
@@ -89,10 +104,24 @@ pub async fn serve_listener(
                     }
                 }
             }
-            ListenerKind::Tcp { cluster } => {
+            ListenerKind::Tcp { cluster, mesh_tls } => {
                 let shared = shared.clone();
                 let cluster = cluster.clone();
-                let conn = async move { proxy_tcp(shared, &cluster, stream, peer).await };
+                let mesh = mesh_tls.clone();
+                let conn = async move {
+                    match mesh {
+                        None => proxy_tcp(shared, &cluster, stream, peer, None).await,
+                        Some(mesh) => match mesh_accept(&shared, &mesh, stream).await {
+                            Some(Accepted::Plain(stream)) => {
+                                proxy_tcp(shared, &cluster, stream, peer, None).await
+                            }
+                            Some(Accepted::Tls(tls, identity, _)) => {
+                                proxy_tcp(shared, &cluster, tls, peer, identity).await
+                            }
+                            None => {}
+                        },
+                    }
+                };
                 tokio::spawn(watcher.tunnel(conn).instrument(span));
             }
             ListenerKind::TlsPassthrough { routes } => {
@@ -159,7 +188,14 @@ async fn serve_tls(
         }
     };
     stats.ssl_handshake.fetch_add(1, Relaxed);
+    let client_cert_details = tls_stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| client_cert_details(None, c));
     let cx = Arc::new(ConnContext {
+        client_cert_details,
         tls: Some(TlsConn {
             termination,
             served,
@@ -168,6 +204,121 @@ async fn serve_tls(
     });
     let conn = http_conn(cx.clone(), TokioIo::new(tls_stream), max_header_bytes);
     run_http(cx, conn).await;
+}
+
+/// A connection on a mesh mTLS listener, once told apart: plaintext (PERMISSIVE only), or
+/// mTLS with the peer's principal.
+enum Accepted {
+    Plain(tokio::net::TcpStream),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+        Option<Arc<str>>,
+        Option<Arc<str>>,
+    ),
+}
+
+/// Whether the first byte is a TLS handshake record's (0x16): how PERMISSIVE tells mTLS from
+/// plaintext on one port, as Envoy's TLS inspector does.
+async fn starts_with_tls(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    Ok(n == 1 && first[0] == 0x16)
+}
+
+/// Accepts a connection on a mesh mTLS listener: plaintext passes only under PERMISSIVE;
+/// anything else must complete the mTLS handshake. None when the connection is refused.
+async fn mesh_accept(
+    shared: &Shared,
+    mesh: &crate::tls::MeshTermination,
+    stream: tokio::net::TcpStream,
+) -> Option<Accepted> {
+    let stats = &shared.stats;
+    if mesh.permissive {
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, starts_with_tls(&stream)).await {
+            Ok(Ok(false)) => return Some(Accepted::Plain(stream)),
+            Ok(Ok(true)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!("mesh mTLS: {e}");
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(mesh.config.clone());
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            stats.ssl_handshake.fetch_add(1, Relaxed);
+            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let identity = leaf.and_then(crate::identity::principal_of);
+            let own = crate::identity::process().map(|i| i.spiffe_id.clone());
+            let details = leaf.map(|c| client_cert_details(own.as_deref(), c));
+            Some(Accepted::Tls(Box::new(tls), identity, details))
+        }
+        Ok(Err(e)) => {
+            stats.ssl_failure(Some(HandshakeFailure::of(&e)));
+            tracing::debug!("mesh mTLS handshake: {e}");
+            None
+        }
+        Err(_) => {
+            stats.ssl_failure(None);
+            tracing::debug!("mesh mTLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Serves an HTTP connection on a mesh mTLS listener: plaintext (PERMISSIVE) or mTLS, the
+/// peer's principal in the connection's context.
+async fn serve_mesh_http(
+    cx: ConnContext,
+    mesh: Arc<crate::tls::MeshTermination>,
+    stream: tokio::net::TcpStream,
+    max_header_bytes: usize,
+) {
+    let shared = cx.shared.clone();
+    match mesh_accept(&shared, &mesh, stream).await {
+        Some(Accepted::Plain(stream)) => {
+            let cx = Arc::new(cx);
+            let conn = http_conn(cx.clone(), TokioIo::new(stream), max_header_bytes);
+            run_http(cx, conn).await;
+        }
+        Some(Accepted::Tls(tls, peer_identity, client_cert_details)) => {
+            let cx = Arc::new(ConnContext {
+                peer_identity,
+                client_cert_details,
+                ..cx
+            });
+            let conn = http_conn(cx.clone(), TokioIo::new(*tls), max_header_bytes);
+            run_http(cx, conn).await;
+        }
+        None => {}
+    }
+}
+
+/// A client certificate as an `x-forwarded-client-cert` element, with Istio's fields
+/// (Envoy's set_current_client_cert_details: subject, URI, DNS; the hash always): `By` is this
+/// proxy's own identity when it has one.
+pub(crate) fn client_cert_details(
+    own: Option<&str>,
+    cert: &rustls::pki_types::CertificateDer<'_>,
+) -> Arc<str> {
+    let mut parts = Vec::new();
+    if let Some(by) = own {
+        parts.push(format!("By={by}"));
+    }
+    parts.push(format!("Hash={}", crate::identity::sha256_hex(cert)));
+    let subject = x509_parser::parse_x509_certificate(cert)
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_default();
+    parts.push(format!("Subject=\"{}\"", subject.replace('"', "\\\"")));
+    for name in crate::tls::general_names(cert, |n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some(format!("URI={u}")),
+        x509_parser::extensions::GeneralName::DNSName(d) => Some(format!("DNS={d}")),
+        _ => None,
+    }) {
+        parts.push(name);
+    }
+    parts.join(";").into()
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -62,6 +62,8 @@ pub enum ListenerKind {
         max_header_bytes: usize,
         /// TLS termination; plaintext when None.
         tls: Option<Arc<crate::tls::Termination>>,
+        /// Mesh mTLS (a sidecar's inbound listener, PeerAuthentication).
+        mesh_tls: Option<Arc<crate::tls::MeshTermination>>,
         rate_limit: Option<Arc<TokenBucket>>,
         /// How request paths are normalized before routing.
         path_normalization: proto::PathNormalization,
@@ -70,11 +72,11 @@ pub enum ListenerKind {
     },
     Tcp {
         cluster: String,
+        /// Mesh mTLS (a sidecar's inbound listener, PeerAuthentication).
+        mesh_tls: Option<Arc<crate::tls::MeshTermination>>,
     },
     /// Routes connections by their ClientHello's SNI to a cluster, without terminating TLS.
-    TlsPassthrough {
-        routes: Arc<SniTable<String>>,
-    },
+    TlsPassthrough { routes: Arc<SniTable<String>> },
 }
 
 /// Envoy's default limit on request headers.
@@ -355,6 +357,21 @@ fn listener(
                 }
                 None => None,
             };
+            let mesh_tls = match &h.mesh_tls {
+                Some(_) if tls.is_some() => {
+                    return Err(ConfigError::new(
+                        &resource,
+                        "http.meshTls",
+                        "a listener has `tls` or `meshTls`, not both",
+                    ));
+                }
+                Some(m) => Some(Arc::new(crate::tls::mesh_termination(
+                    m,
+                    &resource,
+                    "http.meshTls",
+                )?)),
+                None => None,
+            };
             let kb = match h.max_request_headers_kb {
                 0 => DEFAULT_MAX_HEADERS_KB,
                 kb if kb > MAX_MAX_HEADERS_KB => {
@@ -381,6 +398,7 @@ fn listener(
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,
                 tls,
+                mesh_tls,
                 rate_limit: buckets.bucket(
                     resource.clone(),
                     h.rate_limit.as_ref(),
@@ -391,6 +409,14 @@ fn listener(
         }
         Some(proto::listener::Protocol::Tcp(t)) => ListenerKind::Tcp {
             cluster: t.cluster.clone(),
+            mesh_tls: match &t.mesh_tls {
+                Some(m) => Some(Arc::new(crate::tls::mesh_termination(
+                    m,
+                    &resource,
+                    "tcp.meshTls",
+                )?)),
+                None => None,
+            },
         },
         Some(proto::listener::Protocol::TlsPassthrough(p)) => ListenerKind::TlsPassthrough {
             routes: Arc::new(sni_routes(p, &resource)?),

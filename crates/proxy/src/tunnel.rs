@@ -126,12 +126,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
 }
 
 /// A TCP listener's connection: pick an endpoint of the cluster and splice.
-pub async fn proxy_tcp(
+pub async fn proxy_tcp<D>(
     shared: Arc<Shared>,
     cluster: &str,
-    downstream: TcpStream,
+    downstream: D,
     peer: SocketAddr,
-) {
+    peer_identity: Option<Arc<str>>,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some(principal) = &peer_identity {
+        tracing::debug!(%peer, %principal, "tcp: mTLS peer");
+    }
     forward(shared, cluster, downstream, peer, &[]).await;
 }
 
@@ -169,13 +175,15 @@ pub async fn proxy_tls_passthrough(
 
 /// Connects to an endpoint of `cluster`, writes `first` (bytes already read from the
 /// downstream), then splices.
-async fn forward(
+async fn forward<D>(
     shared: Arc<Shared>,
     cluster: &str,
-    mut downstream: TcpStream,
+    mut downstream: D,
     peer: SocketAddr,
     first: &[u8],
-) {
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let snapshot = shared.snapshot.load_full();
     let Some(state) = snapshot.clusters.get(cluster) else {
         shared.stats.local_reply(Flag::NoCluster.code());

@@ -42,6 +42,8 @@ pub struct Upstream {
 /// when the downstream request is HTTP/2.
 struct EndpointPools {
     address: SocketAddr,
+    /// The endpoint's `plaintext` flag when built (auto mTLS: no sidecar there).
+    plaintext: bool,
     http1: HttpClient,
     http2: HttpClient,
     /// For TCP proxying and CONNECT: a connection of its own, TLS without ALPN.
@@ -64,12 +66,18 @@ impl Upstream {
         // first needs them, not once per endpoint.
         let mut tls: Option<ClientTls> = None;
         for e in cluster.endpoints() {
-            let kept = previous.and_then(|p| p.endpoints.iter().find(|k| k.address == e.address));
+            let kept = previous.and_then(|p| {
+                p.endpoints
+                    .iter()
+                    .find(|k| k.address == e.address && k.plaintext == e.plaintext)
+            });
             if let Some(pools) = kept {
                 endpoints.push(pools.clone());
                 continue;
             }
             let endpoint_tls = match &cluster.config().tls {
+                // Auto mTLS: an endpoint without a sidecar is sent plaintext.
+                Some(t) if t.mesh && e.plaintext => None,
                 Some(t) => {
                     let base = match &tls {
                         Some(base) => base,
@@ -79,15 +87,14 @@ impl Upstream {
                 }
                 None => None,
             };
-            endpoints.push(Arc::new(EndpointPools::new(
-                cluster,
-                e.address,
-                endpoint_tls,
-            )));
+            let mut pools = EndpointPools::new(cluster, e.address, endpoint_tls);
+            pools.plaintext = e.plaintext;
+            endpoints.push(Arc::new(pools));
         }
         Ok(Upstream {
             protocol: cluster.protocol(),
-            tls: cluster.config().tls.is_some(),
+            // Mesh mTLS carries plain `http` requests (the sidecar's peer terminates it).
+            tls: cluster.config().tls.as_ref().is_some_and(|t| !t.mesh),
             endpoints,
         })
     }
@@ -183,6 +190,7 @@ impl EndpointPools {
         };
         EndpointPools {
             address,
+            plaintext: false,
             http1: build(false, connector(with(|t| &t.http1))),
             http2: build(true, connector(with(|t| &t.http2))),
             raw: connector(with(|t| &t.raw)),

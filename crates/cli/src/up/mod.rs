@@ -17,6 +17,7 @@ mod supervise;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use weft_control::server::{ControlPlane, MeshSource, Options};
 
 use crate::table::Table;
 use plan::Plan;
-use replicas::{Launch, Replicas};
+use replicas::{Launch, LocalCa, Replicas};
 use state::RunningMesh;
 use supervise::{Output, Supervisor};
 
@@ -60,6 +61,9 @@ pub struct Args {
     /// Log filter of the control plane and the proxies (`warn`, `info`, `debug`). Also RUST_LOG.
     #[arg(long, default_value = "warn")]
     log_level: String,
+    /// Lifetime of the workload certificates the mesh's CA issues (renewed at half of it).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    workload_cert_ttl: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -188,6 +192,7 @@ pub fn run(args: Args) -> ExitCode {
         state,
         config_paths,
         gateway_port: args.gateway_port,
+        workload_cert_ttl: args.workload_cert_ttl,
         log_level: filter,
         out: Arc::new(Output::new()),
         started,
@@ -201,6 +206,7 @@ struct Up {
     state: PathBuf,
     config_paths: Vec<PathBuf>,
     gateway_port: Option<u16>,
+    workload_cert_ttl: Duration,
     log_level: String,
     out: Arc<Output>,
     started: Instant,
@@ -257,6 +263,19 @@ impl Up {
         options.instances = Some(instances.clone());
         options.xds_address = "127.0.0.1:0".parse().unwrap_or(options.xds_address);
         options.monitoring_address = "127.0.0.1:0".parse().unwrap_or(options.monitoring_address);
+        // The CA: its root kept in the state directory; each proxy gets a token for its own
+        // identity (`Launch::credential`).
+        let tokens = Arc::new(weft_control::ca::auth::LocalTokens::default());
+        let ca_dir = self.state.join("ca");
+        let mut ca_options = weft_control::ca::CaOptions::new(
+            weft_control::ca::CaSource::SelfSigned(ca_dir.clone()),
+        );
+        ca_options.default_ttl = self.workload_cert_ttl;
+        options.ca = Some(weft_control::server::CaConfig {
+            options: ca_options,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            authenticator: tokens.clone(),
+        });
         let cp = match ControlPlane::bind(options).await {
             Ok(cp) => cp,
             Err(e) => {
@@ -264,6 +283,7 @@ impl Up {
                 return ExitCode::FAILURE;
             }
         };
+        let ca_address = cp.ca_address();
         let (Some(xds), monitoring) = (cp.xds_address(), cp.monitoring_address()) else {
             eprintln!("weft up: control plane: no xDS address");
             return ExitCode::FAILURE;
@@ -288,8 +308,9 @@ impl Up {
         self.out.event(
             true,
             &format!(
-                "Control plane ready (xds {xds}, monitoring {})",
-                monitoring.map_or("-".to_owned(), |m| m.to_string())
+                "Control plane ready (xds {xds}, monitoring {}, ca {})",
+                monitoring.map_or("-".to_owned(), |m| m.to_string()),
+                ca_address.map_or("-".to_owned(), |m| m.to_string())
             ),
         );
 
@@ -298,6 +319,11 @@ impl Up {
             xds,
             proxies,
             log_level: self.log_level.clone(),
+            ca: ca_address.map(|address| LocalCa {
+                address,
+                root_file: ca_dir.join("ca-cert.pem"),
+                tokens,
+            }),
         };
         let mut replicas = Replicas::new(
             plan,
@@ -359,7 +385,11 @@ impl Up {
         let spec = replicas.launch().proxy(
             gateway.to_owned(),
             gateway,
-            &Plan::gateway_node_id(),
+            replicas::Who {
+                node_id: &Plan::gateway_node_id(),
+                namespace: plan::GATEWAY_NAMESPACE,
+                service_account: plan::GATEWAY_SERVICE_ACCOUNT,
+            },
             replicas.plan().gateway_admin(),
             &[],
             color,
@@ -400,7 +430,15 @@ impl Up {
     /// The table of replicas, then where the gateway is reachable (`gateway`: its
     /// [`gateway::reachable`] lines).
     fn print_summary(&self, plan: &Plan, gateway: &[String]) {
-        let mut table = Table::new(&["WORKLOAD", "POD IP", "APP ADDRESS", "SIDECAR ADMIN"]);
+        let mut table = Table::new(&[
+            "WORKLOAD",
+            "POD IP",
+            "APP ADDRESS",
+            "SIDECAR ADMIN",
+            "IDENTITY",
+        ]);
+        // The identities the proxies' bootstraps ask for (the default trust domain).
+        let identity = |ns: &str, sa: &str| weft_control::ca::spiffe_id("cluster.local", ns, sa);
         for r in &plan.replicas {
             table.row(vec![
                 r.name.clone(),
@@ -408,6 +446,7 @@ impl Up {
                 r.listen_addr()
                     .map_or_else(|| r.app_ip.to_string(), |a| a.to_string()),
                 format!("http://{}", r.admin_addr()),
+                identity(&r.namespace, r.spec.service_account()),
             ]);
         }
         table.row(vec![
@@ -415,6 +454,7 @@ impl Up {
             "127.0.0.1".to_owned(),
             "-".to_owned(),
             format!("http://{}", plan.gateway_admin()),
+            identity(plan::GATEWAY_NAMESPACE, plan::GATEWAY_SERVICE_ACCOUNT),
         ]);
         self.out.text("");
         self.out.text(table.render().trim_end());

@@ -153,7 +153,7 @@ impl Replica {
             ready,
             name: self.name.clone(),
             namespace: self.namespace.clone(),
-            labels: self.labels.clone(),
+            labels: with_tls_mode(&self.labels),
             service_account: self.spec.service_account().to_owned(),
             ip: IpAddr::V4(self.pod_ip),
             app_host: Some(IpAddr::V4(self.app_ip)),
@@ -171,6 +171,19 @@ impl Replica {
                 .collect(),
         }
     }
+}
+
+/// The gateway's service account (Istio's).
+pub const GATEWAY_SERVICE_ACCOUNT: &str = "istio-ingressgateway-service-account";
+
+/// `labels` with Istio's `security.istio.io/tlsMode: istio`: every proxy `weft up` starts
+/// has a workload certificate, so the control plane sends it mTLS (auto mTLS) and applies
+/// PeerAuthentication to it.
+fn with_tls_mode(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut out = labels.clone();
+    out.entry("security.istio.io/tlsMode".to_owned())
+        .or_insert_with(|| "istio".to_owned());
+    out
 }
 
 /// Everything `weft up` starts.
@@ -351,8 +364,8 @@ impl Plan {
             ready: true,
             name: GATEWAY_NAME.to_owned(),
             namespace: GATEWAY_NAMESPACE.to_owned(),
-            labels: gateway_labels(),
-            service_account: "istio-ingressgateway-service-account".to_owned(),
+            labels: with_tls_mode(&gateway_labels()),
+            service_account: GATEWAY_SERVICE_ACCOUNT.to_owned(),
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             app_host: None,
             ports: Vec::new(),
@@ -379,6 +392,7 @@ pub fn bootstrap(
     xds: SocketAddr,
     admin: SocketAddr,
     app_probes: &[SocketAddr],
+    identity: Option<&IdentityBootstrap>,
 ) -> String {
     let health = SocketAddr::new(admin.ip(), HEALTH_PORT);
     let probes = app_probes
@@ -387,11 +401,36 @@ pub fn bootstrap(
         .collect::<Vec<_>>()
         .join(", ");
     // A short drain: local mode is for development, where Ctrl-C should not wait long.
-    format!(
+    let mut out = format!(
         "node: {{id: \"{node_id}\"}}\nxds: {{address: \"http://{xds}\"}}\n\
          admin: {{address: \"{admin}\", healthAddress: \"{health}\", drainTimeout: 1s, \
          appProbes: [{probes}]}}\n"
-    )
+    );
+    if let Some(id) = identity {
+        // Paths are quoted as JSON strings (a subset of YAML's double-quoted scalars).
+        let quote =
+            |p: &Path| serde_json::Value::from(p.to_string_lossy().into_owned()).to_string();
+        out.push_str(&format!(
+            "identity: {{caAddress: \"{}\", caRootFile: {}, tokenFile: {}, namespace: \"{}\", \
+             serviceAccount: \"{}\"}}\n",
+            id.ca_address,
+            quote(&id.ca_root_file),
+            quote(&id.token_file),
+            id.namespace,
+            id.service_account,
+        ));
+    }
+    out
+}
+
+/// What a proxy's bootstrap says of its workload identity.
+#[derive(Debug, Clone)]
+pub struct IdentityBootstrap {
+    pub ca_address: SocketAddr,
+    pub ca_root_file: PathBuf,
+    pub token_file: PathBuf,
+    pub namespace: String,
+    pub service_account: String,
 }
 
 /// Picks the mesh octet: the first `M` from 1 whose gateway admin address is free. The returned

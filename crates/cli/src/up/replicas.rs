@@ -55,6 +55,23 @@ pub struct Launch {
     /// Where the proxies' bootstraps are written.
     pub proxies: PathBuf,
     pub log_level: String,
+    /// The control plane's CA: every proxy gets a credential for its identity.
+    pub ca: Option<LocalCa>,
+}
+
+/// The CA of `weft up`'s control plane, as proxies reach it.
+pub struct LocalCa {
+    pub address: SocketAddr,
+    /// The trust bundle (the root the CA's service certificate chains to).
+    pub root_file: PathBuf,
+    pub tokens: Arc<weft_control::ca::auth::LocalTokens>,
+}
+
+/// Who a proxy is: its node id, and the identity its certificate names.
+pub struct Who<'a> {
+    pub node_id: &'a str,
+    pub namespace: &'a str,
+    pub service_account: &'a str,
 }
 
 impl Launch {
@@ -63,13 +80,18 @@ impl Launch {
         &self,
         label: String,
         name: &str,
-        node_id: &str,
+        who: Who<'_>,
         admin: SocketAddr,
         app_probes: &[SocketAddr],
         color: usize,
     ) -> std::io::Result<ChildSpec> {
         let file = self.bootstrap_file(name);
-        let bootstrap = plan::bootstrap(node_id, self.xds, admin, app_probes);
+        let identity = match &self.ca {
+            Some(ca) => Some(self.credential(ca, name, (who.namespace, who.service_account))?),
+            None => None,
+        };
+        let bootstrap =
+            plan::bootstrap(who.node_id, self.xds, admin, app_probes, identity.as_ref());
         state::write_atomic(&file, bootstrap.as_bytes())?;
         Ok(ChildSpec {
             label,
@@ -90,6 +112,37 @@ impl Launch {
         })
     }
 
+    /// A fresh token bound to `(namespace, service account)`, written where only this proxy
+    /// reads it (mode 0600), and what its bootstrap says of its identity.
+    fn credential(
+        &self,
+        ca: &LocalCa,
+        name: &str,
+        (namespace, service_account): (&str, &str),
+    ) -> std::io::Result<plan::IdentityBootstrap> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let token = ca.tokens.issue(weft_control::ca::auth::WorkloadIdentity {
+            namespace: namespace.to_owned(),
+            service_account: service_account.to_owned(),
+        });
+        let token_file = self.proxies.join(format!("{name}.token"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&token_file)?;
+        f.write_all(token.as_bytes())?;
+        Ok(plan::IdentityBootstrap {
+            ca_address: ca.address,
+            ca_root_file: ca.root_file.clone(),
+            token_file,
+            namespace: namespace.to_owned(),
+            service_account: service_account.to_owned(),
+        })
+    }
+
     fn bootstrap_file(&self, name: &str) -> PathBuf {
         self.proxies.join(format!("{name}.yaml"))
     }
@@ -100,7 +153,11 @@ impl Launch {
         self.proxy(
             label,
             &r.name,
-            &r.node_id(),
+            Who {
+                node_id: &r.node_id(),
+                namespace: &r.namespace,
+                service_account: r.spec.service_account(),
+            },
             r.admin_addr(),
             &r.app_addrs(),
             color,

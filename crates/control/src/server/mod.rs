@@ -58,6 +58,27 @@ pub struct Options {
     pub monitoring_address: SocketAddr,
     /// How often files are looked at.
     pub poll_interval: Duration,
+    /// The certificate authority and its certificate service (Istio's 15012), if run.
+    pub ca: Option<CaConfig>,
+}
+
+/// How the control plane runs its CA.
+#[derive(Clone)]
+pub struct CaConfig {
+    pub options: crate::ca::CaOptions,
+    /// The certificate service's address (TLS).
+    pub address: SocketAddr,
+    /// Who callers are.
+    pub authenticator: Arc<dyn crate::ca::auth::Authenticator>,
+}
+
+impl std::fmt::Debug for CaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaConfig")
+            .field("options", &self.options)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Options {
@@ -71,6 +92,7 @@ impl Options {
             xds_address: SocketAddr::from(([127, 0, 0, 1], 15010)),
             monitoring_address: SocketAddr::from(([127, 0, 0, 1], 15014)),
             poll_interval: Duration::from_millis(200),
+            ca: None,
         }
     }
 }
@@ -91,6 +113,8 @@ pub enum Error {
     Load(String),
     #[error(transparent)]
     Serve(#[from] weft_xds::server::ServeError),
+    #[error("CA: {0}")]
+    Ca(#[from] crate::ca::CaError),
 }
 
 /// Reads an Istio mesh config file (YAML or JSON, `meshConfig`'s fields), checked.
@@ -110,6 +134,15 @@ pub struct ControlPlane {
     xds_listener: TcpListener,
     monitoring_listener: TcpListener,
     poll_interval: Duration,
+    ca: Option<RunningCa>,
+}
+
+/// The CA, loaded and bound.
+struct RunningCa {
+    authority: Arc<crate::ca::Authority>,
+    service: Arc<crate::ca::serve::CaService>,
+    tls: Arc<rustls::ServerConfig>,
+    listener: TcpListener,
 }
 
 impl ControlPlane {
@@ -136,6 +169,7 @@ impl ControlPlane {
             instances = instances.current().instances.len(),
             "config loaded"
         );
+        let trust_domain = options.mesh.trust_domain.clone();
         let mesh = Arc::new(MeshFile::new(options.mesh_path.clone(), options.mesh));
         let source = MeshSource::new(Inputs::new(
             (*mesh.current().config).clone(),
@@ -153,7 +187,33 @@ impl ControlPlane {
         };
         let xds_listener = bind("xds", options.xds_address).await?;
         let monitoring_listener = bind("monitoring", options.monitoring_address).await?;
+        let ca = match options.ca {
+            None => None,
+            Some(c) => {
+                let ca_options = c.options.clone();
+                // A first start writes the root's key: blocking file I/O.
+                let authority =
+                    tokio::task::spawn_blocking(move || crate::ca::Authority::load(ca_options))
+                        .await
+                        .map_err(|e| Error::Load(e.to_string()))??;
+                let authority = Arc::new(authority);
+                let tls = crate::ca::serve::tls_config(&authority)?;
+                let service = Arc::new(crate::ca::serve::CaService::new(
+                    authority.clone(),
+                    c.authenticator.clone(),
+                    trust_domain,
+                ));
+                let listener = bind("ca", c.address).await?;
+                Some(RunningCa {
+                    authority,
+                    service,
+                    tls,
+                    listener,
+                })
+            }
+        };
         Ok(ControlPlane {
+            ca,
             mesh,
             store,
             instances,
@@ -171,6 +231,17 @@ impl ControlPlane {
 
     pub fn monitoring_address(&self) -> Option<SocketAddr> {
         self.monitoring_listener.local_addr().ok()
+    }
+
+    /// The certificate service's bound address, when the CA runs.
+    pub fn ca_address(&self) -> Option<SocketAddr> {
+        self.ca.as_ref()?.listener.local_addr().ok()
+    }
+
+    /// The CA's trust bundle (PEM roots), when the CA runs: what proxies verify the
+    /// certificate service and each other with.
+    pub fn trust_bundle(&self) -> Option<String> {
+        Some(self.ca.as_ref()?.authority.trust_bundle().to_owned())
     }
 
     /// The xDS server (its status, its source).
@@ -204,6 +275,16 @@ impl ControlPlane {
             });
             rx
         };
+        let mut ca_task = None;
+        if let Some(ca) = self.ca {
+            let stop = stop_rx.clone();
+            ca_task = Some(tokio::spawn(async move {
+                if let Err(e) = crate::ca::serve::serve(ca.listener, ca.tls, ca.service, stop).await
+                {
+                    tracing::error!("CA certificate service stopped: {e}");
+                }
+            }));
+        }
         let tasks = [
             tokio::spawn(self.mesh.clone().watch(self.poll_interval)),
             tokio::spawn(self.store.clone().watch(self.poll_interval)),
@@ -236,7 +317,7 @@ impl ControlPlane {
                 let _ = stop_tx.send(true);
             })
             .await;
-        for t in tasks {
+        for t in tasks.into_iter().chain(ca_task) {
             t.abort();
         }
         served.map_err(Error::from)

@@ -348,9 +348,13 @@ fn cluster(
     if let Some(od) = &policy.outlier_detection {
         c.outlier_detection = Some(outlier_detection(od.value, od.resource, &od.field, notes));
     }
-    if let Some(tls) = &policy.tls {
-        c.tls = upstream_tls(tls, &svc.hostname, mesh, notes);
-    }
+    c.tls = match &policy.tls {
+        Some(tls) if tls.value.mode == ClientTlsMode::IstioMutual => {
+            mesh_tls(&mut c, svc, Some(tls), (node, mesh, view), notes)
+        }
+        Some(tls) => upstream_tls(tls, &svc.hostname, mesh, notes),
+        None => mesh_tls(&mut c, svc, None, (node, mesh, view), notes),
+    };
     // Original destination (Istio's `convertResolution` and `applyLoadBalancer`): a sidecar's
     // cluster for a `resolution: NONE` service (a gateway uses the endpoints), and any cluster
     // whose load balancer is `PASSTHROUGH`. Requests go where they were addressed.
@@ -557,8 +561,87 @@ fn connection_pool(
     (upgrade, client)
 }
 
+/// Mesh mTLS to a service's endpoints: asked for by a DestinationRule's ISTIO_MUTUAL
+/// (`explicit`: every endpoint), or automatic without a DestinationRule `tls` (Istio's auto
+/// mTLS: the endpoints whose workload runs a sidecar with a workload certificate, unless their
+/// PeerAuthentication DISABLEs mTLS on that port; the others are marked plaintext). The peer
+/// must present one of the endpoints' SPIFFE identities (a DestinationRule's
+/// `subjectAltNames` replace them). Needs the proxy's own workload certificate.
+fn mesh_tls(
+    c: &mut proto::Cluster,
+    svc: &Service,
+    explicit: Option<&Part<'_, ClientTlsSettings>>,
+    (node, mesh, view): (&ProxyNode, &MeshConfig, &ConfigView),
+    notes: &mut Notes,
+) -> Option<proto::UpstreamTls> {
+    if !super::sidecar::has_mesh_identity(&node.labels) {
+        if let Some(t) = explicit {
+            notes.add(
+                Some(t.resource),
+                format!("{}.mode", t.field),
+                "ISTIO_MUTUAL needs this proxy's workload certificate and it has none (its \
+                 instance lacks the label security.istio.io/tlsMode: istio): traffic is sent \
+                 in plaintext",
+            );
+        }
+        return None;
+    }
+    let by_ip: std::collections::HashMap<&str, &crate::registry::Endpoint> = svc
+        .endpoints
+        .iter()
+        .map(|e| (e.address.as_str(), e))
+        .collect();
+    let mut identities = std::collections::BTreeSet::new();
+    let mut any = false;
+    for e in &mut c.endpoints {
+        let address: Option<SocketAddr> = e.address.parse().ok();
+        let registered = address.and_then(|a| by_ip.get(a.ip().to_string().as_str()).copied());
+        let takes_mtls =
+            super::sidecar::is_istio_tls_mode(e.labels.get(super::sidecar::TLS_MODE_LABEL))
+                && address.is_some_and(|a| {
+                    let labels = e
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    super::peer_auth::for_workload(view, mesh, &svc.namespace, &labels)
+                        .mode(u32::from(a.port()))
+                        != super::peer_auth::PeerMode::Disable
+                });
+        if explicit.is_none() && !takes_mtls {
+            e.plaintext = true;
+            continue;
+        }
+        any = true;
+        if let Some(r) = registered.filter(|r| !r.service_account.is_empty()) {
+            identities.insert(crate::ca::spiffe_id(
+                &mesh.trust_domain,
+                &svc.namespace,
+                &r.service_account,
+            ));
+        }
+    }
+    if !any && explicit.is_none() {
+        for e in &mut c.endpoints {
+            e.plaintext = false;
+        }
+        return None;
+    }
+    let subject_alt_names = match explicit {
+        Some(t) if !t.value.subject_alt_names.is_empty() => t.value.subject_alt_names.clone(),
+        _ => identities.into_iter().collect(),
+    };
+    Some(proto::UpstreamTls {
+        // Istio's SNI for mesh mTLS: the cluster name with `|` written `_.`.
+        sni: c.name.replace('|', "_."),
+        subject_alt_names,
+        mesh: true,
+        ..Default::default()
+    })
+}
+
 /// Upstream TLS from a DestinationRule's `tls`. SIMPLE and MUTUAL originate TLS with the given
-/// files; ISTIO_MUTUAL (the mesh's own certificates) is plaintext until mesh mTLS exists.
+/// files (ISTIO_MUTUAL is [`mesh_tls`]).
 fn upstream_tls(
     tls: &Part<'_, ClientTlsSettings>,
     host: &str,
@@ -567,17 +650,8 @@ fn upstream_tls(
 ) -> Option<proto::UpstreamTls> {
     let (v, r, at) = (tls.value, tls.resource, tls.field.as_str());
     match v.mode {
-        ClientTlsMode::Disable => return None,
-        ClientTlsMode::IstioMutual => {
-            // ISTIO_MUTUAL needs workload certificates from the control plane's CA
-            // (a later issue). Until then the cluster stays plaintext, and the note says so.
-            notes.add(
-                Some(r),
-                format!("{at}.mode"),
-                "ISTIO_MUTUAL is not implemented yet: traffic is sent in plaintext",
-            );
-            return None;
-        }
+        // ISTIO_MUTUAL is handled by `mesh_tls` before this is called.
+        ClientTlsMode::Disable | ClientTlsMode::IstioMutual => return None,
         ClientTlsMode::Simple | ClientTlsMode::Mutual => {}
     }
     if !v.ca_crl.is_empty() {

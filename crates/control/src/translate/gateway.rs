@@ -32,9 +32,9 @@
 //! `DIR/tls.key` and `DIR/ca.crt` (with `DIR-cacert/ca.crt` preferred when it exists), and the
 //! mesh config's `credentialDir`, when set, is the directory of names no Secret has.
 //!
-//! `ISTIO_MUTUAL` servers need the mesh's own certificates, which weft does not issue yet: they
-//! are left out with a note, so their port is not served by them at all (never in plaintext,
-//! and never with a certificate Istio would not use).
+//! `ISTIO_MUTUAL` servers (the gateway's workload certificate, mesh clients) are not built
+//! yet: they are left out with a note, so their port is not served by them at all (never in
+//! plaintext, and never with a certificate Istio would not use).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -367,9 +367,9 @@ fn server_kind(r: &Resource, server: &Server, at: &str, notes: &mut Notes) -> Op
             notes.add(
                 Some(r),
                 format!("{at}.tls.mode"),
-                "ISTIO_MUTUAL needs the mesh's workload certificates, which weft does not issue \
-                 yet; the server is left out, so its hosts are not served on this port \
-                 (neither in plaintext nor with another server's certificate)",
+                "ISTIO_MUTUAL gateway servers are not supported yet; the server is left out, \
+                 so its hosts are not served on this port (neither in plaintext nor with \
+                 another server's certificate)",
             );
             None
         }
@@ -894,6 +894,7 @@ fn tcp(
                 if let Some(first) = clusters.into_iter().next() {
                     return Some(proto::TcpListener {
                         cluster: first.cluster,
+                        mesh_tls: None,
                     });
                 }
             }

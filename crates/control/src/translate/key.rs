@@ -5,7 +5,8 @@
 //! the same for every sidecar of a namespace. [`OutboundKey`] names exactly the inputs it is
 //! translated from: the config namespace, the cluster domain, the locality, and only those
 //! labels some selector reads (a Sidecar's or DestinationRule's `workloadSelector`, a
-//! VirtualService match's `sourceLabels`, a `failoverPriority` label). The outbound half is
+//! VirtualService match's `sourceLabels`, a `failoverPriority` label), and Istio's
+//! `security.istio.io/tlsMode` (whether the sidecar can originate mesh mTLS). The outbound half is
 //! translated from the key alone ([`OutboundKey::node`]), so two sidecars with equal keys get
 //! equal resources by construction, and the control plane translates and holds them once.
 
@@ -64,9 +65,11 @@ impl OutboundKey {
 
 /// The label keys any selector a sidecar's outbound translation evaluates reads: Sidecar
 /// and DestinationRule `workloadSelector`s, VirtualService `sourceLabels`, and the labels of
-/// `failoverPriority` (in DestinationRules and the mesh config).
+/// `failoverPriority` (in DestinationRules and the mesh config); and the mTLS label.
 pub fn selector_label_keys(view: &ConfigView, mesh: &MeshConfig) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
+    // Whether the sidecar has a workload certificate decides mesh mTLS (auto mTLS,
+    // ISTIO_MUTUAL) on its clusters.
+    let mut keys = BTreeSet::from([super::sidecar::TLS_MODE_LABEL.to_owned()]);
     for r in view.resources() {
         match &r.spec {
             Spec::Sidecar(sc) => {
@@ -168,7 +171,13 @@ spec:
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["app", "tier", "topology.istio.io/network", "version"]
+            [
+                "app",
+                "security.istio.io/tlsMode",
+                "tier",
+                "topology.istio.io/network",
+                "version"
+            ]
         );
 
         let node = |labels: &[(&str, &str)], ip: &str| {

@@ -24,6 +24,7 @@ mod http;
 mod key;
 mod locality;
 pub mod names;
+pub mod peer_auth;
 mod route_policy;
 mod scope;
 mod sidecar;

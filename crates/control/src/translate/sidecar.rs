@@ -29,6 +29,7 @@ use super::names::{
     BLACKHOLE_CLUSTER, OUTBOUND, OUTBOUND_PORT, PASSTHROUGH_CLUSTER, inbound_cluster,
     inbound_listener, outbound_cluster, virtual_host,
 };
+use super::peer_auth;
 use super::route_policy::default_route_retries;
 use super::scope::{Scope, destination_rule, select_sidecar};
 use super::{Notes, ProxyResources};
@@ -437,6 +438,52 @@ fn port_routes(
     }])
 }
 
+/// The mesh mTLS of the inbound listener on workload port `port`, by PeerAuthentication.
+/// A sidecar without a workload identity (its instance lacks Istio's
+/// `security.istio.io/tlsMode: istio` label) can only take plaintext: a STRICT mode it cannot
+/// enforce is reported.
+fn inbound_mtls(
+    node: &ProxyNode,
+    policies: &peer_auth::WorkloadPolicies<'_>,
+    port: u32,
+    notes: &mut Notes,
+) -> Option<proto::MeshTls> {
+    let mode = match policies.mode(port) {
+        peer_auth::PeerMode::Disable => return None,
+        peer_auth::PeerMode::Permissive => proto::mesh_tls::Mode::Permissive,
+        peer_auth::PeerMode::Strict => proto::mesh_tls::Mode::Strict,
+    };
+    if !has_mesh_identity(&node.labels) {
+        if mode == proto::mesh_tls::Mode::Strict {
+            notes.add(
+                None,
+                format!("workload {}/{} port {port}", node.namespace, node.name),
+                "PeerAuthentication STRICT is not enforced: this sidecar has no workload \
+                 certificate (its instance lacks the label security.istio.io/tlsMode: istio); \
+                 plaintext is accepted",
+            );
+        }
+        return None;
+    }
+    let mut m = proto::MeshTls::default();
+    m.set_mode(mode);
+    Some(m)
+}
+
+/// Whether a workload (by its labels) runs a sidecar with a workload certificate: Istio's
+/// injected `security.istio.io/tlsMode: istio` label, which `weft up` sets on every replica.
+pub(crate) fn has_mesh_identity(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    is_istio_tls_mode(labels.get(TLS_MODE_LABEL))
+}
+
+/// The value of [`TLS_MODE_LABEL`] that means mTLS.
+pub(crate) fn is_istio_tls_mode(value: Option<&String>) -> bool {
+    value.is_some_and(|v| v == "istio")
+}
+
+/// Istio's label for workloads whose sidecar takes mTLS.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
 /// A port the sidecar accepts inbound traffic on.
 struct InboundPort {
     port: u32,
@@ -457,6 +504,7 @@ fn inbound(
         Some((r, sc)) if !sc.ingress.is_empty() => ingress_ports(node, r, sc, notes),
         _ => workload_ports(node, view),
     };
+    let policies = peer_auth::for_workload(view, mesh, &node.namespace, &node.labels);
     for p in ports.into_values() {
         if p.port == u32::from(OUTBOUND_PORT) {
             notes.add(
@@ -471,6 +519,7 @@ fn inbound(
         };
         let name = inbound_listener(p.port);
         let cluster = inbound_cluster(p.port);
+        let mesh_tls = inbound_mtls(node, &policies, p.port, notes);
         let http = p.protocol.is_some_and(Protocol::is_http);
         let protocol = if http {
             out.route_configs.push(proto::RouteConfiguration {
@@ -487,11 +536,13 @@ fn inbound(
             proto::listener::Protocol::Http(proto::HttpListener {
                 route_config: name.clone(),
                 path_normalization: mesh.path_normalization() as i32,
+                mesh_tls,
                 ..Default::default()
             })
         } else {
             proto::listener::Protocol::Tcp(proto::TcpListener {
                 cluster: cluster.clone(),
+                mesh_tls,
             })
         };
         out.listeners.push(proto::Listener {

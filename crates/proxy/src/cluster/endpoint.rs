@@ -25,6 +25,8 @@ pub struct Endpoint {
     pub locality: Locality,
     /// 0 is most preferred (locality failover).
     pub priority: u32,
+    /// No sidecar there: auto mTLS sends it plaintext.
+    pub plaintext: bool,
     /// Position in the cluster's endpoint list (per-endpoint state elsewhere is indexed by it).
     pub index: usize,
     /// Outlier detection's counters and ejection state; shared with this address's endpoint
@@ -84,6 +86,7 @@ impl Endpoint {
                 .collect(),
             locality,
             priority: ep.priority,
+            plaintext: ep.plaintext,
             index,
             health: Default::default(),
         })

@@ -52,6 +52,16 @@ pub struct ConnContext {
     pub access_log: bool,
     /// The connection's TLS (scheme `https`), when it has some.
     pub tls: Option<TlsConn>,
+    /// The verified peer's principal on a mesh mTLS connection: its certificate's SPIFFE URI
+    /// without `spiffe://` (`cluster.local/ns/NS/sa/SA`, Istio's `source.principal`). None
+    /// for plaintext and for TLS without mesh identity.
+    pub peer_identity: Option<Arc<str>>,
+    /// The client certificate's details as an `x-forwarded-client-cert` element
+    /// (`By=...;Hash=...;Subject="...";URI=...`), on a connection with a verified client
+    /// certificate.
+    pub client_cert_details: Option<Arc<str>>,
+    /// What happens to `x-forwarded-client-cert` (Envoy's forward_client_cert_details).
+    pub forward_client_cert: ForwardClientCert,
     /// The listener's rate limit, taken before routing.
     pub rate_limit: Option<Arc<crate::ratelimit::TokenBucket>>,
     /// The downstream is in the mesh: true on sidecars (their callers are apps and other
@@ -69,6 +79,20 @@ pub struct ConnContext {
     pub max_header_bytes: usize,
     /// The listener's drain: the connection, and the tunnels its requests open, run under it.
     pub drain: crate::drain::Watcher,
+}
+
+/// Envoy's forward_client_cert_details, as Istio sets it: APPEND_FORWARD on a sidecar's
+/// inbound (mesh mTLS) listeners, SANITIZE_SET on gateways (`gatewayTopology`'s default),
+/// SANITIZE (Envoy's default) elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardClientCert {
+    /// The header is removed.
+    Sanitize,
+    /// The client certificate's details are appended to what arrived (kept as is without a
+    /// client certificate).
+    AppendForward,
+    /// The header is replaced by the client certificate's details (removed without one).
+    SanitizeSet,
 }
 
 /// What a TLS connection was handshaken with.
@@ -194,9 +218,11 @@ impl Exchange {
         );
         Exchange {
             grpc: crate::reply::is_grpc(&parts.headers),
-            log: cx
-                .access_log
-                .then(|| Box::new(Entry::begin(parts, cx.peer))),
+            log: cx.access_log.then(|| {
+                let mut entry = Entry::begin(parts, cx.peer);
+                entry.peer_identity = cx.peer_identity.clone();
+                Box::new(entry)
+            }),
             flags: Flags::default(),
             close: false,
             connect: parts.method == http::Method::CONNECT,

@@ -190,6 +190,7 @@ pub(super) fn build(
             .headers
             .insert(EXTERNAL_ADDRESS.clone(), client_value(client));
     }
+    forward_client_cert(cx, &mut parts.headers);
     // Envoy's order: the destination's operations, then the route's (which win a conflict).
     routed.destination.request_headers.apply(&mut parts.headers);
     routed.matched.request_headers().apply(&mut parts.headers);
@@ -203,6 +204,38 @@ pub(super) fn build(
         path_and_query,
         source_ip: client,
     })
+}
+
+static FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// `x-forwarded-client-cert` per the listener's policy (Envoy's forward_client_cert_details).
+fn forward_client_cert(cx: &ConnContext, headers: &mut http::HeaderMap) {
+    use super::ForwardClientCert as F;
+    let current = cx
+        .client_cert_details
+        .as_deref()
+        .and_then(|d| HeaderValue::from_str(d).ok());
+    match (cx.forward_client_cert, current) {
+        (F::Sanitize, _) | (F::SanitizeSet, None) => {
+            headers.remove(&FORWARDED_CLIENT_CERT);
+        }
+        (F::AppendForward, None) => {}
+        (F::SanitizeSet, Some(value)) => {
+            headers.insert(FORWARDED_CLIENT_CERT.clone(), value);
+        }
+        (F::AppendForward, Some(value)) => {
+            let joined = headers
+                .get_all(&FORWARDED_CLIENT_CERT)
+                .iter()
+                .chain(std::iter::once(&value))
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect::<Vec<_>>()
+                .join(",");
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                headers.insert(FORWARDED_CLIENT_CERT.clone(), v);
+            }
+        }
+    }
 }
 
 /// HTTP/1.1 Upgrade to WebSocket, the one upgrade Istio configures: the upgrade headers

@@ -450,10 +450,17 @@ pub fn client_tls(
 ) -> Result<ClientTls, ConfigError> {
     let at = |f: &str| format!("tls.{f}");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let roots = if tls.insecure_skip_verify {
+    let mesh = if tls.mesh {
+        Some(mesh_identity(tls, resource)?)
+    } else {
+        None
+    };
+    let roots = if let Some(identity) = &mesh {
+        Some(Roots::Mesh(identity.clone()))
+    } else if tls.insecure_skip_verify {
         None
     } else {
-        Some(Arc::new(load_roots(&tls.ca_file, resource)?))
+        Some(Roots::Fixed(Arc::new(load_roots(&tls.ca_file, resource)?)))
     };
     let server_name = if tls.sni.is_empty() {
         let ip = endpoint_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
@@ -465,6 +472,7 @@ pub fn client_tls(
     let verifier = Arc::new(Verifier {
         roots,
         subject_alt_names: tls.subject_alt_names.clone(),
+        any_mesh_name: mesh.is_some() && tls.subject_alt_names.is_empty(),
         algorithms: provider.signature_verification_algorithms,
     });
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -472,7 +480,9 @@ pub fn client_tls(
         .map_err(|e| ConfigError::new(resource, "tls", e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    let config = if tls.cert_file.is_empty() && tls.key_file.is_empty() {
+    let config = if let Some(identity) = mesh {
+        builder.with_client_cert_resolver(Arc::new(crate::identity::ClientCert(identity)))
+    } else if tls.cert_file.is_empty() && tls.key_file.is_empty() {
         builder.with_no_client_auth()
     } else {
         let (chain, key) = load_pair(&tls.cert_file, &tls.key_file, resource, &at)?;
@@ -490,6 +500,74 @@ pub fn client_tls(
         http2: with_alpn(&[b"h2"]),
         raw: with_alpn(&[]),
         server_name,
+    })
+}
+
+/// The process's identity, for a cluster with mesh mTLS (whose own files must be empty).
+fn mesh_identity(
+    tls: &proto::UpstreamTls,
+    resource: &str,
+) -> Result<Arc<crate::identity::Identity>, ConfigError> {
+    for (set, field) in [
+        (!tls.ca_file.is_empty(), "caFile"),
+        (!tls.cert_file.is_empty(), "certFile"),
+        (!tls.key_file.is_empty(), "keyFile"),
+        (tls.insecure_skip_verify, "insecureSkipVerify"),
+    ] {
+        if set {
+            return Err(ConfigError::new(
+                resource,
+                format!("tls.{field}"),
+                "not allowed with `mesh`: mesh mTLS uses the workload certificate and the mesh's roots",
+            ));
+        }
+    }
+    crate::identity::process().ok_or_else(|| {
+        ConfigError::new(
+            resource,
+            "tls.mesh",
+            "mesh mTLS needs the proxy's workload identity (the bootstrap's `identity`)",
+        )
+    })
+}
+
+/// Mesh mTLS on an inbound listener (Istio's PeerAuthentication STRICT or PERMISSIVE): the
+/// workload certificate in force, a client certificate required and verified against the
+/// mesh's trust bundle in force.
+#[derive(Debug)]
+pub struct MeshTermination {
+    pub config: Arc<ServerConfig>,
+    /// Plaintext is accepted too (PERMISSIVE).
+    pub permissive: bool,
+}
+
+/// Builds an inbound listener's mesh mTLS. `field` locates errors.
+pub fn mesh_termination(
+    mesh: &proto::MeshTls,
+    resource: &str,
+    field: &str,
+) -> Result<MeshTermination, ConfigError> {
+    let identity = crate::identity::process().ok_or_else(|| {
+        ConfigError::new(
+            resource,
+            field,
+            "mesh mTLS needs the proxy's workload identity (the bootstrap's `identity`)",
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(crate::identity::MeshClientVerifier {
+        identity: identity.clone(),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::new(resource, field, e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(crate::identity::ServerCert(identity)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(MeshTermination {
+        config: Arc::new(config),
+        permissive: mesh.mode() == proto::mesh_tls::Mode::Permissive,
     })
 }
 
@@ -558,9 +636,19 @@ fn read_roots(ca_file: &str, resource: &str, field: &str) -> Result<RootCertStor
 /// server name. With no roots (`insecureSkipVerify`) only the handshake signature is checked.
 #[derive(Debug)]
 struct Verifier {
-    roots: Option<Arc<RootCertStore>>,
+    roots: Option<Roots>,
     subject_alt_names: Vec<String>,
+    /// Mesh mTLS with no identities named: any workload certificate of the mesh will do.
+    any_mesh_name: bool,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// Where an upstream's roots come from: a file read at config time, or the mesh's trust
+/// bundle in force at each handshake.
+#[derive(Debug)]
+enum Roots {
+    Fixed(Arc<RootCertStore>),
+    Mesh(Arc<crate::identity::Identity>),
 }
 
 impl Verifier {
@@ -609,17 +697,29 @@ impl ServerCertVerifier for Verifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(roots) = &self.roots else {
-            return Ok(ServerCertVerified::assertion());
+        let roots = match &self.roots {
+            None => return Ok(ServerCertVerified::assertion()),
+            Some(Roots::Fixed(r)) => r.clone(),
+            Some(Roots::Mesh(identity)) => match identity.current() {
+                Some(issued) => issued.roots.clone(),
+                None => {
+                    return Err(rustls::Error::General(
+                        "no workload certificate yet".to_owned(),
+                    ));
+                }
+            },
         };
         let cert = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &cert,
-            roots,
+            &roots,
             intermediates,
             now,
             self.algorithms.all,
         )?;
+        if self.any_mesh_name {
+            return Ok(ServerCertVerified::assertion());
+        }
         if self.subject_alt_names.is_empty() {
             verify_server_name(&cert, server_name)?;
         } else if !self.has_expected_name(&cert, end_entity) {
