@@ -59,6 +59,8 @@ pub async fn serve_listener(
                 rate_limit,
                 path_normalization,
                 xff_num_trusted_hops,
+                jwt_authn,
+                rbac,
             } => {
                 let cx = ConnContext {
                     path_normalization: *path_normalization,
@@ -75,6 +77,9 @@ pub async fn serve_listener(
                     drain: watcher,
                     max_header_bytes: *max_header_bytes,
                     xff_num_trusted_hops: *xff_num_trusted_hops,
+                    peer_identity: None,
+                    jwt_authn: jwt_authn.clone(),
+                    rbac: rbac.clone(),
                 };
                 let max_header_bytes = *max_header_bytes;
                 match tls {
@@ -89,10 +94,13 @@ pub async fn serve_listener(
                     }
                 }
             }
-            ListenerKind::Tcp { cluster } => {
+            ListenerKind::Tcp { cluster, rbac } => {
                 let shared = shared.clone();
                 let cluster = cluster.clone();
-                let conn = async move { proxy_tcp(shared, &cluster, stream, peer).await };
+                let rbac = rbac.clone();
+                let conn = async move {
+                    proxy_tcp(shared, &cluster, rbac.as_deref(), stream, peer, local).await;
+                };
                 tokio::spawn(watcher.tunnel(conn).instrument(span));
             }
             ListenerKind::TlsPassthrough { routes } => {
@@ -159,11 +167,19 @@ async fn serve_tls(
         }
     };
     stats.ssl_handshake.fetch_add(1, Relaxed);
+    let (_, conn) = tls_stream.get_ref();
+    let sni = conn.server_name().map(Box::from);
+    let peer_identity = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(crate::tls::spiffe_identity);
     let cx = Arc::new(ConnContext {
         tls: Some(TlsConn {
             termination,
             served,
+            sni,
         }),
+        peer_identity,
         ..cx
     });
     let conn = http_conn(cx.clone(), TokioIo::new(tls_stream), max_header_bytes);

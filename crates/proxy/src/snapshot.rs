@@ -67,14 +67,18 @@ pub enum ListenerKind {
         path_normalization: proto::PathNormalization,
         /// Envoy's xff_num_trusted_hops: how far back in x-forwarded-for the client is.
         xff_num_trusted_hops: u32,
+        /// JWT authentication (RequestAuthentication), before authorization.
+        jwt_authn: Option<Arc<crate::jwt::JwtAuthn>>,
+        /// Authorization (AuthorizationPolicy), before routing.
+        rbac: Option<Arc<crate::rbac::Rbac>>,
     },
     Tcp {
         cluster: String,
+        /// Authorization per connection.
+        rbac: Option<Arc<crate::rbac::Rbac>>,
     },
     /// Routes connections by their ClientHello's SNI to a cluster, without terminating TLS.
-    TlsPassthrough {
-        routes: Arc<SniTable<String>>,
-    },
+    TlsPassthrough { routes: Arc<SniTable<String>> },
 }
 
 /// Envoy's default limit on request headers.
@@ -377,6 +381,15 @@ fn listener(
             ListenerKind::Http {
                 path_normalization,
                 xff_num_trusted_hops: h.xff_num_trusted_hops,
+                jwt_authn: match &h.jwt_authn {
+                    Some(j) => Some(Arc::new(crate::jwt::JwtAuthn::build(
+                        j,
+                        &resource,
+                        "http.jwtAuthn",
+                    )?)),
+                    None => None,
+                },
+                rbac: rbac(h.rbac.as_ref(), &resource, "http.rbac")?,
                 route_config: h.route_config.clone(),
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,
@@ -391,6 +404,7 @@ fn listener(
         }
         Some(proto::listener::Protocol::Tcp(t)) => ListenerKind::Tcp {
             cluster: t.cluster.clone(),
+            rbac: rbac(t.rbac.as_ref(), &resource, "tcp.rbac")?,
         },
         Some(proto::listener::Protocol::TlsPassthrough(p)) => ListenerKind::TlsPassthrough {
             routes: Arc::new(sni_routes(p, &resource)?),
@@ -411,6 +425,16 @@ fn listener(
         config: l.clone(),
         secrets: used_secrets,
     })
+}
+
+/// A listener's authorization, compiled (None: no policy applies, everything is allowed).
+fn rbac(
+    rbac: Option<&proto::Rbac>,
+    resource: &str,
+    field: &str,
+) -> Result<Option<Arc<crate::rbac::Rbac>>, ConfigError> {
+    rbac.map(|r| crate::rbac::Rbac::build(r, resource, field).map(Arc::new))
+        .transpose()
 }
 
 #[cfg(test)]

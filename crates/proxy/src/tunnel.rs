@@ -125,13 +125,36 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
     }
 }
 
-/// A TCP listener's connection: pick an endpoint of the cluster and splice.
+/// A TCP listener's connection: authorized (when policies apply), then an endpoint of the
+/// cluster picked and spliced. A denied connection is closed before a byte is read.
 pub async fn proxy_tcp(
     shared: Arc<Shared>,
     cluster: &str,
+    rbac: Option<&crate::rbac::Rbac>,
     downstream: TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
 ) {
+    if let Some(rbac) = rbac {
+        let at = crate::rbac::Attributes {
+            source_ip: peer.ip(),
+            remote_ip: peer.ip(),
+            destination_ip: local.ip(),
+            destination_port: rbac.destination_port(local.port()),
+            principal: None,
+            sni: None,
+            http: None,
+        };
+        if let crate::rbac::Verdict::Deny(why) = rbac.evaluate(&at) {
+            shared.stats.local_reply(Flag::RbacDenied.code());
+            shared
+                .stats
+                .rbac_denied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(%peer, cluster, "connection denied: {why}");
+            return;
+        }
+    }
     forward(shared, cluster, downstream, peer, &[]).await;
 }
 

@@ -894,6 +894,7 @@ fn tcp(
                 if let Some(first) = clusters.into_iter().next() {
                     return Some(proto::TcpListener {
                         cluster: first.cluster,
+                        ..Default::default()
                     });
                 }
             }

@@ -492,6 +492,7 @@ fn inbound(
         } else {
             proto::listener::Protocol::Tcp(proto::TcpListener {
                 cluster: cluster.clone(),
+                ..Default::default()
             })
         };
         out.listeners.push(proto::Listener {

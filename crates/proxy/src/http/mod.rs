@@ -3,19 +3,24 @@
 //!
 //! 1. [`downstream::check`]: what a request must be before anything else (HTTP/1 rules, the
 //!    listener's rate limit, its authority, its path normalized, TLS admission);
-//! 2. [`decide::route`]: the route table's decision: an answer made here (CORS preflight,
+//! 2. [`authn::check`] and [`authz::check`]: the request's JWT (RequestAuthentication), then
+//!    the listener's authorization (AuthorizationPolicy), before routing as Envoy's
+//!    jwt_authn and rbac filters run before its router;
+//! 3. [`decide::route`]: the route table's decision: an answer made here (CORS preflight,
 //!    direct response, redirect) or a destination;
-//! 3. [`decide::inject_faults`]: the route's fault injection (Envoy's fault filter);
-//! 4. [`outbound::target`] and [`outbound::build`]: the cluster, and the upstream request
+//! 4. [`decide::inject_faults`]: the route's fault injection (Envoy's fault filter);
+//! 5. [`outbound::target`] and [`outbound::build`]: the cluster, and the upstream request
 //!    (URI, headers, the WebSocket offer);
-//! 5. [`attempts::run`]: pick, admit, send, classify; retry after a backoff or give up;
-//! 6. [`respond::upstream`]: the response (header operations, deadline, upgrade join).
+//! 6. [`attempts::run`]: pick, admit, send, classify; retry after a backoff or give up;
+//! 7. [`respond::upstream`]: the response (header operations, deadline, upgrade join).
 //!
 //! Every phase says why it cannot go on with one [`Error`]; [`Exchange::error_reply`] turns
 //! it into the local reply, and [`finish`] counts and logs whatever answers. A new concern
 //! (authentication, authorization, metrics, tracing) is one more phase call in [`serve`].
 
 mod attempts;
+mod authn;
+mod authz;
 mod decide;
 mod downstream;
 mod outbound;
@@ -69,6 +74,14 @@ pub struct ConnContext {
     pub max_header_bytes: usize,
     /// The listener's drain: the connection, and the tunnels its requests open, run under it.
     pub drain: crate::drain::Watcher,
+    /// The verified peer's identity, `cluster.local/ns/NS/sa/SA` (the SPIFFE URI SAN of a
+    /// client certificate verified on this connection, without `spiffe://`); None without one.
+    /// Authorization's `principals`, `namespaces` and `source.*` read it.
+    pub peer_identity: Option<Arc<str>>,
+    /// JWT authentication on the listener (RequestAuthentication).
+    pub jwt_authn: Option<Arc<crate::jwt::JwtAuthn>>,
+    /// Authorization on the listener (AuthorizationPolicy).
+    pub rbac: Option<Arc<crate::rbac::Rbac>>,
 }
 
 /// What a TLS connection was handshaken with.
@@ -76,6 +89,8 @@ pub struct TlsConn {
     pub termination: Arc<crate::tls::Termination>,
     /// The certificate (and client verification) its SNI chose.
     pub served: Arc<crate::tls::Served>,
+    /// The SNI the client sent (`connection.sni`).
+    pub sni: Option<Box<str>>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -111,7 +126,9 @@ async fn serve(
     parts: http::request::Parts,
     body: Incoming,
 ) -> Result<Reply, Error> {
-    let request = downstream::check(cx, ex, parts)?;
+    let mut request = downstream::check(cx, ex, parts)?;
+    let identity = authn::check(cx, ex, &mut request)?;
+    authz::check(cx, ex, &request, identity.as_ref())?;
     let routed = match decide::route(cx, ex, snapshot, &request)? {
         Decision::Answer(resp) => return Ok(Reply::new(resp)),
         Decision::Forward(routed) => routed,
