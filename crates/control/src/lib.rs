@@ -16,6 +16,7 @@
 
 pub mod dns;
 pub mod host;
+pub mod jwks;
 pub mod mesh_config;
 pub mod node;
 pub mod registry;

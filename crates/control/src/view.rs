@@ -27,6 +27,8 @@ pub struct ConfigView {
     endpoints_by_address: HashMap<String, Vec<(usize, usize)>>,
     /// What the registry's DNS names resolved to ([`crate::dns`]).
     dns: Arc<DnsTable>,
+    /// The keys fetched from RequestAuthentications' jwksUri ([`crate::jwks`]).
+    jwks: Arc<crate::jwks::JwksTable>,
     /// VirtualServices by (namespace, name), as indexes into `resources`: root VirtualServices
     /// look their delegates up by name.
     virtual_service_by_name: HashMap<(String, String), usize>,
@@ -77,6 +79,7 @@ impl ConfigView {
             instance_by_ip,
             endpoints_by_address,
             dns: Arc::default(),
+            jwks: Arc::default(),
         }
     }
 
@@ -84,6 +87,19 @@ impl ConfigView {
     pub fn with_dns(mut self, dns: Arc<DnsTable>) -> ConfigView {
         self.dns = dns;
         self
+    }
+
+    pub fn with_jwks(mut self, jwks: Arc<crate::jwks::JwksTable>) -> ConfigView {
+        self.jwks = jwks;
+        self
+    }
+
+    pub fn jwks(&self) -> &crate::jwks::JwksTable {
+        &self.jwks
+    }
+
+    pub fn jwks_table(&self) -> Arc<crate::jwks::JwksTable> {
+        self.jwks.clone()
     }
 
     pub fn dns(&self) -> &DnsTable {

@@ -499,18 +499,20 @@ impl Algorithm {
     }
 }
 
-/// A JSON Web Key Set's usable keys. A key of a type weft does not verify is skipped; a set
-/// with no usable key is an error.
+/// A JSON Web Key Set's usable keys (a set, or one key alone). A key of a type weft does not
+/// verify is skipped. No keys at all (none given, none fetched yet, none usable) is not an
+/// error: the provider refuses every token of its issuer, as Envoy's without keys does.
 fn parse_jwks(text: &str) -> Result<Vec<Jwk>, String> {
     if text.trim().is_empty() {
-        return Err("no keys: set jwks or jwksUri".into());
+        return Ok(Vec::new());
     }
     let v: Value =
         serde_json::from_str(text).map_err(|e| format!("not a JSON Web Key Set: {e}"))?;
-    let keys = v
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or("not a JSON Web Key Set: no \"keys\" list")?;
+    let keys = match (v.get("keys"), v.get("kty")) {
+        (Some(Value::Array(keys)), _) => keys.clone(),
+        (None, Some(_)) => vec![v.clone()],
+        _ => return Err("not a JSON Web Key Set: no \"keys\" list".into()),
+    };
     let mut out = Vec::new();
     for (i, k) in keys.iter().enumerate() {
         let s = |name: &str| k.get(name).and_then(Value::as_str);
@@ -539,16 +541,16 @@ fn parse_jwks(text: &str) -> Result<Vec<Jwk>, String> {
                 Key::Ec { curve, point }
             }
             (Some("OKP"), Some("Ed25519")) => Key::Ed25519(b64("x")?),
-            _ => continue,
+            _ => {
+                tracing::debug!("jwks: keys[{i}] is of a type weft does not verify; skipped");
+                continue;
+            }
         };
         out.push(Jwk {
             kid: s("kid").map(str::to_owned),
             alg: s("alg").map(str::to_owned),
             key,
         });
-    }
-    if out.is_empty() {
-        return Err("the key set has no RSA, EC (P-256, P-384) or Ed25519 key".into());
     }
     Ok(out)
 }

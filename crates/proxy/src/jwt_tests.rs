@@ -211,9 +211,22 @@ fn outputs_the_payload_and_claims_to_headers() {
 }
 
 #[test]
-fn a_provider_without_usable_keys_is_refused() {
+fn a_provider_without_keys_refuses_its_tokens_and_bad_json_is_refused() {
+    let s = Signer::new("k1");
+    for jwks in ["", "{\"keys\": [{\"kty\": \"oct\", \"k\": \"abc\"}]}"] {
+        let proto: proto::JwtAuthn = serde_json::from_value(serde_json::json!({"providers": [
+            {"issuer": "https://issuer.example", "jwks": jwks}]}))
+        .unwrap();
+        let a = JwtAuthn::build(&proto, "listener \"l\"", "http.jwtAuthn").expect("builds");
+        let mut h = bearer(&s.sign(&claims(NOW + 60)));
+        assert_eq!(
+            a.check_at(&mut h, None, NOW).unwrap_err(),
+            Failure::NoMatchingKey,
+            "{jwks:?}"
+        );
+    }
     let proto: proto::JwtAuthn = serde_json::from_value(serde_json::json!({"providers": [
-        {"issuer": "i", "jwks": "{\"keys\": [{\"kty\": \"oct\", \"k\": \"abc\"}]}"}]}))
+        {"issuer": "i", "jwks": "{not json"}]}))
     .unwrap();
     let e = JwtAuthn::build(&proto, "listener \"l\"", "http.jwtAuthn").unwrap_err();
     assert_eq!(e.field, "http.jwtAuthn.providers[0].jwks");

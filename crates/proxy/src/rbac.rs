@@ -197,16 +197,49 @@ impl<T> Field<T> {
     }
 }
 
-/// Istio's string forms: exact, `prefix*`, `*suffix`, `*` (any value that is present).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Istio's string forms: exact, `prefix*`, `*suffix`, `*` (any value that is present), and
+/// for paths templates (`/api/{*}/x`, `/files/{**}`).
+#[derive(Debug, Clone)]
 enum Text {
     Exact(String),
     Prefix(String),
     Suffix(String),
     Present,
+    Template(regex::Regex),
 }
 
 impl Text {
+    /// A path: a template when it has `{*}` or `{**}` (Istio's: `{*}` one segment, `{**}`
+    /// the rest, last only), else the string forms.
+    fn path(s: &str) -> Result<Text, String> {
+        if !s.contains('{') {
+            return Ok(Text::parse(s));
+        }
+        let mut re = String::from("^");
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            re.push_str(&regex::escape(&rest[..open]));
+            let after = &rest[open..];
+            if let Some(r) = after.strip_prefix("{**}") {
+                if !r.is_empty() {
+                    return Err(format!("{s:?}: {{**}} must be the last segment"));
+                }
+                re.push_str(".+");
+                rest = r;
+            } else if let Some(r) = after.strip_prefix("{*}") {
+                re.push_str("[^/]+");
+                rest = r;
+            } else {
+                return Err(format!("{s:?}: templates are {{*}} and {{**}}"));
+            }
+        }
+        re.push_str(&regex::escape(rest));
+        re.push('$');
+        regex::Regex::new(&re)
+            .map(Text::Template)
+            .map_err(|e| format!("{s:?}: {e}"))
+    }
+
     fn parse(s: &str) -> Text {
         if s == "*" {
             Text::Present
@@ -229,6 +262,7 @@ impl Text {
             Text::Prefix(p) => v.starts_with(p.as_str()),
             Text::Suffix(p) => v.ends_with(p.as_str()),
             Text::Present => true,
+            Text::Template(re) => re.is_match(v),
         }
     }
 }
@@ -474,7 +508,7 @@ fn build_rule(rule: &proto::RbacRule) -> Result<Rule, RuleError> {
             ports: Field::build(&o.ports, &o.not_ports, port).map_err(|e| (at("ports"), e))?,
             methods: Field::build(&o.methods, &o.not_methods, |s| Ok(Text::parse(s)))
                 .map_err(|e| (at("methods"), e))?,
-            paths: Field::build(&o.paths, &o.not_paths, |s| Ok(Text::parse(s)))
+            paths: Field::build(&o.paths, &o.not_paths, Text::path)
                 .map_err(|e| (at("paths"), e))?,
         });
     }

@@ -26,6 +26,7 @@ mod locality;
 pub mod names;
 mod route_policy;
 mod scope;
+mod security;
 mod sidecar;
 
 use weft_api::Resource;
