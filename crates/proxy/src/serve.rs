@@ -59,8 +59,7 @@ pub async fn serve_listener(
                 rate_limit,
                 path_normalization,
                 xff_num_trusted_hops,
-                jwt_authn,
-                rbac,
+                ..
             } => {
                 let cx = ConnContext {
                     path_normalization: *path_normalization,
@@ -78,8 +77,6 @@ pub async fn serve_listener(
                     max_header_bytes: *max_header_bytes,
                     xff_num_trusted_hops: *xff_num_trusted_hops,
                     peer_identity: None,
-                    jwt_authn: jwt_authn.clone(),
-                    rbac: rbac.clone(),
                 };
                 let max_header_bytes = *max_header_bytes;
                 match tls {

@@ -427,6 +427,24 @@ fn listener(
     })
 }
 
+impl Snapshot {
+    /// The JWT authentication and authorization of HTTP listener `name` in this snapshot.
+    /// Read per request (not kept with the connection), so that a policy change applies to
+    /// the requests of connections accepted before it too.
+    pub fn http_policies(
+        &self,
+        name: &str,
+    ) -> (Option<&crate::jwt::JwtAuthn>, Option<&crate::rbac::Rbac>) {
+        let spec = self.listeners.iter().find(|l| l.name == name);
+        match spec.map(|l| &l.kind) {
+            Some(ListenerKind::Http {
+                jwt_authn, rbac, ..
+            }) => (jwt_authn.as_deref(), rbac.as_deref()),
+            _ => (None, None),
+        }
+    }
+}
+
 /// A listener's authorization, compiled (None: no policy applies, everything is allowed).
 fn rbac(
     rbac: Option<&proto::Rbac>,

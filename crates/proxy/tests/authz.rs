@@ -314,3 +314,73 @@ fn a_bad_policy_is_refused_naming_the_field() {
         "{err}"
     );
 }
+
+/// A policy pushed while a client keeps its connection open applies to that connection's
+/// next request (policies are read per request, not kept with the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_policy_applies_to_open_connections() {
+    let app = backend("app").await;
+    let config = |policies: &str| {
+        format!(
+            r#"
+listeners:
+- name: http
+  address: 127.0.0.1:0
+  http: {{routeConfig: main, rbac: {{policies: [{policies}]}}}}
+routeConfigs:
+- name: main
+  virtualHosts: [{{name: all, domains: ["*"], routes: [{{route: {{clusters: [{{cluster: app}}]}}}}]}}]
+clusters:
+- {{name: app, endpoints: [{{address: "{app}"}}]}}
+"#
+        )
+    };
+    let proxy = Proxy::start(&config(""));
+    let addr = proxy.addr("http");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let ask = async |stream: &mut tokio::net::TcpStream| {
+        stream
+            .write_all(b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // One response: its head and a body of content-length bytes.
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(n > 0, "connection closed");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return text;
+                }
+            }
+        }
+    };
+    let first = ask(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    proxy.rewrite_config(&config(
+        "{namespace: default, name: deny-all, action: DENY, rules: [{}]}",
+    ));
+    assert!(
+        proxy
+            .wait_log("config reloaded", Duration::from_secs(10))
+            .is_some(),
+        "no reload"
+    );
+    let second = ask(&mut stream).await;
+    assert!(second.starts_with("HTTP/1.1 403"), "{second}");
+    assert!(second.ends_with("RBAC: access denied"), "{second}");
+}

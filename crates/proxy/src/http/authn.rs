@@ -14,9 +14,10 @@ use std::sync::atomic::Ordering::Relaxed;
 pub(super) fn check(
     cx: &ConnContext,
     ex: &mut Exchange,
+    authn: Option<&crate::jwt::JwtAuthn>,
     request: &mut Checked,
 ) -> Result<Option<Identity>, Error> {
-    let Some(authn) = &cx.jwt_authn else {
+    let Some(authn) = authn else {
         return Ok(None);
     };
     let query = request.parts.uri.query().map(str::to_owned);

@@ -14,10 +14,11 @@ use crate::rbac::{Attributes, HttpAttributes, Verdict};
 pub(super) fn check(
     cx: &ConnContext,
     ex: &mut Exchange,
+    rbac: Option<&crate::rbac::Rbac>,
     request: &Checked,
     identity: Option<&Identity>,
 ) -> Result<(), Error> {
-    let Some(rbac) = &cx.rbac else {
+    let Some(rbac) = rbac else {
         return Ok(());
     };
     let path = request.path_and_query.split('?').next().unwrap_or("/");

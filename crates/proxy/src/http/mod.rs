@@ -78,10 +78,6 @@ pub struct ConnContext {
     /// client certificate verified on this connection, without `spiffe://`); None without one.
     /// Authorization's `principals`, `namespaces` and `source.*` read it.
     pub peer_identity: Option<Arc<str>>,
-    /// JWT authentication on the listener (RequestAuthentication).
-    pub jwt_authn: Option<Arc<crate::jwt::JwtAuthn>>,
-    /// Authorization on the listener (AuthorizationPolicy).
-    pub rbac: Option<Arc<crate::rbac::Rbac>>,
 }
 
 /// What a TLS connection was handshaken with.
@@ -127,8 +123,9 @@ async fn serve(
     body: Incoming,
 ) -> Result<Reply, Error> {
     let mut request = downstream::check(cx, ex, parts)?;
-    let identity = authn::check(cx, ex, &mut request)?;
-    authz::check(cx, ex, &request, identity.as_ref())?;
+    let (jwt_authn, rbac) = snapshot.http_policies(&cx.listener);
+    let identity = authn::check(cx, ex, jwt_authn, &mut request)?;
+    authz::check(cx, ex, rbac, &request, identity.as_ref())?;
     let routed = match decide::route(cx, ex, snapshot, &request)? {
         Decision::Answer(resp) => return Ok(Reply::new(resp)),
         Decision::Forward(routed) => routed,
