@@ -180,4 +180,14 @@ pub mod code {
     pub const DEPLOYMENT_SERVICES: &str = "WA0137";
     /// An AuthorizationPolicy principal names a service account its namespace does not have.
     pub const AUTHORIZATION_POLICY_PRINCIPAL_NOT_FOUND: &str = "WA0138";
+    /// A kind or field weft reads but does not enforce (never silent).
+    pub const NOT_ENFORCED: &str = "WA0139";
+    /// A RequestAuthentication or PeerAuthentication that applies to no workload.
+    pub const POLICY_SELECTS_NOTHING: &str = "WA0140";
+    /// Two PeerAuthentications for one scope (mesh, namespace) or one workload.
+    pub const CONFLICTING_PEER_AUTHENTICATIONS: &str = "WA0141";
+    /// An AuthorizationPolicy matching peer identities where mutual TLS is disabled.
+    pub const PRINCIPALS_WITHOUT_MTLS: &str = "WA0142";
+    /// A RequestAuthentication rule with neither jwks nor jwksUri.
+    pub const JWT_RULE_WITHOUT_KEYS: &str = "WA0143";
 }

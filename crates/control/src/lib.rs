@@ -17,6 +17,7 @@
 pub mod ca;
 pub mod dns;
 pub mod host;
+pub mod jwks;
 pub mod mesh_config;
 pub mod node;
 pub mod registry;

@@ -27,11 +27,32 @@ pub struct ConfigView {
     endpoints_by_address: HashMap<String, Vec<(usize, usize)>>,
     /// What the registry's DNS names resolved to ([`crate::dns`]).
     dns: Arc<DnsTable>,
+    /// The keys fetched from RequestAuthentications' jwksUri ([`crate::jwks`]).
+    jwks: Arc<crate::jwks::JwksTable>,
     /// VirtualServices by (namespace, name), as indexes into `resources`: root VirtualServices
     /// look their delegates up by name.
     virtual_service_by_name: HashMap<(String, String), usize>,
     /// Secrets by (namespace, name): gateways look their credentials up by name.
     secret_by_name: HashMap<(String, String), usize>,
+    /// What the registry could not represent, and the kinds weft reads but does not enforce.
+    unsupported: Vec<Unsupported>,
+}
+
+/// Resources of kinds weft reads (and validates) but does not enforce: each is reported,
+/// never silently accepted.
+fn not_enforced(resources: &[Resource]) -> Vec<Unsupported> {
+    resources
+        .iter()
+        .filter(|r| matches!(r.spec, Spec::PeerAuthentication(_)))
+        .map(|r| {
+            Unsupported::new(
+                Some(r),
+                "spec",
+                "PeerAuthentication is not enforced by weft yet: sidecars do not use mutual \
+                 TLS, so this policy has no effect",
+            )
+        })
+        .collect()
 }
 
 impl ConfigView {
@@ -68,7 +89,10 @@ impl ConfigView {
                 .entry((r.namespace().to_owned(), r.name().to_owned()))
                 .or_insert(i);
         }
+        let mut unsupported = registry.unsupported().to_vec();
+        unsupported.extend(not_enforced(&resources));
         ConfigView {
+            unsupported,
             secret_by_name,
             virtual_service_by_name,
             resources,
@@ -77,6 +101,7 @@ impl ConfigView {
             instance_by_ip,
             endpoints_by_address,
             dns: Arc::default(),
+            jwks: Arc::default(),
         }
     }
 
@@ -84,6 +109,19 @@ impl ConfigView {
     pub fn with_dns(mut self, dns: Arc<DnsTable>) -> ConfigView {
         self.dns = dns;
         self
+    }
+
+    pub fn with_jwks(mut self, jwks: Arc<crate::jwks::JwksTable>) -> ConfigView {
+        self.jwks = jwks;
+        self
+    }
+
+    pub fn jwks(&self) -> &crate::jwks::JwksTable {
+        &self.jwks
+    }
+
+    pub fn jwks_table(&self) -> Arc<crate::jwks::JwksTable> {
+        self.jwks.clone()
     }
 
     pub fn dns(&self) -> &DnsTable {
@@ -104,7 +142,7 @@ impl ConfigView {
 
     /// What the registry could not represent; independent of any proxy, so reported once.
     pub fn unsupported(&self) -> &[Unsupported] {
-        self.registry.unsupported()
+        &self.unsupported
     }
 
     /// The workload instance a proxy fronts: by namespace and name, else by address.

@@ -52,6 +52,10 @@ pub enum Cause {
     ReplayLimit,
     /// A fault injection aborted the request, with its own status: FI.
     Fault(Abort),
+    /// An AuthorizationPolicy denied the request: 403 `RBAC: access denied`.
+    AccessDenied,
+    /// The request's JWT did not verify: 401, Envoy's jwt_authn message as the body.
+    JwtRejected(crate::jwt::Failure),
 }
 
 /// A request the proxy answers itself. `detail` is for the operator.
@@ -61,6 +65,8 @@ pub struct Error {
     detail: String,
     /// Retries ran out: the attempts made, this error being the last one's.
     attempts: Option<u32>,
+    /// A 401's `www-authenticate` value.
+    challenge: Option<http::HeaderValue>,
 }
 
 impl Error {
@@ -69,7 +75,14 @@ impl Error {
             cause,
             detail: detail.into(),
             attempts: None,
+            challenge: None,
         }
+    }
+
+    /// The reply carries `www-authenticate: value` (a 401's challenge).
+    pub fn with_challenge(mut self, value: http::HeaderValue) -> Error {
+        self.challenge = Some(value);
+        self
     }
 
     pub fn cause(&self) -> Cause {
@@ -125,6 +138,8 @@ impl Error {
             Cause::PerTryTimeout | Cause::RouteTimeout => Flag::UpstreamRequestTimeout,
             Cause::ReplayLimit => Flag::UpstreamRetryLimitExceeded,
             Cause::Fault(_) => Flag::FaultInjected,
+            Cause::AccessDenied => Flag::RbacDenied,
+            Cause::JwtRejected(_) => Flag::JwtDenied,
         }
     }
 
@@ -144,8 +159,20 @@ impl Error {
     /// `x-weft-response-flags` names the reply's flag; the request path puts all of the
     /// request's flags there ([`Flags`]).
     pub fn reply(&self, grpc: bool, internal: bool) -> Response<ProxyBody> {
-        if let Cause::Fault(abort) = self.cause {
-            return reply::fault_abort(abort, grpc);
+        match self.cause {
+            Cause::Fault(abort) => return reply::fault_abort(abort, grpc),
+            Cause::AccessDenied => {
+                return reply::exact(Flag::RbacDenied, "RBAC: access denied", grpc);
+            }
+            Cause::JwtRejected(failure) => {
+                let mut resp = reply::exact(Flag::JwtDenied, failure.message(), grpc);
+                if let Some(c) = &self.challenge {
+                    resp.headers_mut()
+                        .insert(http::header::WWW_AUTHENTICATE, c.clone());
+                }
+                return resp;
+            }
+            _ => {}
         }
         reply::local_for(self.flag(), internal.then_some(&*self.detail), grpc)
     }

@@ -50,6 +50,11 @@ pub enum Flag {
     TransferCoding,
     /// Request headers over the listener's limit (431). No Envoy flag (`-`).
     HeadersTooLarge,
+    /// Authorization denied the request (403 `RBAC: access denied`). No Envoy flag (`-`);
+    /// its response code details name the policy.
+    RbacDenied,
+    /// Request authentication refused the request's JWT (401). No Envoy flag (`-`).
+    JwtDenied,
 }
 
 impl Flag {
@@ -68,9 +73,12 @@ impl Flag {
             Flag::DelayInjected => "DI",
             Flag::UpstreamOverflow => "UO",
             Flag::RateLimited => "RL",
-            Flag::UpgradeFailed | Flag::Http10 | Flag::TransferCoding | Flag::HeadersTooLarge => {
-                "-"
-            }
+            Flag::UpgradeFailed
+            | Flag::Http10
+            | Flag::TransferCoding
+            | Flag::HeadersTooLarge
+            | Flag::RbacDenied
+            | Flag::JwtDenied => "-",
         }
     }
 
@@ -81,7 +89,8 @@ impl Flag {
             Flag::DownstreamProtocolError => StatusCode::BAD_REQUEST,
             Flag::UpstreamRequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Flag::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Flag::UpgradeFailed => StatusCode::FORBIDDEN,
+            Flag::UpgradeFailed | Flag::RbacDenied => StatusCode::FORBIDDEN,
+            Flag::JwtDenied => StatusCode::UNAUTHORIZED,
             Flag::Http10 => StatusCode::UPGRADE_REQUIRED,
             Flag::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             Flag::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -176,7 +185,33 @@ fn reason(flag: Flag) -> &'static str {
         Flag::Http10 => "HTTP/1.0 is not served",
         Flag::TransferCoding => "transfer coding not implemented",
         Flag::HeadersTooLarge => "request headers too large",
+        Flag::RbacDenied => "RBAC: access denied",
+        Flag::JwtDenied => "Jwt verification fails",
     }
+}
+
+/// A refusal whose body is exactly `body`, as Envoy's filters send it (`RBAC: access
+/// denied`, `Jwt is expired`): no detail added, whoever asks. A gRPC request gets the
+/// status's gRPC code and the body as its message.
+pub fn exact(flag: Flag, body: &'static str, grpc: bool) -> Response<ProxyBody> {
+    let status = flag.status();
+    let mut resp = if grpc {
+        let mut r = Response::new(empty());
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from_static(grpc_status(status)));
+        h.insert("grpc-message", HeaderValue::from_static(body));
+        r
+    } else {
+        let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r
+    };
+    resp.headers_mut()
+        .insert(FLAGS_HEADER, HeaderValue::from_static(flag.code()));
+    resp
 }
 
 /// A fault injection's abort: the configured HTTP status with Envoy's body, or a Trailers-Only

@@ -60,6 +60,7 @@ pub async fn serve_listener(
                 rate_limit,
                 path_normalization,
                 xff_num_trusted_hops,
+                ..
             } => {
                 let cx = ConnContext {
                     path_normalization: *path_normalization,
@@ -104,19 +105,25 @@ pub async fn serve_listener(
                     }
                 }
             }
-            ListenerKind::Tcp { cluster, mesh_tls } => {
+            ListenerKind::Tcp {
+                cluster,
+                mesh_tls,
+                rbac,
+            } => {
                 let shared = shared.clone();
                 let cluster = cluster.clone();
                 let mesh = mesh_tls.clone();
+                let rbac = rbac.clone();
                 let conn = async move {
+                    let rbac = rbac.as_deref();
                     match mesh {
-                        None => proxy_tcp(shared, &cluster, stream, peer, None).await,
+                        None => proxy_tcp(shared, &cluster, rbac, stream, peer, local, None).await,
                         Some(mesh) => match mesh_accept(&shared, &mesh, stream).await {
                             Some(Accepted::Plain(stream)) => {
-                                proxy_tcp(shared, &cluster, stream, peer, None).await
+                                proxy_tcp(shared, &cluster, rbac, stream, peer, local, None).await
                             }
                             Some(Accepted::Tls(tls, identity, _)) => {
-                                proxy_tcp(shared, &cluster, tls, peer, identity).await
+                                proxy_tcp(shared, &cluster, rbac, tls, peer, local, identity).await
                             }
                             None => {}
                         },
@@ -188,18 +195,19 @@ async fn serve_tls(
         }
     };
     stats.ssl_handshake.fetch_add(1, Relaxed);
-    let client_cert_details = tls_stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| client_cert_details(None, c));
+    let (_, conn) = tls_stream.get_ref();
+    let sni = conn.server_name().map(Box::from);
+    let leaf = conn.peer_certificates().and_then(|chain| chain.first());
+    let peer_identity = leaf.and_then(crate::tls::spiffe_identity);
+    let client_cert_details = leaf.map(|c| client_cert_details(None, c));
     let cx = Arc::new(ConnContext {
         client_cert_details,
         tls: Some(TlsConn {
             termination,
             served,
+            sni,
         }),
+        peer_identity,
         ..cx
     });
     let conn = http_conn(cx.clone(), TokioIo::new(tls_stream), max_header_bytes);

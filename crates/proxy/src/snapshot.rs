@@ -69,11 +69,17 @@ pub enum ListenerKind {
         path_normalization: proto::PathNormalization,
         /// Envoy's xff_num_trusted_hops: how far back in x-forwarded-for the client is.
         xff_num_trusted_hops: u32,
+        /// JWT authentication (RequestAuthentication), before authorization.
+        jwt_authn: Option<Arc<crate::jwt::JwtAuthn>>,
+        /// Authorization (AuthorizationPolicy), before routing.
+        rbac: Option<Arc<crate::rbac::Rbac>>,
     },
     Tcp {
         cluster: String,
         /// Mesh mTLS (a sidecar's inbound listener, PeerAuthentication).
         mesh_tls: Option<Arc<crate::tls::MeshTermination>>,
+        /// Authorization per connection.
+        rbac: Option<Arc<crate::rbac::Rbac>>,
     },
     /// Routes connections by their ClientHello's SNI to a cluster, without terminating TLS.
     TlsPassthrough { routes: Arc<SniTable<String>> },
@@ -394,6 +400,15 @@ fn listener(
             ListenerKind::Http {
                 path_normalization,
                 xff_num_trusted_hops: h.xff_num_trusted_hops,
+                jwt_authn: match &h.jwt_authn {
+                    Some(j) => Some(Arc::new(crate::jwt::JwtAuthn::build(
+                        j,
+                        &resource,
+                        "http.jwtAuthn",
+                    )?)),
+                    None => None,
+                },
+                rbac: rbac(h.rbac.as_ref(), &resource, "http.rbac")?,
                 route_config: h.route_config.clone(),
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,
@@ -417,6 +432,7 @@ fn listener(
                 )?)),
                 None => None,
             },
+            rbac: rbac(t.rbac.as_ref(), &resource, "tcp.rbac")?,
         },
         Some(proto::listener::Protocol::TlsPassthrough(p)) => ListenerKind::TlsPassthrough {
             routes: Arc::new(sni_routes(p, &resource)?),
@@ -437,6 +453,34 @@ fn listener(
         config: l.clone(),
         secrets: used_secrets,
     })
+}
+
+impl Snapshot {
+    /// The JWT authentication and authorization of HTTP listener `name` in this snapshot.
+    /// Read per request (not kept with the connection), so that a policy change applies to
+    /// the requests of connections accepted before it too.
+    pub fn http_policies(
+        &self,
+        name: &str,
+    ) -> (Option<&crate::jwt::JwtAuthn>, Option<&crate::rbac::Rbac>) {
+        let spec = self.listeners.iter().find(|l| l.name == name);
+        match spec.map(|l| &l.kind) {
+            Some(ListenerKind::Http {
+                jwt_authn, rbac, ..
+            }) => (jwt_authn.as_deref(), rbac.as_deref()),
+            _ => (None, None),
+        }
+    }
+}
+
+/// A listener's authorization, compiled (None: no policy applies, everything is allowed).
+fn rbac(
+    rbac: Option<&proto::Rbac>,
+    resource: &str,
+    field: &str,
+) -> Result<Option<Arc<crate::rbac::Rbac>>, ConfigError> {
+    rbac.map(|r| crate::rbac::Rbac::build(r, resource, field).map(Arc::new))
+        .transpose()
 }
 
 #[cfg(test)]

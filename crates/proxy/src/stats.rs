@@ -28,6 +28,12 @@ pub struct Stats {
     pub ssl_fail_verify_no_cert: AtomicU64,
     pub ssl_fail_verify_error: AtomicU64,
     pub ssl_fail_verify_san: AtomicU64,
+    /// Authorization decisions (Envoy's `rbac.allowed` / `rbac.denied`), HTTP and TCP.
+    pub rbac_allowed: AtomicU64,
+    pub rbac_denied: AtomicU64,
+    /// JWT checks (Envoy's `jwt_authn.allowed` / `jwt_authn.denied`).
+    pub jwt_authn_allowed: AtomicU64,
+    pub jwt_authn_denied: AtomicU64,
 }
 
 /// Per-cluster counters.
@@ -141,6 +147,14 @@ impl Stats {
             ("fail_verify_san", &self.ssl_fail_verify_san),
         ] {
             let _ = writeln!(out, "listener.ssl.{name}: {}", g(counter));
+        }
+        for (name, counter) in [
+            ("rbac.allowed", &self.rbac_allowed),
+            ("rbac.denied", &self.rbac_denied),
+            ("jwt_authn.allowed", &self.jwt_authn_allowed),
+            ("jwt_authn.denied", &self.jwt_authn_denied),
+        ] {
+            let _ = writeln!(out, "http.{name}: {}", g(counter));
         }
         let _ = writeln!(out, "server.config_reloads: {}", g(&self.config_reloads));
         let _ = writeln!(

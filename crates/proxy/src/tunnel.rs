@@ -125,18 +125,42 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
     }
 }
 
-/// A TCP listener's connection: pick an endpoint of the cluster and splice.
+/// A TCP listener's connection: authorized (when policies apply), then an endpoint of the
+/// cluster picked and spliced. A denied connection is closed before a byte is read.
+/// `peer_identity`: the mesh mTLS peer's principal, when the connection is mTLS.
 pub async fn proxy_tcp<D>(
     shared: Arc<Shared>,
     cluster: &str,
+    rbac: Option<&crate::rbac::Rbac>,
     downstream: D,
     peer: SocketAddr,
+    local: SocketAddr,
     peer_identity: Option<Arc<str>>,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
     if let Some(principal) = &peer_identity {
         tracing::debug!(%peer, %principal, "tcp: mTLS peer");
+    }
+    if let Some(rbac) = rbac {
+        let at = crate::rbac::Attributes {
+            source_ip: peer.ip(),
+            remote_ip: peer.ip(),
+            destination_ip: local.ip(),
+            destination_port: rbac.destination_port(local.port()),
+            principal: peer_identity.as_deref(),
+            sni: None,
+            http: None,
+        };
+        if let crate::rbac::Verdict::Deny(why) = rbac.evaluate(&at) {
+            shared.stats.local_reply(Flag::RbacDenied.code());
+            shared
+                .stats
+                .rbac_denied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(%peer, cluster, "connection denied: {why}");
+            return;
+        }
     }
     forward(shared, cluster, downstream, peer, &[]).await;
 }

@@ -697,3 +697,60 @@ fn a_bad_client_ca_file_is_a_config_error() {
         "{err}"
     );
 }
+
+/// Authorization's `principals` read the SPIFFE identity of the verified client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_principals_are_the_verified_client_certificates_identity() {
+    let servers = Pki::new();
+    let clients = Pki::new();
+    let gw = servers.issue("gw", &["mtls.example.com"], None);
+    let sleep = clients.issue(
+        "sleep",
+        &["sleep.example.com"],
+        Some("spiffe://cluster.local/ns/default/sa/sleep"),
+    );
+    let other = clients.issue(
+        "other",
+        &["other.example.com"],
+        Some("spiffe://cluster.local/ns/foo/sa/other"),
+    );
+    let app = backend("app").await;
+    let (cert, key, ca) = (&gw.cert_file, &gw.key_file, clients.ca_file());
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+- name: https
+  address: 127.0.0.1:0
+  http:
+    routeConfig: main
+    tls:
+      certificates:
+      - {{certFile: "{cert}", keyFile: "{key}", clientValidation: {{caFile: "{ca}", optional: true}}}}
+    rbac:
+      policies:
+      - {{namespace: default, name: from-sleep, action: ALLOW, rules: [{{from: [{{principals: [cluster.local/ns/default/sa/sleep]}}]}}]}}
+      - {{namespace: default, name: deny-foo, action: DENY, rules: [{{from: [{{namespaces: [foo]}}]}}]}}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - {{name: all, domains: ["*"], routes: [{{route: {{clusters: [{{cluster: app}}]}}}}]}}
+clusters:
+- {{name: app, endpoints: [{{address: "{app}"}}]}}
+"#
+    ));
+    let addr = proxy.addr("https");
+    let host = "mtls.example.com";
+    let status = |r: Result<String, String>| {
+        let out = r.unwrap_or_else(|e| panic!("{e}"));
+        out.lines().next().unwrap_or_default().to_owned()
+    };
+    let r = https_get(addr, servers.roots(), Some(&sleep), host, host).await;
+    assert_eq!(status(r), "HTTP/1.1 200 OK");
+    let r = https_get(addr, servers.roots(), Some(&other), host, host).await;
+    let out = r.unwrap();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert!(out.ends_with("RBAC: access denied"), "{out}");
+    // No certificate: no principal.
+    let r = https_get(addr, servers.roots(), None, host, host).await;
+    assert!(status(r).starts_with("HTTP/1.1 403"));
+}

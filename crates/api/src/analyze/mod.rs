@@ -12,6 +12,7 @@ mod ingress;
 mod mesh;
 mod policies;
 mod routes;
+mod security;
 mod service_entries;
 mod settings;
 mod sidecars;
@@ -99,6 +100,7 @@ pub fn analyze_with(resources: &[Resource], settings: &MeshSettings) -> Vec<Diag
     gateways::check(&mesh, &mut out);
     sidecars::check(&mesh, &mut out);
     policies::check(&mesh, &mut out);
+    security::check(&mesh, &mut out);
     service_entries::check(&mesh, &mut out);
     destination_rules::check(&mesh, &mut out);
     ingress::check(&mesh, &mut out);

@@ -140,3 +140,146 @@ spec:
     let found = analyze_yaml("gateway-merge", yaml, &MeshSettings::default());
     assert!(found.is_empty(), "{found:?}");
 }
+
+/// The security findings: never silent about what is not enforced (WA0139), policies that
+/// select nothing (WA0140), conflicting PeerAuthentications (WA0141), peer identities where
+/// mutual TLS is disabled (WA0142), JWT rules without keys (WA0143).
+#[test]
+fn security_policies_findings() {
+    let yaml = r#"
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
+spec:
+  command: ["weft", "example", "reviews"]
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: mesh-a, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: mesh-b, namespace: istio-system}
+spec: {mtls: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews-off, namespace: default}
+spec: {selector: {matchLabels: {app: reviews}}, mtls: {mode: DISABLE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews-too, namespace: default}
+spec: {selector: {matchLabels: {version: v1}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: from-productpage, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules:
+  - from: [{source: {namespaces: [default]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: default}
+spec:
+  action: CUSTOM
+  provider: {name: opa}
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt-nowhere, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  jwtRules:
+  - issuer: https://accounts.example.com
+"#;
+    let found = analyze_yaml("security", yaml, &MeshSettings::default());
+    for (code, resource) in [
+        (code::NOT_ENFORCED, "PeerAuthentication istio-system/mesh-a"),
+        (code::NOT_ENFORCED, "AuthorizationPolicy default/ext"),
+        (
+            code::POLICY_SELECTS_NOTHING,
+            "RequestAuthentication default/jwt-nowhere",
+        ),
+        (
+            code::CONFLICTING_PEER_AUTHENTICATIONS,
+            "PeerAuthentication istio-system/mesh-a",
+        ),
+        (
+            code::CONFLICTING_PEER_AUTHENTICATIONS,
+            "PeerAuthentication istio-system/mesh-b",
+        ),
+        (
+            code::CONFLICTING_PEER_AUTHENTICATIONS,
+            "PeerAuthentication default/reviews-off",
+        ),
+        (
+            code::CONFLICTING_PEER_AUTHENTICATIONS,
+            "PeerAuthentication default/reviews-too",
+        ),
+        (
+            code::PRINCIPALS_WITHOUT_MTLS,
+            "AuthorizationPolicy default/from-productpage",
+        ),
+        (
+            code::JWT_RULE_WITHOUT_KEYS,
+            "RequestAuthentication default/jwt-nowhere",
+        ),
+    ] {
+        assert!(has(&found, code, resource), "{code} {resource}: {found:?}");
+    }
+    // A policy that selects a workload is not reported as selecting nothing.
+    assert!(!has(
+        &found,
+        code::POLICY_SELECTS_NOTHING,
+        "PeerAuthentication default/reviews-off"
+    ));
+    assert!(!has(
+        &found,
+        code::NOT_ENFORCED,
+        "AuthorizationPolicy default/from-productpage"
+    ));
+}
+
+#[test]
+fn identities_with_mutual_tls_on_are_not_reported() {
+    let yaml = r#"
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
+spec:
+  command: ["weft", "example", "reviews"]
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: off, namespace: default}
+spec: {mtls: {mode: DISABLE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews-strict, namespace: default}
+spec: {selector: {matchLabels: {app: reviews}}, mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: from-default, namespace: default}
+spec:
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/x"]}}]
+"#;
+    let found = analyze_yaml("mtls-on", yaml, &MeshSettings::default());
+    assert!(
+        !has(
+            &found,
+            code::PRINCIPALS_WITHOUT_MTLS,
+            "AuthorizationPolicy default/from-default"
+        ),
+        "the workload's own STRICT wins over the namespace's DISABLE: {found:?}"
+    );
+}

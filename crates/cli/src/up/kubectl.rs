@@ -231,7 +231,7 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
         }
         println!("{} {verb}", doc.display());
     }
-    warn_missing_credentials(&state, running.as_ref(), &docs);
+    warn_findings(&state, running.as_ref(), &docs);
     let Some(mesh) = running else {
         eprintln!(
             "weft apply: no mesh is running (state {}); the resources apply at the next `weft up`",
@@ -257,16 +257,29 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
     code
 }
 
-/// Warns of each Gateway just applied whose `credentialName` has no Secret where the gateway
-/// reads it (`weft analyze`'s WA0117, over the mesh's resources as `weft up` loads them): the
-/// control plane leaves such a server out until the Secret exists.
-fn warn_missing_credentials(state: &Path, running: Option<&RunningMesh>, docs: &[Doc]) {
-    let gateways: Vec<(&str, &str)> = docs
+/// Findings of `weft analyze` worth saying at apply time (over the mesh's resources as `weft up`
+/// loads them), for the resources just applied: a Gateway whose `credentialName` has no
+/// Secret where the gateway reads it (WA0117: the control plane leaves such a server out
+/// until the Secret exists), and whatever weft reads but does not enforce (WA0139, WA0143:
+/// never silently accepted).
+fn warn_findings(state: &Path, running: Option<&RunningMesh>, docs: &[Doc]) {
+    use weft_api::diag::code;
+    let applied: Vec<(&str, &str, &str)> = docs
         .iter()
-        .filter(|d| d.kind == "Gateway")
-        .map(|d| (d.namespace.as_str(), d.name.as_str()))
+        .map(|d| (d.kind.as_str(), d.namespace.as_str(), d.name.as_str()))
         .collect();
-    if gateways.is_empty() {
+    let worth = |kind: &str, c: &str| {
+        (kind == "Gateway" && c == code::GATEWAY_SECRET_NOT_FOUND)
+            || c == code::NOT_ENFORCED
+            || c == code::JWT_RULE_WITHOUT_KEYS
+    };
+    let kinds_worth = [
+        "Gateway",
+        "PeerAuthentication",
+        "AuthorizationPolicy",
+        "RequestAuthentication",
+    ];
+    if !docs.iter().any(|d| kinds_worth.contains(&d.kind.as_str())) {
         return;
     }
     let mut paths = vec![state::builtin_dir(state)];
@@ -282,9 +295,10 @@ fn warn_missing_credentials(state: &Path, running: Option<&RunningMesh>, docs: &
     let resources: Vec<weft_api::Resource> = loaded.effective().into_iter().cloned().collect();
     for d in weft_api::analyze::analyze(&resources) {
         let ours = d.resource.as_ref().is_some_and(|r| {
-            r.kind == "Gateway" && gateways.contains(&(r.namespace.as_str(), r.name.as_str()))
+            applied.contains(&(r.kind.as_str(), r.namespace.as_str(), r.name.as_str()))
+                && worth(&r.kind, d.code)
         });
-        if ours && d.code == weft_api::diag::code::GATEWAY_SECRET_NOT_FOUND {
+        if ours {
             let field = d.field.as_deref().unwrap_or_default();
             let r = d
                 .resource

@@ -73,6 +73,17 @@ pub struct DownArgs {
     state_dir: Option<PathBuf>,
 }
 
+/// Says what of the mesh's resources weft reads but does not enforce (`weft analyze`'s WA0139,
+/// and WA0143: a JWT issuer without keys): nothing looks accepted that is not.
+fn warn_not_enforced(resources: &[weft_api::Resource]) {
+    use weft_api::diag::code;
+    for d in weft_api::analyze::analyze(resources) {
+        if d.code == code::NOT_ENFORCED || d.code == code::JWT_RULE_WITHOUT_KEYS {
+            eprintln!("{d}");
+        }
+    }
+}
+
 pub fn run(args: Args) -> ExitCode {
     let started = Instant::now();
     if !args.dir.is_dir() {
@@ -157,6 +168,7 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let effective: Vec<weft_api::Resource> = loaded.effective().into_iter().cloned().collect();
+    warn_not_enforced(&effective);
     let plan = match Plan::new(&effective, &dir, octet) {
         Ok(p) => p,
         Err(e) => {

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod dns;
 pub mod instances;
+pub mod jwks;
 pub mod mesh_file;
 pub mod monitor;
 mod poll;
@@ -260,6 +261,7 @@ impl ControlPlane {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (dns_tx, dns_rx) = tokio::sync::watch::channel(Arc::default());
+        let (jwks_tx, jwks_rx) = tokio::sync::watch::channel(Arc::default());
         let mesh_config = {
             let (tx, rx) = tokio::sync::watch::channel(self.mesh.current().config.clone());
             let mut settings = self.mesh.subscribe();
@@ -294,6 +296,7 @@ impl ControlPlane {
                 mesh_config,
                 dns_tx,
             )),
+            tokio::spawn(jwks::fetch_loop(self.store.subscribe(), jwks_tx)),
             tokio::spawn(push::push_loop(
                 self.xds.source().clone(),
                 Watches {
@@ -301,6 +304,7 @@ impl ControlPlane {
                     config: self.store.subscribe(),
                     instances: self.instances.subscribe(),
                     dns: dns_rx,
+                    jwks: jwks_rx,
                 },
             )),
             tokio::spawn(monitor::serve(

@@ -50,6 +50,8 @@ pub struct Inputs {
     pub config: Arc<ConfigSnapshot>,
     pub instances: Arc<Instances>,
     pub dns: Arc<DnsTable>,
+    /// The keys fetched from jwksUri.
+    pub jwks: Arc<crate::jwks::JwksTable>,
 }
 
 impl Inputs {
@@ -60,6 +62,7 @@ impl Inputs {
             config,
             instances,
             dns: Arc::default(),
+            jwks: Arc::default(),
         }
     }
 }
@@ -96,9 +99,11 @@ impl State {
             config,
             instances,
             dns,
+            jwks,
         } = inputs;
-        let view =
-            ConfigView::new(config.resources.clone(), instances.instances.clone()).with_dns(dns);
+        let view = ConfigView::new(config.resources.clone(), instances.instances.clone())
+            .with_dns(dns)
+            .with_jwks(jwks);
         let label_keys = translate::selector_label_keys(&view, &mesh);
         State {
             previous: previous
@@ -122,6 +127,7 @@ impl State {
             config: self.config.clone(),
             instances: self.instances.clone(),
             dns: self.view.dns_table(),
+            jwks: self.view.jwks_table(),
         }
     }
 
@@ -527,17 +533,19 @@ pub struct Watches {
     pub config: watch::Receiver<Arc<ConfigSnapshot>>,
     pub instances: watch::Receiver<Arc<Instances>>,
     pub dns: watch::Receiver<Arc<DnsTable>>,
+    pub jwks: watch::Receiver<Arc<crate::jwks::JwksTable>>,
 }
 
 impl Watches {
     /// Resolves when any watcher has a change; false once every sender is gone.
-    async fn changed(&mut self, closed: &mut [bool; 4]) -> bool {
+    async fn changed(&mut self, closed: &mut [bool; 5]) -> bool {
         loop {
             let (which, r) = tokio::select! {
                 r = self.mesh.changed(), if !closed[0] => (0, r),
                 r = self.config.changed(), if !closed[1] => (1, r),
                 r = self.instances.changed(), if !closed[2] => (2, r),
                 r = self.dns.changed(), if !closed[3] => (3, r),
+                r = self.jwks.changed(), if !closed[4] => (4, r),
                 else => return false,
             };
             match r {
@@ -555,6 +563,7 @@ impl Watches {
             config: self.config.borrow_and_update().clone(),
             instances: self.instances.borrow_and_update().clone(),
             dns: self.dns.borrow_and_update().clone(),
+            jwks: self.jwks.borrow_and_update().clone(),
         }
     }
 }
@@ -563,7 +572,7 @@ impl Watches {
 /// the returned future is dropped.
 pub async fn push_loop(source: MeshSource, mut watches: Watches) {
     watches.current();
-    let mut closed = [false; 4];
+    let mut closed = [false; 5];
     loop {
         if !watches.changed(&mut closed).await {
             return;

@@ -211,7 +211,9 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
             });
         }
     }
-
+    // A gateway is the workload its policies select: every listener of it.
+    let security = super::security::for_workload(node, mesh, view, &mut notes);
+    super::security::apply(&mut out.listeners, &security);
     out.unsupported = notes.finish();
     out
 }
@@ -895,6 +897,7 @@ fn tcp(
                     return Some(proto::TcpListener {
                         cluster: first.cluster,
                         mesh_tls: None,
+                        ..Default::default()
                     });
                 }
             }

@@ -27,6 +27,7 @@ pub mod names;
 pub mod peer_auth;
 mod route_policy;
 mod scope;
+mod security;
 mod sidecar;
 
 use weft_api::Resource;

@@ -136,6 +136,9 @@ pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> Pr
     });
     let sidecar = select_sidecar(node, mesh, view);
     inbound(node, sidecar, mesh, view, &mut out, &mut notes);
+    // Policies apply to what the workload receives: its inbound listeners.
+    let security = super::security::for_workload(node, mesh, view, &mut notes);
+    super::security::apply(&mut out.listeners[1..], &security);
     out.unsupported = notes.finish();
     out
 }
@@ -543,6 +546,7 @@ fn inbound(
             proto::listener::Protocol::Tcp(proto::TcpListener {
                 cluster: cluster.clone(),
                 mesh_tls,
+                ..Default::default()
             })
         };
         out.listeners.push(proto::Listener {

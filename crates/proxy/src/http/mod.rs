@@ -3,19 +3,24 @@
 //!
 //! 1. [`downstream::check`]: what a request must be before anything else (HTTP/1 rules, the
 //!    listener's rate limit, its authority, its path normalized, TLS admission);
-//! 2. [`decide::route`]: the route table's decision: an answer made here (CORS preflight,
+//! 2. [`authn::check`] and [`authz::check`]: the request's JWT (RequestAuthentication), then
+//!    the listener's authorization (AuthorizationPolicy), before routing as Envoy's
+//!    jwt_authn and rbac filters run before its router;
+//! 3. [`decide::route`]: the route table's decision: an answer made here (CORS preflight,
 //!    direct response, redirect) or a destination;
-//! 3. [`decide::inject_faults`]: the route's fault injection (Envoy's fault filter);
-//! 4. [`outbound::target`] and [`outbound::build`]: the cluster, and the upstream request
+//! 4. [`decide::inject_faults`]: the route's fault injection (Envoy's fault filter);
+//! 5. [`outbound::target`] and [`outbound::build`]: the cluster, and the upstream request
 //!    (URI, headers, the WebSocket offer);
-//! 5. [`attempts::run`]: pick, admit, send, classify; retry after a backoff or give up;
-//! 6. [`respond::upstream`]: the response (header operations, deadline, upgrade join).
+//! 6. [`attempts::run`]: pick, admit, send, classify; retry after a backoff or give up;
+//! 7. [`respond::upstream`]: the response (header operations, deadline, upgrade join).
 //!
 //! Every phase says why it cannot go on with one [`Error`]; [`Exchange::error_reply`] turns
 //! it into the local reply, and [`finish`] counts and logs whatever answers. A new concern
 //! (authentication, authorization, metrics, tracing) is one more phase call in [`serve`].
 
 mod attempts;
+mod authn;
+mod authz;
 mod decide;
 mod downstream;
 mod outbound;
@@ -52,9 +57,11 @@ pub struct ConnContext {
     pub access_log: bool,
     /// The connection's TLS (scheme `https`), when it has some.
     pub tls: Option<TlsConn>,
-    /// The verified peer's principal on a mesh mTLS connection: its certificate's SPIFFE URI
-    /// without `spiffe://` (`cluster.local/ns/NS/sa/SA`, Istio's `source.principal`). None
-    /// for plaintext and for TLS without mesh identity.
+    /// The verified peer's principal: the SPIFFE URI SAN (without `spiffe://`,
+    /// `cluster.local/ns/NS/sa/SA`, Istio's `source.principal`) of the client certificate
+    /// verified on this connection: mesh mTLS, or a TLS listener's client verification. None
+    /// for plaintext and for certificates without one. Authorization's `principals`,
+    /// `namespaces` and `source.*` read it.
     pub peer_identity: Option<Arc<str>>,
     /// The client certificate's details as an `x-forwarded-client-cert` element
     /// (`By=...;Hash=...;Subject="...";URI=...`), on a connection with a verified client
@@ -100,6 +107,8 @@ pub struct TlsConn {
     pub termination: Arc<crate::tls::Termination>,
     /// The certificate (and client verification) its SNI chose.
     pub served: Arc<crate::tls::Served>,
+    /// The SNI the client sent (`connection.sni`).
+    pub sni: Option<Box<str>>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -135,7 +144,10 @@ async fn serve(
     parts: http::request::Parts,
     body: Incoming,
 ) -> Result<Reply, Error> {
-    let request = downstream::check(cx, ex, parts)?;
+    let mut request = downstream::check(cx, ex, parts)?;
+    let (jwt_authn, rbac) = snapshot.http_policies(&cx.listener);
+    let identity = authn::check(cx, ex, jwt_authn, &mut request)?;
+    authz::check(cx, ex, rbac, &request, identity.as_ref())?;
     let routed = match decide::route(cx, ex, snapshot, &request)? {
         Decision::Answer(resp) => return Ok(Reply::new(resp)),
         Decision::Forward(routed) => routed,

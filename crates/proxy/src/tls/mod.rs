@@ -665,6 +665,14 @@ impl Verifier {
     }
 }
 
+/// The SPIFFE identity of a verified peer certificate in Istio's principal form
+/// (`cluster.local/ns/NS/sa/SA`: its first `spiffe://` URI SAN without the scheme), if any.
+pub fn spiffe_identity(der: &CertificateDer<'_>) -> Option<std::sync::Arc<str>> {
+    uri_sans(der)
+        .iter()
+        .find_map(|u| u.strip_prefix("spiffe://").map(std::sync::Arc::from))
+}
+
 /// The URI subject alternative names of a certificate (SPIFFE identities live there).
 fn uri_sans(der: &CertificateDer<'_>) -> Vec<String> {
     general_names(der, |n| match n {
