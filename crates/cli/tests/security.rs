@@ -269,8 +269,9 @@ fn apply_warns_of_what_is_not_enforced() {
          spec:\n  jwtRules: [{issuer: https://accounts.example.com}]\n",
     );
     let out = apply(&state, &file);
+    // PeerAuthentication is enforced (mesh mTLS): nothing to warn of.
+    assert!(!out.contains("PeerAuthentication is not enforced"), "{out}");
     for want in [
-        "warning: PeerAuthentication istio-system/default spec: PeerAuthentication is not enforced",
         "warning: AuthorizationPolicy default/ext-authz spec.action: CUSTOM (ext_authz) is not supported",
         "warning: RequestAuthentication default/no-keys spec.jwtRules[0].issuer: issuer \"https://accounts.example.com\" has neither jwks nor jwksUri",
     ] {

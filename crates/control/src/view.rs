@@ -34,25 +34,8 @@ pub struct ConfigView {
     virtual_service_by_name: HashMap<(String, String), usize>,
     /// Secrets by (namespace, name): gateways look their credentials up by name.
     secret_by_name: HashMap<(String, String), usize>,
-    /// What the registry could not represent, and the kinds weft reads but does not enforce.
+    /// What the registry could not represent.
     unsupported: Vec<Unsupported>,
-}
-
-/// Resources of kinds weft reads (and validates) but does not enforce: each is reported,
-/// never silently accepted.
-fn not_enforced(resources: &[Resource]) -> Vec<Unsupported> {
-    resources
-        .iter()
-        .filter(|r| matches!(r.spec, Spec::PeerAuthentication(_)))
-        .map(|r| {
-            Unsupported::new(
-                Some(r),
-                "spec",
-                "PeerAuthentication is not enforced by weft yet: sidecars do not use mutual \
-                 TLS, so this policy has no effect",
-            )
-        })
-        .collect()
 }
 
 impl ConfigView {
@@ -89,8 +72,7 @@ impl ConfigView {
                 .entry((r.namespace().to_owned(), r.name().to_owned()))
                 .or_insert(i);
         }
-        let mut unsupported = registry.unsupported().to_vec();
-        unsupported.extend(not_enforced(&resources));
+        let unsupported = registry.unsupported().to_vec();
         ConfigView {
             unsupported,
             secret_by_name,

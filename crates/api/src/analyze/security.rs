@@ -42,13 +42,6 @@ pub fn check(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
                 selects_nothing(mesh, r, ra.selector.as_ref(), targeted_ra(ra), out);
             }
             Spec::PeerAuthentication(pa) => {
-                out.push(not_enforced(
-                    r,
-                    "spec",
-                    "PeerAuthentication is not enforced by weft yet: sidecars do not use mutual \
-                     TLS, so this policy has no effect"
-                        .into(),
-                ));
                 selects_nothing(mesh, r, pa.selector.as_ref(), false, out);
             }
             _ => {}

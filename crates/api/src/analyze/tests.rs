@@ -199,8 +199,13 @@ spec:
   - issuer: https://accounts.example.com
 "#;
     let found = analyze_yaml("security", yaml, &MeshSettings::default());
+    // PeerAuthentication is enforced (mesh mTLS): not reported as ignored.
+    assert!(!has(
+        &found,
+        code::NOT_ENFORCED,
+        "PeerAuthentication istio-system/mesh-a"
+    ));
     for (code, resource) in [
-        (code::NOT_ENFORCED, "PeerAuthentication istio-system/mesh-a"),
         (code::NOT_ENFORCED, "AuthorizationPolicy default/ext"),
         (
             code::POLICY_SELECTS_NOTHING,
