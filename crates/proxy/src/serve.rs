@@ -74,10 +74,10 @@ pub async fn serve_listener(
                     tls: None,
                     peer_identity: None,
                     client_cert_details: None,
-                    forward_client_cert: if mesh_tls.is_some() {
-                        ForwardClientCert::AppendForward
-                    } else if shared.snapshot.load().node.gateway {
+                    forward_client_cert: if shared.snapshot.load().node.gateway {
                         ForwardClientCert::SanitizeSet
+                    } else if mesh_tls.is_some() {
+                        ForwardClientCert::AppendForward
                     } else {
                         ForwardClientCert::Sanitize
                     },

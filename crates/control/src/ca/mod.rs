@@ -231,6 +231,76 @@ impl Authority {
     }
 }
 
+/// The authority in force, read again when a plug-in CA's files change: how a root rotates,
+/// with overlap. 1. Add the new root beside the old one in `root-cert.pem`: every certificate
+/// carries the bundle, so once every proxy has renewed (half a lifetime) all trust both.
+/// 2. Replace `ca-cert.pem`, `ca-key.pem` and `cert-chain.pem` with the new signer: new
+/// certificates chain to the new root, which everyone trusts, while the old ones still verify.
+/// 3. After a full lifetime, drop the old root. No handshake fails on the way.
+/// A directory that no longer loads is reported and the previous authority stays in force.
+pub struct Reloading {
+    options: CaOptions,
+    current: std::sync::RwLock<std::sync::Arc<Authority>>,
+    stamp: std::sync::Mutex<Vec<Option<std::time::SystemTime>>>,
+}
+
+impl Reloading {
+    pub fn new(authority: Authority) -> Reloading {
+        let options = authority.options.clone();
+        let stamp = std::sync::Mutex::new(Self::stamp_of(&options));
+        Reloading {
+            options,
+            current: std::sync::RwLock::new(std::sync::Arc::new(authority)),
+            stamp,
+        }
+    }
+
+    /// The authority in force.
+    pub fn current(&self) -> std::sync::Arc<Authority> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The modification times of a plug-in CA's files (none for a self-signed root, which
+    /// only this CA writes).
+    fn stamp_of(options: &CaOptions) -> Vec<Option<std::time::SystemTime>> {
+        let CaSource::PlugIn(dir) = &options.source else {
+            return Vec::new();
+        };
+        [
+            "ca-cert.pem",
+            "ca-key.pem",
+            "root-cert.pem",
+            "cert-chain.pem",
+        ]
+        .iter()
+        .map(|f| {
+            std::fs::metadata(dir.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .collect()
+    }
+
+    /// Loads the files again when they changed. Ok(true) when a new authority is in force.
+    pub fn poll(&self) -> Result<bool, CaError> {
+        let stamp = Self::stamp_of(&self.options);
+        {
+            let mut seen = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == stamp {
+                return Ok(false);
+            }
+            *seen = stamp;
+        }
+        let authority = Authority::load(self.options.clone())?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(authority);
+        tracing::info!("CA files changed: the new authority is in force");
+        Ok(true)
+    }
+}
+
 /// Why a certificate was not signed.
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {

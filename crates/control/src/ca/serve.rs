@@ -23,14 +23,14 @@ pub const SERVER_NAMES: &[&str] = &["istiod.istio-system.svc", "localhost", "127
 
 /// The CA as the certificate service sees it: who callers are, and what is signed for them.
 pub struct CaService {
-    authority: Arc<Authority>,
+    authority: Arc<super::Reloading>,
     authenticator: Arc<dyn Authenticator>,
     trust_domain: String,
 }
 
 impl CaService {
     pub fn new(
-        authority: Arc<Authority>,
+        authority: Arc<super::Reloading>,
         authenticator: Arc<dyn Authenticator>,
         trust_domain: String,
     ) -> CaService {
@@ -57,7 +57,7 @@ impl CaService {
         })?;
         let identity = spiffe_id(&self.trust_domain, &who.namespace, &who.service_account);
         let ttl = Duration::from_secs(request.validity_duration.max(0).unsigned_abs());
-        match self.authority.sign(&request.csr, &identity, ttl) {
+        match self.authority.current().sign(&request.csr, &identity, ttl) {
             Ok(signed) => {
                 tracing::debug!(%identity, "signed a workload certificate");
                 Ok(IstioCertificateResponse {

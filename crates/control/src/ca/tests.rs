@@ -138,6 +138,45 @@ fn a_plug_in_ca_signs_with_its_intermediate_and_hands_out_its_root() {
     assert_eq!(signed.cert_chain[1].trim(), ca_cert.pem().trim());
     assert_eq!(signed.cert_chain[2].trim(), root.pem().trim());
 
+    // Root rotation: a second root joins the trust bundle, and a new intermediate under it
+    // signs; the reloading authority picks the files up, and a bad edit keeps the last one.
+    let reloading = Reloading::new(ca);
+    assert!(!reloading.poll().unwrap(), "nothing changed");
+    let new_root_key = KeyPair::generate().unwrap();
+    let mut new_root_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    new_root_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    new_root_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let new_root = new_root_params.self_signed(&new_root_key).unwrap();
+    let new_issuer = Issuer::new(new_root_params, new_root_key);
+    let new_ca_key = KeyPair::generate().unwrap();
+    let new_ca_cert = ca_params.signed_by(&new_ca_key, &new_issuer).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(dir.join("ca-cert.pem"), new_ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("ca-key.pem"), new_ca_key.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.join("root-cert.pem"),
+        format!("{}{}", root.pem(), new_root.pem()),
+    )
+    .unwrap();
+    std::fs::write(dir.join("cert-chain.pem"), new_ca_cert.pem()).unwrap();
+    assert!(reloading.poll().unwrap(), "the new files are in force");
+    let signed = reloading
+        .current()
+        .sign(&csr(&[REVIEWS]), REVIEWS, Duration::ZERO)
+        .unwrap();
+    assert_eq!(signed.cert_chain[1].trim(), new_ca_cert.pem().trim());
+    let bundle = signed.cert_chain.last().unwrap();
+    assert!(bundle.contains(root.pem().trim()) && bundle.contains(new_root.pem().trim()));
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(dir.join("ca-key.pem"), "not a key").unwrap();
+    assert!(reloading.poll().is_err());
+    assert!(
+        reloading
+            .current()
+            .trust_bundle()
+            .contains(new_root.pem().trim())
+    );
+
     // A missing file is named.
     std::fs::remove_file(dir.join("root-cert.pem")).unwrap();
     let err = Authority::load(CaOptions::new(CaSource::PlugIn(dir))).unwrap_err();

@@ -140,7 +140,7 @@ pub struct ControlPlane {
 
 /// The CA, loaded and bound.
 struct RunningCa {
-    authority: Arc<crate::ca::Authority>,
+    authority: Arc<crate::ca::Reloading>,
     service: Arc<crate::ca::serve::CaService>,
     tls: Arc<rustls::ServerConfig>,
     listener: TcpListener,
@@ -197,8 +197,8 @@ impl ControlPlane {
                     tokio::task::spawn_blocking(move || crate::ca::Authority::load(ca_options))
                         .await
                         .map_err(|e| Error::Load(e.to_string()))??;
-                let authority = Arc::new(authority);
                 let tls = crate::ca::serve::tls_config(&authority)?;
+                let authority = Arc::new(crate::ca::Reloading::new(authority));
                 let service = Arc::new(crate::ca::serve::CaService::new(
                     authority.clone(),
                     c.authenticator.clone(),
@@ -242,7 +242,14 @@ impl ControlPlane {
     /// The CA's trust bundle (PEM roots), when the CA runs: what proxies verify the
     /// certificate service and each other with.
     pub fn trust_bundle(&self) -> Option<String> {
-        Some(self.ca.as_ref()?.authority.trust_bundle().to_owned())
+        Some(
+            self.ca
+                .as_ref()?
+                .authority
+                .current()
+                .trust_bundle()
+                .to_owned(),
+        )
     }
 
     /// The xDS server (its status, its source).
@@ -280,6 +287,19 @@ impl ControlPlane {
         let mut ca_task = None;
         if let Some(ca) = self.ca {
             let stop = stop_rx.clone();
+            let reloading = ca.authority.clone();
+            let every = self.poll_interval.max(Duration::from_secs(1));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let r = reloading.clone();
+                    match tokio::task::spawn_blocking(move || r.poll()).await {
+                        Ok(Err(e)) => tracing::error!("CA: {e}; the previous CA stays in force"),
+                        Ok(Ok(_)) => {}
+                        Err(_) => break,
+                    }
+                }
+            });
             ca_task = Some(tokio::spawn(async move {
                 if let Err(e) = crate::ca::serve::serve(ca.listener, ca.tls, ca.service, stop).await
                 {

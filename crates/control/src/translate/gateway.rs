@@ -32,9 +32,10 @@
 //! `DIR/tls.key` and `DIR/ca.crt` (with `DIR-cacert/ca.crt` preferred when it exists), and the
 //! mesh config's `credentialDir`, when set, is the directory of names no Secret has.
 //!
-//! `ISTIO_MUTUAL` servers (the gateway's workload certificate, mesh clients) are not built
-//! yet: they are left out with a note, so their port is not served by them at all (never in
-//! plaintext, and never with a certificate Istio would not use).
+//! `ISTIO_MUTUAL` HTTPS servers are mesh mTLS listeners (`meshTls` STRICT: the gateway's
+//! workload certificate, clients with mesh certificates), when the gateway has a workload
+//! certificate; otherwise they are left out with a note, so their port is not served by them
+//! at all (never in plaintext, and never with a certificate Istio would not use).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ enum Kind {
     Http,
     /// HTTP over TLS the gateway terminates.
     Https,
+    /// HTTP over mesh mTLS (ISTIO_MUTUAL): the gateway's workload certificate, clients with
+    /// mesh certificates.
+    MeshHttps,
     Passthrough,
     Tcp,
 }
@@ -110,7 +114,8 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
         for (index, server) in g.servers.iter().enumerate() {
             let Some(port) = &server.port else { continue };
             let at = format!("spec.servers[{index}]");
-            let Some(kind) = server_kind(r, server, &at, &mut notes) else {
+            let has_identity = super::sidecar::has_mesh_identity(&node.labels);
+            let Some(kind) = server_kind(r, server, &at, has_identity, &mut notes) else {
                 continue;
             };
             let mut certificates = Vec::new();
@@ -181,7 +186,7 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
             hashed: &hashed,
         };
         let protocol = match kind {
-            Kind::Http | Kind::Https => {
+            Kind::Http | Kind::Https | Kind::MeshHttps => {
                 out.route_configs
                     .push(http_route_config(&servers, &base, &mut notes));
                 let tls = (kind == Kind::Https).then(|| proto::DownstreamTls {
@@ -190,9 +195,12 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
                         .flat_map(|s| s.certificates.iter().cloned())
                         .collect(),
                 });
+                // ISTIO_MUTUAL: mesh mTLS, always required (STRICT).
+                let mesh_tls = (kind == Kind::MeshHttps).then(proto::MeshTls::default);
                 Some(proto::listener::Protocol::Http(proto::HttpListener {
                     route_config: gateway_routes(port),
                     tls,
+                    mesh_tls,
                     path_normalization: mesh.path_normalization() as i32,
                     xff_num_trusted_hops: mesh.num_trusted_proxies(),
                     ..Default::default()
@@ -303,7 +311,13 @@ impl<'a> GatewayCx<'a> {
 }
 
 /// What a server is, or `None` (noted) when weft cannot serve it.
-fn server_kind(r: &Resource, server: &Server, at: &str, notes: &mut Notes) -> Option<Kind> {
+fn server_kind(
+    r: &Resource,
+    server: &Server,
+    at: &str,
+    has_identity: bool,
+    notes: &mut Notes,
+) -> Option<Kind> {
     let protocol = Protocol::parse(&server.port.as_ref()?.protocol)?;
     if protocol.is_http() {
         return Some(Kind::Http);
@@ -365,13 +379,21 @@ fn server_kind(r: &Resource, server: &Server, at: &str, notes: &mut Notes) -> Op
             );
             None
         }
+        (ServerTlsMode::IstioMutual, Protocol::Https) if has_identity => Some(Kind::MeshHttps),
         (ServerTlsMode::IstioMutual, _) => {
+            let why = if has_identity {
+                "ISTIO_MUTUAL is supported on HTTPS servers only"
+            } else {
+                "ISTIO_MUTUAL needs the gateway's workload certificate and it has none (its \
+                 instance lacks the label security.istio.io/tlsMode: istio)"
+            };
             notes.add(
                 Some(r),
                 format!("{at}.tls.mode"),
-                "ISTIO_MUTUAL gateway servers are not supported yet; the server is left out, \
-                 so its hosts are not served on this port (neither in plaintext nor with \
-                 another server's certificate)",
+                format!(
+                    "{why}; the server is left out, so its hosts are not served on this port \
+                     (neither in plaintext nor with another server's certificate)"
+                ),
             );
             None
         }
@@ -411,7 +433,8 @@ fn http_route_config(
             if common.is_empty() {
                 continue;
             }
-            let routes = http_routes(&gcx.route_cx(s.kind == Kind::Https), r, vs, notes);
+            let tls = matches!(s.kind, Kind::Https | Kind::MeshHttps);
+            let routes = http_routes(&gcx.route_cx(tls), r, vs, notes);
             if routes.is_empty() {
                 continue;
             }

@@ -215,6 +215,50 @@ fn istio_mutual_servers_are_left_out_not_served_in_plaintext() {
 }
 
 #[test]
+fn istio_mutual_servers_are_mesh_mtls_on_a_gateway_with_a_workload_certificate() {
+    let loaded = weft_api::load_str(
+        "test.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: front}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 443, name: https, \
+             protocol: HTTPS}}, hosts: [a.example.com], tls: {{mode: ISTIO_MUTUAL}}}}]\n---\n{VIRTUAL_SERVICE}"
+        ),
+    );
+    assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
+    let view = ConfigView::new(loaded.resources, Vec::new());
+    let mut node =
+        ProxyNode::parse_id("router~10.0.0.5~gw-0.istio-system~istio-system.svc.cluster.local")
+            .expect("id");
+    node.labels
+        .insert("istio".to_owned(), "ingressgateway".to_owned());
+    node.labels
+        .insert("security.istio.io/tlsMode".to_owned(), "istio".to_owned());
+    let res = crate::translate(&node, &MeshConfig::default(), &view);
+    assert!(notes(&res).is_empty(), "{:?}", notes(&res));
+    let [listener] = res.listeners.as_slice() else {
+        panic!("one listener: {:?}", res.listeners);
+    };
+    match &listener.protocol {
+        Some(proto::listener::Protocol::Http(h)) => {
+            assert!(h.tls.is_none());
+            assert_eq!(
+                h.mesh_tls.map(|m| m.mode()),
+                Some(proto::mesh_tls::Mode::Strict)
+            );
+        }
+        other => panic!("an HTTP listener: {other:?}"),
+    }
+    let domains: Vec<&str> = res
+        .route_configs
+        .iter()
+        .flat_map(|rc| &rc.virtual_hosts)
+        .flat_map(|vh| &vh.domains)
+        .map(String::as_str)
+        .collect();
+    assert_eq!(domains, ["a.example.com"]);
+}
+
+#[test]
 fn a_mutual_server_without_a_client_ca_is_left_out() {
     // weft-api refuses this; translation must still not serve the server without checking
     // clients (through another server's certificate on the port).
@@ -226,7 +270,10 @@ fn a_mutual_server_without_a_client_ca_is_left_out() {
     let loaded = weft_api::load_str("test.yaml", VIRTUAL_SERVICE);
     let r = &loaded.resources[0];
     let mut notes = Notes::default();
-    assert_eq!(server_kind(r, &server, "spec.servers[1]", &mut notes), None);
+    assert_eq!(
+        server_kind(r, &server, "spec.servers[1]", true, &mut notes),
+        None
+    );
     let notes = notes.finish();
     assert_eq!(notes.len(), 1);
     assert!(
