@@ -38,7 +38,12 @@ struct Provider {
     forward: bool,
     payload_header: Option<HeaderName>,
     claim_headers: Vec<(HeaderName, String)>,
+    /// Claims whose string value is a space-separated list (besides `scope`, `permission`).
+    space_delimited: Vec<String>,
 }
+
+/// Claims whose string value is always a space-separated list, as Istio reads them.
+const SPACE_DELIMITED: &[&str] = &["scope", "permission"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Location {
@@ -84,11 +89,14 @@ pub struct Identity {
     /// `azp`.
     pub presenter: Option<String>,
     claims: Value,
+    /// The provider's space-delimited claims besides `scope` and `permission`.
+    space_delimited: Vec<String>,
 }
 
 impl Identity {
     /// The values of the claim at `path` (nested objects by name): a string, or each string
-    /// of a list; numbers and booleans as text.
+    /// of a list; numbers and booleans as text. A top-level space-delimited claim (`scope`,
+    /// `permission`, the provider's `spaceDelimitedClaims`) gives each of its words.
     pub fn claim(&self, path: &[String]) -> Vec<String> {
         let mut v = &self.claims;
         for name in path {
@@ -97,8 +105,15 @@ impl Identity {
                 None => return Vec::new(),
             }
         }
+        let split = match path {
+            [name] => {
+                SPACE_DELIMITED.contains(&name.as_str()) || self.space_delimited.contains(name)
+            }
+            _ => false,
+        };
         match v {
             Value::Array(items) => items.iter().filter_map(scalar).collect(),
+            Value::String(s) if split => s.split_whitespace().map(str::to_owned).collect(),
             other => scalar(other).into_iter().collect(),
         }
     }
@@ -119,6 +134,7 @@ impl Identity {
             audiences,
             presenter: claims.get("azp").and_then(Value::as_str).map(str::to_owned),
             claims,
+            space_delimited: Vec::new(),
         }
     }
 }
@@ -230,6 +246,7 @@ impl JwtAuthn {
                 forward: p.forward_original_token,
                 payload_header,
                 claim_headers,
+                space_delimited: p.space_delimited_claims.clone(),
             });
         }
         Ok(JwtAuthn { providers })
@@ -429,6 +446,7 @@ impl Provider {
             audiences,
             presenter: field("azp").map(str::to_owned),
             claims: token.payload.clone(),
+            space_delimited: self.space_delimited.clone(),
         })
     }
 

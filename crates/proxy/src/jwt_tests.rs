@@ -231,3 +231,20 @@ fn a_provider_without_keys_refuses_its_tokens_and_bad_json_is_refused() {
     let e = JwtAuthn::build(&proto, "listener \"l\"", "http.jwtAuthn").unwrap_err();
     assert_eq!(e.field, "http.jwtAuthn.providers[0].jwks");
 }
+
+#[test]
+fn space_delimited_claims_give_each_word() {
+    let s = Signer::new("k1");
+    let a = authn(&s, serde_json::json!({"spaceDelimitedClaims": ["roles"]}));
+    let mut c = claims(NOW + 60);
+    c["roles"] = "admin dev".into();
+    c["scope"] = "read write".into();
+    c["title"] = "chief engineer".into();
+    let id = a
+        .check_at(&mut bearer(&s.sign(&c)), None, NOW)
+        .unwrap()
+        .expect("identity");
+    assert_eq!(id.claim(&["roles".into()]), ["admin", "dev"]);
+    assert_eq!(id.claim(&["scope".into()]), ["read", "write"]);
+    assert_eq!(id.claim(&["title".into()]), ["chief engineer"]);
+}
