@@ -131,7 +131,7 @@ fn refusals_say_what_envoy_says() {
 }
 
 #[test]
-fn no_token_or_an_unknown_issuer_passes_with_no_identity() {
+fn no_token_passes_with_no_identity_but_an_unknown_issuer_is_refused() {
     let s = Signer::new("k1");
     let a = authn(&s, serde_json::json!({}));
     assert!(
@@ -142,7 +142,14 @@ fn no_token_or_an_unknown_issuer_passes_with_no_identity() {
     let mut c = claims(NOW + 60);
     c["iss"] = "https://elsewhere".into();
     let mut h = bearer(&s.sign(&c));
-    assert!(a.check_at(&mut h, None, NOW).unwrap().is_none());
+    assert_eq!(
+        a.check_at(&mut h, None, NOW).unwrap_err(),
+        Failure::UnknownIssuer
+    );
+    assert_eq!(
+        Failure::UnknownIssuer.message(),
+        "Jwt issuer is not configured"
+    );
 }
 
 #[test]
@@ -159,7 +166,7 @@ fn tokens_are_found_where_the_provider_says() {
         HeaderValue::from_str(&format!("Token {token}")).unwrap(),
     );
     assert!(a.check_at(&mut h, None, NOW).unwrap().is_some());
-    // Not looked for in the default header any more.
+    // Not looked for in the default header any more: a token there is not seen.
     assert!(
         a.check_at(&mut bearer(&token), None, NOW)
             .unwrap()
