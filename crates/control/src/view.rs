@@ -246,3 +246,27 @@ impl ConfigView {
         })
     }
 }
+
+#[cfg(test)]
+mod not_enforced_tests {
+    use super::*;
+
+    /// Never silent: a PeerAuthentication is read, and listed as not enforced (what
+    /// `/debug/config_errors` shows).
+    #[test]
+    fn peer_authentications_are_reported_as_not_enforced() {
+        let loaded = weft_api::load_str(
+            "pa.yaml",
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n",
+        );
+        let view = ConfigView::new(loaded.resources, Vec::new());
+        let notes: Vec<String> = view.unsupported().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            notes,
+            [
+                "PeerAuthentication istio-system/default spec: PeerAuthentication is not enforced by \
+              weft yet: sidecars do not use mutual TLS, so this policy has no effect"
+            ]
+        );
+    }
+}
