@@ -228,3 +228,21 @@ impl ConfigView {
         })
     }
 }
+
+#[cfg(test)]
+mod not_enforced_tests {
+    use super::*;
+
+    /// A PeerAuthentication is enforced (mesh mTLS): `/debug/config_errors` does not list it
+    /// as ignored.
+    #[test]
+    fn peer_authentications_are_not_reported_as_ignored() {
+        let loaded = weft_api::load_str(
+            "pa.yaml",
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n",
+        );
+        let view = ConfigView::new(loaded.resources, Vec::new());
+        let notes: Vec<String> = view.unsupported().iter().map(ToString::to_string).collect();
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+}

@@ -1,9 +1,10 @@
 //! Request authentication: JWTs checked as Envoy's jwt_authn filter checks them under the
-//! configuration Istio makes of its RequestAuthentications (each provider "required", all of
-//! them "allow missing"): a request with no token passes with no identity; a token whose issuer
-//! no provider has passes the same way; a token of a known issuer must verify (signature by a
-//! key of the issuer's JWKS, `exp` and `nbf` with a minute of clock skew, the provider's
-//! audiences) or the request gets 401.
+//! configuration Istio makes of its RequestAuthentications (any provider, or "allow missing"):
+//! a request with no token passes with no identity; a token must verify (its issuer has a
+//! provider that looks where it was found, its signature is by a key of that issuer's JWKS,
+//! `exp` and `nbf` hold with a minute of clock skew, an audience is the provider's) or the
+//! request gets 401. A token of an issuer no provider has is refused too (`Jwt issuer is not
+//! configured`), as Envoy does since 1.17.1.
 //!
 //! Signatures are verified with aws-lc-rs (RS256/384/512, PS256/384/512, ES256/384, EdDSA),
 //! the proxy's one crypto provider.
@@ -38,7 +39,12 @@ struct Provider {
     forward: bool,
     payload_header: Option<HeaderName>,
     claim_headers: Vec<(HeaderName, String)>,
+    /// Claims whose string value is a space-separated list (besides `scope`, `permission`).
+    space_delimited: Vec<String>,
 }
+
+/// Claims whose string value is always a space-separated list, as Istio reads them.
+const SPACE_DELIMITED: &[&str] = &["scope", "permission"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Location {
@@ -84,11 +90,14 @@ pub struct Identity {
     /// `azp`.
     pub presenter: Option<String>,
     claims: Value,
+    /// The provider's space-delimited claims besides `scope` and `permission`.
+    space_delimited: Vec<String>,
 }
 
 impl Identity {
     /// The values of the claim at `path` (nested objects by name): a string, or each string
-    /// of a list; numbers and booleans as text.
+    /// of a list; numbers and booleans as text. A top-level space-delimited claim (`scope`,
+    /// `permission`, the provider's `spaceDelimitedClaims`) gives each of its words.
     pub fn claim(&self, path: &[String]) -> Vec<String> {
         let mut v = &self.claims;
         for name in path {
@@ -97,8 +106,15 @@ impl Identity {
                 None => return Vec::new(),
             }
         }
+        let split = match path {
+            [name] => {
+                SPACE_DELIMITED.contains(&name.as_str()) || self.space_delimited.contains(name)
+            }
+            _ => false,
+        };
         match v {
             Value::Array(items) => items.iter().filter_map(scalar).collect(),
+            Value::String(s) if split => s.split_whitespace().map(str::to_owned).collect(),
             other => scalar(other).into_iter().collect(),
         }
     }
@@ -119,6 +135,7 @@ impl Identity {
             audiences,
             presenter: claims.get("azp").and_then(Value::as_str).map(str::to_owned),
             claims,
+            space_delimited: Vec::new(),
         }
     }
 }
@@ -144,6 +161,7 @@ pub enum Failure {
     NoMatchingKey,
     UnsupportedAlg,
     VerificationFails,
+    UnknownIssuer,
 }
 
 impl Failure {
@@ -161,6 +179,7 @@ impl Failure {
             Failure::NoMatchingKey => "Jwks doesn't have key to match kid or alg from Jwt",
             Failure::UnsupportedAlg => "Jwt header [alg] is not supported",
             Failure::VerificationFails => "Jwt verification fails",
+            Failure::UnknownIssuer => "Jwt issuer is not configured",
         }
     }
 }
@@ -230,13 +249,13 @@ impl JwtAuthn {
                 forward: p.forward_original_token,
                 payload_header,
                 claim_headers,
+                space_delimited: p.space_delimited_claims.clone(),
             });
         }
         Ok(JwtAuthn { providers })
     }
 
-    /// Checks the request's tokens: its identity (None: no token, or none of a known issuer),
-    /// or why it is refused. On success, the token is removed from its header (unless
+    /// Checks the request's tokens: its identity (None: no token), or why it is refused. On success, the token is removed from its header (unless
     /// `forwardOriginalToken`) and the provider's output headers are set.
     pub fn check(
         &self,
@@ -261,13 +280,14 @@ impl JwtAuthn {
             let token = Token::parse(&f.token)?;
             let issuer = token.payload.get("iss").and_then(Value::as_str);
             // Only a provider of the token's issuer that looks where it was found checks it;
-            // with none, the token is as good as missing (Envoy's allow_missing).
+            // with none, the token is refused (Envoy's allow_missing allows no token, not an
+            // unknown issuer's).
             let Some(p) = self
                 .providers
                 .iter()
                 .find(|p| Some(p.issuer.as_str()) == issuer && p.locations.contains(&f.location))
             else {
-                continue;
+                return Err(Failure::UnknownIssuer);
             };
             let id = p.verify(&token, now)?;
             if !p.forward
@@ -429,6 +449,7 @@ impl Provider {
             audiences,
             presenter: field("azp").map(str::to_owned),
             claims: token.payload.clone(),
+            space_delimited: self.space_delimited.clone(),
         })
     }
 

@@ -131,7 +131,7 @@ fn refusals_say_what_envoy_says() {
 }
 
 #[test]
-fn no_token_or_an_unknown_issuer_passes_with_no_identity() {
+fn no_token_passes_with_no_identity_but_an_unknown_issuer_is_refused() {
     let s = Signer::new("k1");
     let a = authn(&s, serde_json::json!({}));
     assert!(
@@ -142,7 +142,14 @@ fn no_token_or_an_unknown_issuer_passes_with_no_identity() {
     let mut c = claims(NOW + 60);
     c["iss"] = "https://elsewhere".into();
     let mut h = bearer(&s.sign(&c));
-    assert!(a.check_at(&mut h, None, NOW).unwrap().is_none());
+    assert_eq!(
+        a.check_at(&mut h, None, NOW).unwrap_err(),
+        Failure::UnknownIssuer
+    );
+    assert_eq!(
+        Failure::UnknownIssuer.message(),
+        "Jwt issuer is not configured"
+    );
 }
 
 #[test]
@@ -159,7 +166,7 @@ fn tokens_are_found_where_the_provider_says() {
         HeaderValue::from_str(&format!("Token {token}")).unwrap(),
     );
     assert!(a.check_at(&mut h, None, NOW).unwrap().is_some());
-    // Not looked for in the default header any more.
+    // Not looked for in the default header any more: a token there is not seen.
     assert!(
         a.check_at(&mut bearer(&token), None, NOW)
             .unwrap()
@@ -230,4 +237,21 @@ fn a_provider_without_keys_refuses_its_tokens_and_bad_json_is_refused() {
     .unwrap();
     let e = JwtAuthn::build(&proto, "listener \"l\"", "http.jwtAuthn").unwrap_err();
     assert_eq!(e.field, "http.jwtAuthn.providers[0].jwks");
+}
+
+#[test]
+fn space_delimited_claims_give_each_word() {
+    let s = Signer::new("k1");
+    let a = authn(&s, serde_json::json!({"spaceDelimitedClaims": ["roles"]}));
+    let mut c = claims(NOW + 60);
+    c["roles"] = "admin dev".into();
+    c["scope"] = "read write".into();
+    c["title"] = "chief engineer".into();
+    let id = a
+        .check_at(&mut bearer(&s.sign(&c)), None, NOW)
+        .unwrap()
+        .expect("identity");
+    assert_eq!(id.claim(&["roles".into()]), ["admin", "dev"]);
+    assert_eq!(id.claim(&["scope".into()]), ["read", "write"]);
+    assert_eq!(id.claim(&["title".into()]), ["chief engineer"]);
 }

@@ -140,13 +140,6 @@ fn request_authentication(r: &Resource, ra: &RequestAuthentication, out: &mut Ve
                     .into(),
             ));
         }
-        if !rule.space_delimited_claims.is_empty() {
-            out.push(not_enforced(
-                r,
-                &at("spaceDelimitedClaims"),
-                "not supported by weft yet: these claims are matched as whole strings".into(),
-            ));
-        }
         if rule.issuer.is_empty() {
             out.push(not_enforced(
                 r,

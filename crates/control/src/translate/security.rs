@@ -290,13 +290,6 @@ fn jwt_providers(
                  passes (require one with an AuthorizationPolicy's requestPrincipals)",
             );
         }
-        if !rule.space_delimited_claims.is_empty() {
-            notes.add(
-                Some(r),
-                at("spaceDelimitedClaims"),
-                "not supported by weft yet: these claims are matched as whole strings",
-            );
-        }
         let keys = if !rule.jwks.is_empty() {
             rule.jwks.clone()
         } else if !rule.jwks_uri.is_empty() {
@@ -362,6 +355,7 @@ fn jwt_providers(
                 })
                 .collect(),
             source: format!("{}/{}", r.namespace(), r.name()),
+            space_delimited_claims: rule.space_delimited_claims.clone(),
         });
     }
     out
