@@ -458,7 +458,7 @@ fn listener(
         access_log: l.access_log.clone().filter(|a| !a.disabled),
         config: l.clone(),
         secrets: used_secrets,
-        reporting: Arc::new(crate::metrics::peer::Reporting::build(l, node)),
+        reporting: Arc::new(crate::metrics::peer::Reporting::build(l, node, &resource)?),
     })
 }
 

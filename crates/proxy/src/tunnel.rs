@@ -233,7 +233,7 @@ impl Report<'_> {
 
     /// A connection that ended before it was spliced (counted opened and closed at once).
     fn refused(&self, shared: &Shared, state: &ClusterState, pick: Option<&Pick>, flag: Flag) {
-        if self.reporting.disabled {
+        if self.reporting.tcp_disabled {
             return;
         }
         let key = self.key(state, pick, Some(flag));
@@ -324,7 +324,7 @@ async fn forward<D>(
         return;
     }
     shared.stats.downstream_cx_active.fetch_add(1, Relaxed);
-    let key = (!report.reporting.disabled).then(|| report.key(state, Some(&pick), None));
+    let key = (!report.reporting.tcp_disabled).then(|| report.key(state, Some(&pick), None));
     if let Some(key) = &key {
         shared.metrics.tcp_opened(key.clone());
     }

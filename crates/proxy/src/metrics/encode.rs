@@ -9,6 +9,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, LabelSetEnc
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::custom::{LABELS, Metric};
 use super::labels::{UNKNOWN, value};
 use super::{Edge, Metrics, Protocol, Reporter, RequestKey, Security, TcpKey};
 use crate::state::Shared;
@@ -79,27 +80,43 @@ fn standard(m: &Metrics, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std:
             None,
             MetricType::Counter,
         )?;
-        for (key, s) in requests.iter() {
-            e.encode_family(&RequestLabels(key))?
+        let count = Metric::RequestCount;
+        for (key, s) in requests
+            .iter()
+            .filter(|(k, _)| k.edge.custom.reports(count))
+        {
+            e.encode_family(&RequestLabels(key, count))?
                 .encode_counter::<NoLabelSet, _, u64>(&s.count.load(Relaxed), None)?;
         }
-        for (name, help, pick) in [
+        type Pick = fn(&super::RequestSeries) -> &super::Histogram;
+        let histograms: [(&str, &str, Metric, Pick); 3] = [
             (
                 "istio_request_duration_milliseconds",
                 "Request durations, from the request's first byte to the response's last.",
-                (|s| &s.duration_ms) as fn(&super::RequestSeries) -> &super::Histogram,
+                Metric::RequestDuration,
+                |s| &s.duration_ms,
             ),
-            ("istio_request_bytes", "Request body sizes.", |s| {
-                &s.request_bytes
-            }),
-            ("istio_response_bytes", "Response body sizes.", |s| {
-                &s.response_bytes
-            }),
-        ] {
+            (
+                "istio_request_bytes",
+                "Request body sizes.",
+                Metric::RequestSize,
+                |s| &s.request_bytes,
+            ),
+            (
+                "istio_response_bytes",
+                "Response body sizes.",
+                Metric::ResponseSize,
+                |s| &s.response_bytes,
+            ),
+        ];
+        for (name, help, metric, pick) in histograms {
             let mut e = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-            for (key, s) in requests.iter() {
+            for (key, s) in requests
+                .iter()
+                .filter(|(k, _)| k.edge.custom.reports(metric))
+            {
                 let (sum, count, buckets) = pick(s).snapshot();
-                e.encode_family(&RequestLabels(key))?
+                e.encode_family(&RequestLabels(key, metric))?
                     .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
             }
         }
@@ -108,32 +125,36 @@ fn standard(m: &Metrics, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std:
     let tcp = m.tcp.read().unwrap_or_else(|p| p.into_inner());
     if !tcp.is_empty() {
         type Pick = fn(&super::TcpSeries) -> &AtomicU64;
-        let families: [(&str, &str, Pick); 4] = [
+        let families: [(&str, &str, Metric, Pick); 4] = [
             (
                 "istio_tcp_sent_bytes",
                 "Bytes sent to the downstream of TCP connections.",
+                Metric::TcpSentBytes,
                 |s| &s.sent_bytes,
             ),
             (
                 "istio_tcp_received_bytes",
                 "Bytes received from the downstream of TCP connections.",
+                Metric::TcpReceivedBytes,
                 |s| &s.received_bytes,
             ),
             (
                 "istio_tcp_connections_opened",
                 "TCP connections opened.",
+                Metric::TcpOpenedConnections,
                 |s| &s.opened,
             ),
             (
                 "istio_tcp_connections_closed",
                 "TCP connections closed.",
+                Metric::TcpClosedConnections,
                 |s| &s.closed,
             ),
         ];
-        for (name, help, pick) in families {
+        for (name, help, metric, pick) in families {
             let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (key, s) in tcp.iter() {
-                e.encode_family(&TcpLabels(key))?
+            for (key, s) in tcp.iter().filter(|(k, _)| k.edge.custom.reports(metric)) {
+                e.encode_family(&TcpLabels(key, metric))?
                     .encode_counter::<NoLabelSet, _, u64>(&pick(s).load(Relaxed), None)?;
             }
         }
@@ -211,46 +232,38 @@ fn health(shared: &Shared, encoder: &mut DescriptorEncoder<'_>) -> Result<(), st
     Ok(())
 }
 
-struct RequestLabels<'a>(&'a RequestKey);
+struct RequestLabels<'a>(&'a RequestKey, Metric);
 
 impl EncodeLabelSet for RequestLabels<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let k = self.0;
-        edge_labels(&k.edge, encoder)?;
+        let RequestLabels(k, metric) = self;
         let protocol = match k.protocol {
             Protocol::Http => "http",
             Protocol::Grpc => "grpc",
         };
-        let code = itoa_u16(k.code);
-        let grpc = k.grpc_status.map(itoa_u16);
+        let code = k.code.to_string();
+        let grpc = k.grpc_status.map(|s| s.to_string());
         let flags = k.flags.to_string();
-        for (key, v) in [
-            ("request_protocol", protocol),
-            ("response_code", code.as_str()),
-            ("grpc_response_status", grpc.as_deref().unwrap_or("")),
-            ("response_flags", flags.as_str()),
-            ("connection_security_policy", security(k.edge.security)),
-        ] {
-            (key, v).encode(encoder.encode_label())?;
-        }
-        Ok(())
+        let request = [
+            protocol,
+            code.as_str(),
+            grpc.as_deref().unwrap_or(""),
+            flags.as_str(),
+            security(k.edge.security),
+        ];
+        write_labels(&k.edge, *metric, &request, encoder)
     }
 }
 
-struct TcpLabels<'a>(&'a TcpKey);
+struct TcpLabels<'a>(&'a TcpKey, Metric);
 
 impl EncodeLabelSet for TcpLabels<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        edge_labels(&self.0.edge, encoder)?;
-        let flags = self.0.flags.to_string();
-        for (key, v) in [
-            ("request_protocol", "tcp"),
-            ("response_flags", flags.as_str()),
-            ("connection_security_policy", security(self.0.edge.security)),
-        ] {
-            (key, v).encode(encoder.encode_label())?;
-        }
-        Ok(())
+        let TcpLabels(k, metric) = self;
+        let flags = k.flags.to_string();
+        // No response code or gRPC status on TCP: the empty values are not written.
+        let request = ["tcp", "", "", flags.as_str(), security(k.edge.security)];
+        write_labels(&k.edge, *metric, &request, encoder)
     }
 }
 
@@ -262,40 +275,55 @@ fn security(s: Security) -> &'static str {
     }
 }
 
-fn itoa_u16(v: u16) -> String {
-    v.to_string()
-}
-
-/// The labels of who talks to whom, in Istio's order.
-fn edge_labels(edge: &Edge, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+/// The labels of who talks to whom, then `request` (protocol, code, gRPC status, flags,
+/// security: `LABELS[20..]`), in Istio's order, less those the listener's overrides remove
+/// from `metric`. TCP has no code or gRPC status: empty ones there are left out.
+fn write_labels(
+    edge: &Edge,
+    metric: Metric,
+    request: &[&str; 5],
+    encoder: &mut LabelSetEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
     let reporter = match edge.reporter {
         Reporter::Source => "source",
         Reporter::Destination => "destination",
     };
     let (src, dst, svc) = (&edge.source, &edge.destination, &edge.service);
-    for (key, v) in [
-        ("reporter", reporter),
-        ("source_workload", &src.name),
-        ("source_canonical_service", &src.canonical_service),
-        ("source_canonical_revision", &src.canonical_revision),
-        ("source_workload_namespace", &src.namespace),
-        ("source_principal", &src.principal),
-        ("source_app", &src.app),
-        ("source_version", &src.version),
-        ("source_cluster", &src.cluster),
-        ("destination_workload", &dst.name),
-        ("destination_workload_namespace", &dst.namespace),
-        ("destination_principal", &dst.principal),
-        ("destination_app", &dst.app),
-        ("destination_version", &dst.version),
-        ("destination_service", &svc.host),
-        ("destination_canonical_service", &dst.canonical_service),
-        ("destination_canonical_revision", &dst.canonical_revision),
-        ("destination_service_name", &svc.name),
-        ("destination_service_namespace", &svc.namespace),
-        ("destination_cluster", &dst.cluster),
-    ] {
-        (key, value(v)).encode(encoder.encode_label())?;
+    let who: [&str; 20] = [
+        reporter,
+        value(&src.name),
+        value(&src.canonical_service),
+        value(&src.canonical_revision),
+        value(&src.namespace),
+        value(&src.principal),
+        value(&src.app),
+        value(&src.version),
+        value(&src.cluster),
+        value(&dst.name),
+        value(&dst.namespace),
+        value(&dst.principal),
+        value(&dst.app),
+        value(&dst.version),
+        value(&svc.host),
+        value(&dst.canonical_service),
+        value(&dst.canonical_revision),
+        value(&svc.name),
+        value(&svc.namespace),
+        value(&dst.cluster),
+    ];
+    let tcp = matches!(
+        metric,
+        Metric::TcpOpenedConnections
+            | Metric::TcpClosedConnections
+            | Metric::TcpSentBytes
+            | Metric::TcpReceivedBytes
+    );
+    for (i, v) in who.iter().chain(request.iter()).enumerate() {
+        let absent = tcp && (i == 21 || i == 22);
+        if absent || !edge.custom.keeps(metric, i) {
+            continue;
+        }
+        (LABELS[i], *v).encode(encoder.encode_label())?;
     }
     Ok(())
 }

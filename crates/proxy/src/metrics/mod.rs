@@ -7,6 +7,7 @@
 //! A request's labels are a few interned pointers ([`labels`]), so recording looks its series
 //! up by address and adds to atomics: no allocation once a label set has been seen.
 
+pub mod custom;
 mod encode;
 mod histogram;
 pub mod labels;
@@ -54,6 +55,8 @@ pub struct Edge {
     pub destination: WorkloadRef,
     pub service: ServiceRef,
     pub security: Security,
+    /// What the reporting listener's Telemetry overrides leave of the metrics.
+    pub custom: custom::Customization,
 }
 
 /// A request's full label set.

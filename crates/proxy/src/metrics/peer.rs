@@ -13,6 +13,7 @@ use prost::Message as _;
 use weft_xds::envoy::{Struct, Value, ValueKind as Kind};
 use weft_xds::proto;
 
+use super::custom::{Customization, Metric};
 use super::labels::{self, Service, ServiceRef, Workload, WorkloadRef};
 use super::{Edge, Reporter, Security};
 use crate::config::NodeInfo;
@@ -49,7 +50,11 @@ impl Known {
 #[derive(Debug)]
 pub struct Reporting {
     pub reporter: Reporter,
+    /// No request metric is reported.
     pub disabled: bool,
+    /// No TCP metric is reported.
+    pub tcp_disabled: bool,
+    custom: Customization,
     /// The proxy's own workload.
     pub own: Known,
     /// Its service account's identity, to check a peer's metadata against.
@@ -61,7 +66,11 @@ pub struct Reporting {
 }
 
 impl Reporting {
-    pub fn build(l: &proto::Listener, node: &NodeInfo) -> Reporting {
+    pub fn build(
+        l: &proto::Listener,
+        node: &NodeInfo,
+        resource: &str,
+    ) -> Result<Reporting, crate::config::ConfigError> {
         let own_metadata = l.workload.clone().unwrap_or_else(|| from_node(node));
         let stats = l.stats.clone().unwrap_or_default();
         let reporter = match stats.reporter() {
@@ -76,14 +85,25 @@ impl Reporting {
             .then(|| encode(&own_metadata))
             .flatten()
             .zip(HeaderValue::from_str(&node.id).ok());
-        Reporting {
+        let custom = Customization::build(&stats.overrides, resource)?;
+        Ok(Reporting {
             reporter,
-            disabled: stats.disabled,
+            disabled: stats.disabled || custom.reports_no_request_metric(),
+            tcp_disabled: stats.disabled
+                || [
+                    Metric::TcpOpenedConnections,
+                    Metric::TcpClosedConnections,
+                    Metric::TcpSentBytes,
+                    Metric::TcpReceivedBytes,
+                ]
+                .iter()
+                .all(|m| !custom.reports(*m)),
+            custom,
             own: Known::of(&own_metadata),
             own_metadata,
             service,
             offer,
-        }
+        })
     }
 
     /// The edge of a request this client-side listener sent to `dest`.
@@ -97,6 +117,7 @@ impl Reporting {
                 .map_or_else(labels::unknown_workload, |w| w.get(dest.mtls)),
             service: dest.service.clone(),
             security: Security::Unknown,
+            custom: self.custom,
         }
     }
 
@@ -112,6 +133,7 @@ impl Reporting {
             } else {
                 Security::None
             },
+            custom: self.custom,
         }
     }
 
@@ -352,7 +374,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        Reporting::build(&listener, &NodeInfo::default())
+        Reporting::build(&listener, &NodeInfo::default(), "test").expect("valid")
     }
 
     #[test]
