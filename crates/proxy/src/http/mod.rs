@@ -54,7 +54,8 @@ pub struct ConnContext {
     pub explicit_proxy: bool,
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    pub access_log: bool,
+    /// The listener's access log, when it has one.
+    pub access_log: Option<Arc<crate::access_log::Sink>>,
     /// The connection's TLS (scheme `https`), when it has some.
     pub tls: Option<TlsConn>,
     /// The verified peer's principal: the SPIFFE URI SAN (without `spiffe://`,
@@ -230,11 +231,10 @@ impl Exchange {
         );
         Exchange {
             grpc: crate::reply::is_grpc(&parts.headers),
-            log: cx.access_log.then(|| {
-                let mut entry = Entry::begin(parts, cx.peer);
-                entry.peer_identity = cx.peer_identity.clone();
-                Box::new(entry)
-            }),
+            log: cx
+                .access_log
+                .as_ref()
+                .map(|sink| Box::new(Entry::begin(parts, cx, sink))),
             flags: Flags::default(),
             close: false,
             connect: parts.method == http::Method::CONNECT,
@@ -313,7 +313,10 @@ fn finish(cx: &ConnContext, ex: Exchange, reply: Reply) -> Response<ProxyBody> {
     shared.stats.downstream_rq_xx[class_index(status)].fetch_add(1, Relaxed);
     let (mut parts, body) = resp.into_parts();
     parts.headers.insert(header::SERVER, SERVER.clone());
-    let Exchange { log, flags, .. } = ex;
+    let Exchange { mut log, flags, .. } = ex;
+    if let Some(l) = log.as_deref_mut() {
+        l.response(&parts.headers);
+    }
     let body = Observed::new(body, move |bytes, _complete| {
         drop(held);
         shared.stats.downstream_rq_active.fetch_sub(1, Relaxed);
@@ -321,7 +324,7 @@ fn finish(cx: &ConnContext, ex: Exchange, reply: Reply) -> Response<ProxyBody> {
             log.status = status;
             log.flags = flags;
             log.bytes_sent = bytes;
-            shared.access_log.write(&log);
+            log.write();
         }
     });
     Response::from_parts(parts, body.boxed_unsync())
