@@ -166,6 +166,11 @@ for target in direct weft envoy; do
   fi
 done
 
+if [ "$ACCESS_LOG" = 1 ]; then
+  dropped=$(python3 -c "import urllib.request; print([l for l in urllib.request.urlopen('http://127.0.0.1:$ADMIN/stats').read().decode().splitlines() if l.startswith('access_log.dropped')][0])")
+  echo "== access log lines written: weft $(wc -l < "$WORK/weft-access.log") ($dropped), envoy $(wc -l < "$WORK/envoy-access.log")"
+  echo "== a weft line: $(tail -1 "$WORK/weft-access.log")"
+fi
 echo
 printf '%-8s %12s %10s %10s %10s %14s %12s %12s\n' target max_rps p50_ms p90_ms p99_ms cpu_s_per_1k rss_kb peak_rss_kb
 for t in direct weft envoy; do

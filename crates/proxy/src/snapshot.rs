@@ -47,8 +47,9 @@ pub struct ListenerSpec {
     pub name: String,
     pub address: SocketAddr,
     pub kind: ListenerKind,
-    /// None: no access log (Istio's default, `meshConfig.accessLogFile` unset).
-    pub access_log: Option<proto::AccessLog>,
+    /// None: no access log (Istio's default, `meshConfig.accessLogFile` unset). Compiled
+    /// once here: requests only fill in the format.
+    pub access_log: Option<Arc<crate::access_log::Sink>>,
     /// As received: a listener whose config is unchanged is left alone on reload.
     pub config: proto::Listener,
     /// The secrets its TLS names, as they were when it was built: a listener whose secrets
@@ -455,7 +456,12 @@ fn listener(
         name: l.name.clone(),
         address,
         kind,
-        access_log: l.access_log.clone().filter(|a| !a.disabled),
+        access_log: match l.access_log.as_ref().filter(|a| !a.disabled) {
+            Some(a) => Some(Arc::new(crate::access_log::Sink::build(a).map_err(
+                |(field, reason)| ConfigError::new(&resource, format!("accessLog.{field}"), reason),
+            )?)),
+            None => None,
+        },
         config: l.clone(),
         secrets: used_secrets,
         reporting: Arc::new(crate::metrics::peer::Reporting::build(l, node)),

@@ -30,6 +30,7 @@ pub mod config {
 
 pub use config::v1 as proto;
 
+pub mod access_log_format;
 pub mod ca;
 pub mod client;
 pub mod resource;

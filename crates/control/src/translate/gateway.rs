@@ -219,6 +219,14 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
             });
         }
     }
+    let telemetry = super::telemetry::for_workload(view, mesh, &node.namespace, &node.labels);
+    super::telemetry::apply_access_logs(
+        &mut out.listeners,
+        &telemetry,
+        mesh,
+        |_| super::telemetry::ListenerClass::Gateway,
+        &mut notes,
+    );
     // A gateway is the workload its policies select: every listener of it.
     let security = super::security::for_workload(node, mesh, view, &mut notes);
     super::security::apply(&mut out.listeners, &security);

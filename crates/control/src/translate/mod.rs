@@ -29,6 +29,7 @@ mod route_policy;
 mod scope;
 mod security;
 mod sidecar;
+pub mod telemetry;
 mod workload_meta;
 
 use weft_api::Resource;

@@ -55,7 +55,8 @@ pub struct ConnContext {
     pub explicit_proxy: bool,
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    pub access_log: bool,
+    /// The listener's access log, when it has one.
+    pub access_log: Option<Arc<crate::access_log::Sink>>,
     /// The connection's TLS (scheme `https`), when it has some.
     pub tls: Option<TlsConn>,
     /// The verified peer's principal: the SPIFFE URI SAN (without `spiffe://`,
@@ -244,11 +245,10 @@ impl Exchange {
         );
         Exchange {
             grpc: crate::reply::is_grpc(&parts.headers),
-            log: cx.access_log.then(|| {
-                let mut entry = Entry::begin(parts, cx.peer);
-                entry.peer_identity = cx.peer_identity.clone();
-                Box::new(entry)
-            }),
+            log: cx
+                .access_log
+                .as_ref()
+                .map(|sink| Box::new(Entry::begin(parts, cx, sink))),
             flags: Flags::default(),
             close: false,
             connect: parts.method == http::Method::CONNECT,
@@ -329,7 +329,7 @@ fn finish(cx: &Arc<ConnContext>, ex: Exchange, reply: Reply) -> Response<ProxyBo
     let (mut parts, body) = resp.into_parts();
     parts.headers.insert(header::SERVER, SERVER.clone());
     let Exchange {
-        log,
+        mut log,
         flags,
         report,
         grpc,
@@ -341,6 +341,9 @@ fn finish(cx: &Arc<ConnContext>, ex: Exchange, reply: Reply) -> Response<ProxyBo
         grpc_status: crate::reply::grpc_status(&parts.headers),
         flags,
     };
+    if let Some(l) = log.as_deref_mut() {
+        l.response(&parts.headers);
+    }
     let cx = Arc::clone(cx);
     let body = Observed::new(body, move |ended| {
         if let Some(report) = report {
@@ -352,7 +355,7 @@ fn finish(cx: &Arc<ConnContext>, ex: Exchange, reply: Reply) -> Response<ProxyBo
             log.status = status;
             log.flags = flags;
             log.bytes_sent = ended.bytes;
-            shared.access_log.write(&log);
+            log.write();
         }
     });
     Response::from_parts(parts, body.boxed_unsync())
