@@ -1,5 +1,7 @@
 //! The monitoring endpoints (Istio's port 15014): plain HTTP/1.1, JSON answers.
 //!
+//! - `GET /metrics`: istiod's `pilot_*` metrics of the xDS server (see
+//!   `weft_xds::server::XdsMetrics`), Prometheus text format 0.0.4.
 //! - `GET /ready`: 200 once the control plane serves (the first config is loaded before the
 //!   ports open, so always, while it runs).
 //! - `GET /debug/syncz`: every connected proxy and, per type, what was sent and ACKed
@@ -72,6 +74,7 @@ fn respond(xds: &XdsServer<MeshSource>, req: &Request<Incoming>) -> Response<Ful
     match req.uri().path() {
         "/ready" => text(StatusCode::OK, "ready\n".into()),
         "/version" => text(StatusCode::OK, format!("{}\n", env!("CARGO_PKG_VERSION"))),
+        "/metrics" => metrics(xds),
         "/debug/syncz" => json(&syncz(xds)),
         "/debug/config_errors" => json(&config_errors(xds.source())),
         "/debug/config_dump" => match query_param(query, "proxy") {
@@ -89,10 +92,20 @@ fn respond(xds: &XdsServer<MeshSource>, req: &Request<Incoming>) -> Response<Ful
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "monitoring: /ready /version /debug/syncz /debug/config_dump?proxy=P /debug/config_errors\n"
+            "monitoring: /ready /version /metrics /debug/syncz /debug/config_dump?proxy=P /debug/config_errors\n"
                 .into(),
         ),
     }
+}
+
+/// `/metrics`: the xDS server's `pilot_*` metrics in the Prometheus text format 0.0.4.
+fn metrics(xds: &XdsServer<MeshSource>) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, xds.metrics().encode());
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 /// `/debug/syncz`.
