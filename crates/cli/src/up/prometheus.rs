@@ -188,12 +188,27 @@ mod tests {
     fn scrape_config_reads_both_target_files() {
         let state = Path::new("/tmp/weft state");
         let c = scrape_config(state);
-        assert!(c.contains("job_name: envoy-stats\n  metrics_path: /stats/prometheus"), "{c}");
-        assert!(c.contains("- files: [\"/tmp/weft state/prometheus/proxies.json\"]"), "{c}");
-        assert!(c.contains("job_name: pilot\n  metrics_path: /metrics"), "{c}");
-        assert!(c.contains("- files: [\"/tmp/weft state/prometheus/control-plane.json\"]"), "{c}");
+        assert!(
+            c.contains("job_name: envoy-stats\n  metrics_path: /stats/prometheus"),
+            "{c}"
+        );
+        assert!(
+            c.contains("- files: [\"/tmp/weft state/prometheus/proxies.json\"]"),
+            "{c}"
+        );
+        assert!(
+            c.contains("job_name: pilot\n  metrics_path: /metrics"),
+            "{c}"
+        );
+        assert!(
+            c.contains("- files: [\"/tmp/weft state/prometheus/control-plane.json\"]"),
+            "{c}"
+        );
         // It is YAML Prometheus can read.
         let v: yaml_serde::Value = yaml_serde::from_str(&c).unwrap();
-        assert_eq!(v["scrape_configs"][0]["file_sd_configs"][0]["files"][0].as_str(), Some("/tmp/weft state/prometheus/proxies.json"));
+        assert_eq!(
+            v["scrape_configs"][0]["file_sd_configs"][0]["files"][0].as_str(),
+            Some("/tmp/weft state/prometheus/proxies.json")
+        );
     }
 }
