@@ -7,6 +7,7 @@ mod http_get;
 mod load;
 mod proxy_config;
 mod proxy_status;
+mod stat;
 mod table;
 mod up;
 mod version;
@@ -50,6 +51,9 @@ enum Command {
     Delete(up::kubectl::DeleteArgs),
     /// List the resources in force in the local mesh.
     Get(up::kubectl::GetArgs),
+    /// Success rate, request rate and p50/p95/p99 latency per workload and per service over a
+    /// window (like `linkerd viz stat`), from the proxies' Istio metrics.
+    Stat(stat::Args),
     /// Run the sidecar and gateway proxy (what `weft-proxy` runs); `weft up` starts these.
     #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
     Proxy {
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
             std::iter::once(std::ffi::OsString::from("weft proxy")).chain(args),
         ),
         Command::Load(args) => load::run(args),
+        Command::Stat(args) => stat::run(&args),
         Command::Example(args) => example::run(args),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
