@@ -296,6 +296,8 @@ impl Up {
         options.instances = Some(instances.clone());
         options.xds_address = "127.0.0.1:0".parse().unwrap_or(options.xds_address);
         options.monitoring_address = "127.0.0.1:0".parse().unwrap_or(options.monitoring_address);
+        // The service graph scrapes the proxies Prometheus would (the file_sd list below).
+        options.scrape_targets = Some(prometheus::proxies_file(&self.state));
         // The CA: its root kept in the state directory; each proxy gets a token for its own
         // identity (`Launch::credential`).
         let tokens = Arc::new(weft_control::ca::auth::LocalTokens::default());
