@@ -7,49 +7,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Mesh, WEFT, children, stop, weft};
+use common::{Lines, Up, WEFT, apply_yaml, get, get_with, line_with, until, up, weft};
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+const BOOKINFO_AND_HTTPBIN: [&str; 2] = ["bookinfo/bookinfo.yaml", "httpbin/httpbin.yaml"];
 
-/// One HTTP/1.1 GET to `to` with `target` (absolute-form for a sidecar's outbound port):
-/// the status, or why there was none.
-fn get(to: SocketAddr, host: &str, target: &str) -> Result<(u16, String), String> {
-    get_with(to, host, target, "")
-}
-
-/// [`get`] with `extra` header lines (each ending in CRLF).
-fn get_with(
-    to: SocketAddr,
-    host: &str,
-    target: &str,
-    extra: &str,
-) -> Result<(u16, String), String> {
-    let mut s =
-        TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no response ({} bytes)", raw.len()))?;
-    Ok((status, text))
-}
 
 /// A stat of a proxy's admin endpoint.
 fn stat(admin: SocketAddr, name: &str) -> u64 {
@@ -68,57 +35,6 @@ fn serial(admin: SocketAddr) -> Option<String> {
     let body = text.split_once("\r\n\r\n")?.1;
     let json: serde_json::Value = serde_json::from_str(body).ok()?;
     Some(json["certificates"][0]["serialNumber"].as_str()?.to_owned())
-}
-
-/// Polls `f` every 50 ms until it holds, for at most `limit`.
-fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("not within {limit:?}: {what}");
-}
-
-fn apply_yaml(state: &Path, tmp: &Path, name: &str, yaml: &str) {
-    let file = tmp.join(name);
-    std::fs::write(&file, yaml).expect("write");
-    weft(state, &["apply", "-f", file.to_str().expect("utf-8")]);
-}
-
-/// What `weft up` printed: every stdout line so far.
-type Lines = Arc<Mutex<Vec<String>>>;
-
-fn line_with(lines: &Lines, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some(l) = lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains(needle))
-            .cloned()
-        {
-            return l;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "weft up never printed {needle:?}: {:?}",
-            lines.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The pod IP of `workload` in `weft up`'s table.
-fn pod_ip(lines: &Lines, workload: &str) -> std::net::IpAddr {
-    let row = line_with(lines, &format!("{workload} "));
-    row.split_whitespace()
-        .nth(1)
-        .and_then(|ip| ip.parse().ok())
-        .unwrap_or_else(|| panic!("no pod IP in {row:?}"))
 }
 
 const STRICT_MESH: &str = "apiVersion: security.istio.io/v1
@@ -156,73 +72,6 @@ spec:
       http: {maxRequestsPerConnection: 1}
 ";
 
-struct Up {
-    mesh: Mesh,
-    lines: Lines,
-    state: PathBuf,
-    tmp: PathBuf,
-}
-
-fn up(tag: &str, extra: &[&str]) -> Up {
-    let tmp = std::env::temp_dir().join(format!("weft-mtls-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let dir = tmp.join("bookinfo");
-    let state = tmp.join("state");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    for example in ["bookinfo/bookinfo.yaml", "httpbin/httpbin.yaml"] {
-        let from = Path::new(REPO).join("examples").join(example);
-        let name = from.file_name().expect("a file name").to_owned();
-        std::fs::copy(&from, dir.join(name)).expect("copy an example");
-    }
-    let mut child = Command::new(WEFT)
-        .arg("up")
-        .arg(&dir)
-        .arg("--state-dir")
-        .arg(&state)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("weft up");
-    let stdout = child.stdout.take().expect("stdout");
-    let lines: Lines = Arc::default();
-    let keep = lines.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            keep.lock().unwrap().push(l);
-        }
-    });
-    let up = Up {
-        mesh: Mesh(child),
-        lines,
-        state,
-        tmp,
-    };
-    line_with(&up.lines, "workloads started");
-    up
-}
-
-impl Up {
-    fn sidecar(&self, workload: &str) -> SocketAddr {
-        SocketAddr::new(pod_ip(&self.lines, workload), 15001)
-    }
-
-    fn inbound(&self, workload: &str) -> SocketAddr {
-        SocketAddr::new(pod_ip(&self.lines, workload), 9080)
-    }
-
-    fn admin(&self, workload: &str) -> SocketAddr {
-        SocketAddr::new(pod_ip(&self.lines, workload), 15000)
-    }
-
-    fn finish(mut self) {
-        let kids = children(self.mesh.pid());
-        stop(&mut self.mesh, kids);
-        let _ = std::fs::remove_dir_all(&self.tmp);
-    }
-}
-
 /// productpage's sidecar asking for reviews (mTLS between the sidecars).
 fn reviews_via_sidecar(up: &Up) -> Result<(u16, String), String> {
     get(
@@ -234,7 +83,7 @@ fn reviews_via_sidecar(up: &Up) -> Result<(u16, String), String> {
 
 #[test]
 fn mtls_migration_permissive_then_strict_and_identities_cannot_be_forged() {
-    let up = up("migration", &[]);
+    let up = up("mtls-migration", &BOOKINFO_AND_HTTPBIN, &[]);
     let reviews = up.inbound("reviews-v1-0");
     let ratings = up.inbound("ratings-v1-0");
 
@@ -420,7 +269,11 @@ fn mtls_migration_permissive_then_strict_and_identities_cannot_be_forged() {
 
 #[test]
 fn certificates_rotate_under_load_without_a_failed_request() {
-    let up = up("rotation", &["--workload-cert-ttl", "3s"]);
+    let up = up(
+        "mtls-rotation",
+        &BOOKINFO_AND_HTTPBIN,
+        &["--workload-cert-ttl", "3s"],
+    );
     apply_yaml(&up.state, &up.tmp, "strict.yaml", STRICT_MESH);
     apply_yaml(&up.state, &up.tmp, "ratings.yaml", RATINGS_NO_KEEPALIVE);
     let ratings = up.inbound("ratings-v1-0");

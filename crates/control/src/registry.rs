@@ -204,6 +204,56 @@ pub struct Endpoint {
     /// Service port number -> the endpoint's port. A service port missing here is not served
     /// by this endpoint (a named targetPort it does not have).
     pub ports: BTreeMap<u32, u32>,
+    /// The workload behind the address (an instance, a WorkloadEntry); None for a
+    /// ServiceEntry's DNS name. What metrics label the destination with.
+    pub workload: Option<EndpointWorkload>,
+}
+
+/// Which workload an endpoint is, as Istio's metrics name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointWorkload {
+    /// The workload's name (a Deployment's, a WorkloadEntry's); empty when it has none (a
+    /// ServiceEntry's inline endpoint).
+    pub name: String,
+    pub namespace: String,
+    /// The instance (pod) name, when it is one.
+    pub instance: String,
+}
+
+impl EndpointWorkload {
+    fn of_instance(inst: &WorkloadInstance) -> Option<EndpointWorkload> {
+        Some(EndpointWorkload {
+            name: workload_name(&inst.name).to_owned(),
+            namespace: inst.namespace.clone(),
+            instance: inst.name.clone(),
+        })
+    }
+}
+
+/// The workload a pod (instance) belongs to: its name less the replica suffix local mode gives
+/// it (`reviews-v1-0` is of `reviews-v1`), or a Deployment's pod-template and pod hashes
+/// (`reviews-v1-7d4b9c8f5-x2x9z`), as Istio names a pod's workload after its Deployment.
+pub fn workload_name(instance: &str) -> &str {
+    let Some((rest, last)) = instance.rsplit_once('-') else {
+        return instance;
+    };
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return rest;
+    }
+    // A Deployment's pod: NAME-<template hash>-<5 random>.
+    let hashy = |s: &str| {
+        (5..=10).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    match rest.rsplit_once('-') {
+        Some((name, hash))
+            if last.len() == 5 && hashy(hash) && hash.bytes().any(|b| b.is_ascii_digit()) =>
+        {
+            name
+        }
+        _ => instance,
+    }
 }
 
 impl Service {
@@ -350,6 +400,7 @@ impl Registry {
                     locality: inst.locality(),
                     service_account: inst.service_account.clone(),
                     ports,
+                    workload: EndpointWorkload::of_instance(inst),
                 });
             }
             for (er, we) in entries {
@@ -429,6 +480,7 @@ impl Registry {
                     weight: 0,
                     locality: inst.locality(),
                     service_account: inst.service_account.clone(),
+                    workload: EndpointWorkload::of_instance(inst),
                     ports: se
                         .ports
                         .iter()
@@ -499,6 +551,17 @@ impl Registry {
             },
             service_account: we.service_account.clone(),
             ports,
+            // A standalone WorkloadEntry is a workload of its own name; a ServiceEntry's
+            // inline endpoint has none.
+            workload: Some(EndpointWorkload {
+                name: if field == "spec.address" {
+                    r.name().to_owned()
+                } else {
+                    String::new()
+                },
+                namespace: r.namespace().to_owned(),
+                instance: String::new(),
+            }),
         })
     }
 }
@@ -522,6 +585,7 @@ fn dns_default_endpoint(
         weight: 0,
         locality: String::new(),
         service_account: String::new(),
+        workload: None,
         ports: se
             .ports
             .iter()
@@ -610,6 +674,19 @@ pub fn kubernetes_port_protocol(p: &KubePort) -> Option<Protocol> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pods_workload_is_named_as_istio_names_it() {
+        assert_eq!(workload_name("reviews-v1-0"), "reviews-v1");
+        assert_eq!(workload_name("reviews-v1-7d4b9c8f5-x2x9z"), "reviews-v1");
+        assert_eq!(
+            workload_name("istio-ingressgateway"),
+            "istio-ingressgateway"
+        );
+        assert_eq!(workload_name("ratings"), "ratings");
+        // Not hashes: kept whole.
+        assert_eq!(workload_name("my-service-canary"), "my-service-canary");
+    }
 
     fn port(name: Option<&str>, app: Option<&str>, number: u32) -> KubePort {
         KubePort {

@@ -34,6 +34,8 @@ pub enum Endpoint {
     /// `/healthz/ready` (15021): the proxy's readiness and the application's, each of these
     /// addresses accepting a connection.
     Health { app_probes: Arc<[SocketAddr]> },
+    /// `/stats/prometheus` alone (Istio's 15090, where Prometheus scrapes proxies).
+    Prometheus,
 }
 
 /// Serves `listener` with `page` until shutdown.
@@ -58,6 +60,7 @@ async fn serve_with(
                 let name = match endpoint {
                     Endpoint::Admin => "admin",
                     Endpoint::Health { .. } => "health",
+                    Endpoint::Prometheus => "prometheus",
                 };
                 crate::serve::accept_failed(&e, name).await;
                 continue;
@@ -73,6 +76,7 @@ async fn serve_with(
                     Ok::<_, Infallible>(match endpoint {
                         Endpoint::Admin => page(&proxy, req),
                         Endpoint::Health { app_probes } => health(&proxy, &req, &app_probes).await,
+                        Endpoint::Prometheus => prometheus_only(&proxy, &req),
                     })
                 }
             });
@@ -129,6 +133,32 @@ async fn health(
     text(StatusCode::OK, "")
 }
 
+/// The metrics port: `/stats/prometheus` and nothing else.
+fn prometheus_only(proxy: &Proxy, req: &Request<Incoming>) -> Response<ProxyBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/stats/prometheus") => prometheus(proxy, req),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Istio's standard metrics and the proxy's health, in the format the scraper accepts.
+fn prometheus(proxy: &Proxy, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::from_accept(accept);
+    let mut r = text(
+        StatusCode::OK,
+        crate::metrics::encode(&proxy.shared, format),
+    );
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(format.content_type()),
+    );
+    r
+}
+
 fn page(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
     let shared = &proxy.shared;
     let path = req.uri().path();
@@ -150,6 +180,7 @@ fn page(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
             }
         }
+        (&Method::GET, "/stats/prometheus") => prometheus(proxy, &req),
         (&Method::GET, "/certs") => {
             let json = crate::identity::certs_json(crate::identity::process().as_deref());
             let mut r = text(StatusCode::OK, format!("{json:#}\n"));

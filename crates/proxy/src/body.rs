@@ -19,29 +19,41 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Wraps a response body: counts bytes, and calls `on_end` exactly once, when the body ends,
 /// fails, or is dropped early (client gone).
-pub struct Observed<F: FnOnce(u64, bool)> {
+pub struct Observed<F: FnOnce(Ended)> {
     inner: ProxyBody,
-    bytes: u64,
+    ended: Ended,
     on_end: Option<F>,
 }
 
-impl<F: FnOnce(u64, bool)> Observed<F> {
+/// What a response body was, once it ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ended {
+    /// Data bytes sent.
+    pub bytes: u64,
+    /// It ended as it should (not cut short by an error or a client gone).
+    pub complete: bool,
+    /// The `grpc-status` of its trailers, when it had one.
+    pub grpc_status: Option<u16>,
+}
+
+impl<F: FnOnce(Ended)> Observed<F> {
     pub fn new(inner: ProxyBody, on_end: F) -> Self {
         Observed {
             inner,
-            bytes: 0,
+            ended: Ended::default(),
             on_end: Some(on_end),
         }
     }
 
     fn finish(&mut self, complete: bool) {
         if let Some(f) = self.on_end.take() {
-            f(self.bytes, complete);
+            self.ended.complete = complete;
+            f(self.ended);
         }
     }
 }
 
-impl<F: FnOnce(u64, bool) + Unpin> Body for Observed<F> {
+impl<F: FnOnce(Ended) + Unpin> Body for Observed<F> {
     type Data = Bytes;
     type Error = BodyError;
 
@@ -53,7 +65,9 @@ impl<F: FnOnce(u64, bool) + Unpin> Body for Observed<F> {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    this.bytes += d.len() as u64;
+                    this.ended.bytes += d.len() as u64;
+                } else if let Some(t) = frame.trailers_ref() {
+                    this.ended.grpc_status = crate::reply::grpc_status(t);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -78,7 +92,7 @@ impl<F: FnOnce(u64, bool) + Unpin> Body for Observed<F> {
     }
 }
 
-impl<F: FnOnce(u64, bool)> Drop for Observed<F> {
+impl<F: FnOnce(Ended)> Drop for Observed<F> {
     fn drop(&mut self) {
         // hyper need not poll a body that says it has ended; that is a complete response.
         let complete = self.inner.is_end_stream();

@@ -70,20 +70,36 @@ where
 /// listeners bind it; without one, the admin address's IP. Never every interface.
 fn default_health_address(node_id: &str, admin_address: &str) -> String {
     const HEALTH_PORT: u16 = 15021;
+    std::net::SocketAddr::new(node_or_admin_ip(node_id, admin_address), HEALTH_PORT).to_string()
+}
+
+/// Where Istio's metrics are served when the bootstrap does not say: port 15090 on the IP the
+/// health port defaults to; port 0 (any) when the admin port is 0, as tests ask for, so that
+/// proxies side by side do not collide.
+fn default_prometheus_address(node_id: &str, admin_address: &str) -> String {
+    const PROMETHEUS_PORT: u16 = 15090;
+    let any = admin_address
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.port() == 0);
+    let port = if any { 0 } else { PROMETHEUS_PORT };
+    std::net::SocketAddr::new(node_or_admin_ip(node_id, admin_address), port).to_string()
+}
+
+/// The pod's IP from an Istio node id, else the admin address's IP, else loopback.
+fn node_or_admin_ip(node_id: &str, admin_address: &str) -> std::net::IpAddr {
     let mut parts = node_id.split('~');
     let node_ip = match (parts.next(), parts.next()) {
         (Some("sidecar" | "router"), Some(ip)) => ip.parse::<std::net::IpAddr>().ok(),
         _ => None,
     };
-    let ip = node_ip
+    node_ip
         .or_else(|| {
             admin_address
                 .parse::<std::net::SocketAddr>()
                 .ok()
                 .map(|a| a.ip())
         })
-        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
-    std::net::SocketAddr::new(ip, HEALTH_PORT).to_string()
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
 }
 
 async fn serve(args: Args) -> ExitCode {
@@ -193,6 +209,31 @@ async fn serve(args: Args) -> ExitCode {
         }
     };
 
+    // The metrics port: a default that is taken (two proxies of static configs on one host)
+    // is only a warning, the metrics being on the admin port too; a port asked for must bind.
+    let prometheus_l = match admin.prometheus_address.as_str() {
+        "off" => None,
+        "" => {
+            let addr = default_prometheus_address(snapshot.node.id.as_str(), admin_addr);
+            match TcpListener::bind(&addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!(
+                        "weft-proxy: warning: prometheus {addr}: {e}; metrics stay on the admin port's /stats/prometheus"
+                    );
+                    None
+                }
+            }
+        }
+        addr => match TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("weft-proxy: prometheus {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+
     let shared = Arc::new(Shared::new(snapshot, stats, access_log));
     let set_log_level: crate::server::SetLogLevel = Box::new(move |level: &str| {
         let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
@@ -215,10 +256,21 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    for (name, l) in [("admin", &admin_l), ("health", &health_l)] {
-        if let Ok(a) = l.local_addr() {
+    for (name, l) in [
+        ("admin", Some(&admin_l)),
+        ("health", Some(&health_l)),
+        ("prometheus", prometheus_l.as_ref()),
+    ] {
+        if let Some(Ok(a)) = l.map(TcpListener::local_addr) {
             eprintln!("weft-proxy: {name} on {a}");
         }
+    }
+    if let Some(l) = prometheus_l {
+        tokio::spawn(crate::admin::serve(
+            proxy.clone(),
+            l,
+            crate::admin::Endpoint::Prometheus,
+        ));
     }
     tokio::spawn(crate::admin::serve(
         proxy.clone(),

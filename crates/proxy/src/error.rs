@@ -187,7 +187,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// The response flags of one request, in the order they were set; `-` when none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Flags {
     set: [Option<Flag>; 4],
 }

@@ -21,6 +21,7 @@ pub mod http;
 pub mod identity;
 pub mod jwt;
 pub mod listeners;
+pub mod metrics;
 pub mod mirror;
 pub mod original_dst;
 pub mod path;

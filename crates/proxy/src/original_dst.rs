@@ -154,6 +154,7 @@ fn destination(parent: &ClusterState, address: SocketAddr) -> Result<ClusterStat
         stats: parent.stats.clone(),
         breaker: parent.breaker.clone(),
         original_dst: None,
+        report: parent.report.clone(),
     })
 }
 
@@ -214,6 +215,7 @@ mod tests {
             stats: Default::default(),
             breaker: Arc::new(crate::breaker::Breaker::new(None)),
             original_dst: None,
+            report: crate::metrics::peer::ClusterReport::build(&config),
             cluster,
         };
         let local = SocketAddr::from(([127, 0, 0, 1], 15001));

@@ -129,7 +129,7 @@ pub fn local_for(flag: Flag, detail: Option<&str>, grpc: bool) -> Response<Proxy
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         // Envoy's HTTP-to-gRPC mapping, timeouts included: a 504 UT is UNAVAILABLE (14),
         // which gRPC clients treat as retriable.
-        let code = grpc_status(status);
+        let code = grpc_status_of(status);
         h.insert("grpc-status", HeaderValue::from_static(code));
         if let Ok(v) = HeaderValue::from_str(message.trim_end()) {
             h.insert("grpc-message", v);
@@ -199,7 +199,10 @@ pub fn exact(flag: Flag, body: &'static str, grpc: bool) -> Response<ProxyBody> 
         let mut r = Response::new(empty());
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert("grpc-status", HeaderValue::from_static(grpc_status(status)));
+        h.insert(
+            "grpc-status",
+            HeaderValue::from_static(grpc_status_of(status)),
+        );
         h.insert("grpc-message", HeaderValue::from_static(body));
         r
     } else {
@@ -220,7 +223,7 @@ pub fn fault_abort(abort: crate::route::policy::Abort, grpc: bool) -> Response<P
     use crate::route::policy::Abort;
     let grpc_code = match abort {
         Abort::Grpc(code) => Some(HeaderValue::from(code)),
-        Abort::Http(status) if grpc => Some(HeaderValue::from_static(grpc_status(status))),
+        Abort::Http(status) if grpc => Some(HeaderValue::from_static(grpc_status_of(status))),
         Abort::Http(_) => None,
     };
     let mut resp = match (grpc_code, abort) {
@@ -256,8 +259,16 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// The `grpc-status` a header block (Trailers-Only headers, or trailers) carries.
+pub fn grpc_status(headers: &HeaderMap) -> Option<u16> {
+    std::str::from_utf8(headers.get("grpc-status")?.as_bytes())
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Envoy's HTTP status -> gRPC status mapping for local replies.
-fn grpc_status(status: StatusCode) -> &'static str {
+fn grpc_status_of(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "13",                   // INTERNAL
         401 => "16",                   // UNAUTHENTICATED

@@ -86,6 +86,8 @@ pub async fn serve_listener(
                     drain: watcher,
                     max_header_bytes: *max_header_bytes,
                     xff_num_trusted_hops: *xff_num_trusted_hops,
+                    reporting: spec.reporting.clone(),
+                    source: std::sync::OnceLock::new(),
                 };
                 let max_header_bytes = *max_header_bytes;
                 if let Some(mesh) = mesh_tls {
@@ -114,16 +116,20 @@ pub async fn serve_listener(
                 let cluster = cluster.clone();
                 let mesh = mesh_tls.clone();
                 let rbac = rbac.clone();
+                let reporting = spec.reporting.clone();
                 let conn = async move {
                     let rbac = rbac.as_deref();
+                    let r = &*reporting;
                     match mesh {
-                        None => proxy_tcp(shared, &cluster, rbac, stream, peer, local, None).await,
+                        None => {
+                            proxy_tcp(shared, &cluster, rbac, stream, peer, local, None, r).await
+                        }
                         Some(mesh) => match mesh_accept(&shared, &mesh, stream).await {
-                            Some(Accepted::Plain(stream)) => {
-                                proxy_tcp(shared, &cluster, rbac, stream, peer, local, None).await
+                            Some(Accepted::Plain(s)) => {
+                                proxy_tcp(shared, &cluster, rbac, s, peer, local, None, r).await
                             }
-                            Some(Accepted::Tls(tls, identity, _)) => {
-                                proxy_tcp(shared, &cluster, rbac, tls, peer, local, identity).await
+                            Some(Accepted::Tls(tls, id, _)) => {
+                                proxy_tcp(shared, &cluster, rbac, tls, peer, local, id, r).await
                             }
                             None => {}
                         },
@@ -134,8 +140,10 @@ pub async fn serve_listener(
             ListenerKind::TlsPassthrough { routes } => {
                 let shared = shared.clone();
                 let routes = routes.clone();
-                let conn =
-                    async move { proxy_tls_passthrough(shared, &routes, stream, peer).await };
+                let reporting = spec.reporting.clone();
+                let conn = async move {
+                    proxy_tls_passthrough(shared, &routes, stream, peer, &reporting).await
+                };
                 tokio::spawn(watcher.tunnel(conn).instrument(span));
             }
         }

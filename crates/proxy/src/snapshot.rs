@@ -38,6 +38,8 @@ pub struct ClusterState {
     pub breaker: Arc<Breaker>,
     /// Set for an ORIGINAL_DST cluster: its destinations so far.
     pub original_dst: Option<OriginalDst>,
+    /// What requests to it report of their destination.
+    pub report: crate::metrics::peer::ClusterReport,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,8 @@ pub struct ListenerSpec {
     /// The secrets its TLS names, as they were when it was built: a listener whose secrets
     /// changed (a rotated certificate) is updated in place like one whose config did.
     pub secrets: Vec<proto::Secret>,
+    /// What its requests and connections report in Istio's standard metrics.
+    pub reporting: Arc<crate::metrics::peer::Reporting>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,7 +147,7 @@ impl Snapshot {
         };
         let mut listeners = Vec::new();
         for (i, l) in bootstrap.listeners.iter().enumerate() {
-            match listener(l, i, &buckets, &secrets) {
+            match listener(l, i, &buckets, &secrets, &node) {
                 Ok(spec) => listeners.push(spec),
                 Err(e) => errors.push(e),
             }
@@ -206,6 +210,7 @@ impl Snapshot {
                                 None => Arc::new(Breaker::new(c.circuit_breakers.as_ref())),
                             };
                             Arc::new(ClusterState {
+                                report: crate::metrics::peer::ClusterReport::build(c),
                                 breaker,
                                 original_dst: (cluster.discovery()
                                     == proto::Discovery::OriginalDst)
@@ -338,6 +343,7 @@ fn listener(
     index: usize,
     buckets: &Buckets,
     secrets: &crate::tls::Secrets<'_>,
+    node: &NodeInfo,
 ) -> Result<ListenerSpec, ConfigError> {
     let resource = if l.name.is_empty() {
         format!("listeners[{index}]")
@@ -452,6 +458,7 @@ fn listener(
         access_log: l.access_log.clone().filter(|a| !a.disabled),
         config: l.clone(),
         secrets: used_secrets,
+        reporting: Arc::new(crate::metrics::peer::Reporting::build(l, node)),
     })
 }
 

@@ -13,6 +13,8 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub stats: Stats,
     pub access_log: AccessLog,
+    /// Istio's standard metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -21,6 +23,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             stats,
             access_log,
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 }

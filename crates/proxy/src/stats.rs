@@ -34,6 +34,10 @@ pub struct Stats {
     /// JWT checks (Envoy's `jwt_authn.allowed` / `jwt_authn.denied`).
     pub jwt_authn_allowed: AtomicU64,
     pub jwt_authn_denied: AtomicU64,
+    /// 1 while the xDS stream is up.
+    pub xds_connected: AtomicU64,
+    /// The version of each xDS type in force (type URL -> version).
+    xds_versions: Mutex<BTreeMap<String, String>>,
 }
 
 /// Per-cluster counters.
@@ -80,6 +84,19 @@ impl Stats {
             Some(F::Other) | None => return,
         };
         cause.fetch_add(1, Relaxed);
+    }
+
+    /// Notes the version of an xDS type put in force.
+    pub fn xds_version(&self, type_url: &str, version: &str) {
+        let mut map = self.xds_versions.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(type_url.to_owned(), version.to_owned());
+    }
+
+    pub fn xds_versions(&self) -> BTreeMap<String, String> {
+        self.xds_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn local_reply(&self, flag: &'static str) {

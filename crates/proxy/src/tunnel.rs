@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::cluster::{HashInput, Pick};
+use crate::metrics::peer::{Destination, Reporting};
+use crate::metrics::{Reporter, TcpKey, labels};
 use crate::reply::Flag;
 use crate::snapshot::ClusterState;
 use crate::state::Shared;
@@ -23,20 +25,16 @@ const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Copies bytes both ways until both sides have closed (or either fails), or until no byte
 /// has moved either way for `idle` (the cluster's TCP idle timeout; None: never).
-pub async fn splice<A, B>(a: &mut A, b: &mut B, idle: Option<Duration>)
+pub async fn splice<A, B>(a: &mut A, b: &mut B, idle: Option<Duration>) -> Moved
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(idle) = idle else {
-        if let Err(e) = tokio::io::copy_bidirectional(a, b).await {
-            tracing::debug!("tunnel: {e}");
-        }
-        return;
-    };
     let activity = Activity {
         since: tokio::time::Instant::now(),
         last: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
     };
     let mut a = Watched {
         inner: a,
@@ -46,29 +44,48 @@ where
     tokio::pin!(copy);
     loop {
         let last = activity.last();
+        // Without an idle timeout, a wait that never ends.
+        let wake = idle.map_or(tokio::time::Instant::now() + FOREVER, |i| last + i);
         tokio::select! {
             result = &mut copy => {
                 if let Err(e) = result {
                     tracing::debug!("tunnel: {e}");
                 }
-                return;
+                break;
             }
-            () = tokio::time::sleep_until(last + idle) => {
-                if activity.last() == last {
+            () = tokio::time::sleep_until(wake) => {
+                if idle.is_some() && activity.last() == last {
                     tracing::debug!(?idle, "tunnel: idle timeout, closing");
-                    return;
+                    break;
                 }
             }
         }
     }
+    Moved {
+        received: activity.received.load(Relaxed),
+        sent: activity.sent.load(Relaxed),
+    }
 }
 
-/// When bytes last moved on one side of a splice. Every byte crosses that side (read from it
-/// or written to it), so this sees activity either way.
+/// A long sleep, for a splice without an idle timeout (woken only to loop again).
+const FOREVER: Duration = Duration::from_secs(86_400);
+
+/// The bytes a splice moved, seen from its first side (the downstream): read from it, and
+/// written to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    pub received: u64,
+    pub sent: u64,
+}
+
+/// When bytes last moved on one side of a splice, and how many. Every byte crosses that side
+/// (read from it or written to it), so this sees activity either way.
 struct Activity {
     since: tokio::time::Instant,
     /// Milliseconds from `since`.
     last: AtomicU64,
+    received: AtomicU64,
+    sent: AtomicU64,
 }
 
 impl Activity {
@@ -96,7 +113,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.activity.received.fetch_add(n as u64, Relaxed);
             self.activity.moved();
         }
         polled
@@ -110,7 +129,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut *self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.activity.sent.fetch_add(n as u64, Relaxed);
             self.activity.moved();
         }
         polled
@@ -128,6 +150,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
 /// A TCP listener's connection: authorized (when policies apply), then an endpoint of the
 /// cluster picked and spliced. A denied connection is closed before a byte is read.
 /// `peer_identity`: the mesh mTLS peer's principal, when the connection is mTLS.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one connection's facts, each used once"
+)]
 pub async fn proxy_tcp<D>(
     shared: Arc<Shared>,
     cluster: &str,
@@ -136,6 +162,7 @@ pub async fn proxy_tcp<D>(
     peer: SocketAddr,
     local: SocketAddr,
     peer_identity: Option<Arc<str>>,
+    reporting: &Reporting,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
@@ -162,7 +189,57 @@ pub async fn proxy_tcp<D>(
             return;
         }
     }
-    forward(shared, cluster, downstream, peer, &[]).await;
+    let report = Report {
+        reporting,
+        identity: peer_identity.as_deref(),
+    };
+    forward(shared, cluster, downstream, peer, &[], report).await;
+}
+
+/// What a TCP connection reports in the standard metrics.
+#[derive(Clone, Copy)]
+struct Report<'a> {
+    reporting: &'a Reporting,
+    /// The downstream's verified mTLS identity.
+    identity: Option<&'a str>,
+}
+
+impl Report<'_> {
+    fn key(&self, state: &ClusterState, pick: Option<&Pick>, flag: Option<Flag>) -> TcpKey {
+        let mut flags = crate::error::Flags::default();
+        if let Some(f) = flag {
+            flags.add(f);
+        }
+        let edge = match self.reporting.reporter {
+            Reporter::Source => {
+                let endpoint = pick.map(|p| &p.endpoint);
+                self.reporting.source_edge(&Destination {
+                    service: state.report.service.clone(),
+                    workload: endpoint.and_then(|e| e.workload.clone()),
+                    mtls: state.report.mesh_tls && endpoint.is_some_and(|e| !e.plaintext),
+                })
+            }
+            Reporter::Destination => {
+                let source = match self.identity {
+                    Some(id) => labels::workload(labels::Workload::of_principal(id)),
+                    None => labels::unknown_workload(),
+                };
+                self.reporting
+                    .destination_edge(source, self.identity.is_some())
+            }
+        };
+        TcpKey { edge, flags }
+    }
+
+    /// A connection that ended before it was spliced (counted opened and closed at once).
+    fn refused(&self, shared: &Shared, state: &ClusterState, pick: Option<&Pick>, flag: Flag) {
+        if self.reporting.disabled {
+            return;
+        }
+        let key = self.key(state, pick, Some(flag));
+        shared.metrics.tcp_opened(key.clone());
+        shared.metrics.tcp_closed(key, 0, 0);
+    }
 }
 
 /// A passthrough listener's connection: read the ClientHello, route its SNI to a cluster,
@@ -172,6 +249,7 @@ pub async fn proxy_tls_passthrough(
     routes: &SniTable<String>,
     mut downstream: TcpStream,
     peer: SocketAddr,
+    reporting: &Reporting,
 ) {
     let hello = tokio::time::timeout(
         CLIENT_HELLO_TIMEOUT,
@@ -194,7 +272,11 @@ pub async fn proxy_tls_passthrough(
         tracing::info!(%peer, sni = sni.as_deref().unwrap_or("-"), "passthrough: no route for the SNI (NR)");
         return;
     };
-    forward(shared, cluster, downstream, peer, &seen).await;
+    let report = Report {
+        reporting,
+        identity: None,
+    };
+    forward(shared, cluster, downstream, peer, &seen, report).await;
 }
 
 /// Connects to an endpoint of `cluster`, writes `first` (bytes already read from the
@@ -205,6 +287,7 @@ async fn forward<D>(
     mut downstream: D,
     peer: SocketAddr,
     first: &[u8],
+    report: Report<'_>,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
@@ -221,6 +304,7 @@ async fn forward<D>(
         query: None,
     }) else {
         shared.stats.local_reply(Flag::NoHealthyUpstream.code());
+        report.refused(&shared, state, None, Flag::NoHealthyUpstream);
         tracing::warn!(cluster, "tcp: no healthy upstream (UH)");
         return;
     };
@@ -230,6 +314,7 @@ async fn forward<D>(
             shared
                 .stats
                 .local_reply(Flag::UpstreamConnectFailure.code());
+            report.refused(&shared, state, Some(&pick), Flag::UpstreamConnectFailure);
             tracing::warn!(cluster, "tcp: upstream connect failure (UF): {detail}");
             return;
         }
@@ -239,12 +324,19 @@ async fn forward<D>(
         return;
     }
     shared.stats.downstream_cx_active.fetch_add(1, Relaxed);
-    splice(
+    let key = (!report.reporting.disabled).then(|| report.key(state, Some(&pick), None));
+    if let Some(key) = &key {
+        shared.metrics.tcp_opened(key.clone());
+    }
+    let moved = splice(
         &mut downstream,
         &mut upstream,
         state.cluster.tcp_idle_timeout(),
     )
     .await;
+    if let Some(key) = key {
+        shared.metrics.tcp_closed(key, moved.sent, moved.received);
+    }
     shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
     drop(pick);
 }

@@ -132,7 +132,9 @@ impl ConfigHandler for Handler {
         let result = self.try_apply(update).await;
         match &result {
             Ok(()) => {
-                self.proxy.shared.stats.config_reloads.fetch_add(1, Relaxed);
+                let stats = &self.proxy.shared.stats;
+                stats.config_reloads.fetch_add(1, Relaxed);
+                stats.xds_version(update.type_url, update.system_version);
                 tracing::info!(
                     type_url = update.type_url,
                     version = update.system_version,
@@ -156,6 +158,8 @@ impl ConfigHandler for Handler {
     }
 
     fn connection_changed(&mut self, connected: bool) {
+        let stats = &self.proxy.shared.stats;
+        stats.xds_connected.store(u64::from(connected), Relaxed);
         if connected {
             tracing::info!("xds: connected");
         } else if self.proxy.is_stopping() {

@@ -43,6 +43,7 @@ pub mod envoy {
         DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
         aggregated_discovery_service_client, aggregated_discovery_service_server,
     };
+    pub use envoy_types::pb::google::protobuf::value::Kind as ValueKind;
     pub use envoy_types::pb::google::protobuf::{Any, Struct, Value};
     pub use envoy_types::pb::google::rpc::Status as RpcStatus;
 }

@@ -52,6 +52,8 @@ spec:
 pub const OUTBOUND_PORT: u16 = 15001;
 const ADMIN_PORT: u16 = 15000;
 const HEALTH_PORT: u16 = 15021;
+/// Where each proxy serves Istio's metrics (`/stats/prometheus`).
+pub const PROMETHEUS_PORT: u16 = 15090;
 
 /// One replica of a Workload: a process and its sidecar.
 #[derive(Debug, Clone)]
@@ -395,6 +397,9 @@ pub fn bootstrap(
     identity: Option<&IdentityBootstrap>,
 ) -> String {
     let health = SocketAddr::new(admin.ip(), HEALTH_PORT);
+    // Istio's metrics port, beside the admin port on the proxy's own address (the gateway's
+    // listeners share 127.0.0.1 with other meshes; its admin address is its own).
+    let prometheus = SocketAddr::new(admin.ip(), PROMETHEUS_PORT);
     let probes = app_probes
         .iter()
         .map(|a| format!("\"{a}\""))
@@ -403,7 +408,8 @@ pub fn bootstrap(
     // A short drain: local mode is for development, where Ctrl-C should not wait long.
     let mut out = format!(
         "node: {{id: \"{node_id}\"}}\nxds: {{address: \"http://{xds}\"}}\n\
-         admin: {{address: \"{admin}\", healthAddress: \"{health}\", drainTimeout: 1s, \
+         admin: {{address: \"{admin}\", healthAddress: \"{health}\", \
+         prometheusAddress: \"{prometheus}\", drainTimeout: 1s, \
          appProbes: [{probes}]}}\n"
     );
     if let Some(id) = identity {

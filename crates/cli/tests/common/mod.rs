@@ -2,10 +2,14 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
-use std::net::{Ipv4Addr, TcpListener};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -139,4 +143,158 @@ pub fn stop(mesh: &mut Mesh, kids: Vec<u32>) {
     assert!(status.success(), "weft up exited with {status}");
     let left: Vec<u32> = kids.into_iter().filter(|p| alive(*p)).collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// One HTTP/1.1 GET to `to` with `target` (absolute-form for a sidecar's outbound port):
+/// the status, or why there was none.
+pub fn get(to: SocketAddr, host: &str, target: &str) -> Result<(u16, String), String> {
+    get_with(to, host, target, "")
+}
+
+/// [`get`] with `extra` header lines (each ending in CRLF).
+pub fn get_with(
+    to: SocketAddr,
+    host: &str,
+    target: &str,
+    extra: &str,
+) -> Result<(u16, String), String> {
+    let mut s =
+        TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no response ({} bytes)", raw.len()))?;
+    Ok((status, text))
+}
+
+/// Polls `f` every 50 ms until it holds, for at most `limit`.
+pub fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("not within {limit:?}: {what}");
+}
+
+pub fn apply_yaml(state: &Path, tmp: &Path, name: &str, yaml: &str) {
+    let file = tmp.join(name);
+    std::fs::write(&file, yaml).expect("write");
+    weft(state, &["apply", "-f", file.to_str().expect("utf-8")]);
+}
+
+/// What `weft up` printed: every stdout line so far.
+pub type Lines = Arc<Mutex<Vec<String>>>;
+
+pub fn line_with(lines: &Lines, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(l) = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
+        {
+            return l;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "weft up never printed {needle:?}: {:?}",
+            lines.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pod IP of `workload` in `weft up`'s table.
+pub fn pod_ip(lines: &Lines, workload: &str) -> std::net::IpAddr {
+    let row = line_with(lines, &format!("{workload} "));
+    row.split_whitespace()
+        .nth(1)
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| panic!("no pod IP in {row:?}"))
+}
+
+/// A `weft up` of example files, its output collected.
+pub struct Up {
+    pub mesh: Mesh,
+    pub lines: Lines,
+    pub state: PathBuf,
+    pub tmp: PathBuf,
+}
+
+/// Runs `weft up` on copies of `examples` (paths under examples/), with `extra` flags, and
+/// waits for its workloads to start.
+pub fn up(tag: &str, examples: &[&str], extra: &[&str]) -> Up {
+    let tmp = std::env::temp_dir().join(format!("weft-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let dir = tmp.join("bookinfo");
+    let state = tmp.join("state");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for example in examples {
+        let from = Path::new(REPO).join("examples").join(example);
+        let name = from.file_name().expect("a file name").to_owned();
+        std::fs::copy(&from, dir.join(name)).expect("copy an example");
+    }
+    let mut child = Command::new(WEFT)
+        .arg("up")
+        .arg(&dir)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("weft up");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines: Lines = Arc::default();
+    let keep = lines.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            keep.lock().unwrap().push(l);
+        }
+    });
+    let up = Up {
+        mesh: Mesh(child),
+        lines,
+        state,
+        tmp,
+    };
+    line_with(&up.lines, "workloads started");
+    up
+}
+
+impl Up {
+    pub fn sidecar(&self, workload: &str) -> SocketAddr {
+        SocketAddr::new(pod_ip(&self.lines, workload), 15001)
+    }
+
+    pub fn inbound(&self, workload: &str) -> SocketAddr {
+        SocketAddr::new(pod_ip(&self.lines, workload), 9080)
+    }
+
+    pub fn admin(&self, workload: &str) -> SocketAddr {
+        SocketAddr::new(pod_ip(&self.lines, workload), 15000)
+    }
+
+    pub fn finish(mut self) {
+        let kids = children(self.mesh.pid());
+        stop(&mut self.mesh, kids);
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
 }

@@ -318,10 +318,12 @@ fn cluster(
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect(),
                         locality: locality::to_proto(&e.locality),
+                        workload: super::workload_meta::of_endpoint(e, mesh),
                         ..Default::default()
                     })
             })
             .collect(),
+        service: Some(super::workload_meta::of_service(svc)),
         ..Default::default()
     };
     c.set_lb_policy(proto::LbPolicy::LeastRequest);

@@ -222,6 +222,7 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
     // A gateway is the workload its policies select: every listener of it.
     let security = super::security::for_workload(node, mesh, view, &mut notes);
     super::security::apply(&mut out.listeners, &security);
+    super::workload_meta::label_listeners(node, mesh, view, &mut out.listeners);
     out.unsupported = notes.finish();
     out
 }

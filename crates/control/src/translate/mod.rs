@@ -29,6 +29,7 @@ mod route_policy;
 mod scope;
 mod security;
 mod sidecar;
+mod workload_meta;
 
 use weft_api::Resource;
 use weft_xds::proto;

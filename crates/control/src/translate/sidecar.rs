@@ -139,6 +139,7 @@ pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> Pr
     // Policies apply to what the workload receives: its inbound listeners.
     let security = super::security::for_workload(node, mesh, view, &mut notes);
     super::security::apply(&mut out.listeners[1..], &security);
+    super::workload_meta::label_listeners(node, mesh, view, &mut out.listeners);
     out.unsupported = notes.finish();
     out
 }

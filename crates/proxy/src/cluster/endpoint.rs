@@ -32,6 +32,8 @@ pub struct Endpoint {
     /// Outlier detection's counters and ejection state; shared with this address's endpoint
     /// in the cluster's next build when only the endpoint list changed.
     pub(crate) health: std::sync::Arc<super::outlier::Health>,
+    /// The workload behind the address, as the metrics of requests to it label it.
+    pub workload: Option<crate::metrics::peer::Known>,
 }
 
 /// Where an endpoint runs, as Istio's `region/zone/subzone`. Empty strings when unknown.
@@ -89,6 +91,7 @@ impl Endpoint {
             plaintext: ep.plaintext,
             index,
             health: Default::default(),
+            workload: ep.workload.as_ref().map(crate::metrics::peer::Known::of),
         })
     }
 

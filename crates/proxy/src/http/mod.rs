@@ -24,6 +24,7 @@ mod authz;
 mod decide;
 mod downstream;
 mod outbound;
+mod report;
 mod respond;
 
 use std::convert::Infallible;
@@ -86,6 +87,10 @@ pub struct ConnContext {
     pub max_header_bytes: usize,
     /// The listener's drain: the connection, and the tunnels its requests open, run under it.
     pub drain: crate::drain::Watcher,
+    /// What the listener reports in the standard metrics.
+    pub reporting: Arc<crate::metrics::peer::Reporting>,
+    /// The connection's source workload, once a request said it.
+    pub source: report::SourceCache,
 }
 
 /// Envoy's forward_client_cert_details, as Istio sets it: APPEND_FORWARD on a sidecar's
@@ -174,6 +179,12 @@ async fn forward(
     let deadline = policy.timeout.map(|t| tokio::time::Instant::now() + t);
     let cluster = outbound::target(cx, snapshot, routed, &request, deadline).await?;
     let mut outbound = outbound::build(cx, snapshot, routed, &cluster, request)?;
+    report::routed(
+        cx,
+        ex.report.as_mut(),
+        &cluster.report,
+        &mut outbound.headers,
+    );
     if outbound.is_connect() {
         return respond::tunnel(cx, &cluster, routed, &mut outbound).await;
     }
@@ -202,6 +213,8 @@ pub(crate) struct Exchange {
     connect: bool,
     /// The request's span: listener, peer, method and path; route and cluster once known.
     span: tracing::Span,
+    /// What it reports in the standard metrics; None when its listener reports nothing.
+    report: Option<report::Report>,
 }
 
 impl Exchange {
@@ -221,6 +234,7 @@ impl Exchange {
                 .headers
                 .insert(REQUEST_ID.clone(), downstream::new_request_id());
         }
+        let report = report::begin(cx, &mut parts.headers);
         let span = tracing::debug_span!(
             "request",
             method = %parts.method,
@@ -239,6 +253,7 @@ impl Exchange {
             close: false,
             connect: parts.method == http::Method::CONNECT,
             span,
+            report,
         }
     }
 
@@ -306,21 +321,37 @@ impl Reply {
 
 /// Counts the response, and wraps its body so that the access log line is written (and what
 /// the reply holds released) when the body ends.
-fn finish(cx: &ConnContext, ex: Exchange, reply: Reply) -> Response<ProxyBody> {
+fn finish(cx: &Arc<ConnContext>, ex: Exchange, reply: Reply) -> Response<ProxyBody> {
     let shared = cx.shared.clone();
     let Reply { resp, held } = reply;
     let status = resp.status().as_u16();
     shared.stats.downstream_rq_xx[class_index(status)].fetch_add(1, Relaxed);
     let (mut parts, body) = resp.into_parts();
     parts.headers.insert(header::SERVER, SERVER.clone());
-    let Exchange { log, flags, .. } = ex;
-    let body = Observed::new(body, move |bytes, _complete| {
+    let Exchange {
+        log,
+        flags,
+        report,
+        grpc,
+        ..
+    } = ex;
+    let outcome = report::Outcome {
+        status,
+        grpc,
+        grpc_status: crate::reply::grpc_status(&parts.headers),
+        flags,
+    };
+    let cx = Arc::clone(cx);
+    let body = Observed::new(body, move |ended| {
+        if let Some(report) = report {
+            report.record(&cx, held.pick.as_ref(), outcome, &ended);
+        }
         drop(held);
         shared.stats.downstream_rq_active.fetch_sub(1, Relaxed);
         if let Some(mut log) = log {
             log.status = status;
             log.flags = flags;
-            log.bytes_sent = bytes;
+            log.bytes_sent = ended.bytes;
             shared.access_log.write(&log);
         }
     });

@@ -282,26 +282,35 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// The request body as the attempts send it: counted for the access log, copied to the
 /// route's mirrors, and kept for a retry when the route retries.
 pub(super) fn body(
-    ex: &Exchange,
+    ex: &mut Exchange,
     snapshot: &Arc<Snapshot>,
     policy: &Policy,
     outbound: &Outbound,
     body: Incoming,
 ) -> RequestBody {
     let empty = body.is_end_stream();
-    let mut body: ProxyBody = match ex.log.as_ref() {
-        // %BYTES_RECEIVED%: the request body's bytes, counted as they are read.
-        Some(l) => {
-            let received = l.bytes_received.clone();
-            body.map_frame(move |frame| {
+    // %BYTES_RECEIVED% and istio_request_bytes: the request body's bytes, counted as read.
+    let counter = match (ex.log.as_deref_mut(), ex.report.as_mut()) {
+        (_, _) if empty => None,
+        (Some(l), Some(r)) => {
+            let c = r.body_counter();
+            l.bytes_received = c.clone();
+            Some(c)
+        }
+        (Some(l), None) => Some(l.bytes_received.clone()),
+        (None, Some(r)) => Some(r.body_counter()),
+        (None, None) => None,
+    };
+    let mut body: ProxyBody = match counter {
+        Some(received) => body
+            .map_frame(move |frame| {
                 if let Some(data) = frame.data_ref() {
                     received.fetch_add(data.len() as u64, Relaxed);
                 }
                 frame
             })
             .map_err(Into::into)
-            .boxed_unsync()
-        }
+            .boxed_unsync(),
         None => body.map_err(Into::into).boxed_unsync(),
     };
     let upgrading = outbound.upgrade.is_some();
