@@ -50,3 +50,69 @@ wait_port() {
   echo "port $1 never opened" >&2; tail -5 "$WORK"/*.log >&2 || true; return 1
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# --- measuring (bench/pair.sh; the caller defines port_of TARGET and pids_of TARGET) ----------
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
+# A run with any response other than 2xx measured something else than the 1 KiB page.
+no_errors() { if [ "$(echo "$1" | field errors)" != 0 ]; then echo "non-2xx responses or failures: $1" >&2; exit 1; fi; }
+TICKS=$(getconf CLK_TCK)
+declare -A RPS P50 P90 P99 CPU1K HWM_EACH
+
+# Throughput of TARGETS, ROUNDS rounds back to back: each target's median in RPS, and in RATIO
+# the median over rounds of (next-to-last target / last target). The machine's speed drifts
+# (shared cores), and a ratio within a round is what a drift between rounds does not move.
+measure_throughput_rounds() {
+  local -A runs=()
+  local ratios=() round t out rps a b n=$#
+  for round in $(seq 1 "$ROUNDS"); do
+    for t in "$@"; do
+      out=$("$BIN/weft-loadgen" throughput --addr "127.0.0.1:$(port_of "$t")" --connections "$CONNS" --seconds "$TSECS")
+      echo "== round $round $t: throughput ($CONNS connections, ${TSECS}s): $out"
+      no_errors "$out"
+      rps=$(echo "$out" | field rps)
+      runs[$t]="${runs[$t]:-} $rps"
+    done
+    a=$(echo "${runs[${!n}]}" | awk '{print $NF}')
+    b=$(echo "${runs[${@:n-1:1}]}" | awk '{print $NF}')
+    ratios+=("$(python3 -c "print(f'{$b/$a:.3f}')")")
+  done
+  for t in "$@"; do
+    # shellcheck disable=SC2086 # a list of numbers
+    RPS[$t]=$(median ${runs[$t]})
+  done
+  RATIO=$(median "${ratios[@]}")
+  echo "== ${*: -2:1}/${*: -1} throughput per round: ${ratios[*]}"
+}
+
+# Latency of TARGET at RATE rps (REPEAT runs, medians), and the CPU its proxies (pids_of)
+# spent per 1000 requests meanwhile, and their peak RSS.
+measure_latency() {
+  local t=$1 p before=0 after=0 out n=0 p50s=() p90s=() p99s=()
+  local pids; pids=$(pids_of "$t")
+  echo "== $t: latency at $RATE rps (${SECS}s, $REPEAT runs; median reported)"
+  for p in $pids; do before=$((before + $(cpu_ticks "$p"))); done
+  for _ in $(seq 1 "$REPEAT"); do
+    out=$("$BIN/weft-loadgen" rate --addr "127.0.0.1:$(port_of "$t")" --connections 16 --rps "$RATE" --seconds "$SECS")
+    echo "   $out"
+    no_errors "$out"
+    p50s+=("$(echo "$out" | field p50_ms)"); p90s+=("$(echo "$out" | field p90_ms)"); p99s+=("$(echo "$out" | field p99_ms)")
+    n=$((n + $(echo "$out" | field requests)))
+  done
+  P50[$t]=$(median "${p50s[@]}"); P90[$t]=$(median "${p90s[@]}"); P99[$t]=$(median "${p99s[@]}")
+  if [ -n "$pids" ]; then
+    for p in $pids; do after=$((after + $(cpu_ticks "$p"))); done
+    CPU1K[$t]=$(python3 -c "print(f'{($after-$before)/$TICKS/($n/1000):.4f}')")
+    HWM_EACH[$t]=$(for p in $pids; do hwm_kb "$p"; done | tr '\n' ' ' | sed 's/ $//')
+  else
+    CPU1K[$t]="-"; HWM_EACH[$t]="-"
+  fi
+}
+
+print_table() {
+  printf '%-10s %12s %10s %10s %10s %14s %18s\n' target max_rps p50_ms p90_ms p99_ms cpu_s_per_1k peak_rss_kb
+  for t in "$@"; do
+    printf '%-10s %12s %10s %10s %10s %14s %18s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P90[$t]}" "${P99[$t]}" "${CPU1K[$t]}" "${HWM_EACH[$t]}"
+  done
+}

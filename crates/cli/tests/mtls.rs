@@ -17,7 +17,6 @@ use common::{Lines, Up, WEFT, apply_yaml, get, get_with, line_with, until, up, w
 
 const BOOKINFO_AND_HTTPBIN: [&str; 2] = ["bookinfo/bookinfo.yaml", "httpbin/httpbin.yaml"];
 
-
 /// A stat of a proxy's admin endpoint.
 fn stat(admin: SocketAddr, name: &str) -> u64 {
     get(admin, "admin", "/stats")

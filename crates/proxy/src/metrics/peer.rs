@@ -190,17 +190,16 @@ pub struct Destination {
 /// A workload from the bootstrap's node, for a listener the control plane did not describe
 /// (a static config): the pod name and namespace of an Istio node id, `app`/`version` labels.
 fn from_node(node: &NodeInfo) -> proto::WorkloadMetadata {
-    let pod = node
-        .id
-        .split('~')
-        .nth(2)
-        .and_then(|name_ns| name_ns.rsplit_once('.').map(|(n, _)| n).or(Some(name_ns)))
-        .unwrap_or_default();
+    let name_ns = node.id.split('~').nth(2).unwrap_or_default();
+    let (pod, namespace) = match name_ns.rsplit_once('.') {
+        Some((pod, ns)) if !ns.is_empty() => (pod, ns),
+        _ => (name_ns, node.namespace.as_str()),
+    };
     let label = |k: &str| node.labels.get(k).cloned().unwrap_or_default();
     let name = workload_name(pod);
     proto::WorkloadMetadata {
         name: name.to_owned(),
-        namespace: node.namespace.clone(),
+        namespace: namespace.to_owned(),
         app: label("app"),
         version: label("version"),
         canonical_service: node
