@@ -518,6 +518,34 @@ fn control_plane_drives_real_sidecars() {
         "edit -> new routing on all {} sidecars: {took:?}",
         sidecars.len()
     );
+    // The control plane's metrics (istiod's names): three weft proxies connected, pushes
+    // made, and the edit converged on every sidecar (each ACKed what it caused).
+    let metric = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    eventually("the edit converged on three proxies", || {
+        http_get(cp.monitoring, "cp", "/metrics").is_ok_and(|(_, m)| {
+            metric(&m, "pilot_proxy_convergence_time_count").is_some_and(|n| n >= 3.0)
+        })
+    });
+    let (status, m) = http_get(cp.monitoring, "cp", "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(&m, &format!("pilot_xds{{version=\"{version}\"}}")),
+        Some(3.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "pilot_xds_pushes{type=\"rds\"}").is_some_and(|n| n >= 3.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "pilot_xds_push_time_count{type=\"lds\"}").is_some_and(|n| n >= 3.0),
+        "{m}"
+    );
+    assert!(m.contains("# TYPE pilot_total_xds_rejects counter"), "{m}");
 
     // An invalid edit: reported with file:line, the old routing stays.
     write(&vs, REVIEWS_BROKEN);

@@ -39,6 +39,7 @@ pub mod server;
 /// Envoy's xDS wire types this transport speaks (`DeltaDiscoveryRequest`, `Node`, `Any`, ...).
 pub mod envoy {
     pub use envoy_types::pb::envoy::config::core::v3::Node;
+    pub use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
     pub use envoy_types::pb::envoy::service::discovery::v3::{
         DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
         aggregated_discovery_service_client, aggregated_discovery_service_server,
