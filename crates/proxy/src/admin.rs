@@ -207,6 +207,7 @@ fn page(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
                 "access_log.dropped: {}",
                 shared.access_log.dropped.load(Relaxed)
             );
+            crate::trace::export::render_stats(&mut out);
             text(StatusCode::OK, out)
         }
         (&Method::POST, "/logging") => {

@@ -34,6 +34,7 @@ pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod tls;
+pub mod trace;
 pub mod tunnel;
 pub mod upstream;
 pub mod xds;

@@ -73,6 +73,8 @@ pub enum ListenerKind {
         jwt_authn: Option<Arc<crate::jwt::JwtAuthn>>,
         /// Authorization (AuthorizationPolicy), before routing.
         rbac: Option<Arc<crate::rbac::Rbac>>,
+        /// Distributed tracing: a span per request, context written for the next hop.
+        tracer: Option<Arc<crate::trace::Tracer>>,
     },
     Tcp {
         cluster: String,
@@ -143,7 +145,7 @@ impl Snapshot {
         };
         let mut listeners = Vec::new();
         for (i, l) in bootstrap.listeners.iter().enumerate() {
-            match listener(l, i, &buckets, &secrets) {
+            match listener(l, i, &buckets, &secrets, &node.id) {
                 Ok(spec) => listeners.push(spec),
                 Err(e) => errors.push(e),
             }
@@ -338,6 +340,7 @@ fn listener(
     index: usize,
     buckets: &Buckets,
     secrets: &crate::tls::Secrets<'_>,
+    node_id: &str,
 ) -> Result<ListenerSpec, ConfigError> {
     let resource = if l.name.is_empty() {
         format!("listeners[{index}]")
@@ -409,6 +412,16 @@ fn listener(
                     None => None,
                 },
                 rbac: rbac(h.rbac.as_ref(), &resource, "http.rbac")?,
+                tracer: match &h.tracing {
+                    Some(t) => Some(Arc::new(crate::trace::Tracer::build(
+                        t,
+                        l.workload.as_ref(),
+                        node_id,
+                        &resource,
+                        "http.tracing",
+                    )?)),
+                    None => None,
+                },
                 route_config: h.route_config.clone(),
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,
@@ -469,6 +482,21 @@ impl Snapshot {
                 jwt_authn, rbac, ..
             }) => (jwt_authn.as_deref(), rbac.as_deref()),
             _ => (None, None),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The tracing of HTTP listener `name`, read per request like its policies.
+    pub fn tracer(&self, name: &str) -> Option<&Arc<crate::trace::Tracer>> {
+        match self
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| &l.kind)
+        {
+            Some(ListenerKind::Http { tracer, .. }) => tracer.as_ref(),
+            _ => None,
         }
     }
 }

@@ -145,6 +145,19 @@ async fn serve(
     body: Incoming,
 ) -> Result<Reply, Error> {
     let mut request = downstream::check(cx, ex, parts)?;
+    ex.trace = crate::trace::start(
+        snapshot.tracer(&cx.listener),
+        &mut request.parts.headers,
+        &request.parts.method,
+        request.parts.version,
+        &crate::trace::RequestInfo {
+            peer: cx.peer,
+            local: cx.local,
+            scheme: request.scheme,
+            authority: &request.authority,
+            path: &request.path_and_query,
+        },
+    );
     let (jwt_authn, rbac) = snapshot.http_policies(&cx.listener);
     let identity = authn::check(cx, ex, jwt_authn, &mut request)?;
     authz::check(cx, ex, rbac, &request, identity.as_ref())?;
@@ -152,6 +165,9 @@ async fn serve(
         Decision::Answer(resp) => return Ok(Reply::new(resp)),
         Decision::Forward(routed) => routed,
     };
+    if let Some(t) = ex.trace.as_deref_mut() {
+        t.upstream_cluster(&routed.destination.cluster);
+    }
     decide::inject_faults(ex, routed.policy()).await?;
     match forward(cx, ex, snapshot, &routed, request, body).await {
         Ok(reply) => Ok(reply),
@@ -202,6 +218,9 @@ pub(crate) struct Exchange {
     connect: bool,
     /// The request's span: listener, peer, method and path; route and cluster once known.
     span: tracing::Span,
+    /// The request's distributed-tracing span, when its listener traces and it is sampled
+    /// ([`crate::trace`]); ended with the response body.
+    trace: Option<Box<crate::trace::Active>>,
 }
 
 impl Exchange {
@@ -239,6 +258,7 @@ impl Exchange {
             close: false,
             connect: parts.method == http::Method::CONNECT,
             span,
+            trace: None,
         }
     }
 
@@ -313,9 +333,14 @@ fn finish(cx: &ConnContext, ex: Exchange, reply: Reply) -> Response<ProxyBody> {
     shared.stats.downstream_rq_xx[class_index(status)].fetch_add(1, Relaxed);
     let (mut parts, body) = resp.into_parts();
     parts.headers.insert(header::SERVER, SERVER.clone());
-    let Exchange { log, flags, .. } = ex;
+    let Exchange {
+        log, flags, trace, ..
+    } = ex;
     let body = Observed::new(body, move |bytes, _complete| {
         drop(held);
+        if let Some(t) = trace {
+            t.end(status, &flags.to_string());
+        }
         shared.stats.downstream_rq_active.fetch_sub(1, Relaxed);
         if let Some(mut log) = log {
             log.status = status;
