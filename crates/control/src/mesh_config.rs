@@ -54,13 +54,23 @@ pub struct MeshConfig {
     /// The proxies' defaults (Istio's `defaultConfig`, a ProxyConfig); weft reads
     /// `gatewayTopology`.
     pub default_config: ProxyConfig,
+
+    // --- Distributed tracing (crate::translate::trace_config) ---
+    /// Istio's `enableTracing`: false turns tracing off for every proxy. Default true.
+    pub enable_tracing: Option<bool>,
+    /// Istio's `extensionProviders`: the tracing providers (zipkin, opentelemetry) by name.
+    pub extension_providers: Vec<crate::trace_mesh::ExtensionProvider>,
+    /// Istio's `defaultProviders`: which providers apply when no Telemetry says.
+    pub default_providers: crate::trace_mesh::DefaultProviders,
 }
 
 /// Istio's ProxyConfig, reduced to what weft reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProxyConfig {
     pub gateway_topology: Option<GatewayTopology>,
+    /// Istio's `defaultConfig.tracing`: sampling, custom tags, and the legacy Zipkin address.
+    pub tracing: Option<crate::trace_mesh::ProxyTracing>,
 }
 
 /// Istio's `gatewayTopology`: the network in front of a gateway.
@@ -136,6 +146,9 @@ impl Default for MeshConfig {
             default_http_retry_policy: None,
             path_normalization: None,
             default_config: ProxyConfig::default(),
+            enable_tracing: None,
+            extension_providers: Vec::new(),
+            default_providers: crate::trace_mesh::DefaultProviders::default(),
         }
     }
 }
@@ -204,6 +217,7 @@ impl MeshConfig {
                 cx.error(e);
             }
         });
+        crate::trace_mesh::check(self, &mut cx);
         cx.into_findings()
     }
 }
