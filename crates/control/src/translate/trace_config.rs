@@ -327,4 +327,41 @@ extensionProviders:
         assert_eq!(t.sampling, 25.0);
         assert!(t.disable_reporting);
     }
+
+    #[test]
+    fn a_collector_in_the_registry_is_reached_at_its_endpoint() {
+        let loaded = weft_api::load_str(
+            "test.yaml",
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: zipkin, namespace: istio-system}
+spec:
+  hosts: [zipkin.istio-system.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9411, name: http-query, protocol: HTTP}]
+  endpoints: [{address: 127.5.0.3, ports: {http-query: 19411}}]
+"#,
+        );
+        assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
+        let view = ConfigView::new(loaded.resources, Vec::new());
+        let n = node("sidecar");
+        for host in [
+            "zipkin.istio-system.svc.cluster.local",
+            "istio-system/zipkin.istio-system.svc.cluster.local",
+            "zipkin.istio-system",
+        ] {
+            assert_eq!(
+                collector(&n, &view, host, 9411),
+                "127.5.0.3:19411",
+                "{host}"
+            );
+        }
+        assert_eq!(
+            collector(&n, &view, "other.example.com", 9411),
+            "other.example.com:9411"
+        );
+        assert_eq!(collector(&n, &view, "::1", 9411), "[::1]:9411");
+    }
 }

@@ -58,6 +58,8 @@ pub struct Exporter {
     tx: mpsc::Sender<Finished>,
     /// Taken by the first span: the task starts on the runtime that serves requests.
     rx: Mutex<Option<mpsc::Receiver<Finished>>>,
+    /// Set once the task runs: the fast path of every later span.
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -87,6 +89,7 @@ impl Exporter {
             collector: collector.to_owned(),
             tx,
             rx: Mutex::new(Some(rx)),
+            started: std::sync::atomic::AtomicBool::new(false),
         });
         registry.insert(key, Arc::downgrade(&e));
         e
@@ -103,13 +106,17 @@ impl Exporter {
     /// Starts the draining task once (the first span; a snapshot may be built where there is
     /// no runtime, a request never is).
     fn start(&self) {
+        if self.started.load(Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let Ok(mut rx) = self.rx.try_lock() else {
             return;
         };
         let Some(rx) = rx.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
+        self.started.store(true, Relaxed);
         let sender = Sender::new(self.provider, &self.collector);
         runtime.spawn(drain(rx, sender));
     }
