@@ -1,8 +1,9 @@
 //! Distributed tracing through a local bookinfo mesh (`weft up --mesh-config`), as Istio's
 //! distributed-tracing task shows it: one product page request through the ingress gateway is
 //! one trace, gateway -> productpage -> details and productpage -> reviews -> ratings, each hop
-//! a client span (the caller's sidecar or the gateway) and a server span (the callee's
-//! sidecar), exported as Zipkin v2 JSON to a collector run by this test.
+//! a client span (the caller's sidecar, or the gateway's upstream span) and a server span (the
+//! callee's sidecar; the gateway's request span), exported as Zipkin v2 JSON to a collector
+//! run by this test.
 
 mod common;
 
@@ -240,7 +241,10 @@ fn check_tree(spans: &[Value]) {
     let roots: Vec<&Value> = spans.iter().filter(|s| s["parentId"].is_null()).collect();
     assert_eq!(roots.len(), 1, "one root span: {roots:#?}");
     let gateway = roots[0];
-    assert_eq!(gateway["kind"], "CLIENT", "a gateway's span is client side");
+    assert_eq!(
+        gateway["kind"], "SERVER",
+        "a gateway's request span is server side"
+    );
     assert!(tag(gateway, "node_id").starts_with("router~"), "{gateway}");
     assert_eq!(
         tag(gateway, "istio.canonical_service"),
@@ -248,18 +252,33 @@ fn check_tree(spans: &[Value]) {
     );
     assert_eq!(tag(gateway, "istio.namespace"), "istio-system");
     assert!(tag(gateway, "upstream_cluster").contains("productpage"));
+    // Its request upstream is a client span of its own (Istio's gateways spawn one).
+    let gateway_out = child(
+        spans,
+        gateway,
+        "CLIENT",
+        "istio-ingressgateway",
+        "productpage",
+    );
+    assert!(
+        gateway_out["name"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("router outbound|")
+    );
 
-    let productpage = child(spans, gateway, "SERVER", "productpage", "inbound|");
+    let productpage = child(spans, gateway_out, "SERVER", "productpage", "inbound|");
     let to_details = child(spans, productpage, "CLIENT", "productpage", "details");
     let details = child(spans, to_details, "SERVER", "details", "inbound|");
     let to_reviews = child(spans, productpage, "CLIENT", "productpage", "reviews");
     let reviews = child(spans, to_reviews, "SERVER", "reviews", "inbound|");
     let to_ratings = child(spans, reviews, "CLIENT", "reviews", "ratings");
     let ratings = child(spans, to_ratings, "SERVER", "ratings", "inbound|");
-    assert_eq!(spans.len(), 8, "no other spans: {spans:#?}");
+    assert_eq!(spans.len(), 9, "no other spans: {spans:#?}");
 
     for s in [
         gateway,
+        gateway_out,
         productpage,
         to_details,
         details,

@@ -56,7 +56,8 @@ pub struct MeshConfig {
     pub default_config: ProxyConfig,
 
     // --- Distributed tracing (crate::translate::trace_config) ---
-    /// Istio's `enableTracing`: false turns tracing off for every proxy. Default true.
+    /// Istio's `enableTracing`: false turns off the legacy `defaultConfig.tracing.zipkin`
+    /// tracing (not `defaultProviders`), as in Istio. Default true.
     pub enable_tracing: Option<bool>,
     /// Istio's `extensionProviders`: the tracing providers (zipkin, opentelemetry) by name.
     pub extension_providers: Vec<crate::trace_mesh::ExtensionProvider>,

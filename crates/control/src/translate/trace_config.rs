@@ -3,8 +3,9 @@
 //! Telemetry resource's `tracing` selects for the proxy's workload).
 //!
 //! Which provider: the override's, else `defaultProviders.tracing`'s first, else the legacy
-//! `defaultConfig.tracing.zipkin.address`; `enableTracing: false` turns the mesh-wide sources
-//! off. Sampling: the override's, else `defaultConfig.tracing.sampling`, else Istio's 1%.
+//! `defaultConfig.tracing.zipkin.address` unless `enableTracing: false` (which, as in Istio,
+//! gates only that legacy path). Sampling: the override's, else
+//! `defaultConfig.tracing.sampling`, else Istio's 1%.
 //!
 //! The collector's host is resolved here when the registry knows it (a Service or
 //! ServiceEntry: its first endpoint with an IP, at the endpoint's port for the provider's
@@ -56,10 +57,14 @@ pub(crate) fn attach(
         };
         let mut t = base.clone();
         t.service_name = service_name;
-        t.set_span_kind(if inbound {
+        // A gateway's request span is server side, and its request upstream a client span of
+        // its own (Istio's gateways spawn upstream spans); a sidecar's outbound is one client
+        // span, its inbound one server span.
+        let gateway = node.kind == ProxyKind::Gateway;
+        t.spawn_upstream_span = gateway;
+        t.set_span_kind(if inbound || gateway {
             proto::tracing::SpanKind::Server
         } else {
-            // A sidecar's outbound, and a gateway (Istio's gateway listeners are outbound).
             proto::tracing::SpanKind::Client
         });
         h.tracing = Some(t);
@@ -78,11 +83,7 @@ fn tracing(
     let chosen = over
         .and_then(|o| o.providers.as_ref())
         .map(|p| p.first().cloned())
-        .unwrap_or_else(|| {
-            enabled
-                .then(|| mesh.default_providers.tracing.first().cloned())
-                .flatten()
-        });
+        .unwrap_or_else(|| mesh.default_providers.tracing.first().cloned());
     let (provider, host, port, max_tag) = match chosen {
         Some(name) => match mesh.extension_provider(&name).map(provider_of)? {
             Some(p) => p,
@@ -241,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_traced_without_a_provider_or_with_tracing_disabled() {
+    fn nothing_is_traced_without_a_provider_or_with_legacy_tracing_disabled() {
         let view = ConfigView::new(Vec::new(), Vec::new());
         let mut ls = listeners();
         attach(&node("sidecar"), &mesh(""), &view, None, &mut ls);
@@ -279,13 +280,13 @@ defaultConfig: {tracing: {sampling: 100, customTags: {team: {literal: {value: bo
         assert_eq!(inb.span_kind(), proto::tracing::SpanKind::Server);
         assert!(t[2].is_none(), "TCP listeners have no spans");
 
-        // A gateway's listeners are client side, as Istio's gateway listeners (outbound).
+        assert!(!out.spawn_upstream_span && !inb.spawn_upstream_span);
+        // A gateway's request span is server side, with a client span for the upstream.
         let mut ls = listeners();
         attach(&node("router"), &m, &view, None, &mut ls);
-        assert_eq!(
-            traced(&ls)[1].as_ref().unwrap().span_kind(),
-            proto::tracing::SpanKind::Client
-        );
+        let gw = traced(&ls)[0].clone().unwrap();
+        assert_eq!(gw.span_kind(), proto::tracing::SpanKind::Server);
+        assert!(gw.spawn_upstream_span);
     }
 
     #[test]

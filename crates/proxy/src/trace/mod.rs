@@ -40,6 +40,8 @@ pub struct Tracer {
     /// Percentage of undecided requests sampled, 0 to 100.
     sampling: f64,
     kind: Kind,
+    /// A CLIENT child span for the request upstream (gateways).
+    spawn_upstream: bool,
     prefer: Prefer,
     service: Arc<str>,
     max_tag: usize,
@@ -136,6 +138,7 @@ impl Tracer {
             exporter: (!t.disable_reporting).then(|| Exporter::get(provider, &t.collector)),
             sampling: t.sampling,
             kind,
+            spawn_upstream: t.spawn_upstream_span,
             prefer: match provider {
                 proto::tracing::Provider::Zipkin => Prefer::B3,
                 proto::tracing::Provider::Opentelemetry => Prefer::W3c,
@@ -194,7 +197,11 @@ pub struct RequestInfo<'a> {
 /// A sampled request's span, until its response ends.
 pub struct Active {
     tracer: Arc<Tracer>,
+    /// The request's span (its id, its parent).
     ctx: Outgoing,
+    /// With `spawn_upstream`: the upstream span's id, and when it started (when the request
+    /// was routed; None: it never went upstream, and has no such span).
+    upstream: Option<(u64, Option<(SystemTime, Instant, String)>)>,
     start: SystemTime,
     started: Instant,
     name: String,
@@ -229,7 +236,17 @@ pub fn start(
         parent,
         sampled,
     };
-    context::inject(headers, &ctx);
+    // The next hop's parent: the upstream span when there is one, else the request's span.
+    let upstream = tracer.spawn_upstream.then(nonzero_u64);
+    let next = match upstream {
+        Some(id) => Outgoing {
+            span: id,
+            parent: Some(span),
+            ..ctx
+        },
+        None => ctx,
+    };
+    context::inject(headers, &next);
     if !sampled {
         return None;
     }
@@ -271,6 +288,7 @@ pub fn start(
     Some(Box::new(Active {
         tracer: tracer.clone(),
         ctx,
+        upstream: upstream.map(|id| (id, None)),
         start: SystemTime::now(),
         started: Instant::now(),
         name,
@@ -284,10 +302,15 @@ fn nonzero_u64() -> u64 {
 }
 
 impl Active {
-    /// Where the request was routed (Envoy's `upstream_cluster` tag).
+    /// Where the request was routed (Envoy's `upstream_cluster` tag). The upstream span, when
+    /// the listener spawns one, starts here, named as Envoy's router names it.
     pub fn upstream_cluster(&mut self, cluster: &str) {
         self.tags
             .push((Arc::from("upstream_cluster"), cluster.to_owned()));
+        if let Some((_, started)) = &mut self.upstream {
+            let name = format!("router {cluster} egress");
+            *started = Some((SystemTime::now(), Instant::now(), name));
+        }
     }
 
     /// Ends the span with the response: status and response flags; queued for export.
@@ -295,6 +318,7 @@ impl Active {
         let Active {
             tracer,
             ctx,
+            upstream,
             start,
             started,
             name,
@@ -311,6 +335,21 @@ impl Active {
         let Some(exporter) = &tracer.exporter else {
             return;
         };
+        if let Some((id, Some((at, started, name)))) = upstream {
+            exporter.submit(Finished {
+                trace: ctx.trace,
+                id,
+                parent: Some(ctx.span),
+                kind: Kind::Client,
+                name,
+                start: at,
+                duration: started.elapsed(),
+                service: tracer.service.clone(),
+                local_ip,
+                error,
+                tags: tags.clone(),
+            });
+        }
         exporter.submit(Finished {
             trace: ctx.trace,
             id: ctx.span,
@@ -393,6 +432,35 @@ mod tests {
             .filter(|_| run(&some, &mut HeaderMap::new()).is_some())
             .count();
         assert!((760..=1240).contains(&n), "{n} of 10000 sampled at 10%");
+    }
+
+    #[test]
+    fn a_spawned_upstream_span_is_the_next_hops_parent() {
+        let t = proto::Tracing {
+            collector: "127.0.0.1:9411".into(),
+            sampling: 100.0,
+            spawn_upstream_span: true,
+            span_kind: proto::tracing::SpanKind::Server as i32,
+            disable_reporting: true,
+            ..Default::default()
+        };
+        let t = Arc::new(Tracer::build(&t, None, "router~x", "l", "http.tracing").unwrap());
+        let mut h = HeaderMap::new();
+        let mut span = run(&t, &mut h).unwrap();
+        let (upstream, started) = span.upstream.clone().unwrap();
+        assert!(started.is_none(), "not routed yet");
+        let sent = context::extract(&h, Prefer::B3);
+        assert_eq!(sent.parent, Some((span.ctx.trace, upstream)));
+        assert_eq!(
+            h.get("x-b3-parentspanid").unwrap().to_str().unwrap(),
+            format!("{:016x}", span.ctx.span)
+        );
+        span.upstream_cluster("outbound|9080||productpage.default.svc.cluster.local");
+        let (_, started) = span.upstream.clone().unwrap();
+        assert_eq!(
+            started.unwrap().2,
+            "router outbound|9080||productpage.default.svc.cluster.local egress"
+        );
     }
 
     #[test]
