@@ -23,6 +23,7 @@ pub mod node;
 pub mod registry;
 pub mod server;
 pub mod telemetry;
+pub mod trace_mesh;
 pub mod translate;
 pub mod unsupported;
 pub mod view;

@@ -62,6 +62,9 @@ pub struct MeshConfig {
     /// An Envoy format string (TEXT), or a JSON object whose values are format strings
     /// (JSON). Empty: Istio's default format for the encoding.
     pub access_log_format: String,
+    /// Istio's `enableTracing`: false turns off the legacy `defaultConfig.tracing.zipkin`
+    /// tracing (not `defaultProviders`), as in Istio. Default true.
+    pub enable_tracing: Option<bool>,
     /// Providers Telemetry resources name (`envoyFileAccessLog`, `zipkin`, ...).
     pub extension_providers: Vec<ExtensionProvider>,
     /// Providers in force where no Telemetry names any (Istio's `defaultProviders`).
@@ -127,9 +130,17 @@ pub struct LogFormat {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TracingProvider {
+    /// The collector's host: a service in the registry (`zipkin.istio-system.svc.cluster.local`,
+    /// optionally `NAMESPACE/HOST`), an IP address, or a DNS name.
     pub service: String,
     pub port: u32,
+    /// Longest tag value kept; 0: 256.
     pub max_tag_length: u32,
+    /// OpenTelemetry: OTLP over gRPC (`grpc: {}`, the default); `http` is not supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<serde_json::Value>,
 }
 
 impl ExtensionProvider {
@@ -206,10 +217,12 @@ fn check_format(cx: &mut weft_api::validate::Cx, format: &str) {
 }
 
 /// Istio's ProxyConfig, reduced to what weft reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProxyConfig {
     pub gateway_topology: Option<GatewayTopology>,
+    /// Istio's `defaultConfig.tracing`: sampling, custom tags, and the legacy Zipkin address.
+    pub tracing: Option<crate::trace_mesh::ProxyTracing>,
 }
 
 /// Istio's `gatewayTopology`: the network in front of a gateway.
@@ -290,6 +303,7 @@ impl Default for MeshConfig {
             access_log_format: String::new(),
             extension_providers: Vec::new(),
             default_providers: DefaultProviders::default(),
+            enable_tracing: None,
         }
     }
 }
@@ -372,6 +386,7 @@ impl MeshConfig {
             });
         }
         self.check_providers(&mut cx);
+        crate::trace_mesh::check(self, &mut cx);
         cx.into_findings()
     }
 

@@ -78,6 +78,8 @@ pub enum ListenerKind {
         jwt_authn: Option<Arc<crate::jwt::JwtAuthn>>,
         /// Authorization (AuthorizationPolicy), before routing.
         rbac: Option<Arc<crate::rbac::Rbac>>,
+        /// Distributed tracing: a span per request, context written for the next hop.
+        tracer: Option<Arc<crate::trace::Tracer>>,
     },
     Tcp {
         cluster: String,
@@ -416,6 +418,16 @@ fn listener(
                     None => None,
                 },
                 rbac: rbac(h.rbac.as_ref(), &resource, "http.rbac")?,
+                tracer: match &h.tracing {
+                    Some(t) => Some(Arc::new(crate::trace::Tracer::build(
+                        t,
+                        l.workload.as_ref(),
+                        &node.id,
+                        &resource,
+                        "http.tracing",
+                    )?)),
+                    None => None,
+                },
                 route_config: h.route_config.clone(),
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,
@@ -482,6 +494,21 @@ impl Snapshot {
                 jwt_authn, rbac, ..
             }) => (jwt_authn.as_deref(), rbac.as_deref()),
             _ => (None, None),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The tracing of HTTP listener `name`, read per request like its policies.
+    pub fn tracer(&self, name: &str) -> Option<&Arc<crate::trace::Tracer>> {
+        match self
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| &l.kind)
+        {
+            Some(ListenerKind::Http { tracer, .. }) => tracer.as_ref(),
+            _ => None,
         }
     }
 }

@@ -31,6 +31,45 @@ pub mod config {
 pub use config::v1 as proto;
 
 pub mod access_log_format;
+/// The OpenTelemetry protocol's trace types (vendored `opentelemetry/proto`), what the proxy's
+/// OTLP/gRPC span exporter sends. Nested as their packages so the generated paths resolve.
+pub mod opentelemetry {
+    pub mod proto {
+        #![allow(clippy::all, clippy::pedantic, missing_docs, rust_2018_idioms)]
+        pub mod common {
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.common.v1.rs"
+                ));
+            }
+        }
+        pub mod resource {
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.resource.v1.rs"
+                ));
+            }
+        }
+        pub mod trace {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.trace.v1.rs"));
+            }
+        }
+        pub mod collector {
+            pub mod trace {
+                pub mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.collector.trace.v1.rs"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 pub mod ca;
 pub mod client;
 pub mod resource;

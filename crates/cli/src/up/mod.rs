@@ -69,6 +69,10 @@ pub struct Args {
     /// `weft up` writes to <state-dir>/prometheus/ (every proxy and the control plane).
     #[arg(long)]
     prometheus: bool,
+    /// Istio's MeshConfig (the `mesh` of the `istio` ConfigMap, YAML): tracing providers and
+    /// sampling, the outbound traffic policy, ... Watched: an edit applies while the mesh runs.
+    #[arg(long = "mesh-config", value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,6 +127,20 @@ pub fn run(args: Args) -> ExitCode {
     if args.detach {
         return detach(&state);
     }
+    let mesh_path = args
+        .mesh_config
+        .as_ref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    let mesh = match &mesh_path {
+        Some(path) => match weft_control::server::read_mesh_config(path) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("weft up: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => weft_control::mesh_config::MeshConfig::default(),
+    };
     let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
     let files = match state::top_level_files(&dir) {
         Ok(f) => f,
@@ -220,6 +238,8 @@ pub fn run(args: Args) -> ExitCode {
         config_paths,
         gateway_port: args.gateway_port,
         workload_cert_ttl: args.workload_cert_ttl,
+        mesh,
+        mesh_path,
         log_level: filter,
         out: Arc::new(Output::new()),
         started,
@@ -236,6 +256,9 @@ struct Up {
     config_paths: Vec<PathBuf>,
     gateway_port: Option<u16>,
     workload_cert_ttl: Duration,
+    /// `--mesh-config`: the mesh config at start, and its file (watched).
+    mesh: weft_control::mesh_config::MeshConfig,
+    mesh_path: Option<PathBuf>,
     log_level: String,
     out: Arc<Output>,
     started: Instant,
@@ -293,6 +316,8 @@ impl Up {
 
         let mut options = Options::new(self.config_paths.clone());
         options.shallow_dirs = vec![self.dir.clone()];
+        options.mesh = self.mesh.clone();
+        options.mesh_path = self.mesh_path.clone();
         options.instances = Some(instances.clone());
         options.xds_address = "127.0.0.1:0".parse().unwrap_or(options.xds_address);
         options.monitoring_address = "127.0.0.1:0".parse().unwrap_or(options.monitoring_address);

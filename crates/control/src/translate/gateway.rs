@@ -231,6 +231,8 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
     let security = super::security::for_workload(node, mesh, view, &mut notes);
     super::security::apply(&mut out.listeners, &security);
     super::workload_meta::label_listeners(node, mesh, view, &mut out.listeners);
+    // Telemetry's tracing plugs in here (a per-proxy override); the mesh config's for now.
+    super::trace_config::attach(node, mesh, view, None, &mut out.listeners);
     out.unsupported = notes.finish();
     out
 }

@@ -156,6 +156,8 @@ pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> Pr
     let security = super::security::for_workload(node, mesh, view, &mut notes);
     super::security::apply(&mut out.listeners[1..], &security);
     super::workload_meta::label_listeners(node, mesh, view, &mut out.listeners);
+    // Telemetry's tracing plugs in here (a per-proxy override); the mesh config's for now.
+    super::trace_config::attach(node, mesh, view, None, &mut out.listeners);
     out.unsupported = notes.finish();
     out
 }

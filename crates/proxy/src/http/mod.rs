@@ -151,6 +151,19 @@ async fn serve(
     body: Incoming,
 ) -> Result<Reply, Error> {
     let mut request = downstream::check(cx, ex, parts)?;
+    ex.trace = crate::trace::start(
+        snapshot.tracer(&cx.listener),
+        &mut request.parts.headers,
+        &request.parts.method,
+        request.parts.version,
+        &crate::trace::RequestInfo {
+            peer: cx.peer,
+            local: cx.local,
+            scheme: request.scheme,
+            authority: &request.authority,
+            path: &request.path_and_query,
+        },
+    );
     let (jwt_authn, rbac) = snapshot.http_policies(&cx.listener);
     let identity = authn::check(cx, ex, jwt_authn, &mut request)?;
     authz::check(cx, ex, rbac, &request, identity.as_ref())?;
@@ -158,6 +171,9 @@ async fn serve(
         Decision::Answer(resp) => return Ok(Reply::new(resp)),
         Decision::Forward(routed) => routed,
     };
+    if let Some(t) = ex.trace.as_deref_mut() {
+        t.upstream_cluster(&routed.destination.cluster);
+    }
     decide::inject_faults(ex, routed.policy()).await?;
     match forward(cx, ex, snapshot, &routed, request, body).await {
         Ok(reply) => Ok(reply),
@@ -216,6 +232,9 @@ pub(crate) struct Exchange {
     span: tracing::Span,
     /// What it reports in the standard metrics; None when its listener reports nothing.
     report: Option<report::Report>,
+    /// The request's distributed-tracing span, when its listener traces and it is sampled
+    /// ([`crate::trace`]); ended with the response body.
+    trace: Option<Box<crate::trace::Active>>,
 }
 
 impl Exchange {
@@ -254,6 +273,7 @@ impl Exchange {
             connect: parts.method == http::Method::CONNECT,
             span,
             report,
+            trace: None,
         }
     }
 
@@ -333,6 +353,7 @@ fn finish(cx: &Arc<ConnContext>, ex: Exchange, reply: Reply) -> Response<ProxyBo
         flags,
         report,
         grpc,
+        trace,
         ..
     } = ex;
     let outcome = report::Outcome {
@@ -350,6 +371,9 @@ fn finish(cx: &Arc<ConnContext>, ex: Exchange, reply: Reply) -> Response<ProxyBo
             report.record(&cx, held.pick.as_ref(), outcome, &ended);
         }
         drop(held);
+        if let Some(t) = trace {
+            t.end(status, &flags.to_string());
+        }
         shared.stats.downstream_rq_active.fetch_sub(1, Relaxed);
         if let Some(mut log) = log {
             log.status = status;
