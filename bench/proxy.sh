@@ -19,6 +19,9 @@
 # Knobs: SECONDS_PER_RUN (default 10), CONNECTIONS (32), RATE (1000), REPEAT (3).
 # POLICIES=1 configures, in both proxies, Istio's default retry policy on the route and an
 # outlier detector on the cluster (they never fire here: the point is what they cost idle).
+# TRACING=PCT turns distributed tracing on in both proxies, sampling PCT percent of requests
+# (1, 100, ...), with spans sent as Zipkin v2 JSON to a collector nginx answers 202 for; the
+# cost of tracing is this run against one without TRACING.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +32,7 @@ REPEAT="${REPEAT:-3}"
 ROUNDS="${ROUNDS:-5}"
 TSECS="${THROUGHPUT_SECONDS:-5}"
 POLICIES="${POLICIES:-0}"
+TRACING="${TRACING:-}"
 RETRY_ON="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 if [ "$POLICIES" = 1 ]; then
   WEFT_ROUTE_EXTRA=", retryPolicy: {numRetries: 2, retryOn: \"$RETRY_ON\", retriableStatusCodes: [503], previousHosts: true, hostSelectionRetryMaxAttempts: 5}"
@@ -42,6 +46,27 @@ fi
 . bench/lib.sh
 
 BACKEND=$(free_port); WEFT=$(free_port); ENVOY_PORT=$(free_port); ADMIN=$(free_port); HEALTH=$(free_port); ENVOY_ADMIN=$(free_port)
+COLLECTOR=$(free_port)
+if [ -n "$TRACING" ]; then
+  WEFT_TRACING=", tracing: {provider: ZIPKIN, collector: \"127.0.0.1:$COLLECTOR\", sampling: $TRACING, spanKind: CLIENT, serviceName: bench.default}"
+  ENVOY_TRACING="          tracing:
+            random_sampling: {value: $TRACING}
+            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                \"@type\": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: zipkin
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON"
+  ENVOY_ZIPKIN_CLUSTER="  - name: zipkin
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: zipkin
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $COLLECTOR}}}}]}]"
+else
+  WEFT_TRACING=""; ENVOY_TRACING=""; ENVOY_ZIPKIN_CLUSTER=""
+fi
 
 # --- backend: nginx, 1 KiB body -------------------------------------------------------------
 head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/1k"
@@ -58,6 +83,10 @@ http {
     listen 127.0.0.1:$BACKEND;
     location / { root $WORK; try_files /1k =404; }
   }
+  server {
+    listen 127.0.0.1:$COLLECTOR;
+    location = /api/v2/spans { return 202; }
+  }
 }
 NGINX
 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
@@ -67,7 +96,7 @@ PIDS+=($!)
 cat > "$WORK/weft.yaml" <<YAML
 admin: {address: "127.0.0.1:$ADMIN", healthAddress: "127.0.0.1:$HEALTH"}
 listeners:
-- {name: bench, address: "127.0.0.1:$WEFT", http: {routeConfig: bench}}
+- {name: bench, address: "127.0.0.1:$WEFT", http: {routeConfig: bench$WEFT_TRACING}}
 routeConfigs:
 - name: bench
   virtualHosts:
@@ -91,6 +120,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
+$ENVOY_TRACING
           route_config:
             virtual_hosts:
             - {name: bench, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend$ENVOY_ROUTE_EXTRA}}]}
@@ -105,6 +135,7 @@ $ENVOY_CLUSTER_EXTRA
     load_assignment:
       cluster_name: backend
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $BACKEND}}}}]}]
+$ENVOY_ZIPKIN_CLUSTER
 YAML
 "$ENVOY" -c "$WORK/envoy.yaml" --concurrency 1 --log-level warn --disable-hot-restart --base-id $((RANDOM % 1000 + 100)) 2>"$WORK/envoy.log" &
 ENVOY_PID=$!; PIDS+=($ENVOY_PID)
@@ -166,6 +197,11 @@ for target in direct weft envoy; do
   fi
 done
 
+if [ "$ACCESS_LOG" = 1 ]; then
+  dropped=$(python3 -c "import urllib.request; print([l for l in urllib.request.urlopen('http://127.0.0.1:$ADMIN/stats').read().decode().splitlines() if l.startswith('access_log.dropped')][0])")
+  echo "== access log lines written: weft $(wc -l < "$WORK/weft-access.log") ($dropped), envoy $(wc -l < "$WORK/envoy-access.log")"
+  echo "== a weft line: $(tail -1 "$WORK/weft-access.log")"
+fi
 echo
 printf '%-8s %12s %10s %10s %10s %14s %12s %12s\n' target max_rps p50_ms p90_ms p99_ms cpu_s_per_1k rss_kb peak_rss_kb
 for t in direct weft envoy; do

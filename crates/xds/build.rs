@@ -8,6 +8,8 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "proto/weft/config/v1/config.proto",
     "proto/istio/v1/auth/ca.proto",
+    // OTLP trace export (vendored, see proto/opentelemetry/README.md).
+    "proto/opentelemetry/proto/collector/trace/v1/trace_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

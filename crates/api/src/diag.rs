@@ -190,4 +190,9 @@ pub mod code {
     pub const PRINCIPALS_WITHOUT_MTLS: &str = "WA0142";
     /// A RequestAuthentication rule with neither jwks nor jwksUri.
     pub const JWT_RULE_WITHOUT_KEYS: &str = "WA0143";
+    /// A Telemetry names a provider that is neither in `meshConfig.extensionProviders` nor
+    /// built in (`envoy`, `prometheus`).
+    pub const TELEMETRY_UNKNOWN_PROVIDER: &str = "WA0144";
+    /// Several Telemetries for one scope (mesh, namespace) or one workload: one is used.
+    pub const CONFLICTING_TELEMETRIES: &str = "WA0145";
 }

@@ -19,6 +19,7 @@ pub mod networking;
 pub mod resource;
 pub mod security;
 pub mod suggest;
+pub mod telemetry;
 pub mod validate;
 pub mod weft;
 

@@ -7,7 +7,7 @@ use crate::common::ObjectMeta;
 use crate::diag::{Location, ResourceRef};
 use crate::load::position::{self, DocIndex};
 use crate::validate::{Cx, Validate};
-use crate::{kube, networking, security, weft};
+use crate::{kube, networking, security, telemetry, weft};
 
 /// The typed body of a resource, one variant per kind weft reads.
 ///
@@ -24,6 +24,7 @@ pub enum Spec {
     PeerAuthentication(security::PeerAuthentication),
     AuthorizationPolicy(security::AuthorizationPolicy),
     RequestAuthentication(security::RequestAuthentication),
+    Telemetry(Box<telemetry::Telemetry>),
     Namespace(kube::Namespace),
     ServiceAccount(kube::ServiceAccount),
     Secret(kube::Secret),
@@ -47,6 +48,7 @@ impl Spec {
             Spec::PeerAuthentication(_) => "PeerAuthentication",
             Spec::AuthorizationPolicy(_) => "AuthorizationPolicy",
             Spec::RequestAuthentication(_) => "RequestAuthentication",
+            Spec::Telemetry(_) => "Telemetry",
             Spec::Namespace(_) => "Namespace",
             Spec::ServiceAccount(_) => "ServiceAccount",
             Spec::Secret(_) => "Secret",
@@ -71,6 +73,7 @@ impl Spec {
             Spec::PeerAuthentication(s) => cx.field("spec", |cx| s.validate(cx)),
             Spec::AuthorizationPolicy(s) => cx.field("spec", |cx| s.validate(cx)),
             Spec::RequestAuthentication(s) => cx.field("spec", |cx| s.validate(cx)),
+            Spec::Telemetry(s) => cx.field("spec", |cx| s.validate(cx)),
             Spec::Workload(s) => cx.field("spec", |cx| s.validate(cx)),
             Spec::Namespace(s) => s.validate(cx),
             Spec::ServiceAccount(s) => s.validate(cx),
@@ -95,6 +98,7 @@ pub(crate) enum KindId {
     PeerAuthentication,
     AuthorizationPolicy,
     RequestAuthentication,
+    Telemetry,
     Namespace,
     ServiceAccount,
     Secret,
@@ -129,6 +133,8 @@ type ApiGroup = (&'static str, &'static [&'static str]);
 
 const NETWORKING: ApiGroup = ("networking.istio.io", &["v1alpha3", "v1beta1", "v1"]);
 const SECURITY: ApiGroup = ("security.istio.io", &["v1beta1", "v1"]);
+/// Istio's telemetry API: v1alpha1 and v1 are the same schema.
+const TELEMETRY: ApiGroup = ("telemetry.istio.io", &["v1alpha1", "v1"]);
 const CORE: ApiGroup = ("", &["v1"]);
 const APPS: ApiGroup = ("apps", &["v1"]);
 const DISCOVERY: ApiGroup = ("discovery.k8s.io", &["v1"]);
@@ -149,6 +155,7 @@ const KINDS: &[(&str, ApiGroup, KindId)] = &[
         SECURITY,
         KindId::RequestAuthentication,
     ),
+    ("Telemetry", TELEMETRY, KindId::Telemetry),
     ("Namespace", CORE, KindId::Namespace),
     ("ServiceAccount", CORE, KindId::ServiceAccount),
     ("Secret", CORE, KindId::Secret),
@@ -246,7 +253,6 @@ const UNSUPPORTED_ISTIO: &[&str] = &[
     "EnvoyFilter",
     "WorkloadGroup",
     "ProxyConfig",
-    "Telemetry",
     "WasmPlugin",
     "IstioOperator",
 ];

@@ -27,8 +27,8 @@ pub struct Args {
     /// Where proxies connect (plaintext delta xDS). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:15010", value_name = "ADDR")]
     xds_address: SocketAddr,
-    /// Monitoring and debug endpoints (/ready, /debug/syncz, /debug/config_dump,
-    /// /debug/config_errors).
+    /// Monitoring and debug endpoints (/ready, /metrics, /dashboard, /debug/syncz,
+    /// /debug/config_dump, /debug/config_errors).
     #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
     monitoring_address: SocketAddr,
     /// Run the certificate authority with a self-signed root kept in DIR (created on first
@@ -49,6 +49,10 @@ pub struct Args {
     /// Default lifetime of workload certificates.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     workload_cert_ttl: std::time::Duration,
+    /// The proxies to scrape for the service graph (/dashboard): a Prometheus file_sd JSON
+    /// file (`[{"targets": ["IP:15090", ...], "labels": {...}}]`), reread at every scrape.
+    #[arg(long, value_name = "FILE")]
+    scrape_targets: Option<PathBuf>,
     /// Log filter (`info`, `debug`, `weft_control=debug`, ...). Also RUST_LOG.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -97,6 +101,7 @@ pub fn run(args: Args) -> ExitCode {
     options.mesh_path = args.mesh_config;
     options.xds_address = args.xds_address;
     options.monitoring_address = args.monitoring_address;
+    options.scrape_targets = args.scrape_targets;
     let source = match (args.ca_dir, args.ca_certs) {
         (Some(dir), _) => Some(CaSource::SelfSigned(dir)),
         (None, Some(dir)) => Some(CaSource::PlugIn(dir)),

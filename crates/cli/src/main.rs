@@ -2,11 +2,13 @@
 
 mod analyze;
 mod control_plane;
+mod dashboard;
 mod example;
 mod http_get;
 mod load;
 mod proxy_config;
 mod proxy_status;
+mod stat;
 mod table;
 mod up;
 mod version;
@@ -50,6 +52,12 @@ enum Command {
     Delete(up::kubectl::DeleteArgs),
     /// List the resources in force in the local mesh.
     Get(up::kubectl::GetArgs),
+    /// Success rate, request rate and p50/p95/p99 latency per workload and per service over a
+    /// window (like `linkerd viz stat`), from the proxies' Istio metrics.
+    Stat(stat::Args),
+    /// Open the service graph (the control plane's /dashboard page): workloads and services,
+    /// request and error rates, latencies, mTLS, each service's routing config.
+    Dashboard(dashboard::Args),
     /// Run the sidecar and gateway proxy (what `weft-proxy` runs); `weft up` starts these.
     #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
     Proxy {
@@ -88,6 +96,8 @@ fn main() -> ExitCode {
             std::iter::once(std::ffi::OsString::from("weft proxy")).chain(args),
         ),
         Command::Load(args) => load::run(args),
+        Command::Stat(args) => stat::run(&args),
+        Command::Dashboard(args) => dashboard::run(&args),
         Command::Example(args) => example::run(args),
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

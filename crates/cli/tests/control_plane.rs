@@ -518,6 +518,34 @@ fn control_plane_drives_real_sidecars() {
         "edit -> new routing on all {} sidecars: {took:?}",
         sidecars.len()
     );
+    // The control plane's metrics (istiod's names): three weft proxies connected, pushes
+    // made, and the edit converged on every sidecar (each ACKed what it caused).
+    let metric = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    eventually("the edit converged on three proxies", || {
+        http_get(cp.monitoring, "cp", "/metrics").is_ok_and(|(_, m)| {
+            metric(&m, "pilot_proxy_convergence_time_count").is_some_and(|n| n >= 3.0)
+        })
+    });
+    let (status, m) = http_get(cp.monitoring, "cp", "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(&m, &format!("pilot_xds{{version=\"{version}\"}}")),
+        Some(3.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "pilot_xds_pushes{type=\"rds\"}").is_some_and(|n| n >= 3.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "pilot_xds_push_time_count{type=\"lds\"}").is_some_and(|n| n >= 3.0),
+        "{m}"
+    );
+    assert!(m.contains("# TYPE pilot_total_xds_rejects counter"), "{m}");
 
     // An invalid edit: reported with file:line, the old routing stays.
     write(&vs, REVIEWS_BROKEN);
@@ -694,4 +722,87 @@ fn egress_follows_the_mesh_outbound_traffic_policy() {
         &weft(&["proxy-status", "--control-plane", &url]),
         1
     ));
+}
+
+/// `meshConfig.accessLogFile` with a format makes every sidecar log its requests in that
+/// format; a Telemetry turns the log off for one workload; Telemetry settings weft does not
+/// apply (an unknown provider, tracing) are listed on `/debug/config_errors`.
+#[test]
+fn access_logs_follow_the_mesh_config_and_telemetry() {
+    let net = 100 + ((std::process::id() + 37) % 150) as u8;
+    let ip = |host: u8| IpAddr::from([127, 0, net, host]);
+    let dir = fresh_dir("weft-cp-access-log");
+    let _cleanup = TempDir(dir.clone());
+    let outside = SocketAddr::new(ip(200), 8080);
+    app(outside, "outside");
+    write(
+        &dir.join("instances.yaml"),
+        &format!(
+            "- {{name: sleep-0, labels: {{app: sleep}}, ip: {}}}\n\
+             - {{name: curl-0, labels: {{app: curl}}, ip: {}}}\n",
+            ip(2),
+            ip(3)
+        ),
+    );
+    let log = dir.join("access.log");
+    write(
+        &dir.join("mesh.yaml"),
+        &format!(
+            "accessLogFile: {}\naccessLogFormat: \"%DOWNSTREAM_LOCAL_ADDRESS% %REQ(:METHOD)% \
+             %RESPONSE_CODE% %REQ(:AUTHORITY)% %UPSTREAM_CLUSTER% %REQ(X-MISSING?USER-AGENT):4%\"\n",
+            log.display()
+        ),
+    );
+    let cp = start_control_plane(&dir, "127.0.0.1:0".parse().unwrap());
+    let sleep = start_sidecar(&dir, "sleep-0", ip(2), cp.xds);
+    let curl = start_sidecar(&dir, "curl-0", ip(3), cp.xds);
+    let get = |s: &Sidecar| {
+        http_get(
+            s.outbound,
+            &outside.to_string(),
+            &format!("http://{outside}/"),
+        )
+    };
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    let line_of = |s: &Sidecar| format!("{} GET 200 {outside} PassthroughCluster -\n", s.outbound);
+
+    eventually("sleep's request logged in the mesh's format", || {
+        get(&sleep) == Ok((200, "outside".into())) && lines().contains(&line_of(&sleep))
+    });
+    eventually("curl's request logged", || {
+        get(&curl).is_ok() && lines().contains(&line_of(&curl))
+    });
+
+    // A Telemetry turns sleep's access log off; curl's stays.
+    write(
+        &dir.join("config").join("telemetry.yaml"),
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: quiet, namespace: default}\n\
+         spec:\n  selector: {matchLabels: {app: sleep}}\n  accessLogging: [{disabled: true}]\n---\n\
+         apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: traced, namespace: default}\n\
+         spec:\n  selector: {matchLabels: {app: curl}}\n  tracing: [{randomSamplingPercentage: 5}]\n  \
+         accessLogging: [{providers: [{name: envoy}, {name: nope}]}]\n",
+    );
+    let count = |s: &Sidecar| lines().matches(&line_of(s)).count();
+    eventually("sleep no longer logs", || {
+        let before = count(&sleep);
+        let _ = get(&sleep);
+        std::thread::sleep(Duration::from_millis(300));
+        count(&sleep) == before
+    });
+    let before = count(&sleep);
+    for _ in 0..3 {
+        assert_eq!(get(&sleep), Ok((200, "outside".into())));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(&sleep), before, "{}", lines());
+
+    // curl's Telemetry names the built-in `envoy` provider (stdout) and an unknown one:
+    // neither is silently accepted or dropped.
+    eventually("the unknown provider and tracing reported", || {
+        http_get(cp.monitoring, "cp", "/debug/config_errors").is_ok_and(|(_, body)| {
+            body.contains("Telemetry default/traced")
+                && body.contains("nope")
+                && body.contains("spec.tracing")
+        })
+    });
 }

@@ -22,6 +22,8 @@ pub mod mesh_config;
 pub mod node;
 pub mod registry;
 pub mod server;
+pub mod telemetry;
+pub mod trace_mesh;
 pub mod translate;
 pub mod unsupported;
 pub mod view;

@@ -54,13 +54,175 @@ pub struct MeshConfig {
     /// The proxies' defaults (Istio's `defaultConfig`, a ProxyConfig); weft reads
     /// `gatewayTopology`.
     pub default_config: ProxyConfig,
+    /// Where every proxy writes its access log (`/dev/stdout` or a file path). Empty (the
+    /// default, as Istio): no access log, unless a Telemetry turns one on.
+    pub access_log_file: String,
+    /// TEXT (default) or JSON.
+    pub access_log_encoding: AccessLogEncoding,
+    /// An Envoy format string (TEXT), or a JSON object whose values are format strings
+    /// (JSON). Empty: Istio's default format for the encoding.
+    pub access_log_format: String,
+    /// Istio's `enableTracing`: false turns off the legacy `defaultConfig.tracing.zipkin`
+    /// tracing (not `defaultProviders`), as in Istio. Default true.
+    pub enable_tracing: Option<bool>,
+    /// Providers Telemetry resources name (`envoyFileAccessLog`, `zipkin`, ...).
+    pub extension_providers: Vec<ExtensionProvider>,
+    /// Providers in force where no Telemetry names any (Istio's `defaultProviders`).
+    pub default_providers: DefaultProviders,
+}
+
+/// `defaultProviders`: provider names per telemetry kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DefaultProviders {
+    pub access_logging: Vec<String>,
+    pub tracing: Vec<String>,
+    pub metrics: Vec<String>,
+}
+
+/// `accessLogEncoding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccessLogEncoding {
+    #[default]
+    Text,
+    Json,
+}
+
+/// One of `meshConfig.extensionProviders`: a name and one provider kind. weft uses
+/// `envoyFileAccessLog` (access logs) and keeps tracing providers' addresses for tracing;
+/// other kinds are accepted (an Istio mesh config loads unchanged) and reported as not used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExtensionProvider {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envoy_file_access_log: Option<FileAccessLogProvider>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zipkin: Option<TracingProvider>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opentelemetry: Option<TracingProvider>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<serde_json::Value>,
+    /// Any other kind (`envoyOtelAls`, `datadog`, `envoyExtAuthzHttp`, ...), as written.
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// `envoyFileAccessLog`: where and how a Telemetry naming this provider logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FileAccessLogProvider {
+    /// `/dev/stdout` or a file. Empty: stdout.
+    pub path: String,
+    pub log_format: Option<LogFormat>,
+}
+
+/// A provider's `logFormat`: a format string (TEXT), or JSON keys (`labels`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LogFormat {
+    pub text: Option<String>,
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// A tracing provider's address (`zipkin`, `opentelemetry`): kept for tracing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TracingProvider {
+    /// The collector's host: a service in the registry (`zipkin.istio-system.svc.cluster.local`,
+    /// optionally `NAMESPACE/HOST`), an IP address, or a DNS name.
+    pub service: String,
+    pub port: u32,
+    /// Longest tag value kept; 0: 256.
+    pub max_tag_length: u32,
+    /// OpenTelemetry: OTLP over gRPC (`grpc: {}`, the default); `http` is not supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<serde_json::Value>,
+}
+
+impl ExtensionProvider {
+    /// The provider's kind, as its key is written (`envoyFileAccessLog`, `zipkin`, ...).
+    pub fn kind(&self) -> Option<&str> {
+        if self.envoy_file_access_log.is_some() {
+            Some("envoyFileAccessLog")
+        } else if self.zipkin.is_some() {
+            Some("zipkin")
+        } else if self.opentelemetry.is_some() {
+            Some("opentelemetry")
+        } else if self.prometheus.is_some() {
+            Some("prometheus")
+        } else {
+            self.other.keys().next().map(String::as_str)
+        }
+    }
+}
+
+/// How a proxy's listeners log: the proto each listener carries.
+pub fn access_log_proto(
+    path: &str,
+    encoding: AccessLogEncoding,
+    format: &str,
+) -> weft_xds::proto::AccessLog {
+    use weft_xds::access_log_format::{ISTIO_JSON_FORMAT, ISTIO_TEXT_FORMAT};
+    use weft_xds::proto::access_log::Format;
+    let mut log = weft_xds::proto::AccessLog {
+        path: path.to_owned(),
+        ..Default::default()
+    };
+    match encoding {
+        AccessLogEncoding::Text => {
+            log.text_format = if format.is_empty() {
+                ISTIO_TEXT_FORMAT.to_owned()
+            } else {
+                format.to_owned()
+            };
+        }
+        AccessLogEncoding::Json => {
+            log.format = Format::Json as i32;
+            log.json_format = json_labels(format).unwrap_or_default();
+            if log.json_format.is_empty() {
+                log.json_format = ISTIO_JSON_FORMAT
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect();
+            }
+        }
+    }
+    log
+}
+
+/// `accessLogFormat` with JSON encoding: a JSON object of format strings (empty: none).
+fn json_labels(format: &str) -> Result<std::collections::HashMap<String, String>, String> {
+    if format.trim().is_empty() {
+        return Ok(Default::default());
+    }
+    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(format)
+        .map_err(|e| format!("with JSON encoding, a JSON object of format strings: {e}"))?;
+    v.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => Ok((k, s)),
+            other => Ok((k, other.to_string())),
+        })
+        .collect()
+}
+
+/// Checks an Envoy format string as the proxy will compile it.
+fn check_format(cx: &mut weft_api::validate::Cx, format: &str) {
+    if let Err(e) = weft_xds::access_log_format::parse(format) {
+        cx.error(format!("{format:?}: {e}"));
+    }
 }
 
 /// Istio's ProxyConfig, reduced to what weft reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProxyConfig {
     pub gateway_topology: Option<GatewayTopology>,
+    /// Istio's `defaultConfig.tracing`: sampling, custom tags, and the legacy Zipkin address.
+    pub tracing: Option<crate::trace_mesh::ProxyTracing>,
 }
 
 /// Istio's `gatewayTopology`: the network in front of a gateway.
@@ -136,6 +298,12 @@ impl Default for MeshConfig {
             default_http_retry_policy: None,
             path_normalization: None,
             default_config: ProxyConfig::default(),
+            access_log_file: String::new(),
+            access_log_encoding: AccessLogEncoding::Text,
+            access_log_format: String::new(),
+            extension_providers: Vec::new(),
+            default_providers: DefaultProviders::default(),
+            enable_tracing: None,
         }
     }
 }
@@ -204,7 +372,75 @@ impl MeshConfig {
                 cx.error(e);
             }
         });
+        if !self.access_log_format.is_empty() {
+            cx.field("accessLogFormat", |cx| match self.access_log_encoding {
+                AccessLogEncoding::Text => check_format(cx, &self.access_log_format),
+                AccessLogEncoding::Json => match json_labels(&self.access_log_format) {
+                    Ok(labels) => {
+                        for (k, v) in &labels {
+                            cx.key(k, |cx| check_format(cx, v));
+                        }
+                    }
+                    Err(e) => cx.error(e),
+                },
+            });
+        }
+        self.check_providers(&mut cx);
+        crate::trace_mesh::check(self, &mut cx);
         cx.into_findings()
+    }
+
+    /// `extensionProviders`: names given and unique, one kind each, formats that compile.
+    fn check_providers(&self, cx: &mut weft_api::validate::Cx) {
+        let mut seen = std::collections::HashSet::new();
+        cx.each("extensionProviders", &self.extension_providers, |cx, p| {
+            if p.name.is_empty() {
+                cx.error_at("name", "a provider needs a name");
+            } else if !seen.insert(p.name.clone()) {
+                cx.error_at("name", format!("provider {:?} is declared twice", p.name));
+            }
+            let kinds = usize::from(p.envoy_file_access_log.is_some())
+                + usize::from(p.zipkin.is_some())
+                + usize::from(p.opentelemetry.is_some())
+                + usize::from(p.prometheus.is_some())
+                + p.other.len();
+            if kinds != 1 {
+                cx.error("a provider has exactly one kind (envoyFileAccessLog, zipkin, ...)");
+            }
+            if let Some(kind) = p.other.keys().next() {
+                cx.warn_code(
+                    weft_api::diag::code::NOT_ENFORCED,
+                    format!("provider kind {kind:?} is accepted but not used by weft"),
+                );
+            }
+            cx.opt("envoyFileAccessLog", &p.envoy_file_access_log, |cx, f| {
+                cx.opt("logFormat", &f.log_format, |cx, l| {
+                    if l.text.is_some() && l.labels.is_some() {
+                        cx.error("only one of `text` and `labels` may be set");
+                    }
+                    cx.opt("text", &l.text, |cx, t| check_format(cx, t));
+                    cx.opt("labels", &l.labels, |cx, labels| {
+                        for (k, v) in labels {
+                            cx.key(k, |cx| check_format(cx, v));
+                        }
+                    });
+                });
+            });
+        });
+    }
+
+    /// The names Telemetry resources may use as providers: the extension providers and the
+    /// built-ins.
+    pub fn provider_names(&self) -> Vec<String> {
+        self.extension_providers
+            .iter()
+            .map(|p| p.name.clone())
+            .chain(
+                weft_api::telemetry::BUILTIN_PROVIDERS
+                    .iter()
+                    .map(|s| (*s).to_owned()),
+            )
+            .collect()
     }
 }
 
@@ -283,5 +519,94 @@ mod tests {
                 .any(|f| f.starts_with("localityLbSetting.distribute[0].to")),
             "{found:?}"
         );
+    }
+
+    fn errors(m: &MeshConfig) -> Vec<String> {
+        m.check()
+            .iter()
+            .filter(|f| f.severity == weft_api::diag::Severity::Error)
+            .map(|f| format!("{}: {}", f.path, f.message))
+            .collect()
+    }
+
+    #[test]
+    fn access_log_settings_are_read_and_formats_checked() {
+        let m: MeshConfig = yaml_serde::from_str(
+            "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\naccessLogFormat: '{\"code\": \"%RESPONSE_CODE%\"}'\n",
+        )
+        .expect("parses");
+        assert_eq!(m.access_log_encoding, AccessLogEncoding::Json);
+        assert!(errors(&m).is_empty(), "{:?}", errors(&m));
+        let log = access_log_proto(
+            &m.access_log_file,
+            m.access_log_encoding,
+            &m.access_log_format,
+        );
+        assert_eq!(
+            log.json_format.get("code").map(String::as_str),
+            Some("%RESPONSE_CODE%")
+        );
+
+        let bad: MeshConfig = yaml_serde::from_str(
+            "accessLogFile: /tmp/x\naccessLogFormat: '%RESPONSE_CODE% %NOPE%'\n",
+        )
+        .expect("parses");
+        let found = errors(&bad);
+        assert!(
+            found
+                .iter()
+                .any(|e| e.starts_with("accessLogFormat: ") && e.contains("%NOPE%")),
+            "{found:?}"
+        );
+        let bad_json: MeshConfig =
+            yaml_serde::from_str("accessLogEncoding: JSON\naccessLogFormat: 'not json'\n")
+                .expect("parses");
+        assert!(
+            errors(&bad_json)
+                .iter()
+                .any(|e| e.starts_with("accessLogFormat: "))
+        );
+        assert!(yaml_serde::from_str::<MeshConfig>("accessLogEncoding: XML").is_err());
+        // The mesh config file keeps the previous config for a bad one.
+        assert!(crate::server::mesh_file::parse("accessLogFormat: '%X%'").is_err());
+    }
+
+    #[test]
+    fn extension_providers_are_parsed_and_checked() {
+        let m: MeshConfig = yaml_serde::from_str(
+            r#"
+extensionProviders:
+- name: file
+  envoyFileAccessLog: {path: /tmp/a.log, logFormat: {text: "%RESPONSE_CODE%\n"}}
+- name: zipkin
+  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411, maxTagLength: 256}
+- name: otel
+  opentelemetry: {service: otel.observability.svc.cluster.local, port: 4317}
+- name: als
+  envoyOtelAls: {service: x, port: 1}
+- name: bad
+  envoyFileAccessLog: {logFormat: {text: "%BAD%"}}
+"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            m.extension_providers[1].zipkin.as_ref().map(|z| z.port),
+            Some(9411)
+        );
+        assert_eq!(m.extension_providers[3].kind(), Some("envoyOtelAls"));
+        let found = errors(&m);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("extensionProviders[4].envoyFileAccessLog.logFormat.text: "));
+        let warnings: Vec<_> = m
+            .check()
+            .into_iter()
+            .filter(|f| f.severity == weft_api::diag::Severity::Warning)
+            .collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.path == "extensionProviders[3]" && w.message.contains("envoyOtelAls"))
+        );
+        assert!(m.provider_names().contains(&"envoy".to_owned()));
     }
 }

@@ -72,7 +72,9 @@ impl ConfigView {
                 .entry((r.namespace().to_owned(), r.name().to_owned()))
                 .or_insert(i);
         }
-        let unsupported = registry.unsupported().to_vec();
+        let mut unsupported = registry.unsupported().to_vec();
+        // Telemetry tracing and metrics are read but not applied yet: never silently.
+        unsupported.extend(crate::translate::telemetry::not_applied(&resources));
         ConfigView {
             unsupported,
             secret_by_name,

@@ -233,11 +233,8 @@ fn page(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
         }
         (&Method::GET, "/stats") => {
             let mut out = shared.stats.render();
-            let _ = writeln!(
-                out,
-                "access_log.dropped: {}",
-                shared.access_log.dropped.load(Relaxed)
-            );
+            let _ = writeln!(out, "access_log.dropped: {}", crate::access_log::dropped());
+            crate::trace::export::render_stats(&mut out);
             text(StatusCode::OK, out)
         }
         (&Method::POST, "/logging") => {

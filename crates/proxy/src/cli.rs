@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crate::access_log::AccessLog;
 use crate::server::{self, Proxy};
 use crate::state::Shared;
 use crate::stats::Stats;
@@ -161,19 +160,6 @@ async fn serve(args: Args) -> ExitCode {
         .and_then(|d| crate::config::duration(d, "admin", "drainTimeout").ok())
         .unwrap_or(Duration::from_secs(5));
     let bootstrap = snapshot.bootstrap.clone();
-    let access_log = match snapshot.listeners.iter().find_map(|l| l.access_log.clone()) {
-        Some(cfg) => match AccessLog::start(
-            cfg.format() == weft_xds::proto::access_log::Format::Json,
-            &cfg.path,
-        ) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("weft-proxy: access log {:?}: {e}", cfg.path);
-                return ExitCode::FAILURE;
-            }
-        },
-        None => AccessLog::disabled(),
-    };
     let admin_addr = if admin.address.is_empty() {
         "127.0.0.1:15000"
     } else {
@@ -234,7 +220,7 @@ async fn serve(args: Args) -> ExitCode {
         },
     };
 
-    let shared = Arc::new(Shared::new(snapshot, stats, access_log));
+    let shared = Arc::new(Shared::new(snapshot, stats));
     let set_log_level: crate::server::SetLogLevel = Box::new(move |level: &str| {
         let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
         reload.reload(f).map_err(|e| e.to_string())

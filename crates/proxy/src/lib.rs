@@ -35,6 +35,7 @@ pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod tls;
+pub mod trace;
 pub mod tunnel;
 pub mod upstream;
 pub mod xds;

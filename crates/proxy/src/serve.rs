@@ -70,7 +70,7 @@ pub async fn serve_listener(
                     explicit_proxy: *explicit_proxy,
                     peer,
                     local,
-                    access_log: spec.access_log.is_some(),
+                    access_log: spec.access_log.clone(),
                     tls: None,
                     peer_identity: None,
                     client_cert_details: None,

@@ -47,8 +47,9 @@ pub struct ListenerSpec {
     pub name: String,
     pub address: SocketAddr,
     pub kind: ListenerKind,
-    /// None: no access log (Istio's default, `meshConfig.accessLogFile` unset).
-    pub access_log: Option<proto::AccessLog>,
+    /// None: no access log (Istio's default, `meshConfig.accessLogFile` unset). Compiled
+    /// once here: requests only fill in the format.
+    pub access_log: Option<Arc<crate::access_log::Sink>>,
     /// As received: a listener whose config is unchanged is left alone on reload.
     pub config: proto::Listener,
     /// The secrets its TLS names, as they were when it was built: a listener whose secrets
@@ -77,6 +78,8 @@ pub enum ListenerKind {
         jwt_authn: Option<Arc<crate::jwt::JwtAuthn>>,
         /// Authorization (AuthorizationPolicy), before routing.
         rbac: Option<Arc<crate::rbac::Rbac>>,
+        /// Distributed tracing: a span per request, context written for the next hop.
+        tracer: Option<Arc<crate::trace::Tracer>>,
     },
     Tcp {
         cluster: String,
@@ -415,6 +418,16 @@ fn listener(
                     None => None,
                 },
                 rbac: rbac(h.rbac.as_ref(), &resource, "http.rbac")?,
+                tracer: match &h.tracing {
+                    Some(t) => Some(Arc::new(crate::trace::Tracer::build(
+                        t,
+                        l.workload.as_ref(),
+                        &node.id,
+                        &resource,
+                        "http.tracing",
+                    )?)),
+                    None => None,
+                },
                 route_config: h.route_config.clone(),
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,
@@ -455,7 +468,12 @@ fn listener(
         name: l.name.clone(),
         address,
         kind,
-        access_log: l.access_log.clone().filter(|a| !a.disabled),
+        access_log: match l.access_log.as_ref().filter(|a| !a.disabled) {
+            Some(a) => Some(Arc::new(crate::access_log::Sink::build(a).map_err(
+                |(field, reason)| ConfigError::new(&resource, format!("accessLog.{field}"), reason),
+            )?)),
+            None => None,
+        },
         config: l.clone(),
         secrets: used_secrets,
         reporting: Arc::new(crate::metrics::peer::Reporting::build(l, node, &resource)?),
@@ -476,6 +494,21 @@ impl Snapshot {
                 jwt_authn, rbac, ..
             }) => (jwt_authn.as_deref(), rbac.as_deref()),
             _ => (None, None),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The tracing of HTTP listener `name`, read per request like its policies.
+    pub fn tracer(&self, name: &str) -> Option<&Arc<crate::trace::Tracer>> {
+        match self
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| &l.kind)
+        {
+            Some(ListenerKind::Http { tracer, .. }) => tracer.as_ref(),
+            _ => None,
         }
     }
 }

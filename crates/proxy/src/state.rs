@@ -1,10 +1,10 @@
-//! What the data path shares: the config in force, the counters, the access log. Every
+//! What the data path shares: the config in force and the counters (access logs belong to
+//! their listeners). Every
 //! connection and request holds it; nothing here is about running the process (that is
 //! [`crate::server::Proxy`]'s).
 
 use arc_swap::ArcSwap;
 
-use crate::access_log::AccessLog;
 use crate::snapshot::Snapshot;
 use crate::stats::Stats;
 
@@ -12,17 +12,15 @@ pub struct Shared {
     /// The config in force, swapped whole by a reload or an xDS update.
     pub snapshot: ArcSwap<Snapshot>,
     pub stats: Stats,
-    pub access_log: AccessLog,
     /// Istio's standard metrics.
     pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, stats: Stats, access_log: AccessLog) -> Shared {
+    pub fn new(snapshot: Snapshot, stats: Stats) -> Shared {
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             stats,
-            access_log,
             metrics: crate::metrics::Metrics::default(),
         }
     }
@@ -30,11 +28,11 @@ impl Shared {
 
 #[cfg(test)]
 impl Shared {
-    /// An empty config and no access log.
+    /// An empty config.
     pub(crate) fn for_test() -> std::sync::Arc<Shared> {
         let stats = Stats::default();
         let snapshot = Snapshot::build(Default::default(), None, &stats)
             .unwrap_or_else(|e| panic!("an empty config builds: {e:?}"));
-        std::sync::Arc::new(Shared::new(snapshot, stats, AccessLog::disabled()))
+        std::sync::Arc::new(Shared::new(snapshot, stats))
     }
 }

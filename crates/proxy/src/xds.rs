@@ -38,6 +38,11 @@ pub fn client(proxy: Arc<Proxy>, bootstrap: &proto::Bootstrap) -> Option<XdsClie
             .as_ref()
             .map(|n| n.id.clone())
             .unwrap_or_default(),
+        // The control plane's `pilot_xds{version}` reads it.
+        user_agent_name: "weft-proxy".into(),
+        user_agent_version_type: Some(weft_xds::envoy::UserAgentVersionType::UserAgentVersion(
+            env!("CARGO_PKG_VERSION").into(),
+        )),
         ..Default::default()
     };
     let handler = Handler {

@@ -30,6 +30,46 @@ pub mod config {
 
 pub use config::v1 as proto;
 
+pub mod access_log_format;
+/// The OpenTelemetry protocol's trace types (vendored `opentelemetry/proto`), what the proxy's
+/// OTLP/gRPC span exporter sends. Nested as their packages so the generated paths resolve.
+pub mod opentelemetry {
+    pub mod proto {
+        #![allow(clippy::all, clippy::pedantic, missing_docs, rust_2018_idioms)]
+        pub mod common {
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.common.v1.rs"
+                ));
+            }
+        }
+        pub mod resource {
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.resource.v1.rs"
+                ));
+            }
+        }
+        pub mod trace {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.trace.v1.rs"));
+            }
+        }
+        pub mod collector {
+            pub mod trace {
+                pub mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.collector.trace.v1.rs"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 pub mod ca;
 pub mod client;
 pub mod resource;
@@ -38,6 +78,7 @@ pub mod server;
 /// Envoy's xDS wire types this transport speaks (`DeltaDiscoveryRequest`, `Node`, `Any`, ...).
 pub mod envoy {
     pub use envoy_types::pb::envoy::config::core::v3::Node;
+    pub use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
     pub use envoy_types::pb::envoy::service::discovery::v3::{
         DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
         aggregated_discovery_service_client, aggregated_discovery_service_server,

@@ -234,6 +234,10 @@ pub type ResourceMap = BTreeMap<Arc<str>, VersionedResource>;
 #[derive(Debug, Clone, Default)]
 pub struct ProxyResources {
     types: BTreeMap<String, Layers>,
+    /// When the config change this snapshot was computed for was seen (not part of
+    /// equality): the start of `pilot_proxy_convergence_time`. None for a snapshot not caused
+    /// by a change (a proxy's first config).
+    changed_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -311,6 +315,16 @@ impl PartialEq for ProxyResources {
 impl ProxyResources {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// When the config change this snapshot comes from was seen.
+    pub fn changed_at(&self) -> Option<std::time::Instant> {
+        self.changed_at
+    }
+
+    /// Records when the config change this snapshot comes from was seen.
+    pub fn set_changed_at(&mut self, at: std::time::Instant) {
+        self.changed_at = Some(at);
     }
 
     /// Adds (or replaces) a typed resource under its own name, versioned by

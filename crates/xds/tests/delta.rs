@@ -718,3 +718,99 @@ async fn state_of_the_world_is_refused_plainly() {
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     cp.stop().await;
 }
+
+/// The value of the sample `line_start` (metric name and labels as written) in `text`.
+fn sample(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn pilot_metrics_count_connections_pushes_convergence_and_rejects() {
+    let source = Source::default();
+    source.publish("sidecar~m", config(&[cluster("a", "127.0.0.3:80")]));
+    let cp = ControlPlane::start(source.clone()).await;
+    let metrics = || cp.server.metrics().encode();
+    let mut proxy = Proxy::start(cp.url(), "sidecar~m");
+    initial(&mut proxy).await;
+    cp.wait_status("sidecar~m", |s| s.types.values().all(|t| t.in_sync()))
+        .await;
+    let text = metrics();
+    assert_eq!(
+        sample(&text, "pilot_xds{version=\"unknown\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    let cds_pushes = sample(&text, "pilot_xds_pushes{type=\"cds\"}").expect("cds pushed");
+    assert!(cds_pushes >= 1.0);
+    assert_eq!(
+        sample(&text, "pilot_xds_push_time_count{type=\"cds\"}"),
+        Some(cds_pushes)
+    );
+    // A first config is no change: nothing converged yet.
+    assert_eq!(
+        sample(&text, "pilot_proxy_convergence_time_count"),
+        Some(0.0)
+    );
+
+    // A change, ACKed: one convergence, measured from when the change was seen.
+    let mut changed = config(&[cluster("a", "127.0.0.3:80"), cluster("b", "127.0.0.4:80")]);
+    let seen_at = std::time::Instant::now() - Duration::from_millis(700);
+    changed.set_changed_at(seen_at);
+    source.publish("sidecar~m", changed);
+    assert!(proxy.next_of(CLUSTER_TYPE_URL).await.accepted);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while sample(&metrics(), "pilot_proxy_convergence_time_count") != Some(1.0) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", metrics());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let text = metrics();
+    assert_eq!(
+        sample(&text, "pilot_xds_pushes{type=\"cds\"}"),
+        Some(cds_pushes + 1.0),
+        "{text}"
+    );
+    // 0.7 s before it was published: above the 0.5 bucket, within 1.
+    assert_eq!(
+        sample(&text, "pilot_proxy_convergence_time_bucket{le=\"0.5\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "pilot_proxy_convergence_time_bucket{le=\"1\"}"),
+        Some(1.0),
+        "{text}"
+    );
+
+    // A NACK is a reject of its type, and no convergence.
+    let mut bad = config(&[
+        cluster("a", "127.0.0.3:80"),
+        cluster("bad-1", "127.0.0.9:80"),
+    ]);
+    bad.set_changed_at(std::time::Instant::now());
+    source.publish("sidecar~m", bad);
+    assert!(!proxy.next_of(CLUSTER_TYPE_URL).await.accepted);
+    cp.wait_status("sidecar~m", |s| {
+        s.types[CLUSTER_TYPE_URL].last_nack.is_some()
+    })
+    .await;
+    let text = metrics();
+    assert_eq!(
+        sample(&text, "pilot_total_xds_rejects{type=\"cds\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "pilot_total_xds_rejects{type=\"lds\"}"), None);
+    assert_eq!(
+        sample(&text, "pilot_proxy_convergence_time_count"),
+        Some(1.0)
+    );
+
+    // The proxy goes: no connected proxy left.
+    drop(proxy);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while sample(&metrics(), "pilot_xds{version=\"unknown\"}") != Some(0.0) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", metrics());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cp.stop().await;
+}

@@ -16,6 +16,7 @@ mod security;
 mod service_entries;
 mod settings;
 mod sidecars;
+mod telemetry;
 mod workloads;
 
 use std::path::Path;
@@ -101,6 +102,7 @@ pub fn analyze_with(resources: &[Resource], settings: &MeshSettings) -> Vec<Diag
     sidecars::check(&mesh, &mut out);
     policies::check(&mesh, &mut out);
     security::check(&mesh, &mut out);
+    telemetry::check(&mesh, &mut out);
     service_entries::check(&mesh, &mut out);
     destination_rules::check(&mesh, &mut out);
     ingress::check(&mesh, &mut out);

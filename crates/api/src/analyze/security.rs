@@ -180,7 +180,7 @@ fn selected<'m, 'a>(
 
 /// A RequestAuthentication or PeerAuthentication that applies to no workload of the
 /// configuration (AuthorizationPolicies: WA0128).
-fn selects_nothing(
+pub(super) fn selects_nothing(
     mesh: &Mesh<'_>,
     r: &Resource,
     selector: Option<&WorkloadSelector>,

@@ -17,6 +17,25 @@ pub struct MeshSettings {
     pub default_virtual_service_export_to: Vec<String>,
     pub default_destination_rule_export_to: Vec<String>,
     pub default_config: ProxyDefaults,
+    /// The providers Telemetries may name (`extensionProviders`): name and kind.
+    pub extension_providers: Vec<ProviderDecl>,
+}
+
+/// One of `extensionProviders`: its name, and its kind (the other key: `envoyFileAccessLog`,
+/// `zipkin`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProviderDecl {
+    pub name: String,
+    #[serde(flatten)]
+    pub kinds: BTreeMap<String, yaml_serde::Value>,
+}
+
+impl ProviderDecl {
+    /// Its kind, as the key is written.
+    pub fn kind(&self) -> &str {
+        self.kinds.keys().next().map_or("", String::as_str)
+    }
 }
 
 /// `defaultConfig`: the proxies' defaults; only `proxyMetadata` is read.
@@ -34,6 +53,7 @@ impl Default for MeshSettings {
             default_virtual_service_export_to: Vec::new(),
             default_destination_rule_export_to: Vec::new(),
             default_config: ProxyDefaults::default(),
+            extension_providers: Vec::new(),
         }
     }
 }

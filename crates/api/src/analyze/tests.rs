@@ -288,3 +288,85 @@ spec:
         "the workload's own STRICT wins over the namespace's DISABLE: {found:?}"
     );
 }
+
+/// Telemetry findings: unknown providers (WA0144, fields named), competing Telemetries
+/// (WA0145), selectors that select nothing (WA0140), what is not applied (WA0139).
+#[test]
+fn telemetry_findings() {
+    let yaml = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: a, namespace: istio-system}
+spec:
+  accessLogging: [{providers: [{name: envoy}, {name: file-log}]}]
+  tracing: [{providers: [{name: zipkn}]}]
+---
+apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: b, namespace: istio-system}
+spec:
+  accessLogging: [{providers: [{name: otel}]}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: nobody, namespace: default}
+spec:
+  selector: {matchLabels: {app: nobody}}
+  accessLogging: [{disabled: true}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews, namespace: default, labels: {app: reviews}}
+spec: {containers: [{name: app, image: reviews}]}
+status: {podIP: 10.0.0.1}
+"#;
+    let settings = MeshSettings::from_yaml(
+        "extensionProviders:\n- name: file-log\n  envoyFileAccessLog: {path: /tmp/x}\n- name: otel\n  opentelemetry: {service: o, port: 4317}\n",
+    )
+    .expect("mesh settings");
+    let found = analyze_yaml("telemetry", yaml, &settings);
+    let a = "Telemetry istio-system/a";
+    assert!(
+        has(&found, code::TELEMETRY_UNKNOWN_PROVIDER, a),
+        "{found:?}"
+    );
+    assert_eq!(
+        found
+            .iter()
+            .filter(|(c, _)| c == code::TELEMETRY_UNKNOWN_PROVIDER)
+            .count(),
+        1,
+        "only zipkn is unknown: {found:?}"
+    );
+    assert!(has(&found, code::NOT_ENFORCED, a), "tracing: {found:?}");
+    assert!(
+        has(
+            &found,
+            code::CONFLICTING_TELEMETRIES,
+            "Telemetry istio-system/b"
+        ),
+        "{found:?}"
+    );
+    assert!(
+        has(&found, code::NOT_ENFORCED, "Telemetry istio-system/b"),
+        "otel: {found:?}"
+    );
+    assert!(
+        has(
+            &found,
+            code::POLICY_SELECTS_NOTHING,
+            "Telemetry default/nobody"
+        ),
+        "{found:?}"
+    );
+    // Without the mesh config, the extension providers are unknown.
+    let bare = analyze_yaml("telemetry-bare", yaml, &MeshSettings::default());
+    assert!(
+        has(
+            &bare,
+            code::TELEMETRY_UNKNOWN_PROVIDER,
+            "Telemetry istio-system/b"
+        ),
+        "{bare:?}"
+    );
+}

@@ -554,6 +554,7 @@ fn decode_spec(
         KindId::RequestAuthentication => {
             Spec::RequestAuthentication(typed(value, root, report, out)?)
         }
+        KindId::Telemetry => Spec::Telemetry(Box::new(typed(value, root, report, out)?)),
         KindId::Namespace => Spec::Namespace(typed(value, root, report, out)?),
         KindId::ServiceAccount => Spec::ServiceAccount(typed(value, root, report, out)?),
         KindId::Secret => Spec::Secret(typed(value, root, report, out)?),

@@ -11,6 +11,7 @@
 mod gateway;
 pub mod kubectl;
 mod plan;
+pub mod prometheus;
 mod replicas;
 pub mod state;
 mod supervise;
@@ -64,6 +65,14 @@ pub struct Args {
     /// Lifetime of the workload certificates the mesh's CA issues (renewed at half of it).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     workload_cert_ttl: Duration,
+    /// Also run Prometheus (the `prometheus` on PATH, Debian's package) on the scrape config
+    /// `weft up` writes to <state-dir>/prometheus/ (every proxy and the control plane).
+    #[arg(long)]
+    prometheus: bool,
+    /// Istio's MeshConfig (the `mesh` of the `istio` ConfigMap, YAML): tracing providers and
+    /// sampling, the outbound traffic policy, ... Watched: an edit applies while the mesh runs.
+    #[arg(long = "mesh-config", value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,9 +114,33 @@ pub fn run(args: Args) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let prometheus_binary = match (args.prometheus, prometheus::find_binary()) {
+        (false, _) => None,
+        (true, Some(b)) => Some(b),
+        (true, None) => {
+            eprintln!(
+                "weft up: --prometheus: no `prometheus` on PATH (Debian: apt-get install prometheus)"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     if args.detach {
         return detach(&state);
     }
+    let mesh_path = args
+        .mesh_config
+        .as_ref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    let mesh = match &mesh_path {
+        Some(path) => match weft_control::server::read_mesh_config(path) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("weft up: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => weft_control::mesh_config::MeshConfig::default(),
+    };
     let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
     let files = match state::top_level_files(&dir) {
         Ok(f) => f,
@@ -205,9 +238,13 @@ pub fn run(args: Args) -> ExitCode {
         config_paths,
         gateway_port: args.gateway_port,
         workload_cert_ttl: args.workload_cert_ttl,
+        mesh,
+        mesh_path,
         log_level: filter,
         out: Arc::new(Output::new()),
         started,
+        prometheus_binary,
+        prometheus_url: None,
     };
     rt.block_on(up.serve(plan, reservation))
 }
@@ -219,13 +256,20 @@ struct Up {
     config_paths: Vec<PathBuf>,
     gateway_port: Option<u16>,
     workload_cert_ttl: Duration,
+    /// `--mesh-config`: the mesh config at start, and its file (watched).
+    mesh: weft_control::mesh_config::MeshConfig,
+    mesh_path: Option<PathBuf>,
     log_level: String,
     out: Arc<Output>,
     started: Instant,
+    /// `--prometheus`: the binary to run.
+    prometheus_binary: Option<PathBuf>,
+    /// Where that Prometheus serves, once started.
+    prometheus_url: Option<String>,
 }
 
 impl Up {
-    async fn serve(self, plan: Plan, reservation: std::net::TcpListener) -> ExitCode {
+    async fn serve(mut self, plan: Plan, reservation: std::net::TcpListener) -> ExitCode {
         // Signals first: a SIGTERM during start-up must still stop what was started.
         let (quit_tx, mut quit) = watch::channel(false);
         match (
@@ -272,9 +316,13 @@ impl Up {
 
         let mut options = Options::new(self.config_paths.clone());
         options.shallow_dirs = vec![self.dir.clone()];
+        options.mesh = self.mesh.clone();
+        options.mesh_path = self.mesh_path.clone();
         options.instances = Some(instances.clone());
         options.xds_address = "127.0.0.1:0".parse().unwrap_or(options.xds_address);
         options.monitoring_address = "127.0.0.1:0".parse().unwrap_or(options.monitoring_address);
+        // The service graph scrapes the proxies Prometheus would (the file_sd list below).
+        options.scrape_targets = Some(prometheus::proxies_file(&self.state));
         // The CA: its root kept in the state directory; each proxy gets a token for its own
         // identity (`Launch::credential`).
         let tokens = Arc::new(weft_control::ca::auth::LocalTokens::default());
@@ -308,12 +356,27 @@ impl Up {
         let control_plane = tokio::spawn(cp.run(async move {
             let _ = cp_stopped.wait_for(|s| *s).await;
         }));
-        let mesh = RunningMesh {
+        if let Err(e) = prometheus::write_all(&self.state, &plan, monitoring) {
+            eprintln!("weft up: {}: {e}", prometheus::dir(&self.state).display());
+        }
+        let prometheus_listen = match self.prometheus_binary.is_some() {
+            true => match prometheus::listen_address() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    eprintln!("weft up: prometheus: no free port: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            false => None,
+        };
+        let mut mesh = RunningMesh {
             pid: std::process::id(),
             dir: self.dir.clone(),
             xds_address: Some(xds),
             monitoring_address: monitoring,
+            prometheus_address: None,
         };
+        mesh.prometheus_address = prometheus_listen;
         if let Err(e) = mesh.write(&self.state) {
             eprintln!("weft up: {}: {e}", self.state.display());
         }
@@ -346,6 +409,12 @@ impl Up {
             self.out.clone(),
         );
         let mut sup = Supervisor::new(self.out.clone(), GRACE);
+        if let (Some(binary), Some(listen)) = (self.prometheus_binary.clone(), prometheus_listen) {
+            let spec = prometheus::child(binary, &self.state, listen, replicas.color());
+            // Stopped with the rest at shutdown.
+            let _ = sup.spawn(spec);
+            self.prometheus_url = Some(format!("http://{listen}"));
+        }
         let code = self
             .start(&mut sup, &mut replicas, &source, reservation, &mut quit)
             .await;
@@ -503,6 +572,22 @@ impl Up {
                 "Ingress gateway: no Gateway server selects it yet (`weft apply -f` a Gateway; \
                  where its ports listen is printed here)",
             ),
+        }
+        if let Some(m) = RunningMesh::read(&self.state).and_then(|m| m.monitoring_address) {
+            self.out.text(&format!(
+                "Service graph: http://{m}/dashboard (`weft dashboard`); `weft stat` for rates and latencies"
+            ));
+        }
+        match &self.prometheus_url {
+            Some(url) => self.out.text(&format!(
+                "Prometheus: {url} (scrape config {})",
+                prometheus::config_file(&self.state).display()
+            )),
+            None => self.out.text(&format!(
+                "Prometheus scrape config: {}; run it with `{}` (or `weft up --prometheus`)",
+                prometheus::config_file(&self.state).display(),
+                prometheus::command_line(&self.state)
+            )),
         }
         self.out.text(&format!(
             "Apply more config with `weft apply -f FILE`; {} stops the mesh. State: {}",

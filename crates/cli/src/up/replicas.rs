@@ -634,6 +634,12 @@ impl Replicas {
                 .event(true, &format!("Stopped {}", names(stop.iter())));
         }
         self.plan = next;
+        // Prometheus's targets follow the replicas (it rereads the file by itself).
+        if let Some(state) = self.instances.parent()
+            && let Err(e) = super::prometheus::write_proxies(state, &self.plan)
+        {
+            self.out.event(false, &format!("prometheus targets: {e}"));
+        }
         if start.is_empty() {
             return true;
         }

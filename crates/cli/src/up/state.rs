@@ -58,6 +58,9 @@ pub struct RunningMesh {
     pub dir: PathBuf,
     pub xds_address: Option<SocketAddr>,
     pub monitoring_address: Option<SocketAddr>,
+    /// Where `weft up --prometheus` runs Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_address: Option<SocketAddr>,
 }
 
 impl RunningMesh {

@@ -15,6 +15,7 @@
 //! [`ConfigStore`] is the seam for a second source of resources (the Kubernetes API).
 
 pub mod api;
+pub mod dashboard;
 pub mod dns;
 pub mod instances;
 pub mod jwks;
@@ -22,6 +23,7 @@ pub mod mesh_file;
 pub mod monitor;
 mod poll;
 pub mod push;
+pub mod scrape;
 pub mod store;
 
 use std::future::Future;
@@ -61,6 +63,9 @@ pub struct Options {
     pub poll_interval: Duration,
     /// The certificate authority and its certificate service (Istio's 15012), if run.
     pub ca: Option<CaConfig>,
+    /// A Prometheus file_sd file listing the proxies' metrics addresses: scraped for the
+    /// service graph (`/dashboard`).
+    pub scrape_targets: Option<PathBuf>,
 }
 
 /// How the control plane runs its CA.
@@ -94,6 +99,7 @@ impl Options {
             monitoring_address: SocketAddr::from(([127, 0, 0, 1], 15014)),
             poll_interval: Duration::from_millis(200),
             ca: None,
+            scrape_targets: None,
         }
     }
 }
@@ -136,6 +142,7 @@ pub struct ControlPlane {
     monitoring_listener: TcpListener,
     poll_interval: Duration,
     ca: Option<RunningCa>,
+    scrape_targets: Option<PathBuf>,
 }
 
 /// The CA, loaded and bound.
@@ -222,6 +229,7 @@ impl ControlPlane {
             xds_listener,
             monitoring_listener,
             poll_interval: options.poll_interval,
+            scrape_targets: options.scrape_targets,
         })
     }
 
@@ -307,6 +315,11 @@ impl ControlPlane {
                 }
             }));
         }
+        let mesh_metrics = scrape::MeshMetrics::new(self.scrape_targets.is_some());
+        let scrape_task = self
+            .scrape_targets
+            .clone()
+            .map(|file| tokio::spawn(scrape::scrape_loop(file, mesh_metrics.clone())));
         let tasks = [
             tokio::spawn(self.mesh.clone().watch(self.poll_interval)),
             tokio::spawn(self.store.clone().watch(self.poll_interval)),
@@ -330,6 +343,7 @@ impl ControlPlane {
             tokio::spawn(monitor::serve(
                 self.monitoring_listener,
                 self.xds.clone(),
+                mesh_metrics,
                 stop_rx,
             )),
         ];
@@ -341,7 +355,7 @@ impl ControlPlane {
                 let _ = stop_tx.send(true);
             })
             .await;
-        for t in tasks.into_iter().chain(ca_task) {
+        for t in tasks.into_iter().chain(ca_task).chain(scrape_task) {
             t.abort();
         }
         served.map_err(Error::from)

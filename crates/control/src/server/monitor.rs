@@ -1,5 +1,8 @@
 //! The monitoring endpoints (Istio's port 15014): plain HTTP/1.1, JSON answers.
 //!
+//! - `GET /metrics`: istiod's `pilot_*` metrics of the xDS server (see
+//!   `weft_xds::server::XdsMetrics`), Prometheus text format 0.0.4.
+//! - `GET /dashboard`: the service graph page ([`super::dashboard`]).
 //! - `GET /ready`: 200 once the control plane serves (the first config is loaded before the
 //!   ports open, so always, while it runs).
 //! - `GET /debug/syncz`: every connected proxy and, per type, what was sent and ACKed
@@ -25,13 +28,16 @@ use weft_xds::resource::{CLUSTER_TYPE_URL, LISTENER_TYPE_URL, ROUTE_CONFIGURATIO
 use weft_xds::server::{ProxyStatus, TypeStatus, XdsServer};
 
 use super::api;
+use super::dashboard;
 use super::push::MeshSource;
+use super::scrape::MeshMetrics;
 use crate::node::ProxyNode;
 
 /// Serves until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     xds: XdsServer<MeshSource>,
+    metrics: MeshMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -49,9 +55,10 @@ pub async fn serve(
             }
         };
         let xds = xds.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let resp = respond(&xds, &req);
+                let resp = respond(&xds, &metrics, &req);
                 async move { Ok::<_, Infallible>(resp) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -64,7 +71,11 @@ pub async fn serve(
     }
 }
 
-fn respond(xds: &XdsServer<MeshSource>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(
+    xds: &XdsServer<MeshSource>,
+    metrics: &MeshMetrics,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
     }
@@ -72,6 +83,32 @@ fn respond(xds: &XdsServer<MeshSource>, req: &Request<Incoming>) -> Response<Ful
     match req.uri().path() {
         "/ready" => text(StatusCode::OK, "ready\n".into()),
         "/version" => text(StatusCode::OK, format!("{}\n", env!("CARGO_PKG_VERSION"))),
+        "/metrics" => pilot_metrics(xds),
+        "/dashboard" | "/dashboard/" => {
+            let mut r = text(StatusCode::OK, dashboard::PAGE.to_owned());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+        "/dashboard/graph.json" => {
+            match dashboard::graph(metrics, query_param(query, "window").as_deref()) {
+                Ok(g) => json(&g),
+                Err(e) => {
+                    let mut r = json(&serde_json::json!({ "error": e }));
+                    *r.status_mut() = StatusCode::BAD_REQUEST;
+                    r
+                }
+            }
+        }
+        "/dashboard/routing" => match query_param(query, "host") {
+            Some(host) => json(&dashboard::routing(
+                &xds.source().state().config.resources,
+                &host,
+            )),
+            None => text(StatusCode::BAD_REQUEST, "routing needs ?host=HOST\n".into()),
+        },
         "/debug/syncz" => json(&syncz(xds)),
         "/debug/config_errors" => json(&config_errors(xds.source())),
         "/debug/config_dump" => match query_param(query, "proxy") {
@@ -89,10 +126,20 @@ fn respond(xds: &XdsServer<MeshSource>, req: &Request<Incoming>) -> Response<Ful
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "monitoring: /ready /version /debug/syncz /debug/config_dump?proxy=P /debug/config_errors\n"
+            "monitoring: /ready /version /metrics /dashboard /debug/syncz /debug/config_dump?proxy=P /debug/config_errors\n"
                 .into(),
         ),
     }
+}
+
+/// `/metrics`: the xDS server's `pilot_*` metrics in the Prometheus text format 0.0.4.
+fn pilot_metrics(xds: &XdsServer<MeshSource>) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, xds.metrics().encode());
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 /// `/debug/syncz`.

@@ -52,6 +52,9 @@ pub struct Inputs {
     pub dns: Arc<DnsTable>,
     /// The keys fetched from jwksUri.
     pub jwks: Arc<crate::jwks::JwksTable>,
+    /// When the change these inputs carry was seen (the first of a debounced burst): where
+    /// `pilot_proxy_convergence_time` starts.
+    pub changed_at: Option<Instant>,
 }
 
 impl Inputs {
@@ -63,6 +66,7 @@ impl Inputs {
             instances,
             dns: Arc::default(),
             jwks: Arc::default(),
+            changed_at: None,
         }
     }
 }
@@ -100,6 +104,7 @@ impl State {
             instances,
             dns,
             jwks,
+            changed_at: _,
         } = inputs;
         let view = ConfigView::new(config.resources.clone(), instances.instances.clone())
             .with_dns(dns)
@@ -128,6 +133,7 @@ impl State {
             instances: self.instances.clone(),
             dns: self.view.dns_table(),
             jwks: self.view.jwks_table(),
+            changed_at: None,
         }
     }
 
@@ -297,6 +303,7 @@ impl MeshSource {
     pub fn update(&self, inputs: Inputs) -> PushStats {
         let _one_push = lock(&self.inner.pushing);
         let started = Instant::now();
+        let changed_at = inputs.changed_at;
         let previous = self.state();
         let state = Arc::new(State::new(inputs, Some(&previous)));
         drop(previous);
@@ -318,7 +325,10 @@ impl MeshSource {
             let Ok(node) = Self::node(&state, id) else {
                 continue;
             };
-            let (xds, translated_notes) = self.resources_for(&state, &node);
+            let (mut xds, translated_notes) = self.resources_for(&state, &node);
+            if let Some(at) = changed_at {
+                xds.set_changed_at(at);
+            }
             notes.extend(translated_notes);
             completed.push((id, tx, node));
             // Unchanged shared sets are the same Arcs (see `State::previous`), so this
@@ -564,6 +574,7 @@ impl Watches {
             instances: self.instances.borrow_and_update().clone(),
             dns: self.dns.borrow_and_update().clone(),
             jwks: self.jwks.borrow_and_update().clone(),
+            changed_at: None,
         }
     }
 }
@@ -586,7 +597,8 @@ pub async fn push_loop(source: MeshSource, mut watches: Watches) {
                 more = watches.changed(&mut closed) => if !more { return },
             }
         }
-        let inputs = watches.current();
+        let mut inputs = watches.current();
+        inputs.changed_at = Some(first);
         let (generation, inst_generation) = (inputs.config.generation, inputs.instances.generation);
         let s = source.clone();
         match tokio::task::spawn_blocking(move || s.update(inputs)).await {

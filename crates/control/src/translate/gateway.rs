@@ -219,10 +219,20 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
             });
         }
     }
+    let telemetry = super::telemetry::for_workload(view, mesh, &node.namespace, &node.labels);
+    super::telemetry::apply_access_logs(
+        &mut out.listeners,
+        &telemetry,
+        mesh,
+        |_| super::telemetry::ListenerClass::Gateway,
+        &mut notes,
+    );
     // A gateway is the workload its policies select: every listener of it.
     let security = super::security::for_workload(node, mesh, view, &mut notes);
     super::security::apply(&mut out.listeners, &security);
     super::workload_meta::label_listeners(node, mesh, view, &mut out.listeners);
+    // Telemetry's tracing plugs in here (a per-proxy override); the mesh config's for now.
+    super::trace_config::attach(node, mesh, view, None, &mut out.listeners);
     out.unsupported = notes.finish();
     out
 }

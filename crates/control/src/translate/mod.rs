@@ -29,6 +29,8 @@ mod route_policy;
 mod scope;
 mod security;
 mod sidecar;
+pub mod telemetry;
+pub mod trace_config;
 mod workload_meta;
 
 use weft_api::Resource;
@@ -37,6 +39,7 @@ use weft_xds::proto;
 pub use gateway::gateway;
 pub use key::{OutboundKey, selector_label_keys};
 pub use sidecar::{sidecar, sidecar_outbound, sidecar_own, split_outbound};
+pub use trace_config::TracingOverride;
 
 use crate::node::ProxyNode;
 use crate::unsupported::Unsupported;

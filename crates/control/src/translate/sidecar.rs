@@ -136,10 +136,28 @@ pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> Pr
     });
     let sidecar = select_sidecar(node, mesh, view);
     inbound(node, sidecar, mesh, view, &mut out, &mut notes);
+    // Access logs (meshConfig.accessLogFile, Telemetry): the outbound listener is the
+    // client side, the inbound ones the server side.
+    let telemetry = super::telemetry::for_workload(view, mesh, &node.namespace, &node.labels);
+    super::telemetry::apply_access_logs(
+        &mut out.listeners,
+        &telemetry,
+        mesh,
+        |l| {
+            if l.name == OUTBOUND {
+                super::telemetry::ListenerClass::SidecarOutbound
+            } else {
+                super::telemetry::ListenerClass::SidecarInbound
+            }
+        },
+        &mut notes,
+    );
     // Policies apply to what the workload receives: its inbound listeners.
     let security = super::security::for_workload(node, mesh, view, &mut notes);
     super::security::apply(&mut out.listeners[1..], &security);
     super::workload_meta::label_listeners(node, mesh, view, &mut out.listeners);
+    // Telemetry's tracing plugs in here (a per-proxy override); the mesh config's for now.
+    super::trace_config::attach(node, mesh, view, None, &mut out.listeners);
     out.unsupported = notes.finish();
     out
 }

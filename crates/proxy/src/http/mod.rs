@@ -55,7 +55,8 @@ pub struct ConnContext {
     pub explicit_proxy: bool,
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    pub access_log: bool,
+    /// The listener's access log, when it has one.
+    pub access_log: Option<Arc<crate::access_log::Sink>>,
     /// The connection's TLS (scheme `https`), when it has some.
     pub tls: Option<TlsConn>,
     /// The verified peer's principal: the SPIFFE URI SAN (without `spiffe://`,
@@ -150,6 +151,19 @@ async fn serve(
     body: Incoming,
 ) -> Result<Reply, Error> {
     let mut request = downstream::check(cx, ex, parts)?;
+    ex.trace = crate::trace::start(
+        snapshot.tracer(&cx.listener),
+        &mut request.parts.headers,
+        &request.parts.method,
+        request.parts.version,
+        &crate::trace::RequestInfo {
+            peer: cx.peer,
+            local: cx.local,
+            scheme: request.scheme,
+            authority: &request.authority,
+            path: &request.path_and_query,
+        },
+    );
     let (jwt_authn, rbac) = snapshot.http_policies(&cx.listener);
     let identity = authn::check(cx, ex, jwt_authn, &mut request)?;
     authz::check(cx, ex, rbac, &request, identity.as_ref())?;
@@ -157,6 +171,9 @@ async fn serve(
         Decision::Answer(resp) => return Ok(Reply::new(resp)),
         Decision::Forward(routed) => routed,
     };
+    if let Some(t) = ex.trace.as_deref_mut() {
+        t.upstream_cluster(&routed.destination.cluster);
+    }
     decide::inject_faults(ex, routed.policy()).await?;
     match forward(cx, ex, snapshot, &routed, request, body).await {
         Ok(reply) => Ok(reply),
@@ -215,6 +232,9 @@ pub(crate) struct Exchange {
     span: tracing::Span,
     /// What it reports in the standard metrics; None when its listener reports nothing.
     report: Option<report::Report>,
+    /// The request's distributed-tracing span, when its listener traces and it is sampled
+    /// ([`crate::trace`]); ended with the response body.
+    trace: Option<Box<crate::trace::Active>>,
 }
 
 impl Exchange {
@@ -244,16 +264,16 @@ impl Exchange {
         );
         Exchange {
             grpc: crate::reply::is_grpc(&parts.headers),
-            log: cx.access_log.then(|| {
-                let mut entry = Entry::begin(parts, cx.peer);
-                entry.peer_identity = cx.peer_identity.clone();
-                Box::new(entry)
-            }),
+            log: cx
+                .access_log
+                .as_ref()
+                .map(|sink| Box::new(Entry::begin(parts, cx, sink))),
             flags: Flags::default(),
             close: false,
             connect: parts.method == http::Method::CONNECT,
             span,
             report,
+            trace: None,
         }
     }
 
@@ -329,10 +349,11 @@ fn finish(cx: &Arc<ConnContext>, ex: Exchange, reply: Reply) -> Response<ProxyBo
     let (mut parts, body) = resp.into_parts();
     parts.headers.insert(header::SERVER, SERVER.clone());
     let Exchange {
-        log,
+        mut log,
         flags,
         report,
         grpc,
+        trace,
         ..
     } = ex;
     let outcome = report::Outcome {
@@ -341,18 +362,24 @@ fn finish(cx: &Arc<ConnContext>, ex: Exchange, reply: Reply) -> Response<ProxyBo
         grpc_status: crate::reply::grpc_status(&parts.headers),
         flags,
     };
+    if let Some(l) = log.as_deref_mut() {
+        l.response(&parts.headers);
+    }
     let cx = Arc::clone(cx);
     let body = Observed::new(body, move |ended| {
         if let Some(report) = report {
             report.record(&cx, held.pick.as_ref(), outcome, &ended);
         }
         drop(held);
+        if let Some(t) = trace {
+            t.end(status, &flags.to_string());
+        }
         shared.stats.downstream_rq_active.fetch_sub(1, Relaxed);
         if let Some(mut log) = log {
             log.status = status;
             log.flags = flags;
             log.bytes_sent = ended.bytes;
-            shared.access_log.write(&log);
+            log.write();
         }
     });
     Response::from_parts(parts, body.boxed_unsync())

@@ -8,6 +8,7 @@
 //! misses meanwhile, so nothing queues up behind it.
 
 mod held;
+mod metrics;
 mod status;
 mod stream;
 
@@ -16,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
@@ -32,6 +33,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
+pub use metrics::{XdsMetrics, type_label};
 pub use status::{Nack, ProxyStatus, TypeStatus};
 use stream::{Outgoing, StreamState};
 
@@ -120,6 +122,7 @@ struct Shared<S> {
     max_response_bytes: usize,
     next_stream: AtomicU64,
     status: Mutex<HashMap<u64, ProxyStatus>>,
+    metrics: XdsMetrics,
     /// Set when the server shuts down, so open streams end and the connections can close.
     shutdown: watch::Sender<bool>,
 }
@@ -147,6 +150,7 @@ impl<S: ResourceSource> XdsServer<S> {
                 max_response_bytes: config.max_response_bytes,
                 next_stream: AtomicU64::new(1),
                 status: Mutex::new(HashMap::new()),
+                metrics: XdsMetrics::default(),
                 shutdown: watch::channel(false).0,
             }),
         }
@@ -155,6 +159,11 @@ impl<S: ResourceSource> XdsServer<S> {
     /// The resource source this server was built with.
     pub fn source(&self) -> &S {
         &self.shared.source
+    }
+
+    /// The `pilot_*` metrics of this server.
+    pub fn metrics(&self) -> &XdsMetrics {
+        &self.shared.metrics
     }
 
     /// Every open stream, ordered by node id.
@@ -281,6 +290,7 @@ async fn run_stream<S: ResourceSource>(
         }
     };
     tracing::info!(parent: &span, "proxy connected");
+    shared.metrics.connected(&proxy_version(&node));
     let mut state = StreamState::new(id, node.id.clone(), shared.type_urls.clone())
         .with_max_response_bytes(shared.max_response_bytes);
     let _registered = Registered {
@@ -322,13 +332,23 @@ async fn serve_stream<S: ResourceSource>(
     let mut next = Some(first);
     // This stream's push turn, and until when it may keep it waiting for answers.
     let mut turn: Option<(OwnedSemaphorePermit, tokio::time::Instant)> = None;
+    // The oldest config change whose responses the proxy has not all ACKed yet.
+    let mut converging: Option<Instant> = None;
     loop {
         if let Some(req) = next.take() {
             let outcome = state.on_request(&req)?;
             if let Some(version) = &outcome.acked {
                 shared.source.on_ack(node, &req.type_url, version);
+                if !state.awaiting_answers()
+                    && let Some(since) = converging.take()
+                {
+                    shared.metrics.converged(since.elapsed());
+                }
             }
             if let Some(nack) = &outcome.nacked {
+                shared.metrics.rejected(&req.type_url);
+                // The change did not converge; a later one that does is measured from then.
+                converging = None;
                 tracing::warn!(
                     type_url = req.type_url,
                     reason = nack.reason,
@@ -336,14 +356,23 @@ async fn serve_stream<S: ResourceSource>(
                 );
                 shared.source.on_nack(node, &req.type_url, nack);
             }
-            let responses = if outcome.resend {
+            let (responses, started) = if outcome.resend {
                 take_turn(shared, &mut turn, &mut shutdown).await?;
-                state.plan(&snapshot, Some(&req.type_url))
+                let started = Instant::now();
+                (state.plan(&snapshot, Some(&req.type_url)), started)
             } else {
-                Vec::new()
+                (Vec::new(), Instant::now())
             };
             publish(shared, state);
-            send_all(tx, responses, &snapshot, &mut shutdown).await?;
+            send_all(
+                tx,
+                responses,
+                &snapshot,
+                &mut shutdown,
+                &shared.metrics,
+                started,
+            )
+            .await?;
         }
         if turn.is_some() && !state.awaiting_answers() {
             turn = None;
@@ -364,9 +393,15 @@ async fn serve_stream<S: ResourceSource>(
                 // Waiting for a turn coalesces the snapshots published meanwhile.
                 take_turn(shared, &mut turn, &mut shutdown).await?;
                 snapshot = snapshots.borrow_and_update().clone();
+                let started = Instant::now();
                 let responses = state.plan(&snapshot, None);
+                if !responses.is_empty()
+                    && let Some(at) = snapshot.changed_at()
+                {
+                    converging = Some(converging.map_or(at, |c| c.min(at)));
+                }
                 publish(shared, state);
-                send_all(tx, responses, &snapshot, &mut shutdown).await?;
+                send_all(tx, responses, &snapshot, &mut shutdown, &shared.metrics, started).await?;
             }
             () = turn_expires(&turn) => {
                 tracing::debug!("no answer to a push in time; giving up the push turn");
@@ -408,13 +443,25 @@ async fn turn_expires(turn: &Option<(OwnedSemaphorePermit, tokio::time::Instant)
 /// Sends in order, waiting as long as the client is slow, but not past shutdown; each
 /// response's resources are copied from `snapshot` only when there is room to send it.
 /// Err ends the stream: with a status to send, or with none when the client has gone.
+/// Each type's push is counted, and timed from `started`, when its last response is handed
+/// to the stream.
 async fn send_all(
     tx: &Outbound,
     responses: Vec<Outgoing>,
     snapshot: &ProxyResources,
     shutdown: &mut watch::Receiver<bool>,
+    metrics: &XdsMetrics,
+    started: Instant,
 ) -> Result<(), Status> {
-    for r in responses {
+    let last_of_type: Vec<bool> = (0..responses.len())
+        .map(|i| {
+            responses[i + 1..]
+                .iter()
+                .all(|later| later.type_url() != responses[i].type_url())
+        })
+        .collect();
+    for (r, last) in responses.into_iter().zip(last_of_type) {
+        let type_url = r.type_url().to_owned();
         let (resources, removed) = r.counts();
         tracing::debug!(
             type_url = r.type_url(),
@@ -429,6 +476,9 @@ async fn send_all(
                 Err(_) => return Err(Status::cancelled("the proxy went away")),
             },
             () = shutting_down(shutdown) => return Err(shutdown_status()),
+        }
+        if last {
+            metrics.pushed(&type_url, started.elapsed());
         }
     }
     Ok(())
@@ -458,7 +508,17 @@ struct Registered<'a, S: ResourceSource> {
 impl<S: ResourceSource> Drop for Registered<'_, S> {
     fn drop(&mut self) {
         lock(&self.shared.status).remove(&self.id);
+        self.shared.metrics.disconnected(&proxy_version(self.node));
         self.shared.source.on_disconnect(self.node);
+    }
+}
+
+/// The version a proxy reports (`Node.user_agent_version`), empty when it sent none.
+fn proxy_version(node: &Node) -> String {
+    use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
+    match &node.user_agent_version_type {
+        Some(UserAgentVersionType::UserAgentVersion(v)) => v.clone(),
+        _ => String::new(),
     }
 }
 
