@@ -63,6 +63,7 @@ CLIENT_ID="spiffe://cluster.local/ns/default/sa/client"
 # --- backend: nginx, 1 KiB body -------------------------------------------------------------
 head -c 1024 /dev/zero | tr '\0' 'x' > "$WORK/1k"
 cat > "$WORK/nginx.conf" <<NGINX
+daemon off;
 worker_processes 1;
 error_log $WORK/nginx.log;
 pid $WORK/nginx.pid;

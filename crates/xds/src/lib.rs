@@ -30,6 +30,36 @@ pub mod config {
 
 pub use config::v1 as proto;
 
+/// Every label of Istio's standard metrics, in the order weft-proxy writes them: what
+/// `ListenerStats.overrides[].removed_labels` may name.
+pub const STANDARD_METRIC_LABELS: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
 pub mod access_log_format;
 /// The OpenTelemetry protocol's trace types (vendored `opentelemetry/proto`), what the proxy's
 /// OTLP/gRPC span exporter sends. Nested as their packages so the generated paths resolve.

@@ -231,8 +231,15 @@ pub fn gateway(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyR
     let security = super::security::for_workload(node, mesh, view, &mut notes);
     super::security::apply(&mut out.listeners, &security);
     super::workload_meta::label_listeners(node, mesh, view, &mut out.listeners);
-    // Telemetry's tracing plugs in here (a per-proxy override); the mesh config's for now.
-    super::trace_config::attach(node, mesh, view, None, &mut out.listeners);
+    super::telemetry::apply_metrics(&mut out.listeners, &telemetry, mesh, |_| {
+        super::telemetry::ListenerClass::Gateway
+    });
+    let over = super::telemetry::tracing_override(
+        &telemetry,
+        mesh,
+        super::telemetry::ListenerClass::Gateway,
+    );
+    super::trace_config::attach(node, mesh, view, over.as_ref(), &mut out.listeners);
     out.unsupported = notes.finish();
     out
 }

@@ -139,25 +139,29 @@ pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> Pr
     // Access logs (meshConfig.accessLogFile, Telemetry): the outbound listener is the
     // client side, the inbound ones the server side.
     let telemetry = super::telemetry::for_workload(view, mesh, &node.namespace, &node.labels);
-    super::telemetry::apply_access_logs(
-        &mut out.listeners,
-        &telemetry,
-        mesh,
-        |l| {
-            if l.name == OUTBOUND {
-                super::telemetry::ListenerClass::SidecarOutbound
-            } else {
-                super::telemetry::ListenerClass::SidecarInbound
-            }
-        },
-        &mut notes,
-    );
+    use super::telemetry::ListenerClass as Class;
+    let class = |l: &proto::Listener| {
+        if l.name == OUTBOUND {
+            Class::SidecarOutbound
+        } else {
+            Class::SidecarInbound
+        }
+    };
+    super::telemetry::apply_access_logs(&mut out.listeners, &telemetry, mesh, class, &mut notes);
     // Policies apply to what the workload receives: its inbound listeners.
     let security = super::security::for_workload(node, mesh, view, &mut notes);
     super::security::apply(&mut out.listeners[1..], &security);
     super::workload_meta::label_listeners(node, mesh, view, &mut out.listeners);
-    // Telemetry's tracing plugs in here (a per-proxy override); the mesh config's for now.
-    super::trace_config::attach(node, mesh, view, None, &mut out.listeners);
+    super::telemetry::apply_metrics(&mut out.listeners, &telemetry, mesh, class);
+    // Tracing: the mesh config's, with what Telemetry says for each side.
+    let (outbound, inbound) = out.listeners.split_at_mut(1);
+    for (side, listeners) in [
+        (Class::SidecarOutbound, outbound),
+        (Class::SidecarInbound, inbound),
+    ] {
+        let over = super::telemetry::tracing_override(&telemetry, mesh, side);
+        super::trace_config::attach(node, mesh, view, over.as_ref(), listeners);
+    }
     out.unsupported = notes.finish();
     out
 }

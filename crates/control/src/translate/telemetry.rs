@@ -14,9 +14,10 @@
 //! listener is the client side, its inbound listeners the server side; a gateway's listeners
 //! are both, as Istio's.
 //!
-//! Access logging is applied here ([`apply_access_logs`]). Tracing and metrics are resolved by
-//! [`effective`] for the code that applies them; until it does, every Telemetry setting them
-//! is reported as not applied ([`not_applied`]).
+//! Access logging is applied here ([`apply_access_logs`]), metrics too ([`apply_metrics`]:
+//! each listener's `stats`), and tracing becomes the per-listener override of
+//! `trace_config` ([`tracing_override`]). What is read and not applied (targetRefs, tag
+//! upserts, custom metrics, ...) is reported ([`not_applied`]).
 
 use std::collections::BTreeMap;
 
@@ -531,6 +532,110 @@ pub(crate) fn apply_access_logs(
     }
 }
 
+/// Telemetry's tracing for listeners of `class`, as `trace_config` takes it; None when no
+/// Telemetry configures tracing for them (the mesh config's then).
+pub(crate) fn tracing_override(
+    scoped: &Scoped<'_>,
+    mesh: &MeshConfig,
+    class: ListenerClass,
+) -> Option<super::trace_config::TracingOverride> {
+    let t = effective(scoped, mesh, class).tracing;
+    if t.sources.is_empty() {
+        return None;
+    }
+    use proto::custom_tag::Source;
+    let from = |f: &weft_api::telemetry::FromTag| proto::CustomTagFrom {
+        name: f.name.clone(),
+        default_value: f.default_value.clone(),
+    };
+    let custom_tags = t
+        .custom_tags
+        .iter()
+        .filter_map(|(name, tag)| {
+            let source = if let Some(l) = &tag.literal {
+                Source::Literal(l.value.clone())
+            } else if let Some(e) = &tag.environment {
+                Source::Environment(from(e))
+            } else {
+                Source::Header(from(tag.header.as_ref()?))
+            };
+            Some(proto::CustomTag {
+                tag: name.clone(),
+                source: Some(source),
+            })
+        })
+        .collect();
+    Some(super::trace_config::TracingOverride {
+        providers: Some(t.providers),
+        sampling: t.random_sampling_percentage,
+        custom_tags,
+        disable_span_reporting: t.disable_span_reporting,
+    })
+}
+
+/// Sets what each listener reports of the standard metrics: nothing when its metrics
+/// providers do not include `prometheus` (the only metrics provider weft has), else the
+/// overrides in force (a metric disabled, labels removed). A tag upsert is noted, not applied.
+pub(crate) fn apply_metrics(
+    listeners: &mut [proto::Listener],
+    scoped: &Scoped<'_>,
+    mesh: &MeshConfig,
+    classify: impl Fn(&proto::Listener) -> ListenerClass,
+) {
+    for l in listeners {
+        let m = effective(scoped, mesh, classify(l)).metrics;
+        let stats = l.stats.get_or_insert_with(Default::default);
+        if !m.providers.iter().any(|p| p == "prometheus") {
+            stats.disabled = true;
+            continue;
+        }
+        for o in &m.overrides {
+            // Reported by `not_applied`: custom metrics, gRPC message counts.
+            let grpc = matches!(
+                o.metric,
+                Some(IstioMetric::GrpcRequestMessages | IstioMetric::GrpcResponseMessages)
+            );
+            if o.custom_metric.is_some() || grpc {
+                continue;
+            }
+            let removed_labels = o
+                .tag_overrides
+                .iter()
+                .filter(|(tag, upsert)| {
+                    upsert.is_none() && weft_xds::STANDARD_METRIC_LABELS.contains(&tag.as_str())
+                })
+                .map(|(tag, _)| tag.clone())
+                .collect();
+            stats.overrides.push(proto::MetricOverride {
+                metric: o
+                    .metric
+                    .filter(|m| *m != IstioMetric::AllMetrics)
+                    .map(|m| metric_name(m).to_owned())
+                    .unwrap_or_default(),
+                disabled: o.disabled,
+                removed_labels,
+            });
+        }
+    }
+}
+
+/// A metric's Telemetry name (`REQUEST_COUNT`, ...).
+fn metric_name(m: IstioMetric) -> &'static str {
+    match m {
+        IstioMetric::AllMetrics => "ALL_METRICS",
+        IstioMetric::RequestCount => "REQUEST_COUNT",
+        IstioMetric::RequestDuration => "REQUEST_DURATION",
+        IstioMetric::RequestSize => "REQUEST_SIZE",
+        IstioMetric::ResponseSize => "RESPONSE_SIZE",
+        IstioMetric::TcpOpenedConnections => "TCP_OPENED_CONNECTIONS",
+        IstioMetric::TcpClosedConnections => "TCP_CLOSED_CONNECTIONS",
+        IstioMetric::TcpSentBytes => "TCP_SENT_BYTES",
+        IstioMetric::TcpReceivedBytes => "TCP_RECEIVED_BYTES",
+        IstioMetric::GrpcRequestMessages => "GRPC_REQUEST_MESSAGES",
+        IstioMetric::GrpcResponseMessages => "GRPC_RESPONSE_MESSAGES",
+    }
+}
+
 /// What weft reads of Telemetries but does not apply yet: tracing, metrics, `targetRef(s)`,
 /// and the few fields without an effect. Independent of proxies: reported once per resource.
 pub fn not_applied(resources: &[Resource]) -> Vec<Unsupported> {
@@ -551,19 +656,61 @@ pub fn not_applied(resources: &[Resource]) -> Vec<Unsupported> {
                 "Telemetry with targetRef(s) is not applied by weft yet; use a selector",
             ));
         }
-        if !t.tracing.is_empty() {
-            out.push(Unsupported::new(
-                Some(r),
-                "spec.tracing",
-                "Telemetry tracing is read but not applied by weft yet",
-            ));
+        for (i, tr) in t.tracing.iter().enumerate() {
+            if tr.use_request_id_for_trace_sampling.is_some() || tr.enable_istio_tags.is_some() {
+                out.push(Unsupported::new(
+                    Some(r),
+                    format!("spec.tracing[{i}]"),
+                    "useRequestIdForTraceSampling and enableIstioTags are not applied by weft",
+                ));
+            }
         }
-        if !t.metrics.is_empty() {
-            out.push(Unsupported::new(
-                Some(r),
-                "spec.metrics",
-                "Telemetry metrics (providers, overrides) are read but not applied by weft yet",
-            ));
+        for (i, m) in t.metrics.iter().enumerate() {
+            if m.reporting_interval.is_some() {
+                out.push(Unsupported::new(
+                    Some(r),
+                    format!("spec.metrics[{i}].reportingInterval"),
+                    "weft's metrics are read when scraped; reportingInterval is not applied",
+                ));
+            }
+            for (j, o) in m.overrides.iter().enumerate() {
+                let at = format!("spec.metrics[{i}].overrides[{j}]");
+                if o.match_.as_ref().is_some_and(|s| s.custom_metric.is_some()) {
+                    out.push(Unsupported::new(
+                        Some(r),
+                        format!("{at}.match.customMetric"),
+                        "custom metrics are not supported by weft: the override is not applied",
+                    ));
+                }
+                let grpc = o.match_.as_ref().and_then(|s| s.metric).is_some_and(|m| {
+                    matches!(
+                        m,
+                        IstioMetric::GrpcRequestMessages | IstioMetric::GrpcResponseMessages
+                    )
+                });
+                if grpc {
+                    out.push(Unsupported::new(
+                        Some(r),
+                        format!("{at}.match.metric"),
+                        "weft reports no gRPC message counts: the override changes nothing",
+                    ));
+                }
+                for (tag, ov) in &o.tag_overrides {
+                    if !weft_xds::STANDARD_METRIC_LABELS.contains(&tag.as_str()) {
+                        out.push(Unsupported::new(
+                            Some(r),
+                            format!("{at}.tagOverrides.{tag}"),
+                            "not a label of Istio's standard metrics: nothing to remove or add",
+                        ));
+                    } else if ov.operation == TagOperation::Upsert {
+                        out.push(Unsupported::new(
+                            Some(r),
+                            format!("{at}.tagOverrides.{tag}"),
+                            "tag UPSERT (a CEL value) is not applied by weft; REMOVE is",
+                        ));
+                    }
+                }
+            }
         }
     }
     out

@@ -32,33 +32,7 @@ const METRICS: [(&str, Metric); 8] = [
 
 /// Every label of the standard metrics, in the order they are written; a label's index is its
 /// bit in [`Customization`]'s removed sets.
-pub const LABELS: [&str; 25] = [
-    "reporter",
-    "source_workload",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_cluster",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_cluster",
-    "request_protocol",
-    "response_code",
-    "grpc_response_status",
-    "response_flags",
-    "connection_security_policy",
-];
+pub use weft_xds::STANDARD_METRIC_LABELS as LABELS;
 
 /// What a listener's overrides leave of the standard metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
