@@ -421,7 +421,11 @@ impl MeshConfig {
             .into_iter()
             .filter(|f| f.severity == weft_api::diag::Severity::Warning)
             .map(|f| {
-                crate::unsupported::Unsupported::new(None, format!("meshConfig.{}", f.path), f.message)
+                crate::unsupported::Unsupported::new(
+                    None,
+                    format!("meshConfig.{}", f.path),
+                    f.message,
+                )
             })
             .collect()
     }
@@ -607,7 +611,9 @@ extensionProviders:
         assert!(m.provider_names().contains(&"envoy".to_owned()));
         let notes: Vec<String> = m.notes().iter().map(ToString::to_string).collect();
         assert!(
-            notes.iter().any(|n| n.starts_with("meshConfig.extensionProviders[3]: ")),
+            notes
+                .iter()
+                .any(|n| n.starts_with("meshConfig.extensionProviders[3]: ")),
             "{notes:?}"
         );
     }
