@@ -26,8 +26,12 @@ if [ -z "$ENVOY" ] || [ ! -x "$ENVOY" ]; then
   ENVOY=$(envoy_bin)
 fi
 
-echo "== building (release)"
-cargo build --release --locked -q -p weft-proxy -p weft-loadgen
+# SKIP_BUILD=1 runs the release binaries already built in $CARGO_TARGET_DIR (a machine shared
+# with other builds can then hold a build lock for the build alone, not for the measurement).
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  echo "== building (release)"
+  cargo build --release --locked -q -p weft-proxy -p weft-loadgen
+fi
 BIN="$CARGO_TARGET_DIR/release"
 
 WORK=$(mktemp -d)

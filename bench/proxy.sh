@@ -13,6 +13,7 @@
 #   - CPU seconds per 1000 requests of the proxy process during the fixed-rate run, and its
 #     peak RSS.
 # WEFT_PROXY=PATH runs another weft-proxy binary (to compare builds) instead of the one built.
+# SKIP_BUILD=1 uses the release binaries already built (see bench/lib.sh).
 # The last line is `RESULT throughput_vs_envoy=X p99_added_vs_envoy=Y cpu_per_1k_vs_envoy=Z rss_mb=W`.
 # Sub-millisecond latencies on a small shared machine vary from run to run, so the fixed-rate
 # test runs REPEAT times per target and the median of each percentile is reported.
@@ -22,6 +23,9 @@
 # TRACING=PCT turns distributed tracing on in both proxies, sampling PCT percent of requests
 # (1, 100, ...), with spans sent as Zipkin v2 JSON to a collector nginx answers 202 for; the
 # cost of tracing is this run against one without TRACING.
+# ACCESS_LOG=1 makes both proxies write an access log line per request to a file: weft in
+# Istio's default TEXT format (what `meshConfig.accessLogFile` gives), Envoy in its default
+# format. Compare a run with and without it for the cost of the access log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +37,7 @@ ROUNDS="${ROUNDS:-5}"
 TSECS="${THROUGHPUT_SECONDS:-5}"
 POLICIES="${POLICIES:-0}"
 TRACING="${TRACING:-}"
+ACCESS_LOG="${ACCESS_LOG:-0}"
 RETRY_ON="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 if [ "$POLICIES" = 1 ]; then
   WEFT_ROUTE_EXTRA=", retryPolicy: {numRetries: 2, retryOn: \"$RETRY_ON\", retriableStatusCodes: [503], previousHosts: true, hostSelectionRetryMaxAttempts: 5}"
@@ -92,11 +97,19 @@ NGINX
 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
 PIDS+=($!)
 
+# --- access logs (ACCESS_LOG=1) ----------------------------------------------------------------
+WEFT_LISTENER_EXTRA=""; ENVOY_HCM_EXTRA=""
+if [ "$ACCESS_LOG" = 1 ]; then
+  ISTIO_FORMAT='[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%'
+  WEFT_LISTENER_EXTRA=", accessLog: {path: \"$WORK/weft-access.log\", textFormat: '$ISTIO_FORMAT'}"
+  ENVOY_HCM_EXTRA="access_log: [{name: envoy.access_loggers.file, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: \"$WORK/envoy-access.log\"}}]"
+fi
+
 # --- weft-proxy -------------------------------------------------------------------------------
 cat > "$WORK/weft.yaml" <<YAML
 admin: {address: "127.0.0.1:$ADMIN", healthAddress: "127.0.0.1:$HEALTH"}
 listeners:
-- {name: bench, address: "127.0.0.1:$WEFT", http: {routeConfig: bench$WEFT_TRACING}}
+- {name: bench, address: "127.0.0.1:$WEFT", http: {routeConfig: bench$WEFT_TRACING}$WEFT_LISTENER_EXTRA}
 routeConfigs:
 - name: bench
   virtualHosts:
@@ -107,7 +120,7 @@ YAML
 "${WEFT_PROXY:-$BIN/weft-proxy}" --config "$WORK/weft.yaml" --concurrency 1 --log-level warn 2>"$WORK/weft.log" &
 WEFT_PID=$!; PIDS+=($WEFT_PID)
 
-# --- Envoy: the same route, one worker, no access log -------------------------------------------
+# --- Envoy: the same route, one worker, an access log only with ACCESS_LOG=1 --------------------
 cat > "$WORK/envoy.yaml" <<YAML
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: $ENVOY_ADMIN}}}
 static_resources:
@@ -121,6 +134,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
 $ENVOY_TRACING
+          $ENVOY_HCM_EXTRA
           route_config:
             virtual_hosts:
             - {name: bench, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend$ENVOY_ROUTE_EXTRA}}]}
@@ -214,5 +228,6 @@ added_w, added_e = max(pw - pd, 0.001), max(pe - pd, 0.001)
 print()
 print(f"weft/direct throughput {rw/rd:.2f}   weft/envoy throughput {ratio:.2f} (median of rounds)")
 print(f"added p99: weft {added_w:.3f} ms, envoy {added_e:.3f} ms")
+print(f"weft cpu s per 1k requests {cw:.4f}, envoy {ce:.4f}")
 print(f"RESULT throughput_vs_envoy={ratio:.2f} p99_added_vs_envoy={added_w/added_e:.2f} cpu_per_1k_vs_envoy={cw/ce:.2f} rss_mb={rss/1024:.1f}")
 PY

@@ -429,6 +429,22 @@ impl MeshConfig {
         });
     }
 
+    /// The mesh config's warnings (a provider kind weft does not use, ...) as notes for
+    /// `/debug/config_errors`: accepted, never silently.
+    pub fn notes(&self) -> Vec<crate::unsupported::Unsupported> {
+        self.check()
+            .into_iter()
+            .filter(|f| f.severity == weft_api::diag::Severity::Warning)
+            .map(|f| {
+                crate::unsupported::Unsupported::new(
+                    None,
+                    format!("meshConfig.{}", f.path),
+                    f.message,
+                )
+            })
+            .collect()
+    }
+
     /// The names Telemetry resources may use as providers: the extension providers and the
     /// built-ins.
     pub fn provider_names(&self) -> Vec<String> {
@@ -608,5 +624,12 @@ extensionProviders:
                 .any(|w| w.path == "extensionProviders[3]" && w.message.contains("envoyOtelAls"))
         );
         assert!(m.provider_names().contains(&"envoy".to_owned()));
+        let notes: Vec<String> = m.notes().iter().map(ToString::to_string).collect();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("meshConfig.extensionProviders[3]: ")),
+            "{notes:?}"
+        );
     }
 }

@@ -260,8 +260,8 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
 /// Findings of `weft analyze` worth saying at apply time (over the mesh's resources as `weft up`
 /// loads them), for the resources just applied: a Gateway whose `credentialName` has no
 /// Secret where the gateway reads it (WA0117: the control plane leaves such a server out
-/// until the Secret exists), and whatever weft reads but does not enforce (WA0139, WA0143:
-/// never silently accepted).
+/// until the Secret exists), whatever weft reads but does not enforce (WA0139, WA0143:
+/// never silently accepted), and Telemetry providers the mesh does not have (WA0144).
 fn warn_findings(state: &Path, running: Option<&RunningMesh>, docs: &[Doc]) {
     use weft_api::diag::code;
     let applied: Vec<(&str, &str, &str)> = docs
@@ -272,12 +272,14 @@ fn warn_findings(state: &Path, running: Option<&RunningMesh>, docs: &[Doc]) {
         (kind == "Gateway" && c == code::GATEWAY_SECRET_NOT_FOUND)
             || c == code::NOT_ENFORCED
             || c == code::JWT_RULE_WITHOUT_KEYS
+            || c == code::TELEMETRY_UNKNOWN_PROVIDER
     };
     let kinds_worth = [
         "Gateway",
         "PeerAuthentication",
         "AuthorizationPolicy",
         "RequestAuthentication",
+        "Telemetry",
     ];
     if !docs.iter().any(|d| kinds_worth.contains(&d.kind.as_str())) {
         return;
@@ -305,7 +307,11 @@ fn warn_findings(state: &Path, running: Option<&RunningMesh>, docs: &[Doc]) {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            eprintln!("weft apply: warning: {r} {field}: {}", d.message);
+            let severity = match d.severity {
+                weft_api::Severity::Error => "error",
+                _ => "warning",
+            };
+            eprintln!("weft apply: {severity}: {r} {field}: {}", d.message);
         }
     }
 }

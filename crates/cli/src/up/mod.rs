@@ -83,11 +83,15 @@ pub struct DownArgs {
 }
 
 /// Says what of the mesh's resources weft reads but does not enforce (`weft analyze`'s WA0139,
-/// and WA0143: a JWT issuer without keys): nothing looks accepted that is not.
+/// WA0143: a JWT issuer without keys, WA0144: a Telemetry provider the mesh does not have):
+/// nothing looks accepted that is not.
 fn warn_not_enforced(resources: &[weft_api::Resource]) {
     use weft_api::diag::code;
     for d in weft_api::analyze::analyze(resources) {
-        if d.code == code::NOT_ENFORCED || d.code == code::JWT_RULE_WITHOUT_KEYS {
+        if d.code == code::NOT_ENFORCED
+            || d.code == code::JWT_RULE_WITHOUT_KEYS
+            || d.code == code::TELEMETRY_UNKNOWN_PROVIDER
+        {
             eprintln!("{d}");
         }
     }

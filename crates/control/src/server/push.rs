@@ -230,7 +230,10 @@ impl MeshSource {
                 unsupported: Mutex::new(BTreeSet::new()),
             }),
         };
-        let notes: Vec<Unsupported> = source.state().view.unsupported().to_vec();
+        let state = source.state();
+        let mut notes: Vec<Unsupported> = state.view.unsupported().to_vec();
+        notes.extend(state.mesh.notes());
+        drop(state);
         source.note_unsupported(notes, true);
         source
     }
@@ -314,6 +317,7 @@ impl MeshSource {
                 .map(|(id, sub)| (id.clone(), sub.tx.clone()))
                 .collect();
         let mut notes: BTreeSet<Unsupported> = state.view.unsupported().iter().cloned().collect();
+        notes.extend(state.mesh.notes());
         let mut completed = Vec::with_capacity(subscribers.len());
         let mut changed = 0;
         for (id, tx) in &subscribers {

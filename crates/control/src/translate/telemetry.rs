@@ -352,20 +352,24 @@ fn metrics_level<'a>(
 
 /// The access log a listener of `class` gets: from Telemetry when one configures access
 /// logging for it, else from `meshConfig.accessLogFile`. Providers weft cannot apply are
-/// noted.
+/// noted; when no provider can be written (an unknown name, a kind weft does not write) and
+/// none is disabled, the mesh's log stays in force rather than logging silently stopping.
 pub(crate) fn access_log(
     effective: &AccessLogging<'_>,
     mesh: &MeshConfig,
     notes: &mut Notes,
 ) -> Option<proto::AccessLog> {
-    if !effective.configured {
-        return (!mesh.access_log_file.is_empty()).then(|| {
+    let mesh_log = || {
+        (!mesh.access_log_file.is_empty()).then(|| {
             access_log_proto(
                 &mesh.access_log_file,
                 mesh.access_log_encoding,
                 &mesh.access_log_format,
             )
-        });
+        })
+    };
+    if !effective.configured {
+        return mesh_log();
     }
     let logs: Vec<proto::AccessLog> = effective
         .providers
@@ -373,6 +377,10 @@ pub(crate) fn access_log(
         .filter(|p| !p.disabled)
         .filter_map(|p| provider_log(p, mesh, effective, notes))
         .collect();
+    if logs.is_empty() && effective.providers.iter().any(|p| !p.disabled) {
+        // Only providers weft cannot write (noted): what logged before keeps logging.
+        return mesh_log();
+    }
     let mut logs = logs.into_iter();
     let first = logs.next();
     for extra in logs {
@@ -889,7 +897,12 @@ spec:
         assert_eq!(a.filter.as_ref().map(|f| f.any_of.len()), Some(1));
         assert_eq!(log_of("b", &mut notes), None, "disabled");
         assert!(notes.0.is_empty(), "{:?}", notes.0);
-        assert_eq!(log_of("c", &mut notes), None, "not a file provider");
+        // Only a provider weft cannot write: the mesh's log stays.
+        assert_eq!(
+            log_of("c", &mut notes).map(|l| l.path),
+            Some("/tmp/all.log".to_owned()),
+            "not a file provider"
+        );
         let found = notes.finish();
         assert!(
             found
