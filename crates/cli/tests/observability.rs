@@ -27,9 +27,8 @@ const DETAILS_DELAY_MS: f64 = 300.0;
 
 /// Whether `tool` is on PATH; without it the test skips, or fails under CI=true.
 fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join(tool).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
     if !found {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -57,7 +56,14 @@ fn get(addr: SocketAddr, target: &str, headers: &str) -> Option<(u16, String)> {
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    Some((status, if chunked { dechunk(body)? } else { body.to_owned() }))
+    Some((
+        status,
+        if chunked {
+            dechunk(body)?
+        } else {
+            body.to_owned()
+        },
+    ))
 }
 
 fn dechunk(mut body: &str) -> Option<String> {
@@ -91,7 +97,10 @@ fn login(port: u16, user: &str) -> String {
     s.read_to_string(&mut text).unwrap();
     let cookie = text
         .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or(l.strip_prefix("Set-Cookie: ")))
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or(l.strip_prefix("Set-Cookie: "))
+        })
         .expect("login sets a cookie");
     cookie.split(';').next().unwrap_or_default().to_owned()
 }
@@ -115,8 +124,12 @@ fn encode(q: &str) -> String {
 
 /// The result vector of an instant query: (labels, value) per series.
 fn query(prometheus: SocketAddr, q: &str) -> Vec<(serde_json::Value, f64)> {
-    let (status, body) =
-        get(prometheus, &format!("/api/v1/query?query={}", encode(q)), "").expect("prometheus answers");
+    let (status, body) = get(
+        prometheus,
+        &format!("/api/v1/query?query={}", encode(q)),
+        "",
+    )
+    .expect("prometheus answers");
     assert_eq!(status, 200, "{q}: {body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     v["data"]["result"]
@@ -124,7 +137,10 @@ fn query(prometheus: SocketAddr, q: &str) -> Vec<(serde_json::Value, f64)> {
         .expect("a vector")
         .iter()
         .map(|r| {
-            let value = r["value"][1].as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+            let value = r["value"][1]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(f64::NAN);
             (r["metric"].clone(), value)
         })
         .collect()
@@ -189,7 +205,10 @@ fn prometheus_stat_and_service_graph_see_the_request_mix() {
     // The summary names the graph, and Prometheus (or how to run it).
     let mut summary = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !summary.iter().any(|l: &String| l.starts_with("Apply more config")) {
+    while !summary
+        .iter()
+        .any(|l: &String| l.starts_with("Apply more config"))
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(l) => summary.push(l),
@@ -207,9 +226,10 @@ fn prometheus_stat_and_service_graph_see_the_request_mix() {
         assert!(text.contains("Prometheus scrape config: "), "{text}");
     }
     // Every proxy is a target: six sidecars and the gateway.
-    let targets: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("prometheus/proxies.json")).unwrap())
-            .unwrap();
+    let targets: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("prometheus/proxies.json")).unwrap(),
+    )
+    .unwrap();
     let pods: Vec<&str> = targets
         .as_array()
         .unwrap()
@@ -233,10 +253,16 @@ fn prometheus_stat_and_service_graph_see_the_request_mix() {
     let start = Instant::now();
     loop {
         let (status, html) = page(port, Some(&jason));
-        if status == 200 && html.contains("reviews-v2") && html.contains("Ratings service is currently unavailable") {
+        if status == 200
+            && html.contains("reviews-v2")
+            && html.contains("Ratings service is currently unavailable")
+        {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "routing never took effect: {status}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "routing never took effect: {status}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -282,9 +308,15 @@ fn prometheus_stat_and_service_graph_see_the_request_mix() {
     assert_eq!(pp["successRate"].as_f64(), Some(1.0), "{pp}");
     assert!(pp["rps"].as_f64().unwrap() > 0.5, "{pp}");
     let details = row("services", "details.default.svc.cluster.local");
-    assert!(details["p50Ms"].as_f64().unwrap() >= DETAILS_DELAY_MS * 0.8, "{details}");
+    assert!(
+        details["p50Ms"].as_f64().unwrap() >= DETAILS_DELAY_MS * 0.8,
+        "{details}"
+    );
     let reviews_v1 = row("workloads", "reviews-v1");
-    assert!(reviews_v1["p99Ms"].as_f64().unwrap() < DETAILS_DELAY_MS, "{reviews_v1}");
+    assert!(
+        reviews_v1["p99Ms"].as_f64().unwrap() < DETAILS_DELAY_MS,
+        "{reviews_v1}"
+    );
 
     let monitoring: SocketAddr = state_json(&state)["monitoringAddress"]
         .as_str()
@@ -309,27 +341,61 @@ fn prometheus_stat_and_service_graph_see_the_request_mix() {
         "service:ratings.default.svc.cluster.local",
     );
     assert_eq!(to_ratings["errorRate"].as_f64(), Some(1.0), "{to_ratings}");
-    let v1 = edge("service:reviews.default.svc.cluster.local", "workload:default/reviews-v1");
-    let v2 = edge("service:reviews.default.svc.cluster.local", "workload:default/reviews-v2");
+    let v1 = edge(
+        "service:reviews.default.svc.cluster.local",
+        "workload:default/reviews-v1",
+    );
+    let v2 = edge(
+        "service:reviews.default.svc.cluster.local",
+        "workload:default/reviews-v2",
+    );
     let split = v1["requests"].as_f64().unwrap() / v2["requests"].as_f64().unwrap();
-    assert!((1.5..=2.7).contains(&split), "v1:v2 should be about 2:1: {v1} {v2}");
+    assert!(
+        (1.5..=2.7).contains(&split),
+        "v1:v2 should be about 2:1: {v1} {v2}"
+    );
     assert_eq!(v1["mtls"].as_bool(), Some(true), "{v1}");
     // A service's routing config, one click away.
-    let (status, routing) =
-        get(monitoring, "/dashboard/routing?host=details.default.svc.cluster.local", "").unwrap();
+    let (status, routing) = get(
+        monitoring,
+        "/dashboard/routing?host=details.default.svc.cluster.local",
+        "",
+    )
+    .unwrap();
     assert_eq!(status, 200);
     assert!(routing.contains("\"fixedDelay\": \"300ms\""), "{routing}");
 
     if with_chromium {
         let dom = chromium_dom(&format!("http://{monitoring}/dashboard?window=1m"));
         for (s, t) in [
-            ("workload:istio-system/istio-ingressgateway", "service:productpage.default.svc.cluster.local"),
-            ("service:productpage.default.svc.cluster.local", "workload:default/productpage-v1"),
-            ("workload:default/productpage-v1", "service:details.default.svc.cluster.local"),
-            ("workload:default/productpage-v1", "service:reviews.default.svc.cluster.local"),
-            ("service:reviews.default.svc.cluster.local", "workload:default/reviews-v1"),
-            ("service:reviews.default.svc.cluster.local", "workload:default/reviews-v2"),
-            ("workload:default/reviews-v2", "service:ratings.default.svc.cluster.local"),
+            (
+                "workload:istio-system/istio-ingressgateway",
+                "service:productpage.default.svc.cluster.local",
+            ),
+            (
+                "service:productpage.default.svc.cluster.local",
+                "workload:default/productpage-v1",
+            ),
+            (
+                "workload:default/productpage-v1",
+                "service:details.default.svc.cluster.local",
+            ),
+            (
+                "workload:default/productpage-v1",
+                "service:reviews.default.svc.cluster.local",
+            ),
+            (
+                "service:reviews.default.svc.cluster.local",
+                "workload:default/reviews-v1",
+            ),
+            (
+                "service:reviews.default.svc.cluster.local",
+                "workload:default/reviews-v2",
+            ),
+            (
+                "workload:default/reviews-v2",
+                "service:ratings.default.svc.cluster.local",
+            ),
         ] {
             let rps = dom_edge_rps(&dom, s, t)
                 .unwrap_or_else(|| panic!("no edge {s} -> {t} in the page:\n{dom}"));
@@ -367,7 +433,9 @@ fn chromium_dom(url: &str) -> String {
 
 /// The `data-rps` of the label of the edge `source -> target` in the page's SVG.
 fn dom_edge_rps(dom: &str, source: &str, target: &str) -> Option<f64> {
-    let at = dom.find(&format!("data-source=\"{source}\" data-target=\"{target}\""))?;
+    let at = dom.find(&format!(
+        "data-source=\"{source}\" data-target=\"{target}\""
+    ))?;
     let rest = &dom[at..];
     let end = rest.find("</g>")?;
     let rps = rest[..end].split("data-rps=\"").nth(1)?.split('"').next()?;
@@ -389,7 +457,10 @@ fn check_prometheus(state: &Path) {
     };
     let start = Instant::now();
     while up("envoy-stats") < 7.0 || up("pilot") < 1.0 {
-        assert!(start.elapsed() < Duration::from_secs(60), "targets never all up");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "targets never all up"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(Duration::from_secs(11));
@@ -401,7 +472,9 @@ fn check_prometheus(state: &Path) {
         prometheus,
         "sum(rate(istio_requests_total{reporter=\"source\",response_code!~\"5..\"}[1m])) / sum(rate(istio_requests_total{reporter=\"source\"}[1m]))",
     );
-    let expected = 1.0 - JASON as f64 / (2.0 * (ANONYMOUS + JASON) as f64 + (ANONYMOUS + JASON + 2) as f64 + JASON as f64);
+    let expected = 1.0
+        - JASON as f64
+            / (2.0 * (ANONYMOUS + JASON) as f64 + (ANONYMOUS + JASON + 2) as f64 + JASON as f64);
     assert_eq!(success.len(), 1, "{success:?}");
     assert!(
         (success[0].1 - expected).abs() < 0.03,
@@ -429,12 +502,25 @@ fn check_prometheus(state: &Path) {
     let to_v1 = rate("productpage-v1", Some("reviews-v1"), "200");
     let to_v2 = rate("productpage-v1", Some("reviews-v2"), "200");
     let ratings_500 = rate("reviews-v2", None, "500");
-    assert!(to_details > 0.0 && to_v2 > 0.0 && ratings_500 > 0.0, "{edges:?}");
+    assert!(
+        to_details > 0.0 && to_v2 > 0.0 && ratings_500 > 0.0,
+        "{edges:?}"
+    );
     assert!((to_v1 / to_v2 - 2.0).abs() < 0.5, "v1:v2 {to_v1}:{to_v2}");
-    assert!((to_details / ratings_500 - 3.0).abs() < 0.6, "details:ratings 500 {to_details}:{ratings_500}");
-    assert_eq!(rate("reviews-v2", None, "200"), 0.0, "every ratings call failed: {edges:?}");
+    assert!(
+        (to_details / ratings_500 - 3.0).abs() < 0.6,
+        "details:ratings 500 {to_details}:{ratings_500}"
+    );
+    assert_eq!(
+        rate("reviews-v2", None, "200"),
+        0.0,
+        "every ratings call failed: {edges:?}"
+    );
     let gateway_ok = rate("istio-ingressgateway", Some("productpage-v1"), "200");
-    assert!((gateway_ok / to_details - 1.0).abs() < 0.15, "{gateway_ok} vs {to_details}");
+    assert!(
+        (gateway_ok / to_details - 1.0).abs() < 0.15,
+        "{gateway_ok} vs {to_details}"
+    );
 
     // Istio's dashboard: p99 latency by workload. details answers quickly, but its clients
     // waited for the fault's delay: half of its observations are above 250 ms.
@@ -448,8 +534,16 @@ fn check_prometheus(state: &Path) {
             .map(|(_, v)| *v)
             .unwrap_or_else(|| panic!("no p99 for {w}: {p99:?}"))
     };
-    assert!((250.0..=500.0).contains(&of("details-v1")), "details p99 {}", of("details-v1"));
-    assert!(of("reviews-v1") < 250.0, "reviews-v1 p99 {}", of("reviews-v1"));
+    assert!(
+        (250.0..=500.0).contains(&of("details-v1")),
+        "details p99 {}",
+        of("details-v1")
+    );
+    assert!(
+        of("reviews-v1") < 250.0,
+        "reviews-v1 p99 {}",
+        of("reviews-v1")
+    );
 
     // The control plane is scraped too, under istiod's names.
     let proxies = query(prometheus, "sum(pilot_xds)");

@@ -4,7 +4,7 @@
 //! any window up to that is the difference of two of them.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,7 +102,7 @@ pub async fn scrape_loop(targets_file: PathBuf, metrics: MeshMetrics) {
 }
 
 /// The `targets` of every group of a Prometheus file_sd JSON file.
-fn read_targets(file: &PathBuf) -> Result<Vec<String>, String> {
+fn read_targets(file: &Path) -> Result<Vec<String>, String> {
     #[derive(serde::Deserialize)]
     struct Group {
         targets: Vec<String>,
