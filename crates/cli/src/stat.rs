@@ -97,7 +97,6 @@ pub fn run(args: &Args) -> ExitCode {
     }
     // Use the window only as measured: a target scraped once has no `before`, and counts
     // since its start would inflate the rate.
-    let before: Scrape = before;
     let after: Scrape = after
         .into_iter()
         .filter(|(t, _)| before.contains_key(t))

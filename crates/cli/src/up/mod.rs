@@ -363,24 +363,24 @@ impl Up {
         if let Err(e) = prometheus::write_all(&self.state, &plan, monitoring) {
             eprintln!("weft up: {}: {e}", prometheus::dir(&self.state).display());
         }
-        let prometheus_listen = match self.prometheus_binary.is_some() {
-            true => match prometheus::listen_address() {
+        let prometheus_listen = if self.prometheus_binary.is_some() {
+            match prometheus::listen_address() {
                 Ok(a) => Some(a),
                 Err(e) => {
                     eprintln!("weft up: prometheus: no free port: {e}");
                     return ExitCode::FAILURE;
                 }
-            },
-            false => None,
+            }
+        } else {
+            None
         };
-        let mut mesh = RunningMesh {
+        let mesh = RunningMesh {
             pid: std::process::id(),
             dir: self.dir.clone(),
             xds_address: Some(xds),
             monitoring_address: monitoring,
-            prometheus_address: None,
+            prometheus_address: prometheus_listen,
         };
-        mesh.prometheus_address = prometheus_listen;
         if let Err(e) = mesh.write(&self.state) {
             eprintln!("weft up: {}: {e}", self.state.display());
         }

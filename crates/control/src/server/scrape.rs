@@ -4,7 +4,7 @@
 //! any window up to that is the difference of two of them.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,10 +51,13 @@ impl MeshMetrics {
     pub fn graph(&self, window: Duration) -> Option<Graph> {
         let s = lock(&self.scrapes);
         let (last_at, last) = s.back()?;
+        // The oldest scrape in the window where every target of the latest answered (at
+        // start-up, proxies not yet listening leave early scrapes short), else the one before.
+        let covers = |scrape: &Scrape| last.keys().all(|t| scrape.contains_key(t));
         let (first_at, first) = s
             .iter()
-            .find(|(t, _)| last_at.duration_since(*t) <= window)
-            .filter(|(t, _)| t < last_at)
+            .take(s.len() - 1)
+            .find(|(t, sc)| last_at.duration_since(*t) <= window && covers(sc))
             .or_else(|| s.iter().rev().nth(1))?;
         // Only targets in both scrapes: one that appeared in between has no start.
         let last: Scrape = last
@@ -102,7 +105,7 @@ pub async fn scrape_loop(targets_file: PathBuf, metrics: MeshMetrics) {
 }
 
 /// The `targets` of every group of a Prometheus file_sd JSON file.
-fn read_targets(file: &PathBuf) -> Result<Vec<String>, String> {
+fn read_targets(file: &Path) -> Result<Vec<String>, String> {
     #[derive(serde::Deserialize)]
     struct Group {
         targets: Vec<String>,
@@ -180,8 +183,13 @@ mod tests {
         // A window shorter than the scrape interval: the last two.
         let g = m.graph(Duration::from_secs(1)).unwrap();
         assert_eq!(g.edges[0].requests, 40.0);
+        // A scrape where the target did not answer is no baseline.
+        m.push(t0 + Duration::from_secs(30), Scrape::new());
+        m.push(t0 + Duration::from_secs(40), scrape(200));
+        let g = m.graph(Duration::from_secs(60)).unwrap();
+        assert_eq!((g.window_seconds, g.edges[0].requests), (40.0, 100.0));
         // Old scrapes go.
-        m.push(t0 + KEPT + Duration::from_secs(15), scrape(170));
-        assert_eq!(lock(&m.scrapes).len(), 2);
+        m.push(t0 + KEPT + Duration::from_secs(15), scrape(270));
+        assert_eq!(lock(&m.scrapes).len(), 4);
     }
 }

@@ -83,12 +83,13 @@ pub fn build(window: &[Sample], window_seconds: f64) -> Graph {
         let server = (!s.label("destination_workload").is_empty()
             && s.label("destination_workload") != "unknown")
             .then(|| workload_node(s, "destination"));
-        if reporter == "destination" && s.name == REQUESTS_TOTAL {
-            if let Some(server) = &server {
-                mtls.entry((client.id.clone(), server.id.clone()))
-                    .or_default()
-                    .add(s);
-            }
+        if reporter == "destination"
+            && s.name == REQUESTS_TOTAL
+            && let Some(server) = &server
+        {
+            mtls.entry((client.id.clone(), server.id.clone()))
+                .or_default()
+                .add(s);
         }
         // Kiali's rule: the client's report, else the server's when the client has no proxy.
         let counts = reporter == "source" || (reporter == "destination" && unknown_client);

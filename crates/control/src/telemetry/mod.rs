@@ -186,6 +186,7 @@ pub fn group<K: Ord>(
 
 /// One row of `weft stat`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StatRow {
     pub namespace: String,
     pub name: String,
