@@ -254,8 +254,8 @@ defaultConfig:
         assert!(
             mesh.extension_provider("envoy")
                 .unwrap()
-                .other
-                .contains_key("envoyFileAccessLog")
+                .envoy_file_access_log
+                .is_some()
         );
         let t = mesh.proxy_tracing().unwrap();
         assert_eq!(t.sampling, Some(50.0));

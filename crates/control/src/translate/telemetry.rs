@@ -913,25 +913,72 @@ spec:
     }
 
     #[test]
-    fn tracing_metrics_and_target_refs_are_reported_as_not_applied() {
+    fn what_telemetry_cannot_apply_is_reported_and_the_rest_applied() {
         let v = view(SCOPES);
         let found: Vec<String> = not_applied(v.resources())
             .iter()
             .map(ToString::to_string)
             .collect();
+        // `x` is no label of the standard metrics.
         assert!(
             found
                 .iter()
-                .any(|f| f.contains("mesh-default spec.tracing")),
+                .any(|f| f.contains("mesh-default spec.metrics[0].overrides[0].tagOverrides.x")),
             "{found:?}"
         );
         assert!(
-            found.iter().any(|f| f.contains("reviews spec.metrics")),
+            !found
+                .iter()
+                .any(|f| f.contains("spec.tracing") || f.contains("accessLogging")),
             "{found:?}"
         );
+
+        // Metrics: reviews' client side reports nothing of ALL_METRICS; its server side all.
+        let mesh = MeshConfig::default();
+        let reviews = for_workload(&v, &mesh, "default", &labels("reviews"));
+        let mut listeners = vec![
+            proto::Listener {
+                name: "outbound".into(),
+                ..Default::default()
+            },
+            proto::Listener {
+                name: "inbound|9080".into(),
+                ..Default::default()
+            },
+        ];
+        apply_metrics(&mut listeners, &reviews, &mesh, |l| {
+            if l.name == "outbound" {
+                ListenerClass::SidecarOutbound
+            } else {
+                ListenerClass::SidecarInbound
+            }
+        });
+        let overrides = |l: &proto::Listener| l.stats.clone().unwrap_or_default().overrides;
         assert!(
-            !found.iter().any(|f| f.contains("accessLogging")),
-            "{found:?}"
+            overrides(&listeners[0])
+                .iter()
+                .any(|o| o.metric.is_empty() && o.disabled == Some(true)),
+            "{listeners:?}"
+        );
+        assert!(
+            overrides(&listeners[1])
+                .iter()
+                .all(|o| o.disabled != Some(true)),
+            "{listeners:?}"
+        );
+
+        // Tracing: the workload's sampling over the mesh's, custom tags merged by name.
+        let over = tracing_override(&reviews, &mesh, ListenerClass::SidecarInbound)
+            .expect("Telemetry configures tracing");
+        assert_eq!(over.sampling, Some(50.0));
+        let b = over
+            .custom_tags
+            .iter()
+            .find(|t| t.tag == "b")
+            .expect("tag b");
+        assert_eq!(
+            b.source,
+            Some(proto::custom_tag::Source::Literal("ns".into()))
         );
     }
 }
