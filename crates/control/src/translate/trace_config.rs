@@ -85,11 +85,9 @@ fn tracing(
         .map(|p| p.first().cloned())
         .unwrap_or_else(|| mesh.default_providers.tracing.first().cloned());
     let (provider, host, port, max_tag) = match chosen {
-        Some(name) => match mesh.extension_provider(&name).map(provider_of)? {
-            Some(p) => p,
-            // A provider of a kind weft does not send to (the check warned).
-            None => return None,
-        },
+        // None for an unknown name or a provider of a kind weft does not send to (the mesh
+        // config's check reported it).
+        Some(name) => mesh.extension_provider(&name).map(provider_of)??,
         None => {
             let address = legacy.filter(|_| enabled)?.zipkin.as_ref()?.address.clone();
             let (host, port) = address.rsplit_once(':')?;

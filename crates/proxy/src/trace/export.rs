@@ -159,14 +159,14 @@ struct Sender {
 }
 
 enum How {
-    Zipkin(super::zipkin::Client),
+    Zipkin(Box<super::zipkin::Client>),
     Otlp(super::otlp::Client),
 }
 
 impl Sender {
     fn new(provider: Provider, collector: &str) -> Sender {
         let how = match provider {
-            Provider::Zipkin => How::Zipkin(super::zipkin::Client::new(collector)),
+            Provider::Zipkin => How::Zipkin(Box::new(super::zipkin::Client::new(collector))),
             Provider::Opentelemetry => How::Otlp(super::otlp::Client::new(collector)),
         };
         Sender {

@@ -194,6 +194,9 @@ pub struct RequestInfo<'a> {
     pub path: &'a str,
 }
 
+/// When and as what a spawned upstream span started: wall clock, monotonic clock, name.
+type UpstreamStart = (SystemTime, Instant, String);
+
 /// A sampled request's span, until its response ends.
 pub struct Active {
     tracer: Arc<Tracer>,
@@ -201,7 +204,7 @@ pub struct Active {
     ctx: Outgoing,
     /// With `spawn_upstream`: the upstream span's id, and when it started (when the request
     /// was routed; None: it never went upstream, and has no such span).
-    upstream: Option<(u64, Option<(SystemTime, Instant, String)>)>,
+    upstream: Option<(u64, Option<UpstreamStart>)>,
     start: SystemTime,
     started: Instant,
     name: String,
