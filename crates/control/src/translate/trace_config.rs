@@ -85,7 +85,8 @@ fn tracing(
         .map(|p| p.first().cloned())
         .unwrap_or_else(|| mesh.default_providers.tracing.first().cloned());
     let (provider, host, port, max_tag) = match chosen {
-        // None for a provider of a kind weft does not send to (the check warned).
+        // None for an unknown name or a provider of a kind weft does not send to (the mesh
+        // config's check reported it).
         Some(name) => mesh.extension_provider(&name).map(provider_of)??,
         None => {
             let address = legacy.filter(|_| enabled)?.zipkin.as_ref()?.address.clone();

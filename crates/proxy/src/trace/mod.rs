@@ -194,7 +194,7 @@ pub struct RequestInfo<'a> {
     pub path: &'a str,
 }
 
-/// When a gateway's upstream span started (wall clock and monotonic) and the cluster it went to.
+/// When and as what a spawned upstream span started: wall clock, monotonic clock, name.
 type UpstreamStart = (SystemTime, Instant, String);
 
 /// A sampled request's span, until its response ends.
