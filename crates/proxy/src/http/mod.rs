@@ -171,6 +171,14 @@ async fn serve(
         Decision::Answer(resp) => return Ok(Reply::new(resp)),
         Decision::Forward(routed) => routed,
     };
+    // The route's destination is the request's service in the metrics, a fault's abort and a
+    // missing cluster included (as Istio reports the route's service).
+    if let (Some(r), Some(c)) = (
+        ex.report.as_mut(),
+        snapshot.clusters.get(&routed.destination.cluster),
+    ) {
+        r.destined(&c.report);
+    }
     if let Some(t) = ex.trace.as_deref_mut() {
         t.upstream_cluster(&routed.destination.cluster);
     }

@@ -103,6 +103,11 @@ pub(super) fn routed(
 }
 
 impl Report {
+    /// The route chose a cluster: its service, until the request reaches one.
+    pub(super) fn destined(&mut self, cluster: &ClusterReport) {
+        self.cluster = Some(cluster.clone());
+    }
+
     /// The counter the request body adds its bytes to.
     pub(super) fn body_counter(&mut self) -> Arc<AtomicU64> {
         self.received.get_or_insert_with(Arc::default).clone()
