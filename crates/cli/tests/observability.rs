@@ -472,17 +472,42 @@ fn check_prometheus(state: &Path) {
     let expected = 1.0
         - JASON as f64
             / (2.0 * (ANONYMOUS + JASON) as f64 + (ANONYMOUS + JASON + 2) as f64 + JASON as f64);
+    // Prometheus extrapolates each series' rate to the window's edges from its own first and
+    // last samples; for a burst of traffic inside the window, series that started at
+    // different times are stretched differently (by up to a third here). The rates are checked
+    // loosely, and the same queries over the counters themselves exactly.
     assert_eq!(success.len(), 1, "{success:?}");
     assert!(
-        (success[0].1 - expected).abs() < 0.03,
+        (success[0].1 - expected).abs() < 0.08,
         "success rate {} (expected about {expected:.3})",
         success[0].1
     );
-
-    // Kiali's edges: rates by client, server and code.
-    let edges = query(
+    let exact = query(
+        prometheus,
+        "sum(istio_requests_total{reporter=\"source\",response_code!~\"5..\"}) / sum(istio_requests_total{reporter=\"source\"})",
+    );
+    assert!(
+        (exact[0].1 - expected).abs() < 0.005,
+        "success ratio {} (expected {expected:.3})",
+        exact[0].1
+    );
+    let kiali = query(
         prometheus,
         "sum(rate(istio_requests_total{reporter=\"source\"}[1m])) by (source_workload, destination_workload, response_code)",
+    );
+    assert!(
+        kiali
+            .iter()
+            .any(|(m, v)| m["source_workload"] == "productpage-v1"
+                && m["destination_workload"] == "details-v1"
+                && *v > 0.0),
+        "{kiali:?}"
+    );
+
+    // Kiali's edges by client, server and code, counted.
+    let edges = query(
+        prometheus,
+        "sum(istio_requests_total{reporter=\"source\"}) by (source_workload, destination_workload, response_code)",
     );
     let rate = |src: &str, dst: Option<&str>, code: &str| -> f64 {
         edges
@@ -505,7 +530,7 @@ fn check_prometheus(state: &Path) {
     );
     assert!((to_v1 / to_v2 - 2.0).abs() < 0.5, "v1:v2 {to_v1}:{to_v2}");
     assert!(
-        (to_details / ratings_500 - 3.0).abs() < 0.6,
+        (to_details / ratings_500 - 3.0).abs() < 0.2,
         "details:ratings 500 {to_details}:{ratings_500}"
     );
     assert_eq!(
@@ -515,7 +540,7 @@ fn check_prometheus(state: &Path) {
     );
     let gateway_ok = rate("istio-ingressgateway", Some("productpage-v1"), "200");
     assert!(
-        (gateway_ok / to_details - 1.0).abs() < 0.15,
+        (gateway_ok / to_details - 1.0).abs() < 0.05,
         "{gateway_ok} vs {to_details}"
     );
 
