@@ -268,7 +268,7 @@ fn apply_warns_of_what_is_not_enforced() {
          ---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: no-keys, namespace: default}\n\
          spec:\n  jwtRules: [{issuer: https://accounts.example.com}]\n\
          ---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\n\
-         spec:\n  tracing: [{randomSamplingPercentage: 1}]\n  accessLogging: [{providers: [{name: elk}]}]\n",
+         spec:\n  tracing: [{randomSamplingPercentage: 1, useRequestIdForTraceSampling: true}]\n  accessLogging: [{providers: [{name: elk}]}]\n",
     );
     let out = apply(&state, &file);
     // PeerAuthentication is enforced (mesh mTLS): nothing to warn of.
@@ -276,7 +276,8 @@ fn apply_warns_of_what_is_not_enforced() {
     for want in [
         "warning: AuthorizationPolicy default/ext-authz spec.action: CUSTOM (ext_authz) is not supported",
         "warning: RequestAuthentication default/no-keys spec.jwtRules[0].issuer: issuer \"https://accounts.example.com\" has neither jwks nor jwksUri",
-        "warning: Telemetry istio-system/mesh-default spec.tracing: Telemetry tracing is read but not applied by weft yet",
+        // Tracing is applied, but for this field.
+        "warning: Telemetry istio-system/mesh-default spec.tracing[0]: useRequestIdForTraceSampling and enableIstioTags are not applied by weft",
         "error: Telemetry istio-system/mesh-default spec.accessLogging[0].providers[0].name: provider \"elk\" is not in meshConfig.extensionProviders",
     ] {
         assert!(out.contains(want), "{want}\nin:\n{out}");

@@ -118,17 +118,52 @@ fn not_applied(mesh: &Mesh<'_>, r: &Resource, t: &Telemetry, out: &mut Vec<Diagn
             "Telemetry with targetRef(s) is not applied by weft yet; use a selector".into(),
         );
     }
-    if !t.tracing.is_empty() {
-        note(
-            "spec.tracing".into(),
-            "Telemetry tracing is read but not applied by weft yet".into(),
-        );
+    // Tracing and metrics are applied, but for these fields.
+    for (i, tr) in t.tracing.iter().enumerate() {
+        if tr.use_request_id_for_trace_sampling.is_some() || tr.enable_istio_tags.is_some() {
+            note(
+                format!("spec.tracing[{i}]"),
+                "useRequestIdForTraceSampling and enableIstioTags are not applied by weft".into(),
+            );
+        }
     }
-    if !t.metrics.is_empty() {
-        note(
-            "spec.metrics".into(),
-            "Telemetry metrics (providers, overrides) are read but not applied by weft yet".into(),
-        );
+    for (i, m) in t.metrics.iter().enumerate() {
+        if m.reporting_interval.is_some() {
+            note(
+                format!("spec.metrics[{i}].reportingInterval"),
+                "weft's metrics are read when scraped; reportingInterval is not applied".into(),
+            );
+        }
+        for (j, o) in m.overrides.iter().enumerate() {
+            let at = format!("spec.metrics[{i}].overrides[{j}]");
+            let selector = o.match_.as_ref();
+            if selector.is_some_and(|s| s.custom_metric.is_some()) {
+                note(
+                    format!("{at}.match.customMetric"),
+                    "custom metrics are not supported by weft: the override is not applied".into(),
+                );
+            }
+            if selector.and_then(|s| s.metric).is_some_and(|m| {
+                matches!(
+                    m,
+                    crate::telemetry::IstioMetric::GrpcRequestMessages
+                        | crate::telemetry::IstioMetric::GrpcResponseMessages
+                )
+            }) {
+                note(
+                    format!("{at}.match.metric"),
+                    "weft reports no gRPC message counts: the override changes nothing".into(),
+                );
+            }
+            for (tag, ov) in &o.tag_overrides {
+                if ov.operation == crate::telemetry::TagOperation::Upsert {
+                    note(
+                        format!("{at}.tagOverrides.{tag}"),
+                        "tag UPSERT (a CEL value) is not applied by weft; REMOVE is".into(),
+                    );
+                }
+            }
+        }
     }
     for (i, a) in t.access_logging.iter().enumerate() {
         if a.providers.len() > 1 {
