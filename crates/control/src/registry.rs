@@ -173,7 +173,16 @@ pub struct Service {
     /// `exportTo` (empty: the mesh default).
     pub export_to: Vec<String>,
     pub endpoints: Vec<Endpoint>,
+    /// The service's virtual IPs (or, from a ServiceEntry, CIDR blocks): what a captured
+    /// connection's original destination is matched against. A Kubernetes Service's
+    /// `clusterIPs`; a ServiceEntry's `addresses`; else one allocated from [`VIP_RANGE`] (as
+    /// Istio's DNS auto-allocation does). Empty for headless Services and wildcard hosts.
+    pub addresses: Vec<String>,
 }
+
+/// Where virtual IPs are allocated for services that have none: Istio's auto-allocation range
+/// (Class E, never routed on the internet).
+pub const VIP_RANGE: (std::net::Ipv4Addr, u8) = (std::net::Ipv4Addr::new(240, 240, 0, 0), 16);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePort {
@@ -324,6 +333,7 @@ impl Registry {
                             mesh_external: se.location == Location::MeshExternal,
                             export_to: se.export_to.clone(),
                             endpoints: dns_default_endpoint(se, h, endpoints.clone()),
+                            addresses: se.addresses.clone(),
                         });
                     }
                 }
@@ -338,6 +348,7 @@ impl Registry {
         for (i, s) in reg.services.iter().enumerate() {
             reg.by_host.entry(s.hostname.clone()).or_default().push(i);
         }
+        allocate_vips(&mut reg.services);
         reg
     }
 
@@ -436,6 +447,12 @@ impl Registry {
             mesh_external: false,
             export_to,
             endpoints,
+            addresses: if spec.cluster_ips.is_empty() {
+                spec.cluster_ip.iter().cloned().collect()
+            } else {
+                spec.cluster_ips.clone()
+            },
+            // `None` (headless) stays: [`allocate_vips`] reads it, then removes it.
         })
     }
 
@@ -567,6 +584,60 @@ impl Registry {
 }
 
 /// A DNS ServiceEntry without endpoints resolves its own (non-wildcard) host.
+/// Gives every service without addresses a virtual IP in [`VIP_RANGE`], except headless
+/// Services (clients reach their endpoints directly), wildcard hosts (no one address stands
+/// for them) and `resolution: NONE` entries (their traffic goes where it was addressed). Kubernetes' API server assigns Services their `clusterIP`; local mode has none,
+/// so weft allocates as Istio does for ServiceEntries. An address depends on the host alone
+/// (a hash of it, probing on for a free one), so it does not move when other services come
+/// and go, except when two hosts' hashes collide. `services` is in registry order, which
+/// decides who gets a contested slot.
+fn allocate_vips(services: &mut [Service]) {
+    let taken: std::collections::HashSet<String> = services
+        .iter()
+        .flat_map(|s| s.addresses.iter().cloned())
+        .collect();
+    let mut taken = taken;
+    let (base, prefix) = VIP_RANGE;
+    let slots = 1u32 << (32 - prefix);
+    let mut by_host: HashMap<String, String> = HashMap::new();
+    for s in services.iter_mut() {
+        if s.addresses.iter().any(|a| a == "None") {
+            s.addresses.clear();
+            continue;
+        }
+        if !s.addresses.is_empty()
+            || s.hostname.starts_with('*')
+            || s.resolution == Resolution::Passthrough
+        {
+            continue;
+        }
+        // One host defined in several namespaces keeps one address.
+        if let Some(vip) = by_host.get(&s.hostname) {
+            s.addresses.push(vip.clone());
+            continue;
+        }
+        let start = fnv1a(s.hostname.as_bytes()) % slots;
+        // Skip the range's network and broadcast addresses.
+        let free = (0..slots)
+            .map(|i| (start + i) % slots)
+            .filter(|slot| *slot != 0 && *slot != slots - 1)
+            .map(|slot| std::net::Ipv4Addr::from(u32::from(base) + slot).to_string())
+            .find(|ip| !taken.contains(ip));
+        if let Some(vip) = free {
+            taken.insert(vip.clone());
+            by_host.insert(s.hostname.clone(), vip.clone());
+            s.addresses.push(vip);
+        }
+    }
+}
+
+/// 32-bit FNV-1a: a stable hash (std's hasher may change between releases).
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 fn dns_default_endpoint(
     se: &weft_api::networking::ServiceEntry,
     host: &str,
@@ -805,5 +876,77 @@ mod tests {
         assert_eq!(instance_target_port(&p, &inst), Some(8080));
         p.target_port = Some(IntOrString::String("admin".into()));
         assert_eq!(instance_target_port(&p, &inst), None);
+    }
+
+    #[test]
+    fn services_get_virtual_ips_as_kubernetes_and_istio_assign_them() {
+        let yaml = "\
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {ports: [{port: 9080, name: http}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec: {clusterIP: 10.96.0.7, ports: [{port: 9080, name: http}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec: {clusterIP: None, ports: [{port: 5432}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild}
+spec:
+  hosts: ['*.wild.example.com', passthrough.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: fixed}
+spec:
+  hosts: [fixed.example.com]
+  addresses: [192.0.2.0/24]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 192.0.2.1}]
+";
+        let loaded = weft_api::load::load_str("vips.yaml", yaml);
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let reg = Registry::build(&loaded.resources, Vec::new());
+        let vips = |host: &str| reg.by_host(host).next().unwrap().addresses.clone();
+        assert_eq!(vips("ratings.default.svc.cluster.local"), ["10.96.0.7"]);
+        assert_eq!(vips("db.default.svc.cluster.local"), Vec::<String>::new());
+        assert_eq!(vips("*.wild.example.com"), Vec::<String>::new());
+        assert_eq!(vips("passthrough.example.com"), Vec::<String>::new());
+        assert_eq!(vips("fixed.example.com"), ["192.0.2.0/24"]);
+        let reviews = vips("reviews.default.svc.cluster.local");
+        let api = vips("api.example.com");
+        for vip in [&reviews[0], &api[0]] {
+            let ip: std::net::Ipv4Addr = vip.parse().unwrap();
+            assert_eq!(ip.octets()[..2], [240, 240], "{vip}");
+        }
+        assert_ne!(reviews, api);
+        // The same host gets the same address whatever else is registered.
+        let alone = weft_api::load::load_str("one.yaml", yaml.split("---").next().unwrap());
+        let reg = Registry::build(&alone.resources, Vec::new());
+        assert_eq!(
+            reg.by_host("reviews.default.svc.cluster.local")
+                .next()
+                .unwrap()
+                .addresses,
+            reviews
+        );
     }
 }
