@@ -297,12 +297,27 @@ fn listeners(dump: &proto::Bootstrap) -> String {
             Some(Protocol::Http(h)) => (
                 if h.tls.is_some() { "HTTPS" } else { "HTTP" },
                 format!(
-                    "Route: {}{}",
+                    "Route: {}{}{}",
                     h.route_config,
                     if h.explicit_proxy {
                         " (explicit proxy)"
                     } else {
                         ""
+                    },
+                    match &h.capture {
+                        Some(c) => format!(" (captured: {} service ports)", c.services.len()),
+                        None => String::new(),
+                    }
+                ),
+            ),
+            Some(Protocol::OriginalDst(o)) => (
+                "ALL",
+                format!(
+                    "Listener of the original destination, else {}",
+                    if o.passthrough_cluster.is_empty() {
+                        "closed"
+                    } else {
+                        &o.passthrough_cluster
                     }
                 ),
             ),
@@ -312,7 +327,11 @@ fn listeners(dump: &proto::Bootstrap) -> String {
         };
         t.row(vec![
             l.name.clone(),
-            l.address.clone(),
+            if l.bind_to_port == Some(false) {
+                format!("{} (virtual)", l.address)
+            } else {
+                l.address.clone()
+            },
             protocol.to_owned(),
             dest,
         ]);

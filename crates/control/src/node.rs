@@ -56,6 +56,10 @@ pub struct ProxyNode {
     /// Where the proxy runs, `region/zone/subzone` (maybe partial, empty when unknown): what
     /// locality load balancing ranks endpoints against.
     pub locality: String,
+    /// Sidecars: whether iptables captures the workload's traffic (Istio's interception
+    /// mode REDIRECT, `weft up --capture`). Without it the sidecar is an explicit proxy
+    /// (`HTTP_PROXY`) and binds each inbound port itself.
+    pub capture: bool,
 }
 
 /// How what a user types names a proxy (`weft proxy-status`, `proxy-config`).
@@ -116,6 +120,7 @@ impl ProxyNode {
             service_account: instance.service_account.clone(),
             app_host: DEFAULT_APP_HOST,
             locality: instance.locality(),
+            capture: false,
         }
     }
 
@@ -161,6 +166,7 @@ impl ProxyNode {
             service_account: "default".to_owned(),
             app_host: DEFAULT_APP_HOST,
             locality: String::new(),
+            capture: false,
         })
     }
 

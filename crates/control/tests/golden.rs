@@ -87,6 +87,9 @@ struct ProxySpec {
     instance: String,
     /// Output file stem: `<output>.golden.yaml`.
     output: String,
+    /// iptables captures the workload's traffic (interception mode REDIRECT).
+    #[serde(default)]
+    capture: bool,
 }
 
 #[derive(Serialize)]
@@ -216,6 +219,9 @@ fn check(res: &ProxyResources, output: &str) -> Vec<String> {
             Some(proto::listener::Protocol::TlsPassthrough(p)) => {
                 referenced.extend(p.routes.iter().map(|r| r.cluster.clone()))
             }
+            Some(proto::listener::Protocol::OriginalDst(o)) => {
+                referenced.push(o.passthrough_cluster.clone())
+            }
             None => panic!("{output}: listener {} has no protocol", l.name),
         }
     }
@@ -319,10 +325,13 @@ fn run_case(dir: &Path) -> Vec<String> {
             .iter()
             .find(|i| i.name == name && (ns.is_empty() || i.namespace == ns))
             .unwrap_or_else(|| panic!("{}: no instance {}", dir.display(), p.instance));
-        let node = ProxyNode::for_instance(kind, inst);
+        let mut node = ProxyNode::for_instance(kind, inst);
+        node.capture = p.capture;
         // The id round-trips, and completing a parsed id from the registry gives the same node.
         let mut parsed = ProxyNode::parse_id(&node.id()).expect("node id parses");
         view.complete_node(&mut parsed);
+        // Capture travels beside the id, as the app host does (the instances file).
+        parsed.capture = p.capture;
         assert_eq!(parsed, node, "node id round trip");
 
         let res = weft_control::translate(&node, &mesh, &view);

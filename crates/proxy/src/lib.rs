@@ -36,6 +36,7 @@ pub mod state;
 pub mod stats;
 pub mod tls;
 pub mod trace;
+pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
 pub mod xds;

@@ -58,10 +58,13 @@ impl Listeners {
         commit: impl FnOnce(),
     ) -> Result<Vec<Bound>, Vec<ConfigError>> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        // Listeners bound to no port are served through an `original_dst` listener's
+        // hand-off, from the snapshot: nothing runs for them here.
+        let specs: Vec<&ListenerSpec> = specs.iter().filter(|s| s.bind_to_port).collect();
         // 1. Bind what is new (or moved to another address), before touching anything.
         let mut fresh = Vec::new();
         let mut errors = Vec::new();
-        for spec in specs {
+        for &spec in &specs {
             let keep = running
                 .get(&spec.name)
                 .is_some_and(|r| r.address == spec.address);
@@ -83,7 +86,7 @@ impl Listeners {
         commit();
         // 2. Update listeners that stay on their socket; new connections see the new spec
         // (a new certificate included: connections already up keep theirs).
-        for spec in specs {
+        for &spec in &specs {
             if let Some(r) = running.get(&spec.name)
                 && r.address == spec.address
                 && (r.spec.borrow().config != spec.config

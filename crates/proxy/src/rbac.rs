@@ -269,13 +269,13 @@ impl Text {
 
 /// An address block: `10.0.0.0/8`, or one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cidr {
+pub(crate) struct Cidr {
     net: IpAddr,
     bits: u8,
 }
 
 impl Cidr {
-    fn parse(s: &str) -> Result<Cidr, String> {
+    pub(crate) fn parse(s: &str) -> Result<Cidr, String> {
         let (addr, bits) = match s.split_once('/') {
             Some((a, b)) => (a, Some(b)),
             None => (s, None),
@@ -295,7 +295,20 @@ impl Cidr {
         Ok(Cidr { net, bits })
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn net(&self) -> IpAddr {
+        self.net
+    }
+
+    pub(crate) fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// One address (`/32`, `/128`, or no prefix length).
+    pub(crate) fn is_host(&self) -> bool {
+        self.bits == if self.net.is_ipv4() { 32 } else { 128 }
+    }
+
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,

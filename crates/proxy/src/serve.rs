@@ -48,105 +48,7 @@ pub async fn serve_listener(
         let _ = stream.set_nodelay(true);
         shared.stats.downstream_cx_total.fetch_add(1, Relaxed);
         let spec = spec.borrow().clone();
-        let watcher = drain.watcher();
-        let span = tracing::debug_span!("conn", listener = %spec.name, %peer);
-        match &spec.kind {
-            ListenerKind::Http {
-                route_config,
-                explicit_proxy,
-                max_header_bytes,
-                tls,
-                mesh_tls,
-                rate_limit,
-                path_normalization,
-                xff_num_trusted_hops,
-                ..
-            } => {
-                let cx = ConnContext {
-                    path_normalization: *path_normalization,
-                    shared: shared.clone(),
-                    listener: spec.name.clone(),
-                    route_config: route_config.clone(),
-                    explicit_proxy: *explicit_proxy,
-                    peer,
-                    local,
-                    access_log: spec.access_log.clone(),
-                    tls: None,
-                    peer_identity: None,
-                    client_cert_details: None,
-                    forward_client_cert: if shared.snapshot.load().node.gateway {
-                        ForwardClientCert::SanitizeSet
-                    } else if mesh_tls.is_some() {
-                        ForwardClientCert::AppendForward
-                    } else {
-                        ForwardClientCert::Sanitize
-                    },
-                    rate_limit: rate_limit.clone(),
-                    internal_downstream: !shared.snapshot.load().node.gateway,
-                    drain: watcher,
-                    max_header_bytes: *max_header_bytes,
-                    xff_num_trusted_hops: *xff_num_trusted_hops,
-                    reporting: spec.reporting.clone(),
-                    source: std::sync::OnceLock::new(),
-                };
-                let max_header_bytes = *max_header_bytes;
-                if let Some(mesh) = mesh_tls {
-                    let conn = serve_mesh_http(cx, mesh.clone(), stream, max_header_bytes);
-                    tokio::spawn(conn.instrument(span));
-                    continue;
-                }
-                match tls {
-                    None => {
-                        let cx = Arc::new(cx);
-                        let conn = http_conn(cx.clone(), TokioIo::new(stream), max_header_bytes);
-                        tokio::spawn(run_http(cx, conn).instrument(span));
-                    }
-                    Some(termination) => {
-                        let conn = serve_tls(cx, termination.clone(), stream, max_header_bytes);
-                        tokio::spawn(conn.instrument(span));
-                    }
-                }
-            }
-            ListenerKind::Tcp {
-                cluster,
-                mesh_tls,
-                rbac,
-            } => {
-                let shared = shared.clone();
-                let cluster = cluster.clone();
-                let mesh = mesh_tls.clone();
-                let rbac = rbac.clone();
-                let reporting = spec.reporting.clone();
-                let conn = async move {
-                    let rbac = rbac.as_deref();
-                    let r = &*reporting;
-                    match mesh {
-                        None => {
-                            proxy_tcp(shared, &cluster, rbac, stream, peer, local, None, r).await
-                        }
-                        Some(mesh) => match mesh_accept(&shared, &mesh, stream).await {
-                            Some(Accepted::Plain(s)) => {
-                                proxy_tcp(shared, &cluster, rbac, s, peer, local, None, r).await
-                            }
-                            Some(Accepted::Tls(tls, id, _)) => {
-                                proxy_tcp(shared, &cluster, rbac, tls, peer, local, id, r).await
-                            }
-                            None => {}
-                        },
-                    }
-                };
-                tokio::spawn(watcher.tunnel(conn).instrument(span));
-            }
-            ListenerKind::TlsPassthrough { routes } => {
-                let shared = shared.clone();
-                let routes = routes.clone();
-                let reporting = spec.reporting.clone();
-                let conn = async move {
-                    proxy_tls_passthrough(shared, &routes, stream, peer, &reporting).await
-                };
-                tokio::spawn(watcher.tunnel(conn).instrument(span));
-            }
-        }
+        serve_conn(&shared, &spec, stream, peer, local, drain.watcher());
     }
     drop(listener);
     let open = drain.open();
@@ -155,6 +57,147 @@ pub async fn serve_listener(
     }
     if !drain.drain(drain_timeout).await {
         tracing::warn!(listener = %name, "drain timeout: closed the remaining connections");
+    }
+}
+
+/// Serves one connection `spec`'s listener accepted (or an `original_dst` listener handed it,
+/// `local` then being its original destination): spawned under `watcher`'s drain.
+pub(crate) fn serve_conn(
+    shared: &Arc<Shared>,
+    spec: &ListenerSpec,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    watcher: crate::drain::Watcher,
+) {
+    let span = tracing::debug_span!("conn", listener = %spec.name, %peer);
+    match &spec.kind {
+        ListenerKind::Http {
+            route_config,
+            explicit_proxy,
+            max_header_bytes,
+            tls,
+            mesh_tls,
+            rate_limit,
+            path_normalization,
+            xff_num_trusted_hops,
+            capture,
+            ..
+        } => {
+            let cx = ConnContext {
+                path_normalization: *path_normalization,
+                shared: shared.clone(),
+                listener: spec.name.clone(),
+                route_config: route_config.clone(),
+                explicit_proxy: *explicit_proxy,
+                peer,
+                local,
+                access_log: spec.access_log.clone(),
+                tls: None,
+                peer_identity: None,
+                client_cert_details: None,
+                forward_client_cert: if shared.snapshot.load().node.gateway {
+                    ForwardClientCert::SanitizeSet
+                } else if mesh_tls.is_some() {
+                    ForwardClientCert::AppendForward
+                } else {
+                    ForwardClientCert::Sanitize
+                },
+                rate_limit: rate_limit.clone(),
+                internal_downstream: !shared.snapshot.load().node.gateway,
+                drain: watcher,
+                max_header_bytes: *max_header_bytes,
+                xff_num_trusted_hops: *xff_num_trusted_hops,
+                reporting: spec.reporting.clone(),
+                source: std::sync::OnceLock::new(),
+                original_dst: None,
+            };
+            let max_header_bytes = *max_header_bytes;
+            if let Some(table) = capture
+                && let Some(dst) = crate::transparent::original_dst(&stream)
+            {
+                let conn = crate::transparent::outbound(cx, table.clone(), stream, dst);
+                tokio::spawn(conn.instrument(span));
+                return;
+            }
+            if let Some(mesh) = mesh_tls {
+                let conn = serve_mesh_http(cx, mesh.clone(), stream, max_header_bytes);
+                tokio::spawn(conn.instrument(span));
+                return;
+            }
+            match tls {
+                None => {
+                    let cx = Arc::new(cx);
+                    let conn = http_conn(cx.clone(), TokioIo::new(stream), max_header_bytes);
+                    tokio::spawn(run_http(cx, conn).instrument(span));
+                }
+                Some(termination) => {
+                    let conn = serve_tls(cx, termination.clone(), stream, max_header_bytes);
+                    tokio::spawn(conn.instrument(span));
+                }
+            }
+        }
+        ListenerKind::Tcp {
+            cluster,
+            mesh_tls,
+            rbac,
+        } => {
+            let shared = shared.clone();
+            let cluster = cluster.clone();
+            let mesh = mesh_tls.clone();
+            let rbac = rbac.clone();
+            let reporting = spec.reporting.clone();
+            let conn = async move {
+                let rbac = rbac.as_deref();
+                let r = &*reporting;
+                match mesh {
+                    None => proxy_tcp(shared, &cluster, rbac, stream, peer, local, None, r).await,
+                    Some(mesh) => match mesh_accept(&shared, &mesh, stream).await {
+                        Some(Accepted::Plain(s)) => {
+                            proxy_tcp(shared, &cluster, rbac, s, peer, local, None, r).await
+                        }
+                        Some(Accepted::Tls(tls, id, _)) => {
+                            proxy_tcp(shared, &cluster, rbac, tls, peer, local, id, r).await
+                        }
+                        None => {}
+                    },
+                }
+            };
+            tokio::spawn(watcher.tunnel(conn).instrument(span));
+        }
+        ListenerKind::TlsPassthrough { routes } => {
+            let shared = shared.clone();
+            let routes = routes.clone();
+            let reporting = spec.reporting.clone();
+            let conn = async move {
+                proxy_tls_passthrough(shared, &routes, stream, peer, &reporting).await
+            };
+            tokio::spawn(watcher.tunnel(conn).instrument(span));
+        }
+        ListenerKind::OriginalDst { passthrough } => {
+            let Some(dst) = crate::transparent::original_dst(&stream) else {
+                tracing::debug!(listener = %spec.name, %peer, "not a redirected connection: closed");
+                return;
+            };
+            let snapshot = shared.snapshot.load();
+            if let Some(target) = crate::transparent::handoff(&snapshot.listeners, dst) {
+                shared.stats.downstream_cx_total.fetch_add(1, Relaxed);
+                serve_conn(shared, target, stream, peer, dst, watcher);
+                return;
+            }
+            let Some(cluster) = passthrough.clone() else {
+                shared.stats.local_reply(crate::reply::Flag::NoRoute.code());
+                tracing::debug!(%peer, %dst, "no listener for the original destination: closed");
+                return;
+            };
+            let shared = shared.clone();
+            let reporting = spec.reporting.clone();
+            let conn = async move {
+                crate::tunnel::proxy_captured(shared, &cluster, stream, peer, dst, &[], &reporting)
+                    .await
+            };
+            tokio::spawn(watcher.tunnel(conn).instrument(span));
+        }
     }
 }
 
@@ -340,7 +383,7 @@ pub(crate) fn client_cert_details(
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An HTTP/1.1-or-HTTP/2 connection serving `handle`, with upgrades.
-fn http_conn<I>(
+pub(crate) fn http_conn<I>(
     cx: Arc<ConnContext>,
     io: I,
     max_header_bytes: usize,
@@ -365,7 +408,10 @@ where
 }
 
 /// Runs an HTTP connection under the listener's drain, counted as active while it lasts.
-async fn run_http(cx: Arc<ConnContext>, conn: impl GracefulConnection<Error = BoxError>) {
+pub(crate) async fn run_http(
+    cx: Arc<ConnContext>,
+    conn: impl GracefulConnection<Error = BoxError>,
+) {
     cx.shared.stats.downstream_cx_active.fetch_add(1, Relaxed);
     if let Err(e) = cx.drain.clone().http(conn).await {
         tracing::debug!("connection: {e}");

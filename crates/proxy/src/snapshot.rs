@@ -57,6 +57,8 @@ pub struct ListenerSpec {
     pub secrets: Vec<proto::Secret>,
     /// What its requests and connections report in Istio's standard metrics.
     pub reporting: Arc<crate::metrics::peer::Reporting>,
+    /// False: served only through an `original_dst` listener's hand-off.
+    pub bind_to_port: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +82,8 @@ pub enum ListenerKind {
         rbac: Option<Arc<crate::rbac::Rbac>>,
         /// Distributed tracing: a span per request, context written for the next hop.
         tracer: Option<Arc<crate::trace::Tracer>>,
+        /// Transparent capture: connections routed by their original destination.
+        capture: Option<Arc<crate::transparent::CaptureTable>>,
     },
     Tcp {
         cluster: String,
@@ -90,6 +94,9 @@ pub enum ListenerKind {
     },
     /// Routes connections by their ClientHello's SNI to a cluster, without terminating TLS.
     TlsPassthrough { routes: Arc<SniTable<String>> },
+    /// Hands each connection to the listener its original destination names (a captured
+    /// sidecar's inbound 15006); others go to the passthrough cluster, or are closed.
+    OriginalDst { passthrough: Option<Arc<str>> },
 }
 
 /// Envoy's default limit on request headers.
@@ -428,6 +435,14 @@ fn listener(
                     )?)),
                     None => None,
                 },
+                capture: match &h.capture {
+                    Some(c) => Some(Arc::new(crate::transparent::CaptureTable::build(
+                        c,
+                        &resource,
+                        "http.capture",
+                    )?)),
+                    None => None,
+                },
                 route_config: h.route_config.clone(),
                 explicit_proxy: h.explicit_proxy,
                 max_header_bytes: kb as usize * 1024,
@@ -456,11 +471,15 @@ fn listener(
         Some(proto::listener::Protocol::TlsPassthrough(p)) => ListenerKind::TlsPassthrough {
             routes: Arc::new(sni_routes(p, &resource)?),
         },
+        Some(proto::listener::Protocol::OriginalDst(o)) => ListenerKind::OriginalDst {
+            passthrough: (!o.passthrough_cluster.is_empty())
+                .then(|| o.passthrough_cluster.as_str().into()),
+        },
         None => {
             return Err(ConfigError::new(
                 &resource,
                 "protocol",
-                "one of http, tcp or tlsPassthrough is required",
+                "one of http, tcp, tlsPassthrough or originalDst is required",
             ));
         }
     };
@@ -474,6 +493,7 @@ fn listener(
             )?)),
             None => None,
         },
+        bind_to_port: l.bind_to_port.unwrap_or(true),
         config: l.clone(),
         secrets: used_secrets,
         reporting: Arc::new(crate::metrics::peer::Reporting::build(l, node, &resource)?),

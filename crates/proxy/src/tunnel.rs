@@ -21,7 +21,7 @@ use crate::state::Shared;
 use crate::tls::SniTable;
 
 /// A client has this long to send its whole ClientHello on a passthrough listener.
-const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Copies bytes both ways until both sides have closed (or either fails), or until no byte
 /// has moved either way for `idle` (the cluster's TCP idle timeout; None: never).
@@ -193,7 +193,28 @@ pub async fn proxy_tcp<D>(
         reporting,
         identity: peer_identity.as_deref(),
     };
-    forward(shared, cluster, downstream, peer, &[], report).await;
+    forward(shared, cluster, downstream, peer, &[], report, None).await;
+}
+
+/// A captured connection (transparent capture) sent to `cluster`, after `first` (bytes
+/// already read from it); an ORIGINAL_DST cluster sends it to `dst`, where the application
+/// sent it.
+pub async fn proxy_captured<D>(
+    shared: Arc<Shared>,
+    cluster: &str,
+    downstream: D,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    first: &[u8],
+    reporting: &Reporting,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let report = Report {
+        reporting,
+        identity: None,
+    };
+    forward(shared, cluster, downstream, peer, first, report, Some(dst)).await;
 }
 
 /// What a TCP connection reports in the standard metrics.
@@ -276,11 +297,11 @@ pub async fn proxy_tls_passthrough(
         reporting,
         identity: None,
     };
-    forward(shared, cluster, downstream, peer, &seen, report).await;
+    forward(shared, cluster, downstream, peer, &seen, report, None).await;
 }
 
-/// Connects to an endpoint of `cluster`, writes `first` (bytes already read from the
-/// downstream), then splices.
+/// Connects to an endpoint of `cluster` (of an ORIGINAL_DST cluster: to `original`), writes
+/// `first` (bytes already read from the downstream), then splices.
 async fn forward<D>(
     shared: Arc<Shared>,
     cluster: &str,
@@ -288,15 +309,34 @@ async fn forward<D>(
     peer: SocketAddr,
     first: &[u8],
     report: Report<'_>,
+    original: Option<SocketAddr>,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
     let snapshot = shared.snapshot.load_full();
-    let Some(state) = snapshot.clusters.get(cluster) else {
+    let Some(mut state) = snapshot.clusters.get(cluster).cloned() else {
         shared.stats.local_reply(Flag::NoCluster.code());
         tracing::warn!(cluster, "tcp: cluster not defined (NC)");
         return;
     };
+    if let (Some(destinations), Some(dst)) = (&state.original_dst, original) {
+        // The listener's own address is never an original destination here: a redirected
+        // connection's destination is elsewhere.
+        let unspecified = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+        match destinations
+            .state_for(&state, &dst.to_string(), dst.port(), unspecified)
+            .await
+        {
+            Ok(resolved) => state = resolved,
+            Err(why) => {
+                shared.stats.local_reply(Flag::NoHealthyUpstream.code());
+                report.refused(&shared, &state, None, Flag::NoHealthyUpstream);
+                tracing::warn!(cluster, %dst, "tcp: {why} (UH)");
+                return;
+            }
+        }
+    }
+    let state = &*state;
     let headers = http::HeaderMap::new();
     let Some(pick) = state.cluster.pick(&HashInput {
         headers: &headers,

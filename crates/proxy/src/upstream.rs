@@ -153,6 +153,7 @@ impl EndpointPools {
         http.set_connect_timeout(Some(cluster.connect_timeout()));
         http.set_nodelay(true);
         http.enforce_http(false);
+        http.set_local_address(cluster.bind_address());
         // Checked by Cluster::build: an ip:port is always a valid authority.
         let target = Uri::try_from(format!("http://{address}")).unwrap_or_default();
         let connector =

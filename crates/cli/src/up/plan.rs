@@ -159,6 +159,7 @@ impl Replica {
             service_account: self.spec.service_account().to_owned(),
             ip: IpAddr::V4(self.pod_ip),
             app_host: Some(IpAddr::V4(self.app_ip)),
+            interception_mode: None,
             ports: self
                 .spec
                 .ports
@@ -370,6 +371,7 @@ impl Plan {
             service_account: GATEWAY_SERVICE_ACCOUNT.to_owned(),
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             app_host: None,
+            interception_mode: None,
             ports: Vec::new(),
         });
         yaml_serde::to_string(&entries)

@@ -55,6 +55,11 @@ pub struct InstanceEntry {
     /// Whether the instance takes traffic (its app is up and listening).
     #[serde(default = "ready_by_default", skip_serializing_if = "is_ready")]
     pub ready: bool,
+    /// How the instance's traffic reaches its sidecar, in Istio's words
+    /// (`sidecar.istio.io/interceptionMode`): `REDIRECT`, iptables capture (`weft up
+    /// --capture`), or `NONE` (unset), the sidecar as an explicit proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interception_mode: Option<String>,
 }
 
 fn ready_by_default() -> bool {
@@ -92,6 +97,8 @@ pub struct Instances {
     pub instances: Vec<WorkloadInstance>,
     /// (namespace, name) -> the application's address, for instances that set `appHost`.
     pub app_hosts: HashMap<(String, String), IpAddr>,
+    /// (namespace, name) of the instances whose traffic iptables captures.
+    pub captured: HashSet<(String, String)>,
     /// Why the file's latest version is not in force, if it is not.
     pub error: Option<InstancesError>,
     /// Increases with every change published.
@@ -106,6 +113,11 @@ impl Instances {
             app_hosts: entries
                 .iter()
                 .filter_map(|e| Some(((e.namespace.clone(), e.name.clone()), e.app_host?)))
+                .collect(),
+            captured: entries
+                .iter()
+                .filter(|e| e.interception_mode.as_deref() == Some("REDIRECT"))
+                .map(|e| (e.namespace.clone(), e.name.clone()))
                 .collect(),
             error: None,
             generation: 0,
@@ -139,6 +151,19 @@ pub fn parse(text: &str) -> Result<Vec<InstanceEntry>, String> {
                 "[{i}].name: instance {}/{} is listed twice",
                 e.namespace, e.name
             ));
+        }
+        match e.interception_mode.as_deref() {
+            None | Some("REDIRECT" | "NONE") => {}
+            Some("TPROXY") => {
+                return Err(format!(
+                    "[{i}].interceptionMode: TPROXY is not supported; use REDIRECT"
+                ));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "[{i}].interceptionMode: {other:?} is not REDIRECT or NONE"
+                ));
+            }
         }
         for (j, p) in e.ports.iter().enumerate() {
             if let Some(proto) = &p.protocol

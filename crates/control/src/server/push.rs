@@ -271,6 +271,12 @@ impl MeshSource {
         if let Some(host) = app_host {
             node.app_host = host;
         }
+        node.capture = state.view.instance_of(&node).is_some_and(|i| {
+            state
+                .instances
+                .captured
+                .contains(&(i.namespace.clone(), i.name.clone()))
+        });
         Ok(node)
     }
 

@@ -59,6 +59,7 @@ impl OutboundKey {
             service_account: String::new(),
             app_host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             locality: self.locality.clone(),
+            capture: false,
         }
     }
 }

@@ -15,6 +15,7 @@
 //!
 //! What the proxy API cannot express yet is reported in [`ProxyResources::unsupported`].
 
+pub mod capture;
 mod circuit_breaking;
 mod cluster;
 mod cors;

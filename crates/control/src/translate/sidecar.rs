@@ -162,6 +162,9 @@ pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> Pr
         let over = super::telemetry::tracing_override(&telemetry, mesh, side);
         super::trace_config::attach(node, mesh, view, over.as_ref(), listeners);
     }
+    if node.capture {
+        super::capture::capture(node, mesh, view, &mut out);
+    }
     out.unsupported = notes.finish();
     out
 }
@@ -231,7 +234,7 @@ fn outbound_routes(
                             claimed.insert((host.clone(), port.port));
                             vhosts.push(
                                 virtual_host(&host, port.port),
-                                domains(&host, port.port),
+                                domains(svc, port.port),
                                 routes,
                             );
                         }
@@ -285,7 +288,7 @@ fn outbound_routes(
                 claimed.insert(key);
                 vhosts.push(
                     virtual_host(&svc.hostname, port.port),
-                    domains(&svc.hostname, port.port),
+                    domains(svc, port.port),
                     routes,
                 );
             }
@@ -311,7 +314,7 @@ fn outbound_routes(
             if let Some(routes) = service_routes(&cx(port.port), svc, port, None, notes) {
                 vhosts.push(
                     virtual_host(&svc.hostname, port.port),
-                    domains(&svc.hostname, port.port),
+                    domains(svc, port.port),
                     routes,
                 );
             }
@@ -366,10 +369,24 @@ fn with_connect(route: proto::Route) -> Vec<proto::Route> {
 }
 
 /// `host:port`, and the bare host on port 80 (the authority a client sends for it).
-fn domains(host: &str, port: u32) -> Vec<String> {
+/// A service port's domains: `host:port` (and the bare host on port 80), and its virtual
+/// IPs the same way, so that a request addressed to a VIP (captured, or through the explicit
+/// proxy) finds the service.
+fn domains(svc: &Service, port: u32) -> Vec<String> {
+    let host = svc.hostname.as_str();
     let mut out = vec![virtual_host(host, port)];
     if port == 80 {
         out.push(host.to_owned());
+    }
+    for vip in svc.addresses.iter().filter(|a| !a.contains('/')) {
+        let vip = match vip.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+            _ => vip.clone(),
+        };
+        out.push(format!("{vip}:{port}"));
+        if port == 80 {
+            out.push(vip);
+        }
     }
     out
 }

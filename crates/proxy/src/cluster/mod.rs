@@ -50,6 +50,8 @@ pub struct Cluster {
     connect_timeout: Duration,
     idle_timeout: Duration,
     tcp_idle_timeout: Duration,
+    /// The local address upstream connections are made from.
+    bind_address: Option<IpAddr>,
     hash_key: Option<HashKey>,
     /// Endpoints by priority, most preferred first; empty when there are no endpoints.
     levels: Box<[Level]>,
@@ -152,6 +154,13 @@ impl Cluster {
         if let Some(tls) = &cfg.tls {
             check_tls(tls, &resource)?;
         }
+        let bind_address =
+            match cfg.upstream_bind_address.as_str() {
+                "" => None,
+                a => Some(a.parse::<IpAddr>().map_err(|_| {
+                    err("upstreamBindAddress", format!("{a:?} is not an IP address"))
+                })?),
+            };
         let endpoints = cfg
             .endpoints
             .iter()
@@ -189,6 +198,7 @@ impl Cluster {
             connect_timeout,
             idle_timeout,
             tcp_idle_timeout,
+            bind_address,
             hash_key,
             levels,
             outlier,
@@ -216,6 +226,11 @@ impl Cluster {
     /// STATIC, or ORIGINAL_DST (no endpoints: see `crate::original_dst`).
     pub fn discovery(&self) -> proto::Discovery {
         self.discovery
+    }
+
+    /// The local address upstream connections are made from (None: the system's choice).
+    pub fn bind_address(&self) -> Option<IpAddr> {
+        self.bind_address
     }
 
     /// How long to wait for an upstream connection. Default 10s.

@@ -76,7 +76,10 @@ pub(super) fn view<'r>(
     RequestView {
         method: &request.parts.method,
         scheme: request.scheme,
-        authority: &request.authority,
+        authority: request
+            .routing_authority
+            .as_deref()
+            .unwrap_or(&request.authority),
         path_and_query: &request.path_and_query,
         headers: &request.parts.headers,
         port: cx.local.port(),

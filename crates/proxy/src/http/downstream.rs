@@ -19,6 +19,10 @@ pub(super) struct Checked {
     pub parts: http::request::Parts,
     /// Lower-case `host[:port]`.
     pub authority: String,
+    /// What routing matches when not `authority`: on a captured connection, a Host without a
+    /// port with the original destination's port (Envoy routes it in that port's route
+    /// configuration).
+    pub routing_authority: Option<String>,
     /// The scheme the client used: `http` or `https`.
     pub scheme: &'static str,
     /// The path, normalized ([`crate::path`]), with the query.
@@ -92,9 +96,14 @@ pub(super) fn check(
     if client != cx.peer.ip() {
         ex.note(|l| l.peer = std::net::SocketAddr::new(client, 0));
     }
+    let routing_authority = cx
+        .original_dst
+        .filter(|_| crate::route::split_port(&authority).1.is_none())
+        .map(|dst| format!("{authority}:{}", dst.port()));
     Ok(Checked {
         parts,
         authority,
+        routing_authority,
         scheme,
         path_and_query,
         client,

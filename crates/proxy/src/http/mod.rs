@@ -92,6 +92,9 @@ pub struct ConnContext {
     pub reporting: Arc<crate::metrics::peer::Reporting>,
     /// The connection's source workload, once a request said it.
     pub source: report::SourceCache,
+    /// A captured connection's original destination (`local` is it too): a Host without a
+    /// port is routed with its port, and an ORIGINAL_DST cluster sends there.
+    pub original_dst: Option<SocketAddr>,
 }
 
 /// Envoy's forward_client_cert_details, as Istio sets it: APPEND_FORWARD on a sidecar's

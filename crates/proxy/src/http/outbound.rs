@@ -63,7 +63,13 @@ pub(super) async fn target<'s>(
         return Ok(Target::Configured(state));
     };
     let default_port = if request.scheme == "https" { 443 } else { 80 };
-    let lookup = destinations.state_for(state, &request.authority, default_port, cx.local);
+    // A captured connection goes where the application sent it, whatever its Host says.
+    let captured = cx.original_dst.map(|dst| dst.to_string());
+    let (authority, local) = match &captured {
+        Some(dst) => (dst.as_str(), unspecified()),
+        None => (request.authority.as_str(), cx.local),
+    };
+    let lookup = destinations.state_for(state, authority, default_port, local);
     let found = match deadline {
         Some(at) => tokio::time::timeout_at(at, lookup)
             .await
@@ -77,6 +83,12 @@ pub(super) async fn target<'s>(
         };
         Error::new(cause, format!("cluster {name:?}: {why}"))
     })
+}
+
+/// An address no destination is: a captured connection's original destination is never
+/// the listener's own.
+fn unspecified() -> std::net::SocketAddr {
+    std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0)
 }
 
 /// 504 UT: the route's timeout passed.
@@ -137,6 +149,7 @@ pub(super) fn build(
         scheme,
         path_and_query,
         client,
+        ..
     } = request;
     if rewritten.is_some()
         && let Ok(original) = HeaderValue::from_str(&path_and_query)
