@@ -10,6 +10,7 @@
 
 mod gateway;
 pub mod kubectl;
+pub mod netns;
 mod plan;
 pub mod prometheus;
 mod replicas;
@@ -73,6 +74,12 @@ pub struct Args {
     /// sampling, the outbound traffic policy, ... Watched: an edit applies while the mesh runs.
     #[arg(long = "mesh-config", value_name = "FILE")]
     mesh_config: Option<PathBuf>,
+    /// Transparent sidecars, as Istio's: each replica in a network namespace of its own on a
+    /// bridge (pod IPs 100.(64+M).w.r), its traffic captured by iptables (`weft proxy
+    /// capture`), its sidecar as uid 1337, the application unmodified (no HTTP_PROXY). Needs
+    /// root, iproute2, iptables and setpriv. `weft exec` runs commands in a replica.
+    #[arg(long)]
+    capture: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -200,13 +207,24 @@ pub fn run(args: Args) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    if args.capture
+        && let Some(why) = netns::missing_privileges()
+    {
+        eprintln!("weft up: {why}");
+        return ExitCode::FAILURE;
+    }
     let Some((octet, reservation)) = plan::reserve_octet() else {
         eprintln!("weft up: no free loopback range 127.M.0.0/16 (M in 1..100) for the mesh");
         return ExitCode::FAILURE;
     };
     let effective: Vec<weft_api::Resource> = loaded.effective().into_iter().cloned().collect();
     warn_not_enforced(&effective);
-    let plan = match Plan::new(&effective, &dir, octet) {
+    let planned = if args.capture {
+        Plan::captured(&effective, &dir, octet)
+    } else {
+        Plan::new(&effective, &dir, octet)
+    };
+    let plan = match planned {
         Ok(p) => p,
         Err(e) => {
             eprintln!("weft up: {e}");
@@ -275,7 +293,7 @@ struct Up {
 impl Up {
     async fn serve(mut self, plan: Plan, reservation: std::net::TcpListener) -> ExitCode {
         // Signals first: a SIGTERM during start-up must still stop what was started.
-        let (quit_tx, mut quit) = watch::channel(false);
+        let (quit_tx, quit) = watch::channel(false);
         match (
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
@@ -304,8 +322,44 @@ impl Up {
             }
         };
 
+        // --capture: the pod network first; the control plane listens on its bridge.
+        let network = if plan.capture {
+            match netns::Network::setup(plan.octet, &exe) {
+                Ok(n) => Some(Arc::new(n)),
+                Err(e) => {
+                    eprintln!("weft up: pod network: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        let octet = plan.octet;
+        let code = self
+            .run_mesh(plan, reservation, exe, network.clone(), quit)
+            .await;
+        if let Some(n) = network {
+            n.teardown();
+            let _ = std::fs::remove_dir_all(format!("/run/weft-{octet}"));
+        }
+        code
+    }
+
+    async fn run_mesh(
+        &mut self,
+        plan: Plan,
+        reservation: std::net::TcpListener,
+        exe: PathBuf,
+        network: Option<Arc<netns::Network>>,
+        mut quit: watch::Receiver<bool>,
+    ) -> ExitCode {
         let instances = self.state.join("instances.yaml");
-        let proxies = self.state.join("proxies");
+        // Captured sidecars run as uid 1337, which cannot read the state directory (often
+        // under a home directory): their bootstraps and credentials live in /run.
+        let proxies = match &network {
+            Some(_) => PathBuf::from(format!("/run/weft-{}/proxies", plan.octet)),
+            None => self.state.join("proxies"),
+        };
         let written = std::fs::create_dir_all(&proxies).and_then(|()| {
             // No app listens yet: no replica is an endpoint until its app does.
             let yaml = plan
@@ -323,8 +377,12 @@ impl Up {
         options.mesh = self.mesh.clone();
         options.mesh_path = self.mesh_path.clone();
         options.instances = Some(instances.clone());
-        options.xds_address = "127.0.0.1:0".parse().unwrap_or(options.xds_address);
-        options.monitoring_address = "127.0.0.1:0".parse().unwrap_or(options.monitoring_address);
+        let listen_ip = match &network {
+            Some(n) => std::net::IpAddr::V4(n.bridge_ip()),
+            None => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        };
+        options.xds_address = SocketAddr::new(listen_ip, 0);
+        options.monitoring_address = SocketAddr::new(listen_ip, 0);
         // The service graph scrapes the proxies Prometheus would (the file_sd list below).
         options.scrape_targets = Some(prometheus::proxies_file(&self.state));
         // The CA: its root kept in the state directory; each proxy gets a token for its own
@@ -337,7 +395,7 @@ impl Up {
         ca_options.default_ttl = self.workload_cert_ttl;
         options.ca = Some(weft_control::server::CaConfig {
             options: ca_options,
-            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            address: SocketAddr::new(listen_ip, 0),
             authenticator: tokens.clone(),
         });
         let cp = match ControlPlane::bind(options).await {
@@ -396,13 +454,24 @@ impl Up {
         let launch = Launch {
             exe,
             xds,
-            proxies,
+            proxies: proxies.clone(),
             log_level: self.log_level.clone(),
             ca: ca_address.map(|address| LocalCa {
                 address,
-                root_file: ca_dir.join("ca-cert.pem"),
+                root_file: match &network {
+                    // Where uid 1337 can read it (a public certificate).
+                    Some(_) => {
+                        let copy = proxies.join("ca-cert.pem");
+                        if let Err(e) = std::fs::copy(ca_dir.join("ca-cert.pem"), &copy) {
+                            eprintln!("weft up: {}: {e}", copy.display());
+                        }
+                        copy
+                    }
+                    None => ca_dir.join("ca-cert.pem"),
+                },
                 tokens,
             }),
+            network: network.clone(),
         };
         let mut replicas = Replicas::new(
             plan,

@@ -51,7 +51,7 @@ spec:
 /// The sidecar's outbound (explicit HTTP proxy) port, `HTTP_PROXY` for the app.
 pub const OUTBOUND_PORT: u16 = 15001;
 const ADMIN_PORT: u16 = 15000;
-const HEALTH_PORT: u16 = 15021;
+pub const HEALTH_PORT: u16 = 15021;
 /// Where each proxy serves Istio's metrics (`/stats/prometheus`).
 pub const PROMETHEUS_PORT: u16 = 15090;
 
@@ -71,6 +71,9 @@ pub struct Replica {
     pub spec: WorkloadSpec,
     /// Where a workload's `workingDir` is relative to.
     pub base_dir: PathBuf,
+    /// `weft up --capture`: the replica runs in a network namespace of its own, its traffic
+    /// captured by iptables (see `netns`).
+    pub capture: bool,
 }
 
 impl Replica {
@@ -95,10 +98,29 @@ impl Replica {
         (&self.namespace, &self.workload, self.index)
     }
 
-    /// Where the application listens: the app address and the first declared port.
+    /// Where the application listens: the app address and the first declared port (under
+    /// capture every address of its namespace, as a pod's container listens).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         let port = u16::try_from(self.spec.ports.first()?.port).ok()?;
-        Some(SocketAddr::new(IpAddr::V4(self.app_ip), port))
+        let ip = if self.capture {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            self.app_ip
+        };
+        Some(SocketAddr::new(IpAddr::V4(ip), port))
+    }
+
+    /// What the sidecar probes for the application's readiness: its addresses, or under
+    /// capture the same ports on the namespace's loopback (which the capture rules leave
+    /// alone).
+    pub fn probe_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs = self.app_addrs();
+        if self.capture {
+            for a in &mut addrs {
+                a.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            }
+        }
+        addrs
     }
 
     /// Every address the application listens on: what its readiness is probed at.
@@ -137,9 +159,12 @@ impl Replica {
             ("POD_NAME".to_owned(), self.name.clone()),
             ("POD_NAMESPACE".to_owned(), self.namespace.clone()),
             ("POD_IP".to_owned(), self.pod_ip.to_string()),
-            ("HTTP_PROXY".to_owned(), proxy.clone()),
-            ("http_proxy".to_owned(), proxy),
         ];
+        // Captured, the application knows nothing of its sidecar.
+        if !self.capture {
+            env.push(("HTTP_PROXY".to_owned(), proxy.clone()));
+            env.push(("http_proxy".to_owned(), proxy));
+        }
         if let Some(addr) = self.listen_addr() {
             env.push(("WEFT_LISTEN_ADDR".to_owned(), addr.to_string()));
         }
@@ -159,7 +184,7 @@ impl Replica {
             service_account: self.spec.service_account().to_owned(),
             ip: IpAddr::V4(self.pod_ip),
             app_host: Some(IpAddr::V4(self.app_ip)),
-            interception_mode: None,
+            interception_mode: self.capture.then(|| "REDIRECT".to_owned()),
             ports: self
                 .spec
                 .ports
@@ -197,6 +222,23 @@ pub struct Plan {
     pub octet: u8,
     /// (namespace, name) of every Workload, zero replicas too -> its address block `w`.
     blocks: BTreeMap<(String, String), u8>,
+    /// `weft up --capture`: replicas in network namespaces, pod IPs from [`pod_cidr`].
+    pub capture: bool,
+}
+
+/// `weft up --capture`'s pod network for mesh octet `M` (below 64): `100.(64+M).0.0/16`, in
+/// the shared address space (RFC 6598) that home and office networks rarely use. The bridge
+/// (the pods' gateway, where the control plane listens) is `.0.1`; replica `r` of block `w`
+/// is `100.(64+M).w.(r+1)`.
+pub fn pod_cidr(octet: u8) -> (Ipv4Addr, u8) {
+    (Ipv4Addr::new(100, 64u8.saturating_add(octet), 0, 0), 16)
+}
+
+/// The pod network's gateway: the host's end of the bridge.
+pub fn bridge_ip(octet: u8) -> Ipv4Addr {
+    let (net, _) = pod_cidr(octet);
+    let [a, b, _, _] = net.octets();
+    Ipv4Addr::new(a, b, 0, 1)
 }
 
 /// What changes from one plan to the next ([`Plan::diff`]).
@@ -257,13 +299,18 @@ pub fn gateway_labels() -> BTreeMap<String, String> {
 impl Plan {
     /// The plan at start-up: blocks in load order.
     pub fn new(resources: &[Resource], base_dir: &Path, octet: u8) -> Result<Plan, PlanError> {
-        Plan::build(resources, base_dir, octet, &BTreeMap::new())
+        Plan::build(resources, base_dir, octet, &BTreeMap::new(), false)
+    }
+
+    /// The plan at start-up of `weft up --capture`.
+    pub fn captured(resources: &[Resource], base_dir: &Path, octet: u8) -> Result<Plan, PlanError> {
+        Plan::build(resources, base_dir, octet, &BTreeMap::new(), true)
     }
 
     /// The plan for `resources` while this one runs: workloads that stay keep their blocks,
     /// new ones take blocks this plan does not use.
     pub fn replan(&self, resources: &[Resource], base_dir: &Path) -> Result<Plan, PlanError> {
-        Plan::build(resources, base_dir, self.octet, &self.blocks)
+        Plan::build(resources, base_dir, self.octet, &self.blocks, self.capture)
     }
 
     /// Makes a plan, keeping the blocks of `taken`'s workloads and using none of its others.
@@ -272,6 +319,7 @@ impl Plan {
         base_dir: &Path,
         octet: u8,
         taken: &BTreeMap<(String, String), u8>,
+        capture: bool,
     ) -> Result<Plan, PlanError> {
         let workloads: Vec<(&Resource, &WorkloadSpec)> = resources
             .iter()
@@ -316,14 +364,25 @@ impl Plan {
                 });
             }
             for (index, host) in (0..count).zip(1u8..) {
+                let (pod_ip, app_ip) = if capture {
+                    let [a, b, _, _] = pod_cidr(octet).0.octets();
+                    let ip = Ipv4Addr::new(a, b, w, host);
+                    (ip, ip)
+                } else {
+                    (
+                        Ipv4Addr::new(127, octet, w, host),
+                        Ipv4Addr::new(127, octet.saturating_add(100), w, host),
+                    )
+                };
                 replicas.push(Replica {
+                    capture,
                     name: format!("{}-{index}", resource.name()),
                     namespace: resource.namespace().to_owned(),
                     workload: resource.name().to_owned(),
                     index,
                     labels: resource.metadata.labels.clone(),
-                    pod_ip: Ipv4Addr::new(127, octet, w, host),
-                    app_ip: Ipv4Addr::new(127, octet.saturating_add(100), w, host),
+                    pod_ip,
+                    app_ip,
                     spec: (*spec).clone(),
                     base_dir: base_dir.to_owned(),
                 });
@@ -333,6 +392,7 @@ impl Plan {
             replicas,
             octet,
             blocks,
+            capture,
         })
     }
 

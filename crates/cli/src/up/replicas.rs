@@ -55,6 +55,8 @@ pub struct Launch {
     /// Where the proxies' bootstraps are written.
     pub proxies: PathBuf,
     pub log_level: String,
+    /// `--capture`: the pod network replicas' namespaces join.
+    pub network: Option<Arc<super::netns::Network>>,
     /// The control plane's CA: every proxy gets a credential for its identity.
     pub ca: Option<LocalCa>,
 }
@@ -147,10 +149,14 @@ impl Launch {
         self.proxies.join(format!("{name}.yaml"))
     }
 
-    /// A replica's sidecar.
+    /// A replica's sidecar (under `--capture`, in the replica's new network namespace, as
+    /// uid 1337, which then owns its bootstrap and token).
     fn sidecar(&self, r: &Replica, color: usize) -> std::io::Result<ChildSpec> {
         let label = format!("{}.proxy", r.name);
-        self.proxy(
+        if let Some(net) = &self.network {
+            net.add(r).map_err(std::io::Error::other)?;
+        }
+        let mut spec = self.proxy(
             label,
             &r.name,
             Who {
@@ -159,9 +165,19 @@ impl Launch {
                 service_account: r.spec.service_account(),
             },
             r.admin_addr(),
-            &r.app_addrs(),
+            &r.probe_addrs(),
             color,
-        )
+        )?;
+        if let Some(net) = &self.network {
+            let uid = Some(super::netns::PROXY_UID);
+            std::os::unix::fs::chown(self.bootstrap_file(&r.name), uid, uid)?;
+            let token = self.proxies.join(format!("{}.token", r.name));
+            if token.exists() {
+                std::os::unix::fs::chown(token, uid, uid)?;
+            }
+            (spec.program, spec.args) = net.wrap(r, true, spec.program, spec.args);
+        }
+        Ok(spec)
     }
 
     /// A replica's process: `weft ...` runs this executable, anything else is found in PATH.
@@ -171,14 +187,25 @@ impl Launch {
             Some("weft") | None => self.exe.clone(),
             Some(p) => PathBuf::from(p),
         };
+        let args = argv.map(OsString::from).collect();
+        let (program, args, readiness) = match &self.network {
+            // Captured, a connection from the host to the app would be taken by the sidecar:
+            // its readiness is the sidecar's, which probes the app inside the namespace.
+            Some(net) => {
+                let (program, args) = net.wrap(r, false, program, args);
+                let health = SocketAddr::new(std::net::IpAddr::V4(r.pod_ip), plan::HEALTH_PORT);
+                (program, args, Readiness::Healthy(health))
+            }
+            None => (program, args, Readiness::Listening(r.app_addrs())),
+        };
         ChildSpec {
             label: r.name.clone(),
             program,
-            args: argv.map(OsString::from).collect(),
+            args,
             env: r.env(),
             cwd: r.spec.working_dir.as_ref().map(|d| r.base_dir.join(d)),
             color,
-            readiness: Readiness::Listening(r.app_addrs()),
+            readiness,
         }
     }
 }
@@ -629,6 +656,11 @@ impl Replicas {
             }
         }
         while stopping.join_next().await.is_some() {}
+        if let Some(net) = &self.launch.network {
+            for r in &stop {
+                net.remove(r);
+            }
+        }
         if !stop.is_empty() {
             self.out
                 .event(true, &format!("Stopped {}", names(stop.iter())));

@@ -50,6 +50,9 @@ pub enum Readiness {
     /// An application: once every one of these addresses accepts a connection (right away
     /// when there are none), as a Kubernetes tcpSocket readiness probe sees it.
     Listening(Vec<std::net::SocketAddr>),
+    /// An application under capture: once its sidecar's `/healthz/ready` at this address
+    /// answers 200 (the sidecar probes the application's ports inside its namespace).
+    Healthy(std::net::SocketAddr),
 }
 
 /// Where every child's lines and the runner's events go: stdout, one line at a time.
@@ -243,9 +246,16 @@ async fn supervise(
                     ));
                 }
                 let listening = async {
-                    if let Readiness::Listening(addrs) = &spec.readiness {
-                        wait_listening(addrs).await;
-                        let _ = ready.send(true);
+                    match &spec.readiness {
+                        Readiness::Listening(addrs) => {
+                            wait_listening(addrs).await;
+                            let _ = ready.send(true);
+                        }
+                        Readiness::Healthy(health) => {
+                            wait_healthy(*health).await;
+                            let _ = ready.send(true);
+                        }
+                        Readiness::ProxyLine => {}
                     }
                 };
                 tokio::pin!(listening);
@@ -316,6 +326,26 @@ async fn wait_listening(addrs: &[std::net::SocketAddr]) {
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }
+    }
+}
+
+/// Returns once `GET /healthz/ready` at `health` answers 200.
+async fn wait_healthy(health: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let probe = async {
+            let mut s = tokio::net::TcpStream::connect(health).await.ok()?;
+            s.write_all(b"GET /healthz/ready HTTP/1.0\r\nHost: weft\r\n\r\n")
+                .await
+                .ok()?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).await.ok()?;
+            Some(head.ends_with(b" 200"))
+        };
+        if let Ok(Some(true)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+            return;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
     }
 }
 
