@@ -558,8 +558,8 @@ fn interception_mode(origin: &Origin, value: &str) -> Result<(), Error> {
         "TPROXY" => Err(invalid(
             origin,
             value,
-            "TPROXY interception is not supported by weft; use REDIRECT (inbound connections \
-             then reach the app from the sidecar, not from the client's address)",
+            "TPROXY interception is not supported by weft; use REDIRECT (the app then sees \
+             inbound connections come from the sidecar, not from the client's address)",
         )),
         _ => Err(invalid(origin, value, "the interception mode is REDIRECT")),
     }
