@@ -7,7 +7,8 @@
 //! - traffic: in a "pod" namespace joined by a veth pair to a "peer" namespace, a connection
 //!   the app makes to the peer reaches the listener on 15001 instead, the same connection made
 //!   as uid 1337 (the sidecar) reaches the peer, and a connection from the peer to the pod
-//!   reaches the listener on 15006.
+//!   reaches the listener on 15006, over IPv4 and IPv6; with DNS capture, port 53 goes to
+//!   15053 except the sidecar's own; excluded ports and ranges bypass the sidecar.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -352,13 +353,13 @@ impl Drop for Listeners {
 }
 
 /// Connects from inside `ns` (as `uid`, through bash's /dev/tcp) and returns what the other
-/// side wrote, or "" when nothing answered within 3 seconds.
+/// side wrote, or "" when nothing answered (refused, or nothing within 10 seconds).
 fn connect(ns: &Netns, uid: u32, addr: &str, port: u16) -> String {
-    let script = format!("exec 3<>/dev/tcp/{addr}/{port} && timeout 2 cat <&3");
+    let script = format!("exec 3<>/dev/tcp/{addr}/{port} && timeout 5 cat <&3");
     let id = uid.to_string();
     let out = ns.run(&[
         "timeout",
-        "3",
+        "10",
         "setpriv",
         "--reuid",
         &id,
@@ -391,25 +392,53 @@ fn traffic_is_redirected_except_the_sidecars() {
     pod.ok(&["ip", "link", "set", &veth_pod, "up"]);
     peer.ok(&["ip", "addr", "add", "10.77.0.9/24", "dev", &veth_peer]);
     peer.ok(&["ip", "link", "set", &veth_peer, "up"]);
+    // IPv6 too (unique local addresses; nodad: usable at once).
+    pod.ok(&["ip", "addr", "add", "fd77::2/64", "dev", &veth_pod, "nodad"]);
+    peer.ok(&[
+        "ip",
+        "addr",
+        "add",
+        "fd77::9/64",
+        "dev",
+        &veth_peer,
+        "nodad",
+    ]);
 
-    let _peer_app = Listeners::start(&peer, "10.77.0.9:8080=peer");
+    let _peer_app = Listeners::start(
+        &peer,
+        "10.77.0.9:8080=peer,[fd77::9]:8080=peer6,10.77.0.9:53=resolver",
+    );
+    // The sidecar's ports on [::] take IPv4 too (dual-stack sockets).
     let _pod_side = Listeners::start(
         &pod,
-        "0.0.0.0:15001=outbound,0.0.0.0:15006=inbound,10.77.0.2:9080=app",
+        "[::]:15001=outbound,[::]:15006=inbound,[::]:15053=dns,10.77.0.2:9080=app,[fd77::2]:9080=app6",
     );
     // Before capture, the app reaches the peer and the peer the app.
     assert_eq!(connect(&pod, 0, "10.77.0.9", 8080), "peer");
+    assert_eq!(connect(&pod, 0, "fd77::9", 8080), "peer6");
     assert_eq!(connect(&peer, 0, "10.77.0.2", 9080), "app");
 
     pod.capture(&[]);
-    // The app's outbound connection lands on the sidecar's outbound port.
+    // The app's outbound connection lands on the sidecar's outbound port, in both families.
     assert_eq!(connect(&pod, 1000, "10.77.0.9", 8080), "outbound");
+    assert_eq!(connect(&pod, 1000, "fd77::9", 8080), "outbound");
     // The sidecar's own (uid 1337) is not captured: it reaches the peer.
     assert_eq!(connect(&pod, 1337, "10.77.0.9", 8080), "peer");
+    assert_eq!(connect(&pod, 1337, "fd77::9", 8080), "peer6");
     // Inbound to the app lands on the inbound port; the health port (15021) is excluded and
     // nothing listens there, so nothing answers.
     assert_eq!(connect(&peer, 0, "10.77.0.2", 9080), "inbound");
+    assert_eq!(connect(&peer, 0, "fd77::2", 9080), "inbound");
     assert_eq!(connect(&peer, 0, "10.77.0.2", 15021), "");
+    // Without DNS capture, port 53 is ordinary outbound traffic.
+    assert_eq!(connect(&pod, 1000, "10.77.0.9", 53), "outbound");
+
+    // DNS capture: the app's queries go to the sidecar's resolver on 15053, the sidecar's
+    // own go out to the real one.
+    pod.capture(&["--redirect-dns", "--capture-all-dns"]);
+    assert_eq!(connect(&pod, 1000, "10.77.0.9", 53), "dns");
+    assert_eq!(connect(&pod, 1337, "10.77.0.9", 53), "resolver");
+    assert_eq!(connect(&pod, 1000, "10.77.0.9", 8080), "outbound");
     // An excluded outbound port and range bypass the sidecar.
     pod.capture(&["-o", "8080"]);
     assert_eq!(connect(&pod, 1000, "10.77.0.9", 8080), "peer");
