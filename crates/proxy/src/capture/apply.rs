@@ -37,6 +37,10 @@ pub enum ApplyError {
     Command { command: String, detail: String },
 }
 
+/// How long legacy iptables waits for the xtables lock (as istio-iptables): a bounded wait,
+/// so that an init step never hangs on a lock someone else holds.
+const LOCK_WAIT: &str = "--wait=30";
+
 /// Which iptables backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
@@ -113,9 +117,18 @@ fn each_family(rules: &Rules, choice: Choice, create: bool) -> Result<Vec<String
         }
         let mut args = vec!["--noflush"];
         if backend.legacy {
-            args.push("--wait");
+            args.push(LOCK_WAIT);
         }
-        run(&backend.restore(), &args, Some(&input))?;
+        run(&backend.restore(), &args, Some(&input)).map_err(|e| match e {
+            // IPv4 went first and stays: say so, so the state is not a guess.
+            ApplyError::Command { command, detail } if family == Family::V6 => {
+                ApplyError::Command {
+                    command,
+                    detail: format!("{detail}\n(IPv4 was {verb} before this failed)"),
+                }
+            }
+            other => other,
+        })?;
         report.push(format!(
             "{}: {verb} with {}",
             family.label(),
@@ -166,7 +179,7 @@ fn usable(binary: &str) -> Result<Backend, String> {
     let probe = ["-t", "filter", "-A", "INPUT", "-p", "255", "-j", "RETURN"];
     let mut args: Vec<&str> = probe.to_vec();
     if backend.legacy {
-        args.push("--wait");
+        args.push(LOCK_WAIT);
     }
     run(binary, &args, None).map_err(|e| format!("{e} (no kernel support?)"))?;
     args[2] = "-D";
