@@ -19,8 +19,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// weft's sidecar and gateway proxy.
+///
+/// `weft-proxy capture [FLAGS]` installs the iptables rules of a transparent sidecar instead
+/// (Istio's istio-init; see `weft-proxy capture --help`).
 #[derive(Debug, Parser)]
-#[command(name = "weft-proxy", version, about)]
+#[command(name = "weft-proxy", version, about, long_about = None, after_help = "Also: `weft-proxy capture --help`, the init step that installs a transparent sidecar's iptables rules.")]
 struct Args {
     /// Static configuration: a Bootstrap in YAML or JSON (proto3 JSON mapping). Reloaded on
     /// SIGHUP and when the file changes.
@@ -42,6 +45,13 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    // `capture` as the first word: the init step, which shares the binary (the init
+    // container runs from the sidecar's image) but nothing else; the proxy's own flags stay
+    // at the top level.
+    if argv.get(1).is_some_and(|w| w == "capture") {
+        return crate::capture::run(argv);
+    }
     let args = Args::parse_from(argv);
     // One worker: a current-thread runtime, without the work-stealing machinery that only pays
     // with several workers (Envoy's --concurrency 1 is likewise one event loop).

@@ -12,6 +12,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod breaker;
+pub mod capture;
 pub mod cli;
 pub mod cluster;
 pub mod config;
