@@ -15,6 +15,7 @@ pub mod breaker;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dns;
 pub mod drain;
 pub mod error;
 pub mod http;

@@ -146,6 +146,9 @@ pub async fn serve_listener(
                 };
                 tokio::spawn(watcher.tunnel(conn).instrument(span));
             }
+            // Served by `dns::serve_dns` on its own sockets; a listener set never hands one
+            // to this loop.
+            ListenerKind::Dns { .. } => drop(stream),
         }
     }
     drop(listener);

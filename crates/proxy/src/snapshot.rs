@@ -90,6 +90,9 @@ pub enum ListenerKind {
     },
     /// Routes connections by their ClientHello's SNI to a cluster, without terminating TLS.
     TlsPassthrough { routes: Arc<SniTable<String>> },
+    /// A DNS server (UDP and TCP on the listener's address): the mesh's names from its
+    /// table, other names forwarded upstream.
+    Dns { table: Arc<crate::dns::Table> },
 }
 
 /// Envoy's default limit on request headers.
@@ -456,11 +459,18 @@ fn listener(
         Some(proto::listener::Protocol::TlsPassthrough(p)) => ListenerKind::TlsPassthrough {
             routes: Arc::new(sni_routes(p, &resource)?),
         },
+        Some(proto::listener::Protocol::Dns(d)) => ListenerKind::Dns {
+            table: Arc::new(crate::dns::Table::build(
+                d,
+                &resource,
+                crate::dns::resolv::ResolvConf::read,
+            )?),
+        },
         None => {
             return Err(ConfigError::new(
                 &resource,
                 "protocol",
-                "one of http, tcp or tlsPassthrough is required",
+                "one of http, tcp, tlsPassthrough or dns is required",
             ));
         }
     };

@@ -27,6 +27,7 @@ pub fn reachable(bootstrap: &proto::Bootstrap) -> Vec<String> {
                 proto::listener::Protocol::Http(_) => ("HTTP", "http"),
                 proto::listener::Protocol::TlsPassthrough(_) => ("TLS passthrough", "tls"),
                 proto::listener::Protocol::Tcp(_) => ("TCP", "tcp"),
+                proto::listener::Protocol::Dns(_) => ("DNS", "dns"),
             };
             Some((
                 port,

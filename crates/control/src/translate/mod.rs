@@ -19,6 +19,7 @@ mod circuit_breaking;
 mod cluster;
 mod cors;
 mod delegate;
+pub mod dns;
 mod gateway;
 mod http;
 mod key;
