@@ -500,6 +500,18 @@ mod tests {
     }
 
     #[test]
+    fn dns_capture_is_istios_proxy_metadata_switch() {
+        assert!(!MeshConfig::default().dns_capture());
+        for (value, on) in [("\"true\"", true), ("\"True\"", true), ("\"false\"", false)] {
+            let m: MeshConfig = yaml_serde::from_str(&format!(
+                "defaultConfig: {{proxyMetadata: {{ISTIO_META_DNS_CAPTURE: {value}}}}}"
+            ))
+            .expect("mesh config");
+            assert_eq!(m.dns_capture(), on, "{value}");
+        }
+    }
+
+    #[test]
     fn path_normalization_defaults_to_base() {
         use weft_xds::proto::PathNormalization as P;
         assert_eq!(MeshConfig::default().path_normalization(), P::Base);

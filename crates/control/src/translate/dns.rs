@@ -4,7 +4,7 @@
 //! name table and the agent's short names make it.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use weft_xds::proto;
 
@@ -18,11 +18,23 @@ use crate::view::ConfigView;
 /// The listener's name.
 pub const DNS_LISTENER: &str = "dns";
 
-/// Where the DNS proxy listens: Istio's agent's address. The capture rules redirect the
-/// workload's port 53 (UDP and TCP) there; a redirected packet of the pod's own goes to its
-/// loopback, so loopback is where the proxy listens (in the pod's network namespace, which
-/// only its workload shares).
-pub const DNS_ADDRESS: &str = "127.0.0.1:15053";
+/// Where the DNS proxy listens: Istio's agent's port.
+pub const DNS_PORT: u16 = 15053;
+
+/// The listener's address. Istio's agent listens on 127.0.0.1:15053: the capture rules
+/// REDIRECT the workload's port 53 (UDP and TCP) to port 15053, and a redirected packet the
+/// pod sent itself goes to loopback, which only the pod's own network namespace has. A
+/// proxy whose own IP is a loopback address (`weft up` without capture: every sidecar on the
+/// host's network, each on its own 127.x address) listens on its own IP instead, so that
+/// sidecars do not take each other's port.
+pub fn dns_address(node: &ProxyNode) -> SocketAddr {
+    let ip = if node.ip.is_loopback() {
+        node.ip
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    SocketAddr::new(ip, DNS_PORT)
+}
 
 /// The DNS listener of sidecar `node`, when the mesh turns DNS capture on.
 pub(crate) fn dns_listener(
@@ -39,7 +51,7 @@ pub(crate) fn dns_listener(
     let names = table(&scope.services, node);
     Some(proto::Listener {
         name: DNS_LISTENER.to_owned(),
-        address: DNS_ADDRESS.to_owned(),
+        address: dns_address(node).to_string(),
         protocol: Some(proto::listener::Protocol::Dns(proto::DnsListener {
             names,
             // The proxy reads the workload's resolv.conf (shared with it) for the
@@ -263,6 +275,14 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].addresses, ["10.1.0.1", "10.1.0.2"]);
         assert_eq!(t[1].addresses, ["192.0.2.5"]);
+    }
+
+    #[test]
+    fn the_listener_is_on_loopback_or_on_the_proxys_own_loopback_ip() {
+        assert_eq!(dns_address(&node("default")).to_string(), "127.0.0.1:15053");
+        let mut local = node("default");
+        local.ip = "127.1.2.1".parse().unwrap();
+        assert_eq!(dns_address(&local).to_string(), "127.1.2.1:15053");
     }
 
     #[test]
