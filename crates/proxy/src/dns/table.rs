@@ -168,7 +168,7 @@ impl Table {
     }
 
     /// How many names (aliases included) the table holds.
-    pub fn len(&self) -> usize {
+    pub fn name_count(&self) -> usize {
         self.exact.len() + self.wildcards.len()
     }
 }
@@ -282,7 +282,7 @@ mod tests {
         }
         assert_eq!(t.lookup("reviews.other"), None);
         assert_eq!(t.lookup("ratings.default.svc.cluster.local"), None);
-        assert_eq!(t.len(), 4);
+        assert_eq!(t.name_count(), 4);
     }
 
     #[test]
