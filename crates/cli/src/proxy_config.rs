@@ -323,6 +323,7 @@ fn listeners(dump: &proto::Bootstrap) -> String {
             ),
             Some(Protocol::Tcp(tcp)) => ("TCP", format!("Cluster: {}", tcp.cluster)),
             Some(Protocol::TlsPassthrough(p)) => ("TLS", format!("SNI routes: {}", p.routes.len())),
+            Some(Protocol::Dns(d)) => ("DNS", format!("names: {}", d.names.len())),
             None => ("-", "-".to_owned()),
         };
         t.row(vec![

@@ -223,6 +223,10 @@ pub struct ProxyConfig {
     pub gateway_topology: Option<GatewayTopology>,
     /// Istio's `defaultConfig.tracing`: sampling, custom tags, and the legacy Zipkin address.
     pub tracing: Option<crate::trace_mesh::ProxyTracing>,
+    /// Istio's `defaultConfig.proxyMetadata`: what the agent and proxy read from their
+    /// environment. weft reads `ISTIO_META_DNS_CAPTURE` ([`MeshConfig::dns_capture`]).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub proxy_metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// Istio's `gatewayTopology`: the network in front of a gateway.
@@ -322,6 +326,16 @@ impl MeshConfig {
         } else {
             &self.credential_dir
         }
+    }
+
+    /// Whether sidecars answer their workload's DNS queries (Istio's DNS proxying):
+    /// `defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE: "true"` (any case, as Istio's
+    /// boolean environment variables).
+    pub fn dns_capture(&self) -> bool {
+        self.default_config
+            .proxy_metadata
+            .get("ISTIO_META_DNS_CAPTURE")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 
     /// `defaultConfig.gatewayTopology.numTrustedProxies`: 0 unless set.
@@ -483,6 +497,18 @@ mod tests {
         )
         .expect("mesh config");
         assert_eq!(m.num_trusted_proxies(), 2);
+    }
+
+    #[test]
+    fn dns_capture_is_istios_proxy_metadata_switch() {
+        assert!(!MeshConfig::default().dns_capture());
+        for (value, on) in [("\"true\"", true), ("\"True\"", true), ("\"false\"", false)] {
+            let m: MeshConfig = yaml_serde::from_str(&format!(
+                "defaultConfig: {{proxyMetadata: {{ISTIO_META_DNS_CAPTURE: {value}}}}}"
+            ))
+            .expect("mesh config");
+            assert_eq!(m.dns_capture(), on, "{value}");
+        }
     }
 
     #[test]

@@ -222,6 +222,7 @@ fn check(res: &ProxyResources, output: &str) -> Vec<String> {
             Some(proto::listener::Protocol::OriginalDst(o)) => {
                 referenced.push(o.passthrough_cluster.clone())
             }
+            Some(proto::listener::Protocol::Dns(_)) => {}
             None => panic!("{output}: listener {} has no protocol", l.name),
         }
     }

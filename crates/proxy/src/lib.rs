@@ -16,6 +16,7 @@ pub mod capture;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dns;
 pub mod drain;
 pub mod error;
 pub mod http;

@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::ConfigError;
 use crate::serve::serve_listener;
-use crate::snapshot::ListenerSpec;
+use crate::snapshot::{ListenerKind, ListenerSpec};
 use crate::state::Shared;
 
 /// The listeners serving now, by name.
@@ -26,6 +26,9 @@ pub struct Listeners {
 struct Running {
     /// As configured (port 0 stays 0, so an unchanged config keeps the same socket).
     address: SocketAddr,
+    /// A DNS listener (a UDP socket beside its TCP listener): a listener that becomes one,
+    /// or stops being one, is bound anew.
+    dns: bool,
     bound: SocketAddr,
     spec: watch::Sender<Arc<ListenerSpec>>,
     stop: watch::Sender<bool>,
@@ -67,11 +70,11 @@ impl Listeners {
         for &spec in &specs {
             let keep = running
                 .get(&spec.name)
-                .is_some_and(|r| r.address == spec.address);
+                .is_some_and(|r| r.address == spec.address && r.dns == is_dns(spec));
             if keep {
                 continue;
             }
-            match bind(spec.address) {
+            match bind_spec(spec) {
                 Ok(l) => fresh.push((spec.clone(), l)),
                 Err(e) => errors.push(ConfigError::new(
                     format!("listener {:?}", spec.name),
@@ -89,6 +92,7 @@ impl Listeners {
         for &spec in &specs {
             if let Some(r) = running.get(&spec.name)
                 && r.address == spec.address
+                && r.dns == is_dns(spec)
                 && (r.spec.borrow().config != spec.config
                     || r.spec.borrow().secrets != spec.secrets)
             {
@@ -96,11 +100,13 @@ impl Listeners {
             }
         }
         // 3. Drain what is gone or moved (their connections finish in the background).
-        let wanted: HashMap<&str, SocketAddr> =
-            specs.iter().map(|s| (s.name.as_str(), s.address)).collect();
+        let wanted: HashMap<&str, (SocketAddr, bool)> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), (s.address, is_dns(s))))
+            .collect();
         let gone: Vec<String> = running
             .iter()
-            .filter(|(name, r)| wanted.get(name.as_str()) != Some(&r.address))
+            .filter(|(name, r)| wanted.get(name.as_str()) != Some(&(r.address, r.dns)))
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
@@ -111,17 +117,32 @@ impl Listeners {
         }
         // 4. Start the new ones.
         let mut bound = Vec::new();
-        for (spec, listener) in fresh {
-            let address = listener.local_addr().unwrap_or(spec.address);
+        for (spec, sockets) in fresh {
             let (spec_tx, spec_rx) = watch::channel(Arc::new(spec.clone()));
             let (stop_tx, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(serve_listener(
-                shared.clone(),
-                spec_rx,
-                stop_rx,
-                listener,
-                self.drain_timeout,
-            ));
+            let (address, task) = match sockets {
+                Sockets::Stream(listener) => (
+                    listener.local_addr().unwrap_or(spec.address),
+                    tokio::spawn(serve_listener(
+                        shared.clone(),
+                        spec_rx,
+                        stop_rx,
+                        listener,
+                        self.drain_timeout,
+                    )),
+                ),
+                Sockets::Dns(tcp, udp) => (
+                    udp.local_addr().unwrap_or(spec.address),
+                    tokio::spawn(crate::dns::serve_dns(
+                        shared.clone(),
+                        spec_rx,
+                        stop_rx,
+                        tcp,
+                        udp,
+                        self.drain_timeout,
+                    )),
+                ),
+            };
             bound.push(Bound {
                 name: spec.name.clone(),
                 address,
@@ -130,6 +151,7 @@ impl Listeners {
                 spec.name.clone(),
                 Running {
                     address: spec.address,
+                    dns: is_dns(&spec),
                     bound: address,
                     spec: spec_tx,
                     stop: stop_tx,
@@ -154,6 +176,51 @@ impl Listeners {
         }
         for r in running {
             let _ = r.task.await;
+        }
+    }
+}
+
+/// What a listener serves on.
+enum Sockets {
+    Stream(TcpListener),
+    /// A DNS listener: TCP and UDP on the same address.
+    Dns(TcpListener, UdpSocket),
+}
+
+fn is_dns(spec: &ListenerSpec) -> bool {
+    matches!(spec.kind, ListenerKind::Dns { .. })
+}
+
+fn bind_spec(spec: &ListenerSpec) -> std::io::Result<Sockets> {
+    if is_dns(spec) {
+        let (tcp, udp) = bind_dns(spec.address)?;
+        Ok(Sockets::Dns(tcp, udp))
+    } else {
+        bind(spec.address).map(Sockets::Stream)
+    }
+}
+
+/// UDP and TCP on one address. For port 0, the port the UDP bind got, TCP then bound on it
+/// (tried again on another port should TCP find that one taken).
+fn bind_dns(address: SocketAddr) -> std::io::Result<(TcpListener, UdpSocket)> {
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = std::net::UdpSocket::bind(address)?;
+        udp.set_nonblocking(true)?;
+        let udp = UdpSocket::from_std(udp)?;
+        let port = udp.local_addr()?.port();
+        match bind(SocketAddr::new(address.ip(), port)) {
+            Ok(tcp) => return Ok((tcp, udp)),
+            Err(e)
+                if address.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

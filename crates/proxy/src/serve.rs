@@ -198,6 +198,9 @@ pub(crate) fn serve_conn(
             };
             tokio::spawn(watcher.tunnel(conn).instrument(span));
         }
+        // Served by `dns::serve_dns` on its own sockets; a listener set never hands one to
+        // this function.
+        ListenerKind::Dns { .. } => drop(stream),
     }
 }
 

@@ -97,6 +97,9 @@ pub enum ListenerKind {
     /// Hands each connection to the listener its original destination names (a captured
     /// sidecar's inbound 15006); others go to the passthrough cluster, or are closed.
     OriginalDst { passthrough: Option<Arc<str>> },
+    /// A DNS server (UDP and TCP on the listener's address): the mesh's names from its
+    /// table, other names forwarded upstream.
+    Dns { table: Arc<crate::dns::Table> },
 }
 
 /// Envoy's default limit on request headers.
@@ -475,11 +478,18 @@ fn listener(
             passthrough: (!o.passthrough_cluster.is_empty())
                 .then(|| o.passthrough_cluster.as_str().into()),
         },
+        Some(proto::listener::Protocol::Dns(d)) => ListenerKind::Dns {
+            table: Arc::new(crate::dns::Table::build(
+                d,
+                &resource,
+                crate::dns::resolv::ResolvConf::read,
+            )?),
+        },
         None => {
             return Err(ConfigError::new(
                 &resource,
                 "protocol",
-                "one of http, tcp, tlsPassthrough or originalDst is required",
+                "one of http, tcp, tlsPassthrough, originalDst or dns is required",
             ));
         }
     };

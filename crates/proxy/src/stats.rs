@@ -34,6 +34,12 @@ pub struct Stats {
     /// JWT checks (Envoy's `jwt_authn.allowed` / `jwt_authn.denied`).
     pub jwt_authn_allowed: AtomicU64,
     pub jwt_authn_denied: AtomicU64,
+    /// DNS queries received by `dns` listeners, those forwarded upstream (one per upstream
+    /// asked), and those no upstream answered (SERVFAIL): Istio's agent's `dns_requests`,
+    /// `dns_upstream_requests` and `dns_upstream_failures`.
+    pub dns_requests: AtomicU64,
+    pub dns_upstream_requests: AtomicU64,
+    pub dns_upstream_failures: AtomicU64,
     /// 1 while the xDS stream is up.
     pub xds_connected: AtomicU64,
     /// The version of each xDS type in force (type URL -> version).
@@ -172,6 +178,13 @@ impl Stats {
             ("jwt_authn.denied", &self.jwt_authn_denied),
         ] {
             let _ = writeln!(out, "http.{name}: {}", g(counter));
+        }
+        for (name, counter) in [
+            ("requests", &self.dns_requests),
+            ("upstream_requests", &self.dns_upstream_requests),
+            ("upstream_failures", &self.dns_upstream_failures),
+        ] {
+            let _ = writeln!(out, "dns.{name}: {}", g(counter));
         }
         let _ = writeln!(out, "server.config_reloads: {}", g(&self.config_reloads));
         let _ = writeln!(

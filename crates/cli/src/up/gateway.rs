@@ -28,6 +28,7 @@ pub fn reachable(bootstrap: &proto::Bootstrap) -> Vec<String> {
                 proto::listener::Protocol::TlsPassthrough(_) => ("TLS passthrough", "tls"),
                 proto::listener::Protocol::Tcp(_) => ("TCP", "tcp"),
                 proto::listener::Protocol::OriginalDst(_) => return None,
+                proto::listener::Protocol::Dns(_) => ("DNS", "dns"),
             };
             Some((
                 port,

@@ -105,7 +105,7 @@ pub fn capture(
             if let Some(proto::listener::Protocol::Http(h)) = &mut l.protocol {
                 h.capture = Some(outbound_capture(node, mesh, view));
             }
-        } else {
+        } else if l.name.starts_with("inbound|") {
             l.bind_to_port = Some(false);
         }
     }

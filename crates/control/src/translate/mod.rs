@@ -20,6 +20,7 @@ mod circuit_breaking;
 mod cluster;
 mod cors;
 mod delegate;
+pub mod dns;
 mod gateway;
 mod http;
 mod key;

@@ -118,8 +118,9 @@ pub fn split_outbound(rc: proto::RouteConfiguration) -> Vec<proto::RouteConfigur
     out
 }
 
-/// What is the sidecar `node`'s alone: the outbound listener on its address, and the inbound
-/// listeners and clusters of its workload's ports.
+/// What is the sidecar `node`'s alone: the outbound listener on its address, the inbound
+/// listeners and clusters of its workload's ports, and with DNS capture its `dns` listener
+/// (its table has short names for the node's own namespace).
 pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> ProxyResources {
     let mut notes = Notes::default();
     let mut out = ProxyResources::default();
@@ -165,6 +166,10 @@ pub fn sidecar_own(node: &ProxyNode, mesh: &MeshConfig, view: &ConfigView) -> Pr
     if node.capture {
         super::capture::capture(node, mesh, view, &mut out);
     }
+    // DNS proxying (ISTIO_META_DNS_CAPTURE): last, as it is neither side of the workload's
+    // traffic (the listener slices above are by position).
+    out.listeners
+        .extend(super::dns::dns_listener(node, mesh, view));
     out.unsupported = notes.finish();
     out
 }
