@@ -1,11 +1,11 @@
 //! `weft example APP`: runs one of weft's demo applications (bookinfo's productpage,
-//! details, reviews, ratings; httpbin). `weft up` starts bookinfo's Workloads this way.
+//! details, reviews, ratings; httpbin; tcp-echo). `weft up` starts bookinfo's Workloads this way.
 
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// productpage, details, reviews, ratings or httpbin.
+    /// productpage, details, reviews, ratings, httpbin or tcp-echo.
     app: String,
     /// An optional port, replacing the port of WEFT_LISTEN_ADDR.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -4,6 +4,7 @@ mod analyze;
 mod control_plane;
 mod dashboard;
 mod example;
+mod exec;
 mod http_get;
 mod load;
 mod proxy_config;
@@ -46,6 +47,10 @@ enum Command {
     Up(up::Args),
     /// Stop a mesh started with `weft up` (`--detach` or in another terminal).
     Down(up::DownArgs),
+    /// Run a command inside a replica of a `weft up --capture` mesh (its network namespace,
+    /// its traffic through the replica's sidecar), as `kubectl exec`:
+    /// `weft exec productpage-v1 -- curl -s http://reviews:9080/reviews/0`.
+    Exec(exec::Args),
     /// Add or replace resources in the running local mesh (and persist them for `weft up`).
     Apply(up::kubectl::ApplyArgs),
     /// Remove resources added with `weft apply`.
@@ -66,7 +71,7 @@ enum Command {
     },
     /// Send HTTP load with fixed concurrency and print a response-code histogram (like fortio).
     Load(load::Args),
-    /// Run one of the demo applications (productpage, details, reviews, ratings, httpbin).
+    /// Run one of the demo applications (productpage, details, reviews, ratings, httpbin, tcp-echo).
     #[command(hide = true)]
     Example(example::Args),
     /// Print a shell completion script: `source <(weft completion bash)`, as `istioctl
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
         Command::ProxyConfig(args) => proxy_config::run(&args),
         Command::Up(args) => up::run(args),
         Command::Down(args) => up::down(&args),
+        Command::Exec(args) => exec::run(&args),
         Command::Apply(args) => up::kubectl::apply(&args),
         Command::Delete(args) => up::kubectl::delete(&args),
         Command::Get(args) => up::kubectl::get(&args),

@@ -78,14 +78,16 @@ pub(crate) enum Service {
 }
 
 impl Service {
-    pub fn new(app: App, env: Env) -> Service {
-        match app {
+    /// The HTTP service of `app`; None for tcp-echo, which is no HTTP service.
+    pub fn new(app: App, env: Env) -> Option<Service> {
+        Some(match app {
             App::Productpage => Service::Productpage(productpage::Productpage::new(&env)),
             App::Details => Service::Details,
             App::Reviews => Service::Reviews(reviews::Reviews::new(&env)),
             App::Ratings => Service::Ratings(ratings::Ratings::new(&env)),
             App::Httpbin => Service::Httpbin(httpbin::Httpbin::new(&env)),
-        }
+            App::TcpEcho => return None,
+        })
     }
 
     async fn handle(&self, req: Req) -> Resp {

@@ -438,6 +438,7 @@ impl Up {
             xds_address: Some(xds),
             monitoring_address: monitoring,
             prometheus_address: prometheus_listen,
+            capture_octet: network.as_ref().map(|_| plan.octet),
         };
         if let Err(e) = mesh.write(&self.state) {
             eprintln!("weft up: {}: {e}", self.state.display());

@@ -61,6 +61,10 @@ pub struct RunningMesh {
     /// Where `weft up --prometheus` runs Prometheus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_address: Option<SocketAddr>,
+    /// `weft up --capture`: the mesh octet its network namespaces are named after
+    /// (`weft<M>-<namespace>-<pod>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_octet: Option<u8>,
 }
 
 impl RunningMesh {
