@@ -479,6 +479,15 @@ fn items(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// The reason an item of a list is bad, naming the item when the list has others.
+fn in_list(value: &str, item: &str, reason: &str) -> String {
+    if items(value).nth(1).is_some() {
+        format!("{item:?}: {reason}")
+    } else {
+        reason.to_string()
+    }
+}
+
 fn port(origin: &Origin, value: &str) -> Result<u16, Error> {
     value
         .trim()
@@ -492,11 +501,8 @@ fn ports(origin: &Origin, value: &str) -> Result<Vec<u16>, Error> {
     items(value)
         .map(|p| {
             port(origin, p).map_err(|_| {
-                invalid(
-                    origin,
-                    value,
-                    format!("{p:?} is not a port (a number from 1 to 65535)"),
-                )
+                let reason = in_list(value, p, "a port is a number from 1 to 65535");
+                invalid(origin, value, reason)
             })
         })
         .collect()
@@ -509,7 +515,7 @@ fn cidr(origin: &Origin, value: &str) -> Result<Cidr, Error> {
 fn cidrs(origin: &Origin, value: &str) -> Result<Vec<Cidr>, Error> {
     items(value)
         .map(|c| {
-            Cidr::parse(c).map_err(|reason| invalid(origin, value, format!("{c:?}: {reason}")))
+            Cidr::parse(c).map_err(|reason| invalid(origin, value, in_list(value, c, &reason)))
         })
         .collect()
 }
@@ -530,7 +536,7 @@ fn select<T>(
             }
             one(origin, item).map_err(|e| match e {
                 Error::Invalid { reason, .. } => {
-                    invalid(origin, value, format!("{item:?}: {reason}"))
+                    invalid(origin, value, in_list(value, item, &reason))
                 }
                 other => other,
             })
@@ -543,7 +549,7 @@ fn ids(origin: &Origin, value: &str) -> Result<Vec<u32>, Error> {
     let ids: Vec<u32> = items(value)
         .map(|id| {
             id.parse::<u32>()
-                .map_err(|_| invalid(origin, value, format!("{id:?} is not a numeric id")))
+                .map_err(|_| invalid(origin, value, in_list(value, id, "not a numeric id")))
         })
         .collect::<Result<_, _>>()?;
     if ids.is_empty() {
@@ -579,7 +585,11 @@ fn interfaces(origin: &Origin, value: &str) -> Result<Vec<String>, Error> {
                 Err(invalid(
                     origin,
                     value,
-                    format!("{name:?} is not an interface name (at most 15 characters, no '/', ':' or spaces)"),
+                    in_list(
+                        value,
+                        name,
+                        "not an interface name (at most 15 characters, no '/', ':' or spaces)",
+                    ),
                 ))
             } else {
                 Ok(name.to_string())
