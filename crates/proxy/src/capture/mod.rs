@@ -180,6 +180,9 @@ pub struct Config {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "weft-proxy capture",
+    // A flag given twice: the last wins, as with istio-iptables (and so a caller can append
+    // overrides to a base command line).
+    args_override_self = true,
     about = "Install the iptables rules of a transparent sidecar (Istio's istio-iptables)",
     long_about = "Install the iptables rules that send an unmodified app's traffic through its \
                   sidecar, as Istio's istio-init container does: outbound TCP to the proxy port, \

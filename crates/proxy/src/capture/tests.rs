@@ -70,6 +70,9 @@ fn long_names_are_istio_iptables() {
         config(&["-b", " 80, ,81 "]).inbound_ports,
         Select::Only(vec![80, 81])
     );
+    // Given twice, the last wins (pflag's behaviour, which istio-iptables has).
+    assert_eq!(config(&["-p", "1", "-p", "2"]).proxy_port, 2);
+    assert!(config(&["--redirect-dns", "--redirect-dns"]).redirect_dns);
 }
 
 #[test]
