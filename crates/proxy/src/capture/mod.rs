@@ -649,6 +649,13 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
             flags.resolv_conf.display()
         );
     }
+    let backend = match apply::Choice::from_flag(flags.force_iptables_binary.as_deref()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("weft-proxy capture: {e}; nothing was applied");
+            return ExitCode::from(2);
+        }
+    };
     let rules = rules(&config);
     if flags.dry_run {
         if flags.cleanup {
@@ -675,13 +682,6 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let backend = match apply::Choice::from_flag(flags.force_iptables_binary.as_deref()) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("weft-proxy capture: {e}; nothing was applied");
-            return ExitCode::from(2);
-        }
-    };
     let result = if flags.cleanup {
         apply::cleanup(&rules, backend)
     } else {
