@@ -134,6 +134,10 @@ fn bad_values_are_refused_naming_the_flag_and_nothing_is_applied() {
             "TPROXY interception is not supported",
         ),
         (&["-d", "15090,x"][..], "-d/--istio-local-exclude-ports"),
+        (
+            &["--dry-run", "--force-iptables-binary", "xtables"][..],
+            "--force-iptables-binary: invalid value \"xtables\"",
+        ),
     ] {
         // Not a dry run: a bad value must stop it before any iptables command.
         let out = capture(args);

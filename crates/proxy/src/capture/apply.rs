@@ -96,9 +96,12 @@ fn each_family(rules: &Rules, choice: Choice, create: bool) -> Result<Vec<String
         let backend = match detect(family, choice) {
             Ok(b) => b,
             Err(detail) if family == Family::V6 => {
-                report.push(format!(
-                    "IPv6 skipped, its traffic is not captured: {detail}"
-                ));
+                let what = if create {
+                    "IPv6 skipped, its traffic is not captured"
+                } else {
+                    "IPv6 skipped"
+                };
+                report.push(format!("{what}: {detail}"));
                 continue;
             }
             Err(detail) => {

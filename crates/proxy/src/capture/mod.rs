@@ -180,6 +180,9 @@ pub struct Config {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "weft-proxy capture",
+    // A flag given twice: the last wins, as with istio-iptables (and so a caller can append
+    // overrides to a base command line).
+    args_override_self = true,
     about = "Install the iptables rules of a transparent sidecar (Istio's istio-iptables)",
     long_about = "Install the iptables rules that send an unmodified app's traffic through its \
                   sidecar, as Istio's istio-init container does: outbound TCP to the proxy port, \
@@ -479,6 +482,15 @@ fn items(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// The reason an item of a list is bad, naming the item when the list has others.
+fn in_list(value: &str, item: &str, reason: &str) -> String {
+    if items(value).nth(1).is_some() {
+        format!("{item:?}: {reason}")
+    } else {
+        reason.to_string()
+    }
+}
+
 fn port(origin: &Origin, value: &str) -> Result<u16, Error> {
     value
         .trim()
@@ -492,11 +504,8 @@ fn ports(origin: &Origin, value: &str) -> Result<Vec<u16>, Error> {
     items(value)
         .map(|p| {
             port(origin, p).map_err(|_| {
-                invalid(
-                    origin,
-                    value,
-                    format!("{p:?} is not a port (a number from 1 to 65535)"),
-                )
+                let reason = in_list(value, p, "a port is a number from 1 to 65535");
+                invalid(origin, value, reason)
             })
         })
         .collect()
@@ -509,7 +518,7 @@ fn cidr(origin: &Origin, value: &str) -> Result<Cidr, Error> {
 fn cidrs(origin: &Origin, value: &str) -> Result<Vec<Cidr>, Error> {
     items(value)
         .map(|c| {
-            Cidr::parse(c).map_err(|reason| invalid(origin, value, format!("{c:?}: {reason}")))
+            Cidr::parse(c).map_err(|reason| invalid(origin, value, in_list(value, c, &reason)))
         })
         .collect()
 }
@@ -530,7 +539,7 @@ fn select<T>(
             }
             one(origin, item).map_err(|e| match e {
                 Error::Invalid { reason, .. } => {
-                    invalid(origin, value, format!("{item:?}: {reason}"))
+                    invalid(origin, value, in_list(value, item, &reason))
                 }
                 other => other,
             })
@@ -543,7 +552,7 @@ fn ids(origin: &Origin, value: &str) -> Result<Vec<u32>, Error> {
     let ids: Vec<u32> = items(value)
         .map(|id| {
             id.parse::<u32>()
-                .map_err(|_| invalid(origin, value, format!("{id:?} is not a numeric id")))
+                .map_err(|_| invalid(origin, value, in_list(value, id, "not a numeric id")))
         })
         .collect::<Result<_, _>>()?;
     if ids.is_empty() {
@@ -579,7 +588,11 @@ fn interfaces(origin: &Origin, value: &str) -> Result<Vec<String>, Error> {
                 Err(invalid(
                     origin,
                     value,
-                    format!("{name:?} is not an interface name (at most 15 characters, no '/', ':' or spaces)"),
+                    in_list(
+                        value,
+                        name,
+                        "not an interface name (at most 15 characters, no '/', ':' or spaces)",
+                    ),
                 ))
             } else {
                 Ok(name.to_string())
@@ -636,6 +649,13 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
             flags.resolv_conf.display()
         );
     }
+    let backend = match apply::Choice::from_flag(flags.force_iptables_binary.as_deref()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("weft-proxy capture: {e}; nothing was applied");
+            return ExitCode::from(2);
+        }
+    };
     let rules = rules(&config);
     if flags.dry_run {
         if flags.cleanup {
@@ -662,13 +682,6 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let backend = match apply::Choice::from_flag(flags.force_iptables_binary.as_deref()) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("weft-proxy capture: {e}; nothing was applied");
-            return ExitCode::from(2);
-        }
-    };
     let result = if flags.cleanup {
         apply::cleanup(&rules, backend)
     } else {

@@ -70,6 +70,9 @@ fn long_names_are_istio_iptables() {
         config(&["-b", " 80, ,81 "]).inbound_ports,
         Select::Only(vec![80, 81])
     );
+    // Given twice, the last wins (pflag's behaviour, which istio-iptables has).
+    assert_eq!(config(&["-p", "1", "-p", "2"]).proxy_port, 2);
+    assert!(config(&["--redirect-dns", "--redirect-dns"]).redirect_dns);
 }
 
 #[test]
@@ -123,7 +126,7 @@ fn bad_values_name_the_flag_and_the_value() {
             &["-x", "10.0.0.0/8,300.1.1.1/32"],
             &[
                 "-x/--istio-service-exclude-cidr",
-                "\"300.1.1.1\" is not an IP address",
+                "\"300.1.1.1/32\": \"300.1.1.1\" is not an IP address",
             ],
         ),
         (&["-x", "*"], &["-x/--istio-service-exclude-cidr", "\"*\""]),
@@ -169,6 +172,15 @@ fn bad_values_name_the_flag_and_the_value() {
         (
             &["-k", "eth0/1"],
             &["-k/--kube-virt-interfaces", "\"eth0/1\""],
+        ),
+        // One bad item of several is named.
+        (
+            &["-o", "1,2,x"],
+            &["-o/--istio-local-outbound-ports-exclude: invalid value \"1,2,x\": \"x\": a port"],
+        ),
+        (
+            &["-u", "1337,istio-proxy"],
+            &["\"istio-proxy\": not a numeric id"],
         ),
     ];
     for (args, wanted) in cases {
