@@ -807,3 +807,98 @@ fn access_logs_follow_the_mesh_config_and_telemetry() {
         })
     });
 }
+
+/// Asks `server` over UDP for the A records of `name`: the addresses, or None when nothing
+/// answers within a second.
+fn dns_a(server: SocketAddr, name: &str) -> Option<Vec<std::net::Ipv4Addr>> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(Name::from_ascii(name).ok()?, RecordType::A));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    socket
+        .send_to(&query.to_vec().expect("encode"), server)
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    let len = socket.recv(&mut buf).ok()?;
+    let reply = Message::from_vec(&buf[..len]).expect("a DNS reply");
+    Some(
+        reply
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// DNS proxying (`ISTIO_META_DNS_CAPTURE` in the mesh config): the sidecar gets a `dns`
+/// listener over xDS (on its own loopback IP, as sidecars share the host's network here)
+/// that answers a Service's short name with its clusterIP and a ServiceEntry host with the
+/// address the registry allocated; turning the switch off removes it. Only mesh names are
+/// asked (a miss would go to the machine's resolver).
+#[test]
+fn dns_capture_gives_sidecars_a_dns_proxy_over_xds() {
+    let net = 100 + ((std::process::id() + 101) % 150) as u8;
+    let ip = |host: u8| IpAddr::from([127, 0, net, host]);
+    let dir = fresh_dir("weft-cp-dns");
+    let _cleanup = TempDir(dir.clone());
+    write(
+        &dir.join("config").join("services.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\n\
+         spec:\n  clusterIP: 10.96.0.20\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n\
+         ---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: partner}\n\
+         spec:\n  hosts: [api.partner.example]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  \
+         ports: [{number: 443, name: tls, protocol: TLS}]\n",
+    );
+    write(
+        &dir.join("instances.yaml"),
+        &format!(
+            "- {{name: sleep-0, labels: {{app: sleep}}, ip: {}}}\n",
+            ip(2)
+        ),
+    );
+    let mesh = dir.join("mesh.yaml");
+    write(
+        &mesh,
+        "defaultConfig: {proxyMetadata: {ISTIO_META_DNS_CAPTURE: \"true\"}}\n",
+    );
+    let cp = start_control_plane(&dir, "127.0.0.1:0".parse().unwrap());
+    let sleep = start_sidecar(&dir, "sleep-0", ip(2), cp.xds);
+    let dns = SocketAddr::new(ip(2), 15053);
+
+    for name in [
+        "reviews.",
+        "reviews.default.",
+        "reviews.default.svc.cluster.local.",
+    ] {
+        assert_eq!(
+            dns_a(dns, name),
+            Some(vec![std::net::Ipv4Addr::new(10, 96, 0, 20)]),
+            "{name}"
+        );
+    }
+    let partner = dns_a(dns, "api.partner.example.").expect("an answer");
+    assert!(
+        partner.len() == 1 && partner[0].octets()[..2] == [240, 240],
+        "an allocated address: {partner:?}"
+    );
+    let admin = format!("http://{}", sleep.admin);
+    let listeners = weft(&["proxy-config", "listeners", "--admin", &admin]);
+    assert!(
+        listeners.contains("dns") && listeners.contains("DNS"),
+        "{listeners}"
+    );
+
+    // Off: the listener goes away.
+    write(&mesh, "defaultConfig: {proxyMetadata: {}}\n");
+    eventually("the DNS listener removed", || {
+        dns_a(dns, "reviews.").is_none()
+    });
+}

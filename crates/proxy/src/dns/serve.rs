@@ -117,7 +117,7 @@ fn udp_query(
             };
             let (shared, table, udp) = (shared.clone(), table.clone(), udp.clone());
             let forward = async move {
-                let limit = reply_limit(&packet);
+                let limit = request.max_payload();
                 let reply = forward(&shared, &table, &packet, &request, Some(limit)).await;
                 let _ = udp.send_to(&reply, peer).await;
                 drop(permit);
