@@ -137,7 +137,10 @@ fn bookinfo_runs_captured_with_its_apps_unmodified() {
         &["--capture"],
     );
     let productpage = pod_ip(&mesh.lines, "productpage-v1-0");
-    let reviews = pod_ip(&mesh.lines, "reviews-v1-0");
+    let reviews: Vec<IpAddr> = ["reviews-v1-0", "reviews-v2-0", "reviews-v3-0"]
+        .iter()
+        .map(|r| pod_ip(&mesh.lines, r))
+        .collect();
     assert!(
         productpage.to_string().starts_with("100."),
         "pod IPs on the pod network: {productpage}"
@@ -167,16 +170,27 @@ fn bookinfo_runs_captured_with_its_apps_unmodified() {
     // ... and both sidecars counted the request.
     until("both sidecars counted", Duration::from_secs(10), || {
         let client = metrics(productpage);
-        let server = metrics(reviews);
+        // Whichever version served it.
+        let servers: String = reviews.iter().map(|r| metrics(*r)).collect();
         client.lines().any(|l| {
             l.starts_with("istio_requests_total{reporter=\"source\"")
                 && l.contains("destination_service_name=\"reviews\"")
-        }) && server.lines().any(|l| {
+        }) && servers.lines().any(|l| {
             l.starts_with("istio_requests_total{reporter=\"destination\"")
                 && l.contains("source_workload=\"productpage-v1\"")
                 && l.contains("connection_security_policy=\"mutual_tls\"")
         })
     });
+
+    // The proxy's config, read from the captured sidecar (its bootstrap lives in /run).
+    let listeners = weft(
+        &mesh.state,
+        &["proxy-config", "listeners", "--admin", "productpage-v1-0"],
+    );
+    assert!(
+        listeners.contains("virtualInbound") && listeners.contains("(captured:"),
+        "{listeners}"
+    );
 
     // The ingress gateway, on the host, reaches the pods through the bridge.
     let gateway_yaml = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -357,7 +357,7 @@ impl Up {
         // Captured sidecars run as uid 1337, which cannot read the state directory (often
         // under a home directory): their bootstraps and credentials live in /run.
         let proxies = match &network {
-            Some(_) => PathBuf::from(format!("/run/weft-{}/proxies", plan.octet)),
+            Some(_) => state::proxies_dir_captured(plan.octet),
             None => self.state.join("proxies"),
         };
         let written = std::fs::create_dir_all(&proxies).and_then(|()| {

@@ -149,13 +149,25 @@ pub fn sidecar_outbound(workload: &str, state: Option<&Path>) -> Result<String, 
     ))
 }
 
+/// Where `weft up --capture` with mesh octet `octet` writes the proxies' bootstraps and
+/// credentials: readable by the sidecars' uid 1337, which a state directory under a home
+/// directory is often not.
+pub fn proxies_dir_captured(octet: u8) -> PathBuf {
+    PathBuf::from(format!("/run/weft-{octet}/proxies"))
+}
+
 /// The proxy of the local mesh that `name` names best ([`weft_control::node::name_match`]),
 /// from the bootstraps `weft up` wrote: its node and bootstrap.
 fn local_proxy(
     name: &str,
     state: Option<&Path>,
 ) -> Result<(weft_control::ProxyNode, weft_xds::proto::Bootstrap), String> {
-    let dir = state_dir(state).join("proxies");
+    let state = state_dir(state);
+    // A captured mesh keeps them where its uid-1337 sidecars can read them.
+    let dir = match RunningMesh::read(&state).and_then(|m| m.capture_octet) {
+        Some(octet) => proxies_dir_captured(octet),
+        None => state.join("proxies"),
+    };
     let entries = std::fs::read_dir(&dir)
         .map_err(|e| format!("no local mesh has proxies in {}: {e}", dir.display()))?;
     let mut found = Vec::new();
