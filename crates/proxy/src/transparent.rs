@@ -470,4 +470,34 @@ mod tests {
         let e = bad(service(&["240.240.0.3"], 80, "", Protocol::Http));
         assert!(e.contains("services[0].authority"), "{e}");
     }
+
+    #[test]
+    fn a_redirected_inbound_connection_goes_to_its_ports_listener() {
+        let yaml = r#"
+listeners:
+- {name: "inbound|9080", address: "10.0.0.1:9080", bindToPort: false, tcp: {cluster: c}}
+- {name: any, address: "0.0.0.0:9090", bindToPort: false, tcp: {cluster: c}}
+- {name: bound, address: "10.0.0.1:7070", tcp: {cluster: c}}
+- {name: virtualInbound, address: "0.0.0.0:15006", originalDst: {}}
+clusters:
+- {name: c, endpoints: [{address: "127.0.0.1:1"}]}
+"#;
+        let bootstrap: proto::Bootstrap = yaml_serde::from_str(yaml).expect("bootstrap");
+        let snapshot =
+            crate::snapshot::Snapshot::build(bootstrap, None, &crate::stats::Stats::default())
+                .expect("builds");
+        let to = |dst: &str| handoff(&snapshot.listeners, dst.parse().unwrap()).map(|l| &*l.name);
+        assert_eq!(to("10.0.0.1:9080"), Some("inbound|9080"));
+        assert_eq!(to("[::ffff:10.0.0.1]:9080"), Some("inbound|9080"));
+        assert_eq!(
+            to("10.0.0.2:9090"),
+            Some("any"),
+            "the unspecified address takes any"
+        );
+        assert_eq!(to("10.0.0.2:9080"), None, "another address, no listener");
+        // A bound listener accepts its own connections; the capture listener never hands
+        // one to itself.
+        assert_eq!(to("10.0.0.1:7070"), None);
+        assert_eq!(to("10.0.0.1:15006"), None);
+    }
 }
