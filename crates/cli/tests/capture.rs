@@ -331,3 +331,42 @@ fn tcp_dns_and_the_outbound_policy_under_capture() {
     let _ = std::fs::remove_dir_all(&tmp);
     assert_eq!(leftovers(m), Vec::<String>::new(), "removed at stop");
 }
+
+#[test]
+fn without_privileges_capture_says_what_is_missing() {
+    require_capture!();
+    // As an unprivileged user: a copy of weft it may run, in a directory it may read.
+    let tmp = std::env::temp_dir().join(format!("weft-capture-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(tmp.join("mesh")).expect("mkdir");
+    let exe = tmp.join("weft");
+    std::fs::copy(env!("CARGO_BIN_EXE_weft"), &exe).expect("copy weft");
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    std::fs::copy(
+        examples.join("tcp-echo/tcp-echo.yaml"),
+        tmp.join("mesh/tcp-echo.yaml"),
+    )
+    .expect("copy the example");
+    let chmod = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&tmp)
+        .status()
+        .expect("chmod");
+    assert!(chmod.success());
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["up", "--capture"])
+        .arg(tmp.join("mesh"))
+        .arg("--state-dir")
+        .arg(tmp.join("state"))
+        .output()
+        .expect("weft up as nobody");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--capture needs root"), "{stderr}");
+    assert!(
+        stderr.contains("without --capture"),
+        "names the mode that works: {stderr}"
+    );
+}

@@ -105,6 +105,13 @@ fn warn_not_enforced(resources: &[weft_api::Resource]) {
 }
 
 pub fn run(args: Args) -> ExitCode {
+    // Before anything is written: without the privileges nothing can start.
+    if args.capture
+        && let Some(why) = netns::missing_privileges()
+    {
+        eprintln!("weft up: {why}");
+        return ExitCode::FAILURE;
+    }
     let started = Instant::now();
     if !args.dir.is_dir() {
         eprintln!("weft up: {}: not a directory", args.dir.display());
@@ -205,12 +212,6 @@ pub fn run(args: Args) -> ExitCode {
             dir.display(),
             dir.display()
         );
-        return ExitCode::FAILURE;
-    }
-    if args.capture
-        && let Some(why) = netns::missing_privileges()
-    {
-        eprintln!("weft up: {why}");
         return ExitCode::FAILURE;
     }
     let Some((octet, reservation)) = plan::reserve_octet() else {
