@@ -241,7 +241,7 @@ fn tcp_dns_and_the_outbound_policy_under_capture() {
     std::fs::write(&mesh_config, "outboundTrafficPolicy: {mode: ALLOW_ANY}\n").expect("write");
     let mesh = up(
         "capture-tcp",
-        &["tcp-echo/tcp-echo.yaml"],
+        &["tcp-echo/tcp-echo.yaml", "httpbin/httpbin.yaml"],
         &[
             "--capture",
             "--mesh-config",
@@ -279,6 +279,28 @@ fn tcp_dns_and_the_outbound_policy_under_capture() {
             && l.contains("destination_service_name=\"tcp-echo\"")),
         "{client}"
     );
+
+    // HTTP on a port that declares no protocol (an unnamed Service port) is detected as
+    // HTTP and routed as such, as Istio's protocol sniffing does.
+    common::apply_yaml(
+        &mesh.state,
+        &mesh.tmp,
+        "raw.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: httpbin-raw}\n\
+         spec: {selector: {app: httpbin}, ports: [{port: 8000}]}\n",
+    );
+    let reply = http_from(&mesh, "sleep", "http://httpbin-raw:8000/get?x=1");
+    assert!(
+        reply.starts_with("200 ") && reply.contains("\"x\""),
+        "{reply}"
+    );
+    until("counted as HTTP", Duration::from_secs(10), || {
+        metrics(sleep).lines().any(|l| {
+            l.starts_with("istio_requests_total{reporter=\"source\"")
+                && l.contains("destination_service_name=\"httpbin-raw\"")
+                && l.contains("response_code=\"200\"")
+        })
+    });
 
     // An address outside the registry: a server this test runs on the mesh's bridge.
     let bridge = Ipv4Addr::new(100, 64 + m, 0, 1);

@@ -188,7 +188,7 @@ pub const VIP_RANGE: (std::net::Ipv4Addr, u8) = (std::net::Ipv4Addr::new(240, 24
 pub struct ServicePort {
     pub name: String,
     pub port: u32,
-    /// `None`: not declared (Istio would sniff; weft treats it as TCP).
+    /// `None`: not declared: sniffed outbound (HTTP, else TCP), TCP inbound.
     pub protocol: Option<Protocol>,
 }
 
@@ -710,8 +710,8 @@ const WELL_KNOWN_TCP_PORTS: [u32; 4] = [25, 53, 3306, 27017];
 /// (<https://istio.io/latest/docs/ops/configuration/traffic-management/protocol-selection/>):
 /// UDP is UDP; else `appProtocol` when set (with Kubernetes' `kubernetes.io/h2c`, `/ws`,
 /// `/wss`), else the port name's prefix before `-` (`http-web` is HTTP; `grpc-web` is a
-/// protocol of its own). `None` when neither names a known protocol (Istio sniffs; weft treats
-/// the port as TCP), except well-known TCP ports.
+/// protocol of its own). `None` when neither names a known protocol (sniffed: see
+/// `translate::sidecar`), except well-known TCP ports.
 pub fn kubernetes_port_protocol(p: &KubePort) -> Option<Protocol> {
     if p.protocol
         .as_deref()

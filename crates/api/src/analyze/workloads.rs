@@ -272,7 +272,7 @@ fn port_protocols(mesh: &Mesh<'_>, out: &mut Vec<Diagnostic>) {
                     Severity::Warning,
                     code::PORT_PROTOCOL_UNKNOWN,
                     format!(
-                        "port {} ({}) does not name its protocol: name it `<protocol>[-<suffix>]` (http, http2, https, grpc, grpc-web, tcp, tls, mongo, mysql, redis) or set appProtocol; weft treats it as TCP",
+                        "port {} ({}) does not name its protocol: name it `<protocol>[-<suffix>]` (http, http2, https, grpc, grpc-web, tcp, tls, mongo, mysql, redis) or set appProtocol; weft detects HTTP on it outbound but treats it as TCP inbound, where metrics and authorization then see TCP",
                         port.port,
                         if name.is_empty() { "unnamed".to_owned() } else { format!("name {name:?}") }
                     ),

@@ -4,12 +4,13 @@
 //! 15001): in local mode applications reach other services through `HTTP_PROXY`. Its route
 //! configuration has a virtual host per (service host, port), named `host:port` with domain
 //! `host:port` (and the bare host for port 80; the proxy resolves Kubernetes short names
-//! itself). HTTP ports get the VirtualService's `http` routes; other ports (TCP, TLS, and ports
-//! that do not declare a protocol, which weft treats as TCP) are reachable with `CONNECT
-//! host:port` and get the first matching `tcp` (or `tls`) route, or a default route; those
-//! routes are CONNECT routes (Envoy's `connect_matcher`), and CONNECT matches nothing else. A
-//! `*` virtual host applies the outbound traffic policy to every other host, for CONNECT and
-//! for other requests.
+//! itself). HTTP ports get the VirtualService's `http` routes; other ports (TCP, TLS) are
+//! reachable with `CONNECT host:port` and get the first matching `tcp` (or `tls`) route, or a
+//! default route; those routes are CONNECT routes (Envoy's `connect_matcher`), and CONNECT
+//! matches nothing else. Ports that declare no protocol are sniffed, as Istio's: they get
+//! both (`sniffed_routes`). A `*` virtual host applies the outbound traffic policy to every
+//! other host, for CONNECT and for other requests. Under transparent capture the same
+//! listener routes redirected connections (`capture.rs`).
 //!
 //! Inbound: a listener per workload port (`inbound|PORT` on the proxy's address) forwarding to
 //! the application (`inbound|PORT||`, at the app host).
@@ -420,11 +421,46 @@ fn service_routes(
     vs: Option<(&Resource, &VirtualService)>,
     notes: &mut Notes,
 ) -> Option<Vec<proto::Route>> {
+    if port.protocol.is_none() {
+        return sniffed_routes(cx, svc, port, vs, notes);
+    }
     let mut routes = port_routes(cx, svc, port, vs, notes)?;
     if !port.is_http() {
         for route in &mut routes {
             route.connect = true;
         }
+    }
+    Some(routes)
+}
+
+/// The routes of a port that declares no protocol, which is sniffed as Istio's
+/// auto-detected ports are (a captured connection's first bytes, or a plain request through
+/// the explicit proxy): HTTP requests take the VirtualService's `http` routes for the port,
+/// else go to the service; everything else (CONNECT, a captured connection that is not HTTP)
+/// its `tcp` routes, else the service. `None` when `vs` routes neither way (the port then
+/// falls back to its defaults).
+fn sniffed_routes(
+    cx: &RouteCx<'_>,
+    svc: &Service,
+    port: &ServicePort,
+    vs: Option<(&Resource, &VirtualService)>,
+    notes: &mut Notes,
+) -> Option<Vec<proto::Route>> {
+    let as_http = ServicePort {
+        protocol: Some(Protocol::Http),
+        ..port.clone()
+    };
+    let http = port_routes(cx, svc, &as_http, vs, notes);
+    // Its `http routes do not apply` note is for ports that are TCP, not sniffed.
+    let tcp = port_routes(cx, svc, port, vs, &mut Notes::default());
+    if http.is_none() && tcp.is_none() {
+        return None;
+    }
+    let default = || default_route(outbound_cluster(port.port, "", &svc.hostname));
+    let mut routes = http.unwrap_or_else(|| vec![default()]);
+    for mut route in tcp.unwrap_or_else(|| vec![default()]) {
+        route.connect = true;
+        routes.push(route);
     }
     Some(routes)
 }
