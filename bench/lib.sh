@@ -56,6 +56,9 @@ wait_port() {
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # --- measuring (bench/pair.sh; the caller defines port_of TARGET and pids_of TARGET) ----------
+# `loadgen TARGET MODE ARGS...` runs weft-loadgen against TARGET; a caller whose targets are
+# not on 127.0.0.1 (bench/capture.sh: a client in a network namespace) defines its own.
+loadgen() { local t=$1 mode=$2; shift 2; "$BIN/weft-loadgen" "$mode" --addr "127.0.0.1:$(port_of "$t")" "$@"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
@@ -72,7 +75,7 @@ measure_throughput_rounds() {
   local ratios=() round t out rps a b n=$#
   for round in $(seq 1 "$ROUNDS"); do
     for t in "$@"; do
-      out=$("$BIN/weft-loadgen" throughput --addr "127.0.0.1:$(port_of "$t")" --connections "$CONNS" --seconds "$TSECS")
+      out=$(loadgen "$t" throughput --connections "$CONNS" --seconds "$TSECS")
       echo "== round $round $t: throughput ($CONNS connections, ${TSECS}s): $out"
       no_errors "$out"
       rps=$(echo "$out" | field rps)
@@ -98,7 +101,7 @@ measure_latency() {
   echo "== $t: latency at $RATE rps (${SECS}s, $REPEAT runs; median reported)"
   for p in $pids; do before=$((before + $(cpu_ticks "$p"))); done
   for _ in $(seq 1 "$REPEAT"); do
-    out=$("$BIN/weft-loadgen" rate --addr "127.0.0.1:$(port_of "$t")" --connections 16 --rps "$RATE" --seconds "$SECS")
+    out=$(loadgen "$t" rate --connections 16 --rps "$RATE" --seconds "$SECS")
     echo "   $out"
     no_errors "$out"
     p50s+=("$(echo "$out" | field p50_ms)"); p90s+=("$(echo "$out" | field p90_ms)"); p99s+=("$(echo "$out" | field p99_ms)")
