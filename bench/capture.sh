@@ -26,7 +26,9 @@
 #     gives an HTTP port one such wildcard listener for all its services.
 # The load generator runs in the client namespace as root (not uid 1337: captured), HTTP/1.1
 # keep-alive with `Host: svc`, as a client of the service would send. Targets: direct (nginx's
-# address from the weft client namespace), weft, envoy; one worker per proxy. Measured as
+# address from the weft client namespace); weft-plain (the same sidecar's 15001 called
+# directly, not redirected: weft against it is what capture costs); weft; envoy. One worker
+# per proxy. Measured as
 # bench/pair.sh (bench/lib.sh): throughput in ROUNDS interleaved rounds (ratio = median of
 # per-round ratios), latency at RATE rps (median of REPEAT runs), CPU per 1000 requests and
 # peak RSS of the proxy during the fixed-rate runs. The proxies' request counters are checked
@@ -239,11 +241,12 @@ loadgen() {
   case $t in
     direct) ns=$NS_W; addr="${SERVER_IP[w]}:$NGINX_PORT" ;;
     weft) ns=$NS_W; addr="$VIP:80" ;;
+    weft-plain) ns=$NS_W; addr="127.0.0.1:15001" ;;
     envoy) ns=$NS_E; addr="$VIP:80" ;;
   esac
   in_ns "$ns" "$BIN/weft-loadgen" "$mode" --addr "$addr" --host "$HOST" "$@"
 }
-pids_of() { case $1 in direct) echo "" ;; weft) echo "$WEFT_PID" ;; envoy) echo "$ENVOY_PID" ;; esac; }
+pids_of() { case $1 in direct) echo "" ;; weft | weft-plain) echo "$WEFT_PID" ;; envoy) echo "$ENVOY_PID" ;; esac; }
 
 # The requests each proxy counted (its admin's stats, inside its namespace).
 weft_requests() {
@@ -265,8 +268,8 @@ for t in weft envoy; do
 done
 echo "== through capture: weft counted $(weft_requests) requests, envoy $(envoy_requests)"
 
-measure_throughput_rounds direct weft envoy
-for t in direct weft envoy; do measure_latency "$t"; done
+measure_throughput_rounds direct weft-plain weft envoy
+for t in direct weft-plain weft envoy; do measure_latency "$t"; done
 
 w_n=$(weft_requests); e_n=$(envoy_requests)
 echo "== requests counted by the proxies: weft $w_n, envoy $e_n"
@@ -276,13 +279,14 @@ if [ "${w_n:-0}" -lt 1000 ] || [ "${e_n:-0}" -lt 1000 ]; then
 fi
 
 echo
-print_table direct weft envoy
-python3 - "${RPS[direct]}" "${RPS[weft]}" "${P99[direct]}" "${P99[weft]}" "${P99[envoy]}" "${CPU1K[weft]}" "${CPU1K[envoy]}" "${HWM_EACH[weft]}" "${HWM_EACH[envoy]}" "$RATIO" <<'PY'
+print_table direct weft-plain weft envoy
+python3 - "${RPS[direct]}" "${RPS[weft]}" "${P99[direct]}" "${P99[weft]}" "${P99[envoy]}" "${CPU1K[weft]}" "${CPU1K[envoy]}" "${HWM_EACH[weft]}" "${HWM_EACH[envoy]}" "$RATIO" "${RPS[weft-plain]}" "${CPU1K[weft-plain]}" <<'PY'
 import sys
-rd, rw, pd, pw, pe, cw, ce, hw, he, ratio = map(float, sys.argv[1:])
+rd, rw, pd, pw, pe, cw, ce, hw, he, ratio, rp, cp = map(float, sys.argv[1:])
 added_w, added_e = max(pw - pd, 0.001), max(pe - pd, 0.001)
 print()
 print(f"weft/direct throughput {rw/rd:.2f}   weft/envoy throughput {ratio:.2f} (median of rounds)")
+print(f"capture's cost in weft (captured vs plain): throughput {rw/rp:.2f}, cpu per 1k {cw/cp:.2f}")
 print(f"added p99: weft {added_w:.3f} ms, envoy {added_e:.3f} ms")
 print(f"cpu s per 1k requests: weft {cw:.4f}, envoy {ce:.4f}")
 print(f"peak RSS: weft {hw/1024:.1f} MB, envoy {he/1024:.1f} MB")
