@@ -30,8 +30,9 @@
 # directly, not redirected: weft against it is what capture costs); weft; envoy. One worker
 # per proxy. Measured as
 # bench/pair.sh (bench/lib.sh): throughput in ROUNDS interleaved rounds (ratio = median of
-# per-round ratios), latency at RATE rps (median of REPEAT runs), CPU per 1000 requests and
-# peak RSS of the proxy during the fixed-rate runs. The proxies' request counters are checked
+# per-round ratios), latency at RATE rps (median of REPEAT runs, interleaved like the
+# throughput rounds), CPU per 1000 requests and peak RSS of the proxy during its fixed-rate
+# runs. The proxies' request counters are checked
 # afterwards: a run where a proxy counted nothing measured something else, and fails.
 # Knobs: SECONDS_PER_RUN (5), CONNECTIONS (32), RATE (1000), REPEAT (3), ROUNDS (3),
 # THROUGHPUT_SECONDS (5); SKIP_BUILD=1 uses the release binaries already built. The proxies
@@ -269,7 +270,7 @@ done
 echo "== through capture: weft counted $(weft_requests) requests, envoy $(envoy_requests)"
 
 measure_throughput_rounds direct weft-plain weft envoy
-for t in direct weft-plain weft envoy; do measure_latency "$t"; done
+measure_latency_rounds direct weft-plain weft envoy
 
 w_n=$(weft_requests); e_n=$(envoy_requests)
 echo "== requests counted by the proxies: weft $w_n, envoy $e_n"

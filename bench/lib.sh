@@ -117,6 +117,41 @@ measure_latency() {
   fi
 }
 
+# measure_latency for TARGETS, interleaved: REPEAT rounds, each running every target once, so
+# that a neighbour's burst on a shared machine hits one run of one target, not all of one
+# target's runs. Each target's CPU is counted over its own runs only.
+measure_latency_rounds() {
+  local -A p50s=() p90s=() p99s=() ticks=() reqs=()
+  local round t p out before after pids
+  echo "== latency at $RATE rps (${SECS}s; $REPEAT rounds of $*; median reported)"
+  for round in $(seq 1 "$REPEAT"); do
+    for t in "$@"; do
+      pids=$(pids_of "$t"); before=0; after=0
+      for p in $pids; do before=$((before + $(cpu_ticks "$p"))); done
+      out=$(loadgen "$t" rate --connections 16 --rps "$RATE" --seconds "$SECS")
+      for p in $pids; do after=$((after + $(cpu_ticks "$p"))); done
+      echo "   round $round $t: $out"
+      no_errors "$out"
+      p50s[$t]="${p50s[$t]:-} $(echo "$out" | field p50_ms)"
+      p90s[$t]="${p90s[$t]:-} $(echo "$out" | field p90_ms)"
+      p99s[$t]="${p99s[$t]:-} $(echo "$out" | field p99_ms)"
+      ticks[$t]=$((${ticks[$t]:-0} + after - before))
+      reqs[$t]=$((${reqs[$t]:-0} + $(echo "$out" | field requests)))
+    done
+  done
+  for t in "$@"; do
+    # shellcheck disable=SC2086 # lists of numbers
+    { P50[$t]=$(median ${p50s[$t]}); P90[$t]=$(median ${p90s[$t]}); P99[$t]=$(median ${p99s[$t]}); }
+    pids=$(pids_of "$t")
+    if [ -n "$pids" ]; then
+      CPU1K[$t]=$(python3 -c "print(f'{${ticks[$t]}/$TICKS/(${reqs[$t]}/1000):.4f}')")
+      HWM_EACH[$t]=$(for p in $pids; do hwm_kb "$p"; done | tr '\n' ' ' | sed 's/ $//')
+    else
+      CPU1K[$t]="-"; HWM_EACH[$t]="-"
+    fi
+  done
+}
+
 print_table() {
   printf '%-10s %12s %10s %10s %10s %14s %18s\n' target max_rps p50_ms p90_ms p99_ms cpu_s_per_1k peak_rss_kb
   for t in "$@"; do
