@@ -28,12 +28,11 @@
 # keep-alive with `Host: svc`, as a client of the service would send. Targets: direct (nginx's
 # address from the weft client namespace); weft-plain (the same sidecar's 15001 called
 # directly, not redirected: weft against it is what capture costs); weft; envoy. One worker
-# per proxy. Measured as
-# bench/pair.sh (bench/lib.sh): throughput in ROUNDS interleaved rounds (ratio = median of
-# per-round ratios), latency at RATE rps (median of REPEAT runs, interleaved like the
-# throughput rounds), CPU per 1000 requests and peak RSS of the proxy during its fixed-rate
-# runs. The proxies' request counters are checked
-# afterwards: a run where a proxy counted nothing measured something else, and fails.
+# per proxy. Measured as bench/pair.sh (bench/lib.sh): throughput in ROUNDS interleaved
+# rounds (ratio = median of per-round ratios), latency at RATE rps (median of REPEAT runs,
+# interleaved the same way), CPU per 1000 requests and peak RSS of each proxy during its
+# fixed-rate runs. The proxies' request counters are checked afterwards: a run where a proxy
+# counted (almost) nothing measured something else, and fails.
 # Knobs: SECONDS_PER_RUN (5), CONNECTIONS (32), RATE (1000), REPEAT (3), ROUNDS (3),
 # THROUGHPUT_SECONDS (5); SKIP_BUILD=1 uses the release binaries already built. The proxies
 # run as uid and gid 1337 (setpriv --reuid --regid --clear-groups) from copies of their
