@@ -56,6 +56,9 @@ wait_port() {
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # --- measuring (bench/pair.sh; the caller defines port_of TARGET and pids_of TARGET) ----------
+# `loadgen TARGET MODE ARGS...` runs weft-loadgen against TARGET; a caller whose targets are
+# not on 127.0.0.1 (bench/capture.sh: a client in a network namespace) defines its own.
+loadgen() { local t=$1 mode=$2; shift 2; "$BIN/weft-loadgen" "$mode" --addr "127.0.0.1:$(port_of "$t")" "$@"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
@@ -72,7 +75,7 @@ measure_throughput_rounds() {
   local ratios=() round t out rps a b n=$#
   for round in $(seq 1 "$ROUNDS"); do
     for t in "$@"; do
-      out=$("$BIN/weft-loadgen" throughput --addr "127.0.0.1:$(port_of "$t")" --connections "$CONNS" --seconds "$TSECS")
+      out=$(loadgen "$t" throughput --connections "$CONNS" --seconds "$TSECS")
       echo "== round $round $t: throughput ($CONNS connections, ${TSECS}s): $out"
       no_errors "$out"
       rps=$(echo "$out" | field rps)
@@ -98,7 +101,7 @@ measure_latency() {
   echo "== $t: latency at $RATE rps (${SECS}s, $REPEAT runs; median reported)"
   for p in $pids; do before=$((before + $(cpu_ticks "$p"))); done
   for _ in $(seq 1 "$REPEAT"); do
-    out=$("$BIN/weft-loadgen" rate --addr "127.0.0.1:$(port_of "$t")" --connections 16 --rps "$RATE" --seconds "$SECS")
+    out=$(loadgen "$t" rate --connections 16 --rps "$RATE" --seconds "$SECS")
     echo "   $out"
     no_errors "$out"
     p50s+=("$(echo "$out" | field p50_ms)"); p90s+=("$(echo "$out" | field p90_ms)"); p99s+=("$(echo "$out" | field p99_ms)")
@@ -112,6 +115,41 @@ measure_latency() {
   else
     CPU1K[$t]="-"; HWM_EACH[$t]="-"
   fi
+}
+
+# measure_latency for TARGETS, interleaved: REPEAT rounds, each running every target once, so
+# that a neighbour's burst on a shared machine hits one run of one target, not all of one
+# target's runs. Each target's CPU is counted over its own runs only.
+measure_latency_rounds() {
+  local -A p50s=() p90s=() p99s=() ticks=() reqs=()
+  local round t p out before after pids
+  echo "== latency at $RATE rps (${SECS}s; $REPEAT rounds of $*; median reported)"
+  for round in $(seq 1 "$REPEAT"); do
+    for t in "$@"; do
+      pids=$(pids_of "$t"); before=0; after=0
+      for p in $pids; do before=$((before + $(cpu_ticks "$p"))); done
+      out=$(loadgen "$t" rate --connections 16 --rps "$RATE" --seconds "$SECS")
+      for p in $pids; do after=$((after + $(cpu_ticks "$p"))); done
+      echo "   round $round $t: $out"
+      no_errors "$out"
+      p50s[$t]="${p50s[$t]:-} $(echo "$out" | field p50_ms)"
+      p90s[$t]="${p90s[$t]:-} $(echo "$out" | field p90_ms)"
+      p99s[$t]="${p99s[$t]:-} $(echo "$out" | field p99_ms)"
+      ticks[$t]=$((${ticks[$t]:-0} + after - before))
+      reqs[$t]=$((${reqs[$t]:-0} + $(echo "$out" | field requests)))
+    done
+  done
+  for t in "$@"; do
+    # shellcheck disable=SC2086 # lists of numbers
+    { P50[$t]=$(median ${p50s[$t]}); P90[$t]=$(median ${p90s[$t]}); P99[$t]=$(median ${p99s[$t]}); }
+    pids=$(pids_of "$t")
+    if [ -n "$pids" ]; then
+      CPU1K[$t]=$(python3 -c "print(f'{${ticks[$t]}/$TICKS/(${reqs[$t]}/1000):.4f}')")
+      HWM_EACH[$t]=$(for p in $pids; do hwm_kb "$p"; done | tr '\n' ' ' | sed 's/ $//')
+    else
+      CPU1K[$t]="-"; HWM_EACH[$t]="-"
+    fi
+  done
 }
 
 print_table() {
