@@ -127,6 +127,47 @@ impl Entry {
         }
     }
 
+    /// What the access log keeps of a TCP connection (a TCP or TLS passthrough listener's,
+    /// or a captured one that is not HTTP), as Envoy's TCP proxy logs it: no request, so
+    /// `"- - -"` and status 0; the caller fills in bytes, upstream, cluster and flags.
+    pub fn connection(
+        sink: &Arc<Sink>,
+        (start_time, started): (SystemTime, Instant),
+        peer: SocketAddr,
+        local: SocketAddr,
+        peer_identity: Option<Arc<str>>,
+    ) -> Entry {
+        let dash = || "-".to_owned();
+        Entry {
+            start_time,
+            started,
+            method: dash(),
+            path: dash(),
+            protocol: "-",
+            status: 0,
+            flags: crate::error::Flags::default(),
+            bytes_received: Arc::default(),
+            bytes_sent: 0,
+            upstream_ms: None,
+            forwarded_for: dash(),
+            user_agent: dash(),
+            request_id: dash(),
+            authority: dash(),
+            upstream_host: dash(),
+            cluster: dash(),
+            route: dash(),
+            peer,
+            details: String::new(),
+            peer_identity,
+            local,
+            sni: None,
+            https: false,
+            request_headers: vec![None; sink.request_headers.len()],
+            response_headers: vec![None; sink.response_headers.len()],
+            sink: sink.clone(),
+        }
+    }
+
     /// Keeps the response headers the format reads, once the response is known.
     pub fn response(&mut self, headers: &HeaderMap) {
         self.response_headers = self

@@ -147,17 +147,21 @@ pub(crate) fn serve_conn(
             let mesh = mesh_tls.clone();
             let rbac = rbac.clone();
             let reporting = spec.reporting.clone();
+            let access_log = spec.access_log.clone();
             let conn = async move {
                 let rbac = rbac.as_deref();
                 let r = &*reporting;
+                let log = access_log.as_ref();
                 match mesh {
-                    None => proxy_tcp(shared, &cluster, rbac, stream, peer, local, None, r).await,
+                    None => {
+                        proxy_tcp(shared, &cluster, rbac, stream, peer, local, None, r, log).await
+                    }
                     Some(mesh) => match mesh_accept(&shared, &mesh, stream).await {
                         Some(Accepted::Plain(s)) => {
-                            proxy_tcp(shared, &cluster, rbac, s, peer, local, None, r).await
+                            proxy_tcp(shared, &cluster, rbac, s, peer, local, None, r, log).await
                         }
                         Some(Accepted::Tls(tls, id, _)) => {
-                            proxy_tcp(shared, &cluster, rbac, tls, peer, local, id, r).await
+                            proxy_tcp(shared, &cluster, rbac, tls, peer, local, id, r, log).await
                         }
                         None => {}
                     },
@@ -169,8 +173,17 @@ pub(crate) fn serve_conn(
             let shared = shared.clone();
             let routes = routes.clone();
             let reporting = spec.reporting.clone();
+            let log = spec.access_log.clone();
             let conn = async move {
-                proxy_tls_passthrough(shared, &routes, stream, peer, &reporting).await
+                proxy_tls_passthrough(
+                    shared,
+                    &routes,
+                    stream,
+                    (peer, local),
+                    &reporting,
+                    log.as_ref(),
+                )
+                .await
             };
             tokio::spawn(watcher.tunnel(conn).instrument(span));
         }
@@ -192,9 +205,19 @@ pub(crate) fn serve_conn(
             };
             let shared = shared.clone();
             let reporting = spec.reporting.clone();
+            let log = spec.access_log.clone();
             let conn = async move {
-                crate::tunnel::proxy_captured(shared, &cluster, stream, peer, dst, &[], &reporting)
-                    .await
+                crate::tunnel::proxy_captured(
+                    shared,
+                    &cluster,
+                    stream,
+                    peer,
+                    dst,
+                    &[],
+                    &reporting,
+                    log.as_ref(),
+                )
+                .await
             };
             tokio::spawn(watcher.tunnel(conn).instrument(span));
         }

@@ -174,6 +174,7 @@ async fn tcp(
         dst,
         &first,
         &cx.reporting,
+        cx.access_log.as_ref(),
     )
     .await;
 }

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::access_log::Sink;
 use crate::cluster::{HashInput, Pick};
 use crate::metrics::peer::{Destination, Reporting};
 use crate::metrics::{Reporter, TcpKey, labels};
@@ -163,9 +164,11 @@ pub async fn proxy_tcp<D>(
     local: SocketAddr,
     peer_identity: Option<Arc<str>>,
     reporting: &Reporting,
+    access_log: Option<&Arc<Sink>>,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
+    let report = Report::new(reporting, peer, local, access_log, peer_identity.as_deref());
     if let Some(principal) = &peer_identity {
         tracing::debug!(%peer, %principal, "tcp: mTLS peer");
     }
@@ -186,19 +189,25 @@ pub async fn proxy_tcp<D>(
                 .rbac_denied
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(%peer, cluster, "connection denied: {why}");
+            report.log(
+                None,
+                Some(cluster),
+                Some(Flag::RbacDenied),
+                Moved::default(),
+            );
             return;
         }
     }
-    let report = Report {
-        reporting,
-        identity: peer_identity.as_deref(),
-    };
-    forward(shared, cluster, downstream, peer, &[], report, None).await;
+    forward(shared, cluster, downstream, &[], report, None).await;
 }
 
 /// A captured connection (transparent capture) sent to `cluster`, after `first` (bytes
 /// already read from it); an ORIGINAL_DST cluster sends it to `dst`, where the application
 /// sent it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one connection's facts, each used once"
+)]
 pub async fn proxy_captured<D>(
     shared: Arc<Shared>,
     cluster: &str,
@@ -207,25 +216,81 @@ pub async fn proxy_captured<D>(
     dst: SocketAddr,
     first: &[u8],
     reporting: &Reporting,
+    access_log: Option<&Arc<Sink>>,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
-    let report = Report {
-        reporting,
-        identity: None,
-    };
-    forward(shared, cluster, downstream, peer, first, report, Some(dst)).await;
+    let report = Report::new(reporting, peer, dst, access_log, None);
+    forward(shared, cluster, downstream, first, report, Some(dst)).await;
 }
 
-/// What a TCP connection reports in the standard metrics.
+/// What a TCP connection reports: the standard metrics, and its access-log line.
 #[derive(Clone, Copy)]
 struct Report<'a> {
     reporting: &'a Reporting,
     /// The downstream's verified mTLS identity.
     identity: Option<&'a str>,
+    peer: SocketAddr,
+    /// Where it came to (a captured connection: its original destination).
+    local: SocketAddr,
+    /// The listener's access log, if it has one.
+    access_log: Option<&'a Arc<Sink>>,
+    started: (std::time::SystemTime, std::time::Instant),
 }
 
-impl Report<'_> {
+impl<'a> Report<'a> {
+    fn new(
+        reporting: &'a Reporting,
+        peer: SocketAddr,
+        local: SocketAddr,
+        access_log: Option<&'a Arc<Sink>>,
+        identity: Option<&'a str>,
+    ) -> Report<'a> {
+        Report {
+            reporting,
+            identity,
+            peer,
+            local,
+            access_log,
+            started: (std::time::SystemTime::now(), std::time::Instant::now()),
+        }
+    }
+
+    /// The connection's access-log line, as Envoy's TCP proxy writes it (`"- - -"`, status
+    /// 0, the bytes each way, the upstream host and cluster, the response flags).
+    fn log(
+        &self,
+        upstream: Option<SocketAddr>,
+        cluster: Option<&str>,
+        flag: Option<Flag>,
+        moved: Moved,
+    ) {
+        let Some(sink) = self.access_log else {
+            return;
+        };
+        let mut entry = crate::access_log::Entry::connection(
+            sink,
+            self.started,
+            self.peer,
+            self.local,
+            self.identity.map(Arc::from),
+        );
+        if let Some(f) = flag {
+            entry.flags.add(f);
+        }
+        entry
+            .bytes_received
+            .store(moved.received, std::sync::atomic::Ordering::Relaxed);
+        entry.bytes_sent = moved.sent;
+        if let Some(u) = upstream {
+            entry.upstream_host = u.to_string();
+        }
+        if let Some(c) = cluster {
+            entry.cluster = c.to_owned();
+        }
+        entry.write();
+    }
+
     fn key(&self, state: &ClusterState, pick: Option<&Pick>, flag: Option<Flag>) -> TcpKey {
         let mut flags = crate::error::Flags::default();
         if let Some(f) = flag {
@@ -254,6 +319,13 @@ impl Report<'_> {
 
     /// A connection that ended before it was spliced (counted opened and closed at once).
     fn refused(&self, shared: &Shared, state: &ClusterState, pick: Option<&Pick>, flag: Flag) {
+        let upstream = pick.map(|p| p.endpoint.address);
+        self.log(
+            upstream,
+            Some(state.cluster.name()),
+            Some(flag),
+            Moved::default(),
+        );
         if self.reporting.tcp_disabled {
             return;
         }
@@ -269,9 +341,11 @@ pub async fn proxy_tls_passthrough(
     shared: Arc<Shared>,
     routes: &SniTable<String>,
     mut downstream: TcpStream,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     reporting: &Reporting,
+    access_log: Option<&Arc<Sink>>,
 ) {
+    let report = Report::new(reporting, peer, local, access_log, None);
     let hello = tokio::time::timeout(
         CLIENT_HELLO_TIMEOUT,
         crate::tls::peek_client_hello(&mut downstream),
@@ -291,13 +365,10 @@ pub async fn proxy_tls_passthrough(
     let Some(cluster) = routes.lookup(sni.as_deref()) else {
         shared.stats.local_reply(Flag::NoRoute.code());
         tracing::info!(%peer, sni = sni.as_deref().unwrap_or("-"), "passthrough: no route for the SNI (NR)");
+        report.log(None, None, Some(Flag::NoRoute), Moved::default());
         return;
     };
-    let report = Report {
-        reporting,
-        identity: None,
-    };
-    forward(shared, cluster, downstream, peer, &seen, report, None).await;
+    forward(shared, cluster, downstream, &seen, report, None).await;
 }
 
 /// Connects to an endpoint of `cluster` (of an ORIGINAL_DST cluster: to `original`), writes
@@ -306,17 +377,18 @@ async fn forward<D>(
     shared: Arc<Shared>,
     cluster: &str,
     mut downstream: D,
-    peer: SocketAddr,
     first: &[u8],
     report: Report<'_>,
     original: Option<SocketAddr>,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
+    let peer = report.peer;
     let snapshot = shared.snapshot.load_full();
     let Some(mut state) = snapshot.clusters.get(cluster).cloned() else {
         shared.stats.local_reply(Flag::NoCluster.code());
         tracing::warn!(cluster, "tcp: cluster not defined (NC)");
+        report.log(None, Some(cluster), Some(Flag::NoCluster), Moved::default());
         return;
     };
     if let (Some(destinations), Some(dst)) = (&state.original_dst, original) {
@@ -378,6 +450,12 @@ async fn forward<D>(
         shared.metrics.tcp_closed(key, moved.sent, moved.received);
     }
     shared.stats.downstream_cx_active.fetch_sub(1, Relaxed);
+    report.log(
+        Some(pick.endpoint.address),
+        Some(state.cluster.name()),
+        None,
+        moved,
+    );
     drop(pick);
 }
 

@@ -110,3 +110,62 @@ clusters:
     let head = read_head(&mut s).await.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 404"), "{head}");
 }
+
+/// The access log's text once it holds `lines` lines (or after 5 s, whatever it holds then).
+async fn log_lines(log: &std::path::Path, lines: usize) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.lines().count() >= lines {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_listener_logs_each_connection_as_envoys_tcp_proxy() {
+    let echo = echo_server().await;
+    let dir = support::TempDir(std::env::temp_dir().join(format!(
+        "weft-tcp-log-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    )));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let log = dir.0.join("access.log");
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+- {{name: tcp, address: "127.0.0.1:0", tcp: {{cluster: echo}}, accessLog: {{path: "{log}"}}}}
+- {{name: nowhere, address: "127.0.0.1:0", tcp: {{cluster: closed}}, accessLog: {{path: "{log}"}}}}
+clusters:
+- {{name: echo, endpoints: [{{address: "{echo}"}}]}}
+- {{name: closed, endpoints: [{{address: "127.0.0.1:1"}}]}}
+"#,
+        log = log.display()
+    ));
+    let mut s = TcpStream::connect(proxy.addr("tcp")).await.unwrap();
+    s.write_all(b"hello").await.unwrap();
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).await.unwrap();
+    drop(s);
+    // An upstream that refuses: the line says UF, nothing moved.
+    let mut refused = TcpStream::connect(proxy.addr("nowhere")).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = refused.read_to_end(&mut rest).await;
+
+    let text = log_lines(&log, 2).await;
+    let spliced = text
+        .lines()
+        .find(|l| l.contains(" echo "))
+        .unwrap_or_else(|| panic!("{text}"));
+    // `"- - -" 0 - RECEIVED SENT DURATION ...`, the upstream host and cluster.
+    assert!(spliced.contains("\"- - -\" 0 - 5 5 "), "{spliced}");
+    assert!(spliced.contains(&format!("\"{echo}\" echo")), "{spliced}");
+    let failed = text
+        .lines()
+        .find(|l| l.contains(" closed "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(failed.contains("\"- - -\" 0 UF 0 0 "), "{failed}");
+}
