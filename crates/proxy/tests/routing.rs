@@ -462,35 +462,10 @@ clusters:
     }
 }
 
-/// A fresh directory (removed when the guard drops) and the access log path in it.
-fn access_log_file(name: &str) -> (support::TempDir, std::path::PathBuf) {
-    let dir = support::TempDir(std::env::temp_dir().join(format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    )));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let log = dir.0.join("access.log");
-    (dir, log)
-}
-
-/// The access log's text once it holds `lines` lines (or after 5 s, whatever it holds then).
-async fn access_log_lines(log: &std::path::Path, lines: usize) -> String {
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.lines().count() >= lines {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_counts_request_body_bytes() {
     let app = backend("app").await;
-    let (_dir, log) = access_log_file("weft-access-log");
+    let (_dir, log) = support::access_log_file("weft-access-log");
     let proxy = Proxy::start(&format!(
         r#"
 listeners:
@@ -512,7 +487,7 @@ clusters:
         .unwrap();
     let r = support::send(&client(), req).await;
     assert_eq!(r.status, 200);
-    let text = access_log_lines(&log, 1).await;
+    let text = support::access_log_lines(&log, 1).await;
     // STATUS FLAGS BYTES_RECEIVED BYTES_SENT: the 1234 bytes sent, then the echo's length.
     let sent = r.body.len();
     assert!(
@@ -527,7 +502,7 @@ async fn a_gateway_keeps_the_detail_of_local_replies_to_itself() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let (_dir, log) = access_log_file("weft-gateway-detail");
+    let (_dir, log) = support::access_log_file("weft-gateway-detail");
     let proxy = Proxy::start(&format!(
         r#"
 node: {{id: "router~127.0.0.1~ingress.istio-system~istio-system.svc.cluster.local"}}
@@ -552,7 +527,7 @@ clusters:
     // The cause, not the endpoint's address or the socket error.
     assert_eq!(uf.body, "upstream connect error (UF)\n");
     // Those are in the access log.
-    let text = access_log_lines(&log, 1).await;
+    let text = support::access_log_lines(&log, 1).await;
     let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
     let details = line["response_code_details"].as_str().unwrap_or_default();
     assert!(
@@ -568,7 +543,7 @@ async fn the_access_log_names_retries_that_ran_out_as_envoy_does() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let (_dir, log) = access_log_file("weft-retry-flags");
+    let (_dir, log) = support::access_log_file("weft-retry-flags");
     let retry = r#"retryPolicy: {numRetries: 2, retryOn: "connect-failure,5xx"}"#;
     let proxy = Proxy::start(&format!(
         r#"
@@ -594,7 +569,7 @@ clusters:
     let r = get(&c, proxy.addr("http"), "dead", "/", &[]).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.headers["x-weft-response-flags"], "URX,UF");
-    let lines: Vec<serde_json::Value> = access_log_lines(&log, 2)
+    let lines: Vec<serde_json::Value> = support::access_log_lines(&log, 2)
         .await
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -615,7 +590,7 @@ clusters:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_finds_its_client_behind_as_many_proxies_as_it_trusts() {
     let app = backend("app").await;
-    let (_dir, log) = access_log_file("weft-trusted-hops");
+    let (_dir, log) = support::access_log_file("weft-trusted-hops");
     let proxy = Proxy::start(&format!(
         r#"
 node: {{id: "router~127.0.0.1~ingress.istio-system~istio-system.svc.cluster.local"}}
@@ -646,7 +621,7 @@ clusters:
         r.headers["x-echo-x-forwarded-for"],
         "198.51.100.1, 203.0.113.7,127.0.0.1"
     );
-    let text = access_log_lines(&log, 1).await;
+    let text = support::access_log_lines(&log, 1).await;
     let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
     assert_eq!(line["downstream_remote_address"], "203.0.113.7:0", "{text}");
 }

@@ -111,29 +111,10 @@ clusters:
     assert!(head.starts_with("http/1.1 404"), "{head}");
 }
 
-/// The access log's text once it holds `lines` lines (or after 5 s, whatever it holds then).
-async fn log_lines(log: &std::path::Path, lines: usize) -> String {
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.lines().count() >= lines {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_listener_logs_each_connection_as_envoys_tcp_proxy() {
     let echo = echo_server().await;
-    let dir = support::TempDir(std::env::temp_dir().join(format!(
-        "weft-tcp-log-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    )));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let log = dir.0.join("access.log");
+    let (_dir, log) = support::access_log_file("weft-tcp-log");
     let proxy = Proxy::start(&format!(
         r#"
 listeners:
@@ -155,7 +136,7 @@ clusters:
     let mut rest = Vec::new();
     let _ = refused.read_to_end(&mut rest).await;
 
-    let text = log_lines(&log, 2).await;
+    let text = support::access_log_lines(&log, 2).await;
     let spliced = text
         .lines()
         .find(|l| l.contains(" echo "))

@@ -441,3 +441,28 @@ pub async fn gated_backend(name: &'static str) -> (SocketAddr, std::sync::Arc<Ga
     .await;
     (addr, gate)
 }
+
+/// A fresh directory (removed when the guard drops) and the access log path in it.
+pub fn access_log_file(name: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    )));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let log = dir.0.join("access.log");
+    (dir, log)
+}
+
+/// The access log's text once it holds `lines` lines (or after 5 s, whatever it holds then).
+pub async fn access_log_lines(log: &std::path::Path, lines: usize) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.lines().count() >= lines {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    text
+}
