@@ -34,6 +34,11 @@ const MAX_DESTINATIONS: usize = 1024;
 /// proxy refreshes its DNS cache every 60 s by default).
 const NAME_TTL: Duration = Duration::from_secs(60);
 
+/// The `local` to give [`OriginalDst::state_for`] for a captured connection: its original
+/// destination is never the listener's own address (it was redirected from elsewhere), so
+/// there is no loop to refuse.
+pub const CAPTURED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 /// The per-destination clusters of one ORIGINAL_DST cluster.
 #[derive(Default)]
 pub struct OriginalDst {

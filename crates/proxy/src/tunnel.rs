@@ -392,11 +392,9 @@ async fn forward<D>(
         return;
     };
     if let (Some(destinations), Some(dst)) = (&state.original_dst, original) {
-        // The listener's own address is never an original destination here: a redirected
-        // connection's destination is elsewhere.
-        let unspecified = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+        let captured = crate::original_dst::CAPTURED;
         match destinations
-            .state_for(&state, &dst.to_string(), dst.port(), unspecified)
+            .state_for(&state, &dst.to_string(), dst.port(), captured)
             .await
         {
             Ok(resolved) => state = resolved,

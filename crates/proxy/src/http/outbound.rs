@@ -66,7 +66,7 @@ pub(super) async fn target<'s>(
     // A captured connection goes where the application sent it, whatever its Host says.
     let captured = cx.original_dst.map(|dst| dst.to_string());
     let (authority, local) = match &captured {
-        Some(dst) => (dst.as_str(), unspecified()),
+        Some(dst) => (dst.as_str(), crate::original_dst::CAPTURED),
         None => (request.authority.as_str(), cx.local),
     };
     let lookup = destinations.state_for(state, authority, default_port, local);
@@ -83,12 +83,6 @@ pub(super) async fn target<'s>(
         };
         Error::new(cause, format!("cluster {name:?}: {why}"))
     })
-}
-
-/// An address no destination is: a captured connection's original destination is never
-/// the listener's own.
-fn unspecified() -> std::net::SocketAddr {
-    std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0)
 }
 
 /// 504 UT: the route's timeout passed.
